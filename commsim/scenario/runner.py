@@ -211,10 +211,13 @@ def _simulation(scenario: Scenario, topology: Topology) -> Simulation:
 
 
 def _trace_of(scenario: Scenario, workload: Any) -> Any:
-    from commsim.workloads import inference_trace, load_model, load_trace, training_trace
+    from commsim.workloads import inference_trace, load_model, training_trace
 
     if isinstance(workload, TraceWorkload):
-        return load_trace(scenario.resolve_path(workload.file))
+        from commsim.workloads.sources import load_any_trace
+
+        return load_any_trace(scenario.resolve_path(workload.file), workload.format,
+                              process_groups=workload.process_groups)
     if isinstance(workload, TrainingWorkload):
         return training_trace(load_model(workload.model), workload.generator_config())
     if isinstance(workload, InferenceWorkload):

@@ -80,10 +80,18 @@ class CollectiveSettings(StrictModel):
 
 
 class TraceWorkload(StrictModel):
-    """Replay a trace file (commsim JSON)."""
+    """Replay a trace: a commsim JSON file, Chakra ET files (a file, directory or ``<prefix>`` of
+    ``<prefix>.<rank>.et``) or PyTorch profiler traces (a directory or files of Chrome-trace JSON, one per rank).
+
+    ``format: auto`` tells them apart by the path: ``.et`` files, directories of them or a prefix are
+    Chakra; a directory of ``*.json`` profiler traces or a JSON file with ``traceEvents`` is PyTorch.
+    """
 
     kind: Literal["trace"] = "trace"
     file: str
+    format: Literal["auto", "commsim", "chakra", "pytorch"] = "auto"
+    process_groups: dict[str, list[int]] | None = Field(
+        default=None, description="Chakra pg_name -> ranks (default: <prefix>.comm_group.json when present).")
     lockstep: bool = True
 
 

@@ -1,6 +1,8 @@
-"""Import MLCommons Chakra execution traces (JSON form, one file per rank) as a commsim :class:`Trace`.
+"""Import MLCommons Chakra execution traces (one file per rank) as a commsim :class:`Trace`.
 
-Input: what Chakra's ``chakra_jsonizer`` writes — a ``GlobalMetadata`` object
+Input: binary Chakra ET files (``<prefix>.<rank>.et``, the protobuf streams
+Chakra's tools and ASTRA-sim use; read by :mod:`commsim.workloads.chakra_et`
+with the optional package ``mlc-chakra``), or what Chakra's ``chakra_jsonizer`` writes — a ``GlobalMetadata`` object
 followed by one JSON object per ``Node`` (protobuf JSON: ``camelCase`` or
 ``snake_case`` keys, 64-bit integers as strings, enums by name or number) —
 or the same objects in a JSON array, or ``{"metadata": {...}, "nodes": [...]}``.
@@ -34,6 +36,13 @@ topological order (file order among ready nodes), so the in-order streams add
 no false dependencies. ``comm_size`` is taken in the nccl-tests convention of
 the trace format. Other node types (STORAGE, BATCH, CHECKPOINT, INVALID) and
 GATHER / SCATTER collectives raise :class:`TraceError`.
+
+Process groups: a collective's ``pg_name`` names a group of
+``process_groups``; without that argument, the ``<prefix>.comm_group.json``
+next to the files (ASTRA-sim's ``{"pg_name": [ranks]}`` form) is read when it
+exists. A node that carries the ``commsim`` attribute (written by
+:func:`~commsim.workloads.chakra_et.export_chakra`) gets back its op id,
+stream, dtype, tags and the other fields Chakra has no place for.
 """
 
 from __future__ import annotations
@@ -51,9 +60,11 @@ from commsim.config import config_error_from
 from commsim.errors import ConfigError, TraceError
 from commsim.workloads._dtypes import dtype_bytes
 from commsim.workloads.trace import (
+    OP_TYPES,
     CollectiveOp,
     ComputeOp,
     DelayOp,
+    DiskReadOp,
     Program,
     RecvOp,
     SendOp,
@@ -61,7 +72,7 @@ from commsim.workloads.trace import (
     _OpBase,
 )
 
-__all__ = ["NODE_TYPES", "import_chakra", "read_chakra_json"]
+__all__ = ["NODE_TYPES", "chakra_files", "import_chakra", "read_chakra_json"]
 
 NODE_TYPES = {
     0: "INVALID_NODE", 1: "METADATA_NODE", 2: "MEM_LOAD_NODE", 3: "MEM_STORE_NODE", 4: "COMP_NODE",
@@ -79,6 +90,7 @@ _COLLECTIVE = {
     "ALL_TO_ALL": "all_to_all", "REDUCE_SCATTER": "reduce_scatter", "REDUCE_SCATTER_BLOCK": "reduce_scatter",
     "BARRIER": "all_reduce",
 }
+_COMM_GROUP_SUFFIX = ".comm_group.json"   # the same as chakra_et.COMM_GROUP_SUFFIX (not imported: lazy)
 _SUPPORTED = ("COMP_NODE", "MEM_LOAD_NODE", "MEM_STORE_NODE", "COMM_COLL_NODE", "COMM_SEND_NODE",
               "COMM_RECV_NODE", "METADATA_NODE")
 
@@ -196,6 +208,50 @@ def _ranks_from_names(paths: list[Path]) -> list[int]:
     return list(range(len(paths)))
 
 
+def chakra_files(spec: str | Path) -> list[Path]:
+    """The per-rank files a user names: a file, a directory (its ``*.et`` files, else its
+    ``*.json`` files) or a prefix (``dir/all_reduce`` for ``dir/all_reduce.<rank>.et``), by rank."""
+    path = Path(spec)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = sorted(path.glob("*.et")) or sorted(path.glob("*.et.gz")) or sorted(
+            p for p in path.glob("*.json") if not p.name.endswith(_COMM_GROUP_SUFFIX))
+    else:
+        pattern = re.compile(re.escape(path.name) + r"\.(\d+)\.(et|et\.gz|json)$")
+        found = [p for p in path.parent.glob(path.name + ".*") if pattern.match(p.name)] if path.parent.is_dir() else []
+    if not found:
+        raise TraceError(field="files", value=str(spec), rule="names no Chakra trace file",
+                         fix="give a file, a directory of <name>.<rank>.et files, or their common prefix "
+                             "(e.g. 'traces/all_reduce' for traces/all_reduce.0.et ...)")
+    return sorted(found, key=lambda p: (int(re.findall(r"\d+", p.name)[-1]) if re.findall(r"\d+", p.name) else 0,
+                                        p.name))
+
+
+def _read_nodes(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    if path.suffix == ".json":
+        return read_chakra_json(path)
+    from commsim.workloads.chakra_et import read_chakra_et
+
+    return read_chakra_et(path)
+
+
+def _comm_groups(files: list[Path]) -> dict[str, list[int]] | None:
+    """ASTRA-sim's ``<prefix>.comm_group.json`` beside the files, when there is one."""
+    match = re.match(r"(.*)\.\d+\.(?:et|et\.gz|json)$", files[0].name)
+    if match is None:
+        return None
+    path = files[0].with_name(match.group(1) + _COMM_GROUP_SUFFIX)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {str(k): [int(r) for r in v] for k, v in data.items()}
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        raise TraceError(field="file", value=str(path), rule="is not a mapping of process-group names to rank lists",
+                         fix='write e.g. {"1": [0, 1, 2, 3]}, or delete the file') from None
+
+
 def import_chakra(
     paths: Sequence[str | Path],
     *,
@@ -205,8 +261,9 @@ def import_chakra(
     name: str = "chakra-import",
     check: bool = True,
 ) -> Trace:
-    """Convert Chakra JSON traces (one per rank) into one :class:`Trace` with a program per rank.
+    """Convert Chakra traces (binary ``.et`` or JSON, one per rank) into one :class:`Trace`, a program per rank.
 
+    Each path is a file, a directory or a prefix (see :func:`chakra_files`).
     ``ranks`` gives each file's rank; by default the last number in each file
     name (``trace.3.json`` → 3) when those are distinct, else the file order.
     ``process_groups`` maps a collective's ``pg_name`` to its member ranks;
@@ -214,7 +271,7 @@ def import_chakra(
     given to compute ops (Chakra nodes carry none). With ``check`` (default) the
     result passes :func:`~commsim.workloads.validate_trace`.
     """
-    files = [Path(p) for p in paths]
+    files = [f for p in paths for f in chakra_files(p)]
     if not files:
         raise TraceError(field="files", rule="is empty", fix="give one Chakra JSON file per rank")
     dtype_bytes(dtype)
@@ -224,16 +281,26 @@ def import_chakra(
                          fix="list as many distinct ranks as files")
     world = sorted(rank_list)
     size = max(rank_list) + 1
+    if process_groups is None:
+        process_groups = _comm_groups(files)
     groups = {key: list(value) for key, value in (process_groups or {}).items()}
     programs = []
     metadata: dict[str, Any] = {"source": "chakra", "files": [str(f) for f in files], "dtype": dtype}
+    communicators: dict[str, list[list[int]]] = {"world": [world]}
+    origin = None   # the trace-level fields of a trace commsim exported
     for path, rank in zip(files, rank_list, strict=True):
-        meta, nodes = read_chakra_json(path)
+        meta, nodes = _read_nodes(path)
+        if meta is not None and "commsim_trace" in meta:
+            origin = json.loads(meta.pop("commsim_trace"))
         if meta is not None and "chakra_metadata" not in metadata:
             metadata["chakra_metadata"] = meta
         ops = _convert(nodes, rank, groups, dtype, str(path))
-        programs.append(Program.model_construct(name=f"rank{rank}", ranks=[rank], ops=ops))
-    trace = Trace.model_construct(name=name, ranks=size, communicators={"world": [world]},
+        if ops or origin is None:
+            programs.append(Program.model_construct(name=f"rank{rank}", ranks=[rank], ops=ops))
+    if origin is not None:
+        name, size, communicators, metadata = (origin["name"], origin["ranks"], origin["communicators"],
+                                               origin["metadata"])
+    trace = Trace.model_construct(name=name, ranks=size, communicators=communicators,
                                   programs=programs, metadata=metadata)
     if check:
         from commsim.workloads._validate import validate_trace
@@ -277,21 +344,45 @@ def _convert(nodes: list[dict[str, Any]], rank: int, groups: dict[str, list[int]
         deps.append(mine)
 
     order = _topological(nodes, deps, source)
+    attrs = [_attrs(node, f"nodes[{i}]", source) for i, node in enumerate(nodes)]
+    extras = [_extra(a.get("commsim"), f"nodes[{i}]", source) for i, a in enumerate(attrs)]
+    dropped = [types[i] == "METADATA_NODE" and extras[i] is None for i in range(len(nodes))]
     kept: dict[int, list[int]] = {}   # metadata nodes resolve to the kept nodes they depend on
     ops: list[_OpBase] = []
+    op_id: dict[int, str] = {}
     for i in order:
+        mine = deps[i]
+        if extras[i] is not None:   # a commsim export: its ctrl_deps only restate stream order
+            data = {ids[str(d)] for d in _key(nodes[i], "data_deps") or []}
+            mine = [j for j in mine if j in data]
         effective: list[int] = []
-        for j in deps[i]:
-            for k in kept[j] if types[j] == "METADATA_NODE" else [j]:
+        for j in mine:
+            for k in kept[j] if dropped[j] else [j]:
                 if k not in effective:
                     effective.append(k)
         kept[i] = effective
-        if types[i] == "METADATA_NODE":
+        if dropped[i]:
             continue
-        op = _node_op(nodes[i], types[i], f"nodes[{i}]", rank, groups, dtype, source)
-        op.deps = [str(nodes[k].get("id", 0)) for k in effective]
+        op = _node_op(nodes[i], types[i], attrs[i], extras[i], f"nodes[{i}]", rank, groups, dtype, source)
+        op_id[i] = op.id
+        op.deps = [op_id[k] for k in effective]
         ops.append(op)
     return ops
+
+
+def _extra(raw: Any, where: str, source: str) -> dict[str, Any] | None:
+    """The ``commsim`` attribute of a node commsim exported: the op fields Chakra has no place for."""
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except (TypeError, json.JSONDecodeError):
+        value = None
+    if not isinstance(value, dict) or value.get("kind") not in OP_TYPES or "id" not in value:
+        raise TraceError(field=f"{where}.attr.commsim", value=raw, rule="is not the op record commsim writes",
+                         fix="remove the attribute, or re-export the trace with commsim trace export-chakra",
+                         source=source)
+    return value
 
 
 def _topological(nodes: list[dict[str, Any]], deps: list[list[int]], source: str) -> list[int]:
@@ -317,12 +408,13 @@ def _topological(nodes: list[dict[str, Any]], deps: list[list[int]], source: str
     return order
 
 
-def _node_op(node: dict[str, Any], node_type: str, where: str, rank: int, groups: dict[str, list[int]],
-             dtype: str, source: str) -> _OpBase:
-    attrs = _attrs(node, where, source)
+def _node_op(node: dict[str, Any], node_type: str, attrs: dict[str, Any], extra: dict[str, Any] | None, where: str,
+             rank: int, groups: dict[str, list[int]], dtype: str, source: str) -> _OpBase:
     op_id = str(node.get("id", 0))
     common: dict[str, Any] = {"id": op_id, "name": node.get("name") or None, "tags": {"chakra_type": node_type}}
     try:
+        if extra is not None:
+            return _restore(node, node_type, attrs, dict(extra), where, rank, groups, dtype, source, common)
         return _build(node, node_type, attrs, where, rank, groups, dtype, source, common)
     except TraceError:
         raise
@@ -330,6 +422,38 @@ def _node_op(node: dict[str, Any], node_type: str, where: str, rank: int, groups
         error = config_error_from(exc)
         raise TraceError(field=f"{where} (as {error.field})", value=error.value, rule=error.rule, fix=error.fix,
                          source=source) from None
+
+
+def _restore(node: dict[str, Any], node_type: str, attrs: dict[str, Any], extra: dict[str, Any], where: str,
+             rank: int, groups: dict[str, list[int]], dtype: str, source: str, common: dict[str, Any]) -> _OpBase:
+    """An op commsim exported: Chakra's own fields (sizes, times, peers) and the ``commsim`` extras on top."""
+    kind = extra.pop("kind")
+    extra.setdefault("tags", {})
+    extra.setdefault("name", common["name"])
+    if kind in ("alloc", "free"):
+        return OP_TYPES[kind].model_validate(extra)
+    if kind == "disk_read":
+        return DiskReadOp(**{"bytes": _need(attrs, "tensor_size", where, node_type, source), **extra})
+    built = _build(node, node_type, attrs, where, rank, groups, dtype, source, common)
+    if built.kind != kind and not (kind == "delay" and built.kind == "compute"):
+        raise TraceError(field=f"{where}.attr.commsim", value=kind, rule=f"says {kind} but the node is a {node_type}",
+                         fix="re-export the trace with commsim trace export-chakra")
+    native = built.model_dump(exclude={"kind", "id", "name", "tags", "deps", "stream", "group"})
+    if kind == "delay":
+        native = {"seconds": float(node.get("duration_micros") or 0) / 1e6}
+        if "seconds" in extra and round(extra["seconds"] * 1e6) != round(native["seconds"] * 1e6):
+            extra.pop("seconds")   # the Chakra duration was edited: it wins
+    for key in ("bytes", "flops"):
+        if key in extra and key in native and round(extra[key]) != round(native[key]):
+            extra.pop(key)
+    if kind in ("send", "recv") and _resolves_elsewhere(extra.get("peer"), built.peer):
+        extra.pop("peer")
+    return OP_TYPES[kind].model_validate({**native, **extra})
+
+
+def _resolves_elsewhere(peer: Any, absolute: int) -> bool:
+    """A relative peer is kept as written (it resolves later); an absolute one must match Chakra's."""
+    return isinstance(peer, int) and peer != absolute
 
 
 def _build(node: dict[str, Any], node_type: str, attrs: dict[str, Any], where: str, rank: int,
