@@ -1,4 +1,4 @@
-"""``commsim trace ...``: the JSON Schema, generation, validation and Chakra import of workload traces."""
+"""``commsim trace ...``: the JSON Schema, generation, validation, Chakra import/export and PyTorch profiler import."""
 
 from __future__ import annotations
 
@@ -114,16 +114,19 @@ def validate_cmd(
 
 @trace_app.command("import-chakra")
 def import_chakra_cmd(
-    files: list[Path] = typer.Argument(..., help="Chakra JSON traces, one per rank."),
+    files: list[Path] = typer.Argument(..., help="Chakra traces (.et protobuf or JSON, one per rank): files, a "
+                                                 "directory, or a prefix such as traces/all_reduce for "
+                                                 "traces/all_reduce.<rank>.et."),
     output: Path = typer.Option(..., "-o", "--output", help="Trace file to write (JSON)."),
     ranks: str | None = typer.Option(None, "--ranks",
                                       help="Comma-separated rank of each file [default: from the file names]."),
     process_groups: Path | None = typer.Option(None, "--process-groups",
-                                               help="YAML/JSON mapping pg_name -> list of ranks."),
+                                               help="YAML/JSON mapping pg_name -> list of ranks [default: "
+                                                    "<prefix>.comm_group.json when present]."),
     dtype: str = typer.Option("fp16", "--dtype", help="Element type given to compute ops."),
     indent: int | None = typer.Option(None, "--indent", help="Indent the JSON (default compact)."),
 ) -> None:
-    """Convert Chakra execution traces (JSON, one file per rank) into a commsim trace."""
+    """Convert Chakra execution traces (binary .et or JSON, one file per rank) into a commsim trace."""
     rank_list = None
     if ranks is not None:
         try:
@@ -140,6 +143,39 @@ def import_chakra_cmd(
                               fix="write e.g. {\"0\": [0, 1, 2, 3]}")
         groups = {str(k): [int(r) for r in v] for k, v in data.items()}
     trace = import_chakra(files, ranks=rank_list, process_groups=groups, dtype=dtype)
+    size = save_trace(trace, output, indent=indent)
+    console.print(f"wrote [bold]{output}[/] ({format_bytes(size)})")
+    _summary(trace)
+
+
+@trace_app.command("export-chakra")
+def export_chakra_cmd(
+    file: Path = typer.Argument(..., help="A trace in any format commsim reads (commsim JSON, Chakra, PyTorch)."),
+    output: Path = typer.Option(..., "-o", "--output",
+                                help="Prefix of the files to write: PREFIX.<rank>.et (and PREFIX.comm_group.json)."),
+) -> None:
+    """Write a trace as Chakra ET files (one protobuf stream per rank) for ASTRA-sim and Chakra's tools."""
+    from commsim.workloads.chakra_et import export_chakra
+    from commsim.workloads.sources import load_any_trace
+
+    trace = load_any_trace(file)
+    paths = export_chakra(trace, output)
+    size = sum(p.stat().st_size for p in paths)
+    console.print(f"wrote {len(paths)} files [bold]{output}.*[/] ({format_bytes(size)})")
+    _summary(trace)
+
+
+@trace_app.command("import-pytorch")
+def import_pytorch_cmd(
+    files: list[Path] = typer.Argument(..., help="torch.profiler Chrome-trace JSON files (one per rank) or their "
+                                                 "directory."),
+    output: Path = typer.Option(..., "-o", "--output", help="Trace file to write (JSON)."),
+    indent: int | None = typer.Option(None, "--indent", help="Indent the JSON (default compact)."),
+) -> None:
+    """Convert PyTorch profiler (Kineto) traces into a commsim trace: measured op times, collectives, their order."""
+    from commsim.workloads.kineto import import_pytorch_profile
+
+    trace = import_pytorch_profile(files)
     size = save_trace(trace, output, indent=indent)
     console.print(f"wrote [bold]{output}[/] ({format_bytes(size)})")
     _summary(trace)

@@ -40,8 +40,8 @@ def detect_format(path: str | Path) -> str:
             return "chakra"
         first = next(iter(sorted(path.glob("*.json"))), None)
         return "chakra" if first is None else detect_format(first)
-    if not path.exists():
-        return "chakra"   # a prefix such as traces/all_reduce for traces/all_reduce.<rank>.et
+    if not path.exists():   # a prefix such as traces/all_reduce for traces/all_reduce.<rank>.et
+        return "commsim" if path.suffix == ".json" else "chakra"
     head = _json_head(path)
     if '"traceEvents"' in head or '"schemaVersion"' in head:
         return "pytorch"
