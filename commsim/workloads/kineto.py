@@ -23,7 +23,8 @@ groups). The import keeps what a network what-if needs:
   that starts after a collective ended, on a stream that sat idle while that
   collective finished, waited for it: it depends on the collective (and only
   the part of the gap after the collective's end is host time). A collective
-  depends on the last compute op of any stream that ended before it started.
+  depends, on every compute stream, on the last op (or host gap) that ended
+  before it started.
   So replaying on the recorded network keeps the recorded order, and a slower
   or faster network moves exactly the waits.
 
@@ -193,14 +194,14 @@ def _collective(ev: _Event, param: dict[str, Any] | None, world: list[int], wher
     return op, float(size), group
 
 
-def _program(compute: list[_Event], comms: list[_Event], params: list[dict[str, Any]], rank: int,
+def _program(compute: list[_Event], comms: list[_Event], params: list[dict[str, Any]], origin: float,
              world: list[int], source: str) -> list[_OpBase]:
     timeline: list[tuple[float, int, _Event]] = [(ev.start, 0, ev) for ev in compute]
     timeline += [(ev.start, 1, ev) for ev in comms]
     timeline.sort(key=lambda item: (item[0], item[1]))
     ops: list[_OpBase] = []
     last_end: dict[str, float] = {}          # stream -> end time of its last op
-    last_compute: dict[str, tuple[float, str]] = {}   # stream -> (end, id) of its last compute op
+    ended: dict[str, list[tuple[float, str]]] = {}    # compute stream -> (end, id) of its ops and gaps, in order
     done_comms: list[tuple[float, str]] = []          # (end, id) of collectives, in start order
     counter = 0
     for _, is_comm, ev in timeline:
@@ -213,7 +214,11 @@ def _program(compute: list[_Event], comms: list[_Event], params: list[dict[str, 
                 param = params[k]
             op, size, group = _collective(ev, param, world, f"traceEvents[{ev.name}]", source)
             pg = "world" if group == world else "-".join(map(str, group))
-            deps = [cid for end, cid in last_compute.values() if end <= ev.start]
+            deps = []
+            for history in ended.values():   # the launching op may still run: take the last one already done
+                done = next((cid for end, cid in reversed(history[-3:]) if end <= ev.start), None)
+                if done is not None:
+                    deps.append(done)
             ops.append(CollectiveOp(id=op_id, name=f"{op} {size:.0f} B", stream=f"comm:{pg}", op=op, bytes=size,
                                     group="world" if group == world else group, deps=deps,
                                     tags={"recorded_start": ev.start, "recorded_end": ev.end, "source": ev.kind}))
@@ -222,7 +227,7 @@ def _program(compute: list[_Event], comms: list[_Event], params: list[dict[str, 
             continue
         previous = last_end.get(ev.stream)
         deps: list[str] = []
-        host_from = previous
+        host_from = origin if previous is None else previous   # ranks start where they started in the recording
         if previous is not None:
             waited = [(end, cid) for end, cid in done_comms if previous <= end <= ev.start]
             if waited:   # this stream sat idle until a collective finished: it waited for it
@@ -233,13 +238,14 @@ def _program(compute: list[_Event], comms: list[_Event], params: list[dict[str, 
             counter += 1
             ops.append(DelayOp(id=f"{counter}", name="host", stream=ev.stream, seconds=ev.start - host_from,
                                deps=list(deps), tags={"kind": "host gap"}))
+            ended.setdefault(ev.stream, []).append((ev.start, f"{counter}"))
             deps = []
         counter += 1
         op_id = f"{counter}"
         ops.append(DelayOp(id=op_id, name=ev.name, stream=ev.stream, seconds=ev.end - ev.start, deps=deps,
                            tags={"recorded_start": ev.start, "recorded_end": ev.end, "source": ev.kind}))
         last_end[ev.stream] = ev.end
-        last_compute[ev.stream] = (ev.end, op_id)
+        ended.setdefault(ev.stream, []).append((ev.end, op_id))
     return ops
 
 
@@ -265,9 +271,11 @@ def import_pytorch_profile(paths: Sequence[str | Path], *, name: str = "pytorch-
     size = max(world_size, max(ranks) + 1)
     world = list(range(size))
     programs = []
-    for (data, path), rank in sorted(zip(loaded, ranks, strict=True), key=lambda item: item[1]):
-        compute, comms, params = _events(data, str(path))
-        ops = _program(compute, comms, params, rank, world, str(path))
+    events = {rank: _events(data, str(path)) for (data, path), rank in zip(loaded, ranks, strict=True)}
+    origin = min((ev.start for compute, comms, _ in events.values() for ev in (*compute, *comms)), default=0.0)
+    for (_, path), rank in sorted(zip(loaded, ranks, strict=True), key=lambda item: item[1]):
+        compute, comms, params = events[rank]
+        ops = _program(compute, comms, params, origin, world, str(path))
         programs.append(Program.model_construct(name=f"rank{rank}", ranks=[rank], ops=ops))
     trace = Trace.model_construct(name=name, ranks=size, communicators={"world": [world]}, programs=programs,
                                   metadata={"source": "pytorch-profiler", "files": [str(f) for f in files]})

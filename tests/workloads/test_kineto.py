@@ -1,0 +1,96 @@
+"""PyTorch profiler import on traces recorded here from a real two-process gloo run, replayed and re-networked."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from commsim.errors import TraceError
+from commsim.scenario import simulate
+from commsim.workloads.kineto import import_pytorch_profile
+
+RECORDER = Path(__file__).with_name("record_profile.py")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("profile")
+    done = subprocess.run([sys.executable, str(RECORDER), str(out), str(_free_port())], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["rank0.json", "rank1.json"]
+    return out
+
+
+def _recorded_collectives(path: Path) -> list[tuple[str, float]]:
+    events = json.loads(path.read_text())["traceEvents"]
+    gloo = sorted((e for e in events if e.get("ph") == "X" and str(e.get("name", "")).startswith("gloo:")),
+                  key=lambda e: e["ts"])
+    return [(e["name"][5:], e["ts"]) for e in gloo]
+
+
+def test_import_keeps_collectives_sizes_and_measured_times(recorded):
+    trace = import_pytorch_profile([recorded])
+    assert trace.ranks == 2 and [p.name for p in trace.programs] == ["rank0", "rank1"]
+    params = (64 * 128 + 128) + (128 * 8 + 8)                       # DDP's one gradient bucket, fp32
+    for program in trace.programs:
+        colls = [op for op in program.ops if op.kind == "collective"]
+        names = [c.op for c in colls]
+        recorded_names = [n for n, _ in _recorded_collectives(recorded / f"{program.name}.json")]
+        assert names == [{"all_reduce": "all_reduce", "broadcast": "broadcast"}[n] for n in recorded_names]
+        assert [c.bytes for c in colls if c.op == "all_reduce"] == [params * 4, params * 4, 4000]
+        assert colls[-1].op == "broadcast" and colls[-1].bytes == 4000
+        compute = [op for op in program.ops if op.kind == "delay" and op.name != "host"]
+        assert compute and all(op.seconds == pytest.approx(op.tags["recorded_end"] - op.tags["recorded_start"])
+                               for op in compute)
+        assert any(op.name == "aten::linear" or op.name.startswith("DistributedDataParallel") or "addmm" in op.name
+                   or op.name.startswith("autograd::engine") for op in compute)
+
+
+def test_replay_preserves_recorded_order_and_a_slower_network_moves_only_the_waits(recorded):
+    trace = import_pytorch_profile([recorded])
+    scenario = {"name": "kineto", "workload": {"kind": "trace", "file": str(recorded)}}
+    fast = simulate({**scenario, "topology": "switch:2,50GB/s,1us"})
+    ops = fast.tables["ops"]
+    for cohort, program in enumerate(trace.programs):
+        mine = ops[ops["cohort"] == cohort].set_index("op_id")
+        for stream in {op.stream for op in program.ops}:     # each stream (thread, gloo) in recorded order
+            recorded_ops = sorted((op for op in program.ops if op.stream == stream and "recorded_start" in op.tags),
+                                  key=lambda op: op.tags["recorded_start"])
+            starts = list(mine.loc[[op.id for op in recorded_ops], "start"])
+            assert starts == sorted(starts) and len(starts) > 1
+        by_id = {op.id: op for op in program.ops}
+        waits = [(op, d) for op in program.ops for d in op.deps if by_id[d].kind == "collective"]
+        assert waits                                         # DDP and the final all-reduce make the host wait
+        for op, d in waits:                                  # ... and the replay keeps every wait
+            assert mine.loc[op.id, "start"] >= mine.loc[d, "end"]
+            assert op.tags.get("recorded_start", 0) >= by_id[d].tags["recorded_end"] or op.name == "host"
+    slow = simulate({**scenario, "topology": "switch:2,10MB/s,1us"})
+    assert slow.metrics["step_time"][0] > fast.metrics["step_time"][0]
+    delays = [run.tables["ops"].query("kind == 'delay'") for run in (fast, slow)]
+    assert list(delays[0]["end"] - delays[0]["start"]) == pytest.approx(list(delays[1]["end"] - delays[1]["start"]))
+
+
+def test_cli_import_and_errors(recorded, tmp_path, capsys):
+    from commsim.cli import main
+    from commsim.workloads import load_trace
+
+    with pytest.raises(SystemExit) as info:
+        main(["trace", "import-pytorch", str(recorded), "-o", str(tmp_path / "k.json")])
+    assert (info.value.code or 0) == 0 and load_trace(tmp_path / "k.json").ranks == 2
+    (tmp_path / "not_a_profile.json").write_text('{"hello": 1}')
+    with pytest.raises(TraceError, match=r"traceEvents = .*is missing: this is not a Chrome-trace JSON"):
+        import_pytorch_profile([tmp_path / "not_a_profile.json"])
+    with pytest.raises(TraceError, match="names no PyTorch profiler trace"):
+        import_pytorch_profile([tmp_path / "nowhere"])
