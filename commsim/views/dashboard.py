@@ -1,9 +1,11 @@
 """One self-contained HTML dashboard per run or sweep (opens offline: plotly.js is inlined).
 
-A run's dashboard shows: the headline metrics and stated assumptions; the
-timeline per device and stream; link utilisation over time (busiest first); the
-topology coloured by load; and the figures of the workload or study (variant
-comparisons, curves). A sweep's dashboard shows every metric against the swept
+A run's dashboard shows: the headline metrics (in human units) and stated
+assumptions; per device, a breakdown of its time (compute, exposed TP/PP/DP
+communication, bubble, idle); the timeline per device and stream with each
+device's exposed-communication lane and the critical path; link utilisation
+over time (busiest first); the topology coloured by load; and the figures of
+the workload or study (variant comparisons, curves). A sweep's dashboard shows every metric against the swept
 parameters. Script errors in the page are shown in a red box at the top (and
 left in ``#commsim-errors`` for automated checks).
 """
@@ -18,7 +20,8 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from commsim.views.figures import sweep_curves, timeline, topology_load, utilisation_heatmap
+from commsim.units import format_bandwidth, format_bytes, format_flop_rate, format_time
+from commsim.views.figures import breakdown_bars, sweep_curves, timeline, topology_load, utilisation_heatmap
 
 __all__ = ["write_dashboard", "write_sweep_dashboard", "render_page", "SIZE_LIMIT"]
 
@@ -39,6 +42,37 @@ window.addEventListener('error', function (e) {
   box.textContent += 'Script error: ' + e.message + '\\n';
 });
 </script>"""
+# After the figures drew: per figure, its title, the points (bars, markers) drawn in the page, and the data
+# points per trace name — what an automated check (the browser test) reads to see a figure is not empty.
+_RENDERED = """<pre id="commsim-rendered" hidden></pre><script>
+window.addEventListener('load', function () { setTimeout(function () {
+  var out = {};
+  document.querySelectorAll('.plotly-graph-div').forEach(function (gd) {
+    var traces = {}, rows = {};
+    var cats = gd._fullLayout && gd._fullLayout.yaxis ? (gd._fullLayout.yaxis._categories || []) : [];
+    (gd.calcdata || []).forEach(function (cd) {
+      var t = cd[0] && cd[0].trace ? cd[0].trace : {}, name = t.name || '';
+      var points = cd.filter(function (p) { return p.x !== false && p.x !== undefined || p.z !== undefined; });
+      traces[name] = (traces[name] || 0) + points.length;
+      if (t.type === 'bar' && t.orientation === 'h' && cats.length) {
+        rows[name] = rows[name] || [];
+        points.forEach(function (p) {
+          var row = cats[p.p];
+          if (row !== undefined && rows[name].indexOf(row) < 0) { rows[name].push(row); }
+        });
+      }
+    });
+    var drawn = 0;
+    gd.querySelectorAll('.point path, .point, .heatmaplayer image, .scatterlayer .js-line').forEach(function (el) {
+      var d = el.getAttribute('d');
+      if (d === null || (d !== '' && d !== 'M0,0Z')) { drawn += 1; }
+    });
+    var title = gd.layout && gd.layout.title ? (gd.layout.title.text || '') : '';
+    out[gd.id] = {title: title, drawn: drawn, traces: traces, rows: rows};
+  });
+  document.getElementById('commsim-rendered').textContent = JSON.stringify(out);
+}, 0); });
+</script>"""
 
 
 def render_page(title: str, intro: str, blocks: Sequence[str], figures: Sequence[go.Figure]) -> str:
@@ -50,30 +84,48 @@ def render_page(title: str, intro: str, blocks: Sequence[str], figures: Sequence
         parts.append(f'<div class="figure">{div}</div>')
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{_STYLE}</style></head><body>{_ERRORS}<h1>{html.escape(title)}</h1>{intro}"
-            + "".join(blocks) + "".join(parts) + "</body></html>")
+            + "".join(blocks) + "".join(parts) + _RENDERED + "</body></html>")
 
 
 def _metrics_table(metrics: dict[str, tuple[float, str]]) -> str:
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td><td>{html.escape(u)}</td></tr>"
+    rows = "".join(f"<tr><td>{html.escape(k.replace('_', ' '))}</td><td>{html.escape(human(v, u))}</td></tr>"
                    for k, (v, u) in metrics.items())
-    return f"<table class='metrics'><tr><th>metric</th><th>value</th><th>unit</th></tr>{rows}</table>"
+    return f"<table class='metrics'><tr><th>metric</th><th>value</th></tr>{rows}</table>"
 
 
-def _fmt(value: Any) -> str:
+def human(value: Any, unit: str) -> str:
+    """A value with its unit as a reader wants it: ``360.2 ms``, ``505.2 GiB``, ``42 GB/s``, ``20.1 %``."""
     try:
-        return f"{float(value):.6g}"
+        number = float(value)
     except (TypeError, ValueError):
-        return html.escape(str(value))
+        return str(value)
+    formats = {"s": format_time, "B": format_bytes, "B/s": format_bandwidth, "FLOP/s": format_flop_rate}
+    if unit in formats:
+        return formats[unit](number)
+    if unit == "fraction":
+        return f"{number * 100:.4g} %"
+    if unit in ("count", "") and number.is_integer():
+        return f"{int(number):,}".replace(",", "\u2009")
+    return f"{number:.4g} {unit}".strip()
 
 
 def _figures(run: Any, max_spans: int) -> list[go.Figure]:
+    from commsim.views.accounting import device_breakdown, exposed_intervals
+
     figures: list[go.Figure] = []
     result = run.result
     if result is not None:
         outputs = run.scenario.outputs
         if len(result.spans):
-            figures.append(timeline(result.spans, devices=outputs.timeline_devices, max_devices=outputs.timeline_ranks,
-                                    max_spans=max_spans))
+            spans = result.spans
+            chosen = (list(outputs.timeline_devices) if outputs.timeline_devices
+                      else list(dict.fromkeys(spans["device"]))[:outputs.timeline_ranks])
+            shown = spans[spans["device"].isin(chosen)]
+            exposed = exposed_intervals(shown)
+            figures.append(breakdown_bars(device_breakdown(shown, result.makespan, exposed=exposed)))
+            figures.append(timeline(shown, devices=chosen, max_spans=max_spans, critical=run.tables.get("critical_path"),
+                                    rank_devices=run.topology.devices if run.topology is not None else None,
+                                    makespan=result.makespan, exposed=exposed))
         if len(result.link_usage):
             figures.append(utilisation_heatmap(result.link_usage, result.makespan))
     if run.topology is not None:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-__all__ = ["timeline", "utilisation_heatmap", "topology_load", "variant_bars", "sweep_curves", "collective_curve",
+__all__ = ["timeline", "breakdown_bars", "utilisation_heatmap", "topology_load", "variant_bars", "sweep_curves", "collective_curve",
            "KIND_COLOURS"]
 
 KIND_COLOURS = {"compute": "#1f77b4", "comm": "#ff7f0e", "collective": "#ff7f0e", "copy": "#2ca02c",
@@ -26,34 +26,145 @@ _MS = 1e3
 
 
 def timeline(spans: pd.DataFrame, *, devices: Sequence[str] | None = None, max_devices: int = 16,
-             max_spans: int = 60_000, title: str = "Timeline") -> go.Figure:
-    """One row per device and stream; compute and communication in distinct colours.
+             max_spans: int = 60_000, title: str = "Timeline", critical: pd.DataFrame | None = None,
+             rank_devices: Sequence[str] | None = None, makespan: float | None = None,
+             exposed: dict[str, list[tuple[float, float, str]]] | None = None, dense: int = 300,
+             bins: int = 400) -> go.Figure:
+    """One row per device and stream, plus each device's **exposed communication** lane.
 
-    Rows of the same device sit next to each other, so overlap of its compute and
-    communication streams is visible as bars side by side in time.
+    The ``exposed comm`` row of a device shows when its communication runs with
+    no work to hide it (see :mod:`commsim.views.accounting`). ``critical`` (the
+    replay's critical path: rank, stream, start, end) is drawn as thin black
+    bars over the rows it runs on (``rank_devices`` maps ranks to device
+    names). A row with more than ``dense`` spans, too many to tell apart at the
+    default zoom, is drawn as a utilisation band instead: ``bins`` bins over
+    the run, each as opaque as the share of it the row is busy.
     """
+    from commsim.views.accounting import exposed_intervals
+
     fig = go.Figure()
     if spans.empty:
         return _empty(title, "no spans were recorded")
     chosen = list(devices) if devices else list(dict.fromkeys(spans["device"]))[:max_devices]
     data = spans[spans["device"].isin(chosen)].copy()
-    if len(data) > max_spans:  # keep the longest spans: they carry the picture
-        data = data.assign(_d=data["end"] - data["start"]).nlargest(max_spans, "_d")
+    makespan = float(makespan if makespan is not None else spans["end"].max())
+    if exposed is None:
+        exposed = exposed_intervals(data)
     data["row"] = data["device"].astype(str) + " · " + data["stream"].astype(str)
     order = {d: i for i, d in enumerate(chosen)}
-    rows = sorted(data["row"].unique(), key=lambda r: (order.get(r.split(" · ")[0], 0), r))
-    for kind, part in data.groupby("kind", sort=True):
+    lane = {d: f"{d} · exposed comm" for d in chosen}
+    rows = sorted(set(data["row"]) | set(lane.values()),
+                  key=lambda r: (order.get(r.split(" · ")[0], 0), not r.endswith("exposed comm"), r))
+    counts = data.groupby("row")["start"].size()
+    dense_rows = set(counts[counts > dense].index)
+    sparse = data[~data["row"].isin(dense_rows)]
+    if len(sparse) > max_spans:  # keep the longest spans: they carry the picture
+        sparse = sparse.assign(_d=sparse["end"] - sparse["start"]).nlargest(max_spans, "_d")
+    for kind, part in sparse.groupby("kind", sort=True):
         fig.add_trace(go.Bar(
             y=part["row"], x=(part["end"] - part["start"]) * _MS, base=part["start"] * _MS, orientation="h",
-            name=str(kind), marker_color=KIND_COLOURS.get(str(kind), "#17becf"), marker_line_width=0, opacity=1.0,
+            name=str(kind), legendgroup=str(kind), marker_color=KIND_COLOURS.get(str(kind), "#17becf"),
+            marker_line_width=0, opacity=1.0,
             customdata=np.stack([part["name"].astype(str), part["op_id"].astype(str)], axis=1),
             hovertemplate="%{customdata[0]} (%{customdata[1]})<br>%{base:.4f} ms + %{x:.4f} ms<extra>%{y}</extra>",
         ))
+    for (row, kind), part in data[data["row"].isin(dense_rows)].groupby(["row", "kind"], sort=True):
+        _band(fig, row, list(zip(part["start"], part["end"], strict=True)), makespan, bins,
+              KIND_COLOURS.get(str(kind), "#17becf"), f"{kind} (utilisation band)", str(kind))
+    for device in chosen:
+        pieces = exposed.get(device, [])
+        intervals = [(s, e) for s, e, _ in pieces]
+        if len(pieces) > dense:
+            _band(fig, lane[device], intervals, makespan, bins, _EXPOSED, "exposed comm", "exposed")
+        elif pieces:
+            fig.add_trace(go.Bar(
+                y=[lane[device]] * len(pieces), x=[(e - s) * _MS for s, e in intervals],
+                base=[s * _MS for s, _ in intervals], orientation="h", name="exposed comm", legendgroup="exposed",
+                showlegend=not any(t.name == "exposed comm" for t in fig.data), marker_color=_EXPOSED,
+                marker_line_width=0, customdata=[c for _, _, c in pieces],
+                hovertemplate="exposed %{customdata}<br>%{base:.4f} ms + %{x:.4f} ms<extra>%{y}</extra>"))
+    if critical is not None and len(critical):
+        _critical(fig, critical, rank_devices, set(rows), makespan, dense, bins)
     shown = f" ({len(chosen)} of {spans['device'].nunique()} devices)" if spans["device"].nunique() > len(chosen) else ""
-    fig.update_layout(title=title + shown, barmode="overlay", xaxis_title="time (ms)",
+    fig.update_layout(title=title + shown + " — red: communication with no compute to hide it; black: critical path",
+                      barmode="overlay", xaxis_title="time (ms)",
                       yaxis={"categoryorder": "array", "categoryarray": rows[::-1]},
-                      height=max(300, 22 * len(rows) + 120), legend_title="kind")
+                      height=max(300, 22 * len(rows) + 140), legend_title="kind")
     return fig
+
+
+_EXPOSED = "#d62728"
+
+
+def _band(fig: go.Figure, row: str, intervals: list[tuple[float, float]], makespan: float, bins: int, colour: str,
+          name: str, group: str, width: float | None = None) -> None:
+    """A row's busy share per time bin, drawn as bars whose opacity is that share."""
+    from commsim.views.accounting import merge
+
+    if makespan <= 0 or not intervals:
+        return
+    merged = np.array(merge(intervals)).reshape(-1, 2)
+    if not len(merged):
+        return
+    edges = np.linspace(0.0, makespan, bins + 1)
+    busy = np.zeros(bins)
+    for b in range(bins):   # union length inside each bin
+        lo, hi = edges[b], edges[b + 1]
+        busy[b] = np.clip(np.minimum(merged[:, 1], hi) - np.maximum(merged[:, 0], lo), 0.0, None).sum()
+    share = busy / (edges[1] - edges[0])
+    keep = share > 0.005
+    rgb = tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    colours = [f"rgba({rgb[0]},{rgb[1]},{rgb[2]},{0.15 + 0.85 * min(v, 1.0):.3f})" for v in share[keep]]
+    fig.add_trace(go.Bar(
+        y=[row] * int(keep.sum()), x=np.diff(edges)[keep] * _MS, base=edges[:-1][keep] * _MS, orientation="h",
+        name=name, legendgroup=group, showlegend=not any(t.name == name for t in fig.data), marker_color=colours,
+        marker_line_width=0, width=width, customdata=np.round(share[keep] * 100, 1),
+        hovertemplate="busy %{customdata}% of %{x:.4f} ms from %{base:.4f} ms<extra>%{y}</extra>"))
+
+
+def _critical(fig: go.Figure, critical: pd.DataFrame, rank_devices: Sequence[str] | None, rows: set[str],
+              makespan: float, dense: int, bins: int) -> None:
+    """Thin black bars over the rows where the critical path runs (a band where it is dense)."""
+    names = list(rank_devices or [])
+    path = critical.copy()
+    path["device"] = [names[r] if 0 <= r < len(names) else f"gpu{r}" for r in path["rank"].astype(int)]
+    path["row"] = path["device"] + " · " + path["stream"].astype(str)
+    path = path[path["row"].isin(rows)]
+    for row, part in path.groupby("row", sort=True):
+        if len(part) > dense:
+            _band(fig, row, list(zip(part["start"], part["end"], strict=True)), makespan, bins, "#000000",
+                  "critical path", "critical", width=0.3)
+            continue
+        fig.add_trace(go.Bar(
+            y=part["row"], x=(part["end"] - part["start"]) * _MS, base=part["start"] * _MS, orientation="h",
+            name="critical path", legendgroup="critical",
+            showlegend=not any(t.name == "critical path" for t in fig.data), marker_color="#000000", width=0.3,
+            marker_line_width=0, customdata=part["op_id"].astype(str),
+            hovertemplate="critical: %{customdata}<br>%{base:.4f} ms + %{x:.4f} ms<extra>%{y}</extra>"))
+
+
+def breakdown_bars(table: pd.DataFrame, *, title: str = "Where each device's time goes") -> go.Figure:
+    """Stacked horizontal bars per device: compute, exposed TP/PP/DP communication, other, bubble, idle (ms)."""
+    from commsim.views.accounting import BREAKDOWN_PARTS
+
+    if table.empty:
+        return _empty(title, "no spans were recorded")
+    fig = go.Figure()
+    for part in BREAKDOWN_PARTS:
+        values = table[part] * _MS
+        if not (values > 0).any():
+            continue
+        fig.add_trace(go.Bar(y=table["device"], x=values, orientation="h", name=part,
+                             marker_color=_PART_COLOURS[part],
+                             hovertemplate="%{y}: %{x:.3f} ms " + part + "<extra></extra>"))
+    fig.update_layout(title=title + " (the bars add up to the run's time)", barmode="stack", xaxis_title="time (ms)",
+                      yaxis={"autorange": "reversed"}, height=max(260, 20 * len(table) + 150),
+                      legend_title="part")
+    return fig
+
+
+_PART_COLOURS = {"compute": "#1f77b4", "exposed TP": "#d62728", "exposed PP": "#ff9896", "exposed DP": "#8c564b",
+                 "exposed other": "#e377c2", "other": "#2ca02c", "bubble": "#c7c7c7", "idle": "#f2f2f2"}
 
 
 def utilisation_heatmap(usage: pd.DataFrame, makespan: float, *, kind: str = "link", bins: int = 200,

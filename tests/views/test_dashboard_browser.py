@@ -1,7 +1,9 @@
-"""A real browser opens a generated dashboard offline: every figure renders, no script errors, not blank."""
+"""A real browser opens a generated dashboard offline: every figure renders, no script errors, not blank;
+on the showcase, the per-device breakdown and each device's exposed-communication lane are drawn and not empty."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import struct
@@ -13,6 +15,8 @@ import numpy as np
 import pytest
 
 from commsim.scenario import simulate
+
+REPO = Path(__file__).resolve().parents[2]
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 pytestmark = [
@@ -118,3 +122,36 @@ def test_dashboard_of_a_thousand_devices_stays_small_and_renders(tmp_path: Path)
     assert path.stat().st_size < 20 * 2**20
     done = _chromium("--dump-dom", path.as_uri(), profile=tmp_path / "profile")
     assert len(re.findall(r'<svg class="main-svg"', done.stdout)) >= 3
+
+
+@pytest.fixture(scope="module")
+def showcase(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The showcase scenario, one micro-batch of 1,024 tokens (the same mechanisms, a few seconds to run)."""
+    run = simulate(REPO / "scenarios" / "showcase.yaml",
+                   overrides={"workload.num_micro_batches": 1, "workload.seq_len": 1024, "faults.0.at": "20ms"})
+    assert run.metrics["exposed_communication"][0] > 0
+    return run.dashboard(tmp_path_factory.mktemp("showcase") / "dashboard.html")
+
+
+def _rendered(path: Path, profile: Path) -> dict:
+    done = _chromium("--dump-dom", path.as_uri(), profile=profile)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = re.search(r'<pre id="commsim-rendered"[^>]*>(.*?)</pre>', done.stdout, re.S)
+    assert found and found.group(1).strip(), "the page did not report what it drew"
+    return json.loads(found.group(1).replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
+
+
+def test_showcase_shows_breakdown_and_exposed_communication_lanes(showcase: Path, tmp_path: Path) -> None:
+    figures = _rendered(showcase, tmp_path / "profile")
+    by_title = {f["title"].split(" (")[0].split(" —")[0]: f for f in figures.values()}
+    breakdown = by_title["Where each device's time goes"]
+    assert breakdown["drawn"] >= 16 * 2                       # 16 GPUs, at least compute and exposed parts
+    assert breakdown["traces"]["compute"] == 16 and breakdown["traces"]["exposed TP"] == 16
+    timeline = next(f for t, f in by_title.items() if t.startswith("Timeline"))
+    assert timeline["drawn"] > 100
+    assert timeline["traces"].get("exposed comm", 0) > 0     # the red lanes carry data ...
+    assert sorted(timeline["rows"]["exposed comm"]) == sorted(f"gpu{g} · exposed comm" for g in range(16))  # each GPU
+    assert timeline["traces"].get("critical path", 0) > 0
+    table = showcase.read_text().split("<table class='metrics'>")[1].split("</table>")[0]
+    assert re.search(r"<td>step time</td><td>\d+(\.\d+)? ms</td>", table)      # human units in the summary table
+    assert re.search(r"<td>bytes sent</td><td>\d+(\.\d+)? GiB</td>", table)
