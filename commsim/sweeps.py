@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import csv
 import itertools
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +36,13 @@ class SweepResult:
     table: pd.DataFrame
     parameters: list[str]
     metrics: list[str]
+    units: dict[str, str] = field(default_factory=dict)
 
-    def dashboard(self, path: str | Path) -> Path:
-        """Write the what-if dashboard (each metric against the swept parameters)."""
+    def dashboard(self, path: str | Path, *, show: Sequence[str] = ()) -> Path:
+        """Write the what-if dashboard (the metrics that vary against the swept parameters; ``show`` first)."""
         from commsim.views.dashboard import write_sweep_dashboard
 
-        return write_sweep_dashboard(self.table, self.parameters, self.metrics, path)
+        return write_sweep_dashboard(self.table, self.parameters, self.metrics, path, units=self.units, show=show)
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -56,13 +57,13 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(grid[n] for n in names))]
 
 
-def _run_point(data: dict[str, Any], source: str | None, overrides: dict[str, Any]) -> dict[str, float]:
-    """Run one point in whatever process gets it; returns its metrics."""
+def _run_point(data: dict[str, Any], source: str | None, overrides: dict[str, Any]) -> dict[str, tuple[float, str]]:
+    """Run one point in whatever process gets it; returns its metrics with their units."""
     from commsim.scenario.spec import scenario_from_dict
 
     scenario = scenario_from_dict(data, source=source, overrides=overrides)
     run = simulate(scenario)
-    return {name: float(value) for name, (value, _unit) in run.metrics.items()}
+    return {name: (float(value), unit) for name, (value, unit) in run.metrics.items()}
 
 
 def sweep(scenario: Any, grid: dict[str, list[Any]], *, jobs: int = 1, dask: Any = None,
@@ -82,9 +83,12 @@ def sweep(scenario: Any, grid: dict[str, list[Any]], *, jobs: int = 1, dask: Any
     if jobs < 1:
         raise ConfigError(field="--jobs", value=jobs, rule="must be at least 1", fix="give 1 or more processes")
     results: dict[int, dict[str, float]] = {}
+    units: dict[str, str] = {}
     writer = _RowWriter(csv_path, list(grid))
 
-    def collect(index: int, metrics: dict[str, float]) -> None:
+    def collect(index: int, measured: dict[str, tuple[float, str]]) -> None:
+        metrics = {name: value for name, (value, _unit) in measured.items()}
+        units.update({name: unit for name, (_value, unit) in measured.items()})
         results[index] = metrics
         writer.write(points[index], metrics)
         if progress is not None:
@@ -103,7 +107,7 @@ def sweep(scenario: Any, grid: dict[str, list[Any]], *, jobs: int = 1, dask: Any
     rows = [{**points[i], **results[i]} for i in sorted(results)]
     table = pd.DataFrame(rows)
     metrics = [c for c in table.columns if c not in grid]
-    return SweepResult(table=table, parameters=list(grid), metrics=metrics)
+    return SweepResult(table=table, parameters=list(grid), metrics=metrics, units=units)
 
 
 def _on_processes(jobs: int, data: dict[str, Any], source: str | None, points: list[dict[str, Any]],

@@ -78,6 +78,9 @@ window.addEventListener('load', function () { setTimeout(function () {
 def render_page(title: str, intro: str, blocks: Sequence[str], figures: Sequence[go.Figure]) -> str:
     """An HTML page: title, intro HTML, HTML blocks, then the figures (plotly.js inlined once)."""
     parts = []
+    for fig in figures:   # SI prefixes on every axis: plotly's default writes 1e9 as "1B" (billion)
+        fig.update_xaxes(exponentformat="SI")
+        fig.update_yaxes(exponentformat="SI")
     for i, fig in enumerate(figures):
         div = fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"figure-{i}",
                           config={"displaylogo": False, "responsive": True})
@@ -156,18 +159,91 @@ def write_dashboard(run: Any, path: str | Path) -> Path:
     return target
 
 
+FIRST_METRICS = ("step_time", "exposed_communication", "overlap_fraction", "makespan", "time_at_largest",
+                 "busbw_at_largest")
+"""The metrics a what-if question is usually about: drawn first when a sweep reports them."""
+INTERNAL_COUNTERS = frozenset({"activities", "rate_recomputations", "flows_recorded"})
+"""Counters of the engine's own work: left out of sweep plots unless asked for."""
+
+_DISPLAY = {  # SI unit -> (display unit, scale) candidates, largest first
+    "s": [("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)],
+    "B": [("TiB", 2.0**40), ("GiB", 2.0**30), ("MiB", 2.0**20), ("KiB", 2.0**10), ("B", 1.0)],
+    "B/s": [("TB/s", 1e12), ("GB/s", 1e9), ("MB/s", 1e6), ("kB/s", 1e3), ("B/s", 1.0)],
+    "FLOP/s": [("PFLOP/s", 1e15), ("TFLOP/s", 1e12), ("GFLOP/s", 1e9), ("FLOP/s", 1.0)],
+}
+
+
+def display_scale(values: pd.Series, unit: str) -> tuple[str, float]:
+    """The unit to show ``values`` (SI ``unit``) in and the divisor: seconds of 0.36 → ``("ms", 1e-3)``."""
+    if unit == "fraction":
+        return "%", 0.01
+    steps = _DISPLAY.get(unit)
+    if not steps:
+        return unit, 1.0
+    largest = float(pd.to_numeric(values, errors="coerce").abs().max() or 0.0)
+    for name, scale in steps:
+        if largest >= scale:
+            return name, scale
+    return steps[-1]
+
+
+def _swept_axis(table: pd.DataFrame, parameter: str) -> tuple[pd.Series, str]:
+    """A swept parameter as numbers in SI units when its values are quantities ('100Gbps'), and the axis unit."""
+    from commsim.units import parse_quantity
+
+    column = table[parameter]
+    if pd.api.types.is_numeric_dtype(column):
+        return column, ""
+    for kind, unit in (("bandwidth", "B/s"), ("bytes", "B"), ("time", "s")):
+        try:
+            return column.map(lambda v, k=kind: parse_quantity(v, k)).astype(float), unit
+        except Exception:   # not quantities of this kind: try the next, else keep the labels
+            continue
+    return column, ""
+
+
 def write_sweep_dashboard(table: pd.DataFrame, parameters: Sequence[str], metrics: Sequence[str], path: str | Path,
-                          *, title: str = "What-if sweep") -> Path:
-    """Write a sweep's dashboard: each metric against the first swept parameter (lines per the second)."""
-    figures = []
+                          *, title: str = "What-if sweep", units: dict[str, str] | None = None,
+                          show: Sequence[str] = ()) -> Path:
+    """Write a sweep's dashboard: each metric against the first swept parameter (lines per the second).
+
+    Order: the metrics in ``show``, then :data:`FIRST_METRICS`, then the rest.
+    Left out unless in ``show``: metrics that do not change over the sweep and
+    :data:`INTERNAL_COUNTERS`. Values and swept quantities are drawn in human
+    units named in the axis titles (ms, GiB, GB/s, %).
+    """
+    units = units or {}
     x = parameters[0]
     colour = parameters[1] if len(parameters) > 1 else None
-    numeric = pd.api.types.is_numeric_dtype(table[x])
-    log_x = bool(numeric and (table[x] > 0).all() and table[x].max() / max(table[x].min(), 1e-300) >= 100)
-    for metric in metrics:
-        figures.append(sweep_curves(table, x, [metric], colour=colour, log_x=log_x, title=f"{metric} vs {x}"))
+    frame = table.copy()
+    frame[x], x_unit = _swept_axis(frame, x)
+    x_title = x
+    if x_unit:
+        x_label, x_scale = display_scale(frame[x], x_unit)
+        frame[x] = frame[x] / x_scale
+        x_title = f"{x} ({x_label})"
+    numeric = pd.api.types.is_numeric_dtype(frame[x])
+    log_x = bool(numeric and (frame[x] > 0).all() and frame[x].max() / max(frame[x].min(), 1e-300) >= 100)
+    rank = {m: i for i, m in enumerate([*show, *FIRST_METRICS])}
+    ordered = sorted(metrics, key=lambda m: (rank.get(m, len(rank)), list(metrics).index(m)))
+    chosen = [m for m in ordered if m in show or (m not in INTERNAL_COUNTERS and frame[m].nunique(dropna=True) > 1)]
+    left_out = [m for m in ordered if m not in chosen]
+    figures = []
+    for metric in chosen:
+        label, scale = display_scale(frame[metric], units.get(metric, ""))
+        part = frame.assign(**{metric: frame[metric] / scale})
+        y_title = f"{metric.replace('_', ' ')} ({label})" if label else metric.replace("_", " ")
+        figures.append(sweep_curves(part, x, [metric], colour=colour, log_x=log_x,
+                                    title=f"{metric.replace('_', ' ')} vs {x}", x_title=x_title, y_title=y_title))
     intro = f"<p class='muted'>{len(table)} runs over {', '.join(parameters)}</p>"
-    blocks = [table.to_html(index=False, classes="metrics", float_format=lambda v: f"{v:.6g}", border=0)]
+    if left_out:
+        intro += ("<p class='muted'>not plotted (the same at every point, or counters of the simulator's own work): "
+                  + html.escape(", ".join(left_out)) + "</p>")
+    shown = table.copy()
+    for metric in metrics:
+        if units.get(metric):
+            shown[metric] = [human(v, units[metric]) for v in table[metric]]
+    blocks = [shown.to_html(index=False, classes="metrics", float_format=lambda v: f"{v:.6g}", border=0)]
     page = render_page(title, intro, blocks, figures)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

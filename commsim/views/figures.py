@@ -271,8 +271,12 @@ def variant_bars(table: pd.DataFrame, *, x: str, y: str, colour: str | None = No
 
 
 def sweep_curves(table: pd.DataFrame, parameter: str, metrics: Sequence[str], *, colour: str | None = None,
-                 log_x: bool = False, title: str = "What-if sweep") -> go.Figure:
-    """Each metric against the swept ``parameter`` (one line per value of ``colour``)."""
+                 log_x: bool = False, title: str = "What-if sweep", x_title: str | None = None,
+                 y_title: str | None = None) -> go.Figure:
+    """Each metric against the swept ``parameter`` (one line per value of ``colour``).
+
+    Tick labels use SI prefixes (G for giga, never B for billion).
+    """
     fig = go.Figure()
     numeric = pd.api.types.is_numeric_dtype(table[parameter])
     for metric in metrics:
@@ -281,7 +285,10 @@ def sweep_curves(table: pd.DataFrame, parameter: str, metrics: Sequence[str], *,
             part = part.sort_values(parameter) if numeric else part
             label = metric if name is None else f"{metric} ({colour}={name})"
             fig.add_trace(go.Scatter(x=part[parameter], y=part[metric], mode="lines+markers", name=label))
-    fig.update_layout(title=title, xaxis_title=parameter, height=440, xaxis_type="log" if log_x else None)
+    fig.update_layout(title=title, xaxis_title=x_title or parameter, yaxis_title=y_title, height=440,
+                      xaxis_type="log" if log_x else None)
+    fig.update_xaxes(exponentformat="SI")
+    fig.update_yaxes(exponentformat="SI", rangemode="tozero")
     return fig
 
 

@@ -1,0 +1,69 @@
+"""Exposed communication, the per-device breakdown, human units and the sweep page, without a browser."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from commsim.views.accounting import BREAKDOWN_PARTS, device_breakdown, exposed_intervals
+from commsim.views.dashboard import display_scale, human, write_sweep_dashboard
+
+
+def _spans(rows):
+    return pd.DataFrame(rows, columns=["device", "stream", "kind", "start", "end"])
+
+
+def test_exposed_is_communication_minus_work_split_by_parallelism():
+    spans = _spans([("g0", "compute", "compute", 0.0, 1.0), ("g0", "tp_comm", "comm", 0.5, 2.0),
+                    ("g0", "pp_fwd", "comm", 1.8, 3.0), ("g0", "compute", "delay", 2.5, 2.6),
+                    ("g1", "dp_comm", "comm", 0.0, 1.0), ("g1", "compute", "compute", 0.0, 1.0)])
+    exposed = exposed_intervals(spans)
+    assert exposed["g1"] == []                                    # fully hidden
+    assert [(round(s, 3), round(e, 3), c) for s, e, c in exposed["g0"]] == [
+        (1.0, 1.8, "TP"), (1.8, 2.0, "TP+PP"), (2.0, 2.5, "PP"), (2.6, 3.0, "PP")]
+    table = device_breakdown(spans, makespan=4.0).set_index("device")
+    assert table.loc["g0", "exposed TP"] == pytest.approx(0.9)
+    assert table.loc["g0", "exposed PP"] == pytest.approx(1.0)
+    assert table.loc["g0", "compute"] == pytest.approx(1.1)
+    assert (table.loc["g0", "idle"], table.loc["g1", "idle"]) == pytest.approx((1.0, 3.0))
+
+
+@given(st.lists(st.tuples(st.sampled_from(["compute", "comm", "copy", "delay"]),
+                          st.sampled_from(["compute", "tp_comm", "dp_comm", "pp_bwd", "x"]),
+                          st.floats(0, 10), st.floats(0, 5)), min_size=1, max_size=30))
+def test_breakdown_parts_add_up_to_the_makespan(items):
+    spans = _spans([("d", stream, kind, start, start + length) for kind, stream, start, length in items])
+    makespan = float(spans["end"].max()) + 1.0
+    row = device_breakdown(spans, makespan).iloc[0]
+    assert sum(row[p] for p in BREAKDOWN_PARTS) == pytest.approx(makespan)
+    assert all(row[p] >= -1e-12 for p in BREAKDOWN_PARTS)
+
+
+def test_human_units():
+    assert human(0.3602, "s") == "360.2 ms" and human(505.2 * 2**30, "B") == "505.2 GiB"
+    assert human(42e9, "B/s") == "42 GB/s" and human(0.2009, "fraction") == "20.09 %"
+    assert human(278032, "count") == "278\u2009032" and human(3.5, "x") == "3.5 x"
+    assert display_scale(pd.Series([0.36, 0.1]), "s") == ("ms", 1e-3)
+
+
+def test_sweep_page_orders_metrics_drops_constants_and_counters_and_names_units(tmp_path):
+    table = pd.DataFrame({"topology_overrides.port_bandwidth": ["50Gbps", "100Gbps", "400Gbps"],
+                          "activities": [10, 20, 30], "bytes_sent": [2**31] * 3, "makespan": [0.5, 0.3, 0.2],
+                          "exposed_communication": [0.3, 0.1, 0.05], "step_time": [0.5, 0.3, 0.2]})
+    units = {"activities": "count", "bytes_sent": "B", "makespan": "s", "exposed_communication": "s",
+             "step_time": "s"}
+    page = write_sweep_dashboard(table, ["topology_overrides.port_bandwidth"], list(table.columns[1:]),
+                                 tmp_path / "s.html", units=units).read_text().replace("\\u002f", "/")
+    titles = re.findall(r'"title":\{"text":"([^"]+) vs topology_overrides', page)
+    assert titles == ["step time", "exposed communication", "makespan"]
+    assert '"text":"step time (ms)"' in page and '"text":"topology_overrides.port_bandwidth (GB/s)"' in page
+    left_out = page.split("not plotted", 1)[1].split("</p>")[0]
+    assert "activities" in left_out and "bytes_sent" in left_out
+    assert '"exponentformat":"SI"' in page and "2 GiB" in page
+    shown = write_sweep_dashboard(table, ["topology_overrides.port_bandwidth"], list(table.columns[1:]),
+                                  tmp_path / "t.html", units=units, show=["activities"]).read_text()
+    assert re.findall(r'"title":\{"text":"([^"]+) vs topology_overrides', shown)[0] == "activities"
