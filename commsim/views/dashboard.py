@@ -133,7 +133,10 @@ def _figures(run: Any, max_spans: int) -> list[go.Figure]:
             figures.append(utilisation_heatmap(result.link_usage, result.makespan))
     if run.topology is not None:
         usage = result.link_usage if result is not None else None
-        figures.append(topology_load(run.topology, usage, result.makespan if result is not None else 0.0))
+        failed = [tuple(f.link) for f in run.scenario.faults if getattr(f, "kind", "") == "link_down"
+                  and (result is None or f.at <= result.makespan)]
+        figures.append(topology_load(run.topology, usage, result.makespan if result is not None else 0.0,
+                                     failed=failed))
     figures.extend(run.figures)
     return figures
 

@@ -196,43 +196,83 @@ def utilisation_heatmap(usage: pd.DataFrame, makespan: float, *, kind: str = "li
 
 
 def topology_load(topology: Any, usage: pd.DataFrame | None, makespan: float, *, max_nodes: int = 2000,
-                  title: str = "Topology (edge colour: mean utilisation)") -> go.Figure:
-    """The graph laid out by tier, each link coloured by its mean utilisation over the run."""
+                  title: str | None = None, failed: Sequence[tuple[str, str]] = (),
+                  max_labels: int = 200) -> go.Figure:
+    """The graph laid out by tier, with node names, each link coloured by its mean utilisation over the run.
+
+    When nothing ran (no ``usage``), links are coloured by their bandwidth
+    instead. Links in ``failed`` (pairs of node names: the links a fault took
+    down during the run) are drawn dashed red. Node names are written next to
+    the nodes up to ``max_labels`` nodes (always in the hover text).
+    """
     graph = topology.graph
+    loaded = usage is not None and not usage.empty and makespan > 0
+    if title is None:
+        title = "Topology (edge colour: mean utilisation)" if loaded else "Topology (edge colour: link bandwidth)"
     if graph.number_of_nodes() > max_nodes:
         return _empty(title, f"{graph.number_of_nodes()} nodes: too many to draw (limit {max_nodes})")
-    mean: dict[tuple[str, str], float] = {}
-    if usage is not None and not usage.empty and makespan > 0:
+    pos = _layout(topology)
+    fig = go.Figure()
+    edges = sorted({tuple(sorted(e)) for e in graph.edges})
+    buckets: dict[str, tuple[list[float | None], list[float | None], str, float, float]] = {}
+    colours = _viridis(11)
+    if loaded:
+        mean: dict[tuple[str, str], float] = {}
         links = usage[usage["kind"] == "link"]
         integral = (links["utilisation"] * (links["end"] - links["start"])).groupby(links["target"]).sum() / makespan
         for target, value in integral.items():
             a, _, b = str(target).partition("->")
             key = tuple(sorted((a, b)))
             mean[key] = max(mean.get(key, 0.0), float(value))
-    pos = _layout(topology)
-    fig = go.Figure()
-    buckets: dict[int, tuple[list[float], list[float]]] = {}
-    for a, b in {tuple(sorted(e)) for e in graph.edges}:
-        level = round(min(mean.get((a, b), 0.0), 1.0) * 10)
-        xs, ys = buckets.setdefault(level, ([], []))
-        xs += [pos[a][0], pos[b][0], None]
-        ys += [pos[a][1], pos[b][1], None]
-    colours = _viridis(11)
-    for level in sorted(buckets):
-        xs, ys = buckets[level]
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": colours[level], "width": 1 + level / 3},
-                                 hoverinfo="skip", name=f"{level * 10}%", showlegend=True))
+        for a, b in edges:
+            level = round(min(mean.get((a, b), 0.0), 1.0) * 10)
+            _bucket(buckets, f"{level * 10}% busy", colours[level], 1 + level / 3, pos, a, b, level)
+    else:
+        speeds = sorted({graph.edges[a, b]["bandwidth"] for a, b in edges})
+        from commsim.units import format_bandwidth
+
+        for a, b in edges:
+            bandwidth = graph.edges[a, b]["bandwidth"]
+            level = round(10 * speeds.index(bandwidth) / max(len(speeds) - 1, 1))
+            _bucket(buckets, format_bandwidth(bandwidth), colours[level], 1 + level / 3, pos, a, b, bandwidth)
+    for name, (xs, ys, colour, width, _) in sorted(buckets.items(), key=lambda item: item[1][4]):
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": colour, "width": width},
+                                 hoverinfo="skip", name=name, showlegend=True))
+    down = [tuple(sorted(link)) for link in failed if graph.has_edge(*link)]
+    if down:
+        xs: list[float | None] = []
+        ys: list[float | None] = []
+        for a, b in down:
+            xs += [pos[a][0], pos[b][0], None]
+            ys += [pos[a][1], pos[b][1], None]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "#d62728", "width": 4, "dash": "dash"},
+                                 name="failed during the run", hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=[(pos[a][0] + pos[b][0]) / 2 for a, b in down],
+                                 y=[(pos[a][1] + pos[b][1]) / 2 for a, b in down], mode="markers",
+                                 marker={"symbol": "x", "size": 12, "color": "#d62728"},
+                                 text=[f"{a} – {b} failed" for a, b in down], showlegend=False,
+                                 hovertemplate="%{text}<extra></extra>"))
     kinds = nx.get_node_attributes(graph, "kind")
+    labelled = graph.number_of_nodes() <= max_labels
     for kind, symbol in (("device", "square"), ("switch", "circle"), ("nic", "diamond"), ("router", "triangle-up"),
                          ("host", "x")):
         nodes = [n for n in graph.nodes if kinds.get(n) == kind]
         if nodes:
-            fig.add_trace(go.Scatter(x=[pos[n][0] for n in nodes], y=[pos[n][1] for n in nodes], mode="markers",
-                                     marker={"symbol": symbol, "size": 7}, text=nodes, name=kind,
-                                     hovertemplate="%{text}<extra></extra>"))
-    fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False}, height=520,
-                      legend_title="mean utilisation / node")
+            fig.add_trace(go.Scatter(x=[pos[n][0] for n in nodes], y=[pos[n][1] for n in nodes],
+                                     mode="markers+text" if labelled else "markers",
+                                     marker={"symbol": symbol, "size": 8}, text=nodes, textposition="top center",
+                                     textfont={"size": 9}, name=kind, hovertemplate="%{text}<extra></extra>"))
+    fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False}, height=560,
+                      legend_title="links / nodes")
     return fig
+
+
+def _bucket(buckets: dict[str, Any], name: str, colour: str, width: float, pos: dict[str, tuple[float, float]],
+            a: str, b: str, order: float) -> None:
+    """Add the link a-b to the legend group ``name`` (one plotly trace per group, ordered by ``order``)."""
+    xs, ys, _, _, _ = buckets.setdefault(name, ([], [], colour, width, order))
+    xs += [pos[a][0], pos[b][0], None]
+    ys += [pos[a][1], pos[b][1], None]
 
 
 def _layout(topology: Any) -> dict[str, tuple[float, float]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -67,3 +68,20 @@ def test_sweep_page_orders_metrics_drops_constants_and_counters_and_names_units(
     shown = write_sweep_dashboard(table, ["topology_overrides.port_bandwidth"], list(table.columns[1:]),
                                   tmp_path / "t.html", units=units, show=["activities"]).read_text()
     assert re.findall(r'"title":\{"text":"([^"]+) vs topology_overrides', shown)[0] == "activities"
+
+
+def test_topology_view_labels_nodes_marks_failed_links_and_colours_by_bandwidth_when_idle():
+    from commsim.network.loader import load_topology
+    from commsim.views.figures import topology_load
+
+    topo = load_topology(Path(__file__).resolve().parents[2] / "topologies" / "dgx_h100_x2_rail.yaml")
+    fig = topology_load(topo, None, 0.0, failed=[("nic0.0", "leafA0.0")])
+    names = [t.name for t in fig.data]
+    assert fig.layout.title.text == "Topology (edge colour: link bandwidth)"
+    assert {"25 GB/s", "450 GB/s"} <= set(names)                     # one legend entry per link speed
+    assert "failed during the run" in names
+    devices = next(t for t in fig.data if t.name == "device")
+    assert devices.mode == "markers+text" and list(devices.text)[:2] == ["gpu0", "gpu1"]
+    loaded = topology_load(topo, pd.DataFrame({"kind": ["link"], "target": ["gpu0->nvsw0"], "start": [0.0],
+                                               "end": [1.0], "utilisation": [0.5]}), 1.0)
+    assert "50% busy" in [t.name for t in loaded.data] and "failed during the run" not in [t.name for t in loaded.data]
