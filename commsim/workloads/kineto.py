@@ -51,8 +51,9 @@ _GLOO = {"all_reduce": "all_reduce", "allreduce": "all_reduce", "broadcast": "br
          "reduce_scatter": "reduce_scatter", "_reduce_scatter_base": "reduce_scatter", "alltoall": "all_to_all",
          "all_to_all": "all_to_all", "alltoall_base": "all_to_all", "barrier": "all_reduce",
          "allreduce_coalesced": "all_reduce"}
-_NCCL = {"AllReduce": "all_reduce", "Broadcast": "broadcast", "Reduce": "reduce", "AllGather": "all_gather",
-         "ReduceScatter": "reduce_scatter", "SendRecv": "all_to_all"}
+# NCCL's point-to-point kernels (SendRecv) are not collectives: they are refused with a clear error
+_NCCL = {"AllReduce": "all_reduce", "ReduceScatter": "reduce_scatter", "AllGather": "all_gather",
+         "Broadcast": "broadcast", "Reduce": "reduce"}
 _ELEMENT_BYTES = {"float": 4, "c10::float": 4, "double": 8, "c10::half": 2, "half": 2, "c10::bfloat16": 2,
                   "bfloat16": 2, "int": 4, "long int": 8, "long": 8, "short int": 2, "signed char": 1,
                   "unsigned char": 1, "bool": 1, "c10::float8_e4m3fn": 1, "c10::float8_e5m2": 1}

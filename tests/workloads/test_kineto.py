@@ -94,3 +94,38 @@ def test_cli_import_and_errors(recorded, tmp_path, capsys):
         import_pytorch_profile([tmp_path / "not_a_profile.json"])
     with pytest.raises(TraceError, match="names no PyTorch profiler trace"):
         import_pytorch_profile([tmp_path / "nowhere"])
+
+
+def _gpu_rank(rank: int) -> dict:
+    """The shape of a CUDA/NCCL profile: kernels on GPU streams, record_param_comms on the launching thread."""
+    t0 = 1000.0 + rank   # the ranks' clocks differ by 1 us
+    return {"distributedInfo": {"rank": rank, "world_size": 2, "backend": "nccl"}, "traceEvents": [
+        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 1, "tid": 1, "ts": t0, "dur": 5.0},
+        {"ph": "X", "cat": "cpu_op", "name": "record_param_comms", "pid": 1, "tid": 1, "ts": t0 + 6, "dur": 1.0,
+         "args": {"Collective name": "allreduce", "In msg nelems": 1024, "Out msg nelems": 1024, "dtype": "BFloat16",
+                  "Process Group Ranks": "[0, 1]"}},
+        {"ph": "X", "cat": "kernel", "name": "sm90_gemm_bf16", "pid": 0, "tid": 7, "ts": t0 + 8, "dur": 40.0,
+         "args": {"device": 0, "stream": 7}},
+        {"ph": "X", "cat": "kernel", "name": "ncclDevKernel_AllReduce_Sum_bf16_RING_LL", "pid": 0, "tid": 20,
+         "ts": t0 + 9, "dur": 30.0, "args": {"device": 0, "stream": 20}},
+        {"ph": "X", "cat": "kernel", "name": "ncclDevKernel_SendRecv", "pid": 0, "tid": 20,
+         "ts": t0 + 60, "dur": 3.0, "args": {"device": 0, "stream": 20}},
+    ]}
+
+
+def test_gpu_kernels_and_nccl_collectives_map_to_streams_sizes_and_groups(tmp_path):
+    for rank in (0, 1):
+        data = _gpu_rank(rank)
+        data["traceEvents"].pop()   # without the point-to-point kernel
+        (tmp_path / f"rank{rank}.json").write_text(json.dumps(data))
+    trace = import_pytorch_profile([tmp_path])
+    ops = trace.programs[1].ops
+    kernels = [op for op in ops if op.kind == "delay" and op.name != "host"]
+    assert [(op.name, op.stream) for op in kernels] == [("aten::mm", "cpu:1"), ("sm90_gemm_bf16", "gpu0:7")]
+    (coll,) = [op for op in ops if op.kind == "collective"]
+    assert (coll.op, coll.bytes, coll.group, coll.stream) == ("all_reduce", 2048, "world", "comm:world")
+    assert kernels[1].seconds == pytest.approx(40e-6)
+    for rank in (0, 1):
+        (tmp_path / f"rank{rank}.json").write_text(json.dumps(_gpu_rank(rank)))
+    with pytest.raises(TraceError, match=r"ncclDevKernel_SendRecv.*is an NCCL kernel without a collective"):
+        import_pytorch_profile([tmp_path])
