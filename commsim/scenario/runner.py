@@ -216,8 +216,11 @@ def _trace_of(scenario: Scenario, workload: Any) -> Any:
     if isinstance(workload, TraceWorkload):
         from commsim.workloads.sources import load_any_trace
 
-        return load_any_trace(scenario.resolve_path(workload.file), workload.format,
-                              process_groups=workload.process_groups)
+        path = scenario.resolve_path(workload.file)
+        if not path.exists():   # a Chakra prefix (traces/step for traces/step.<rank>.et) next to the scenario
+            first = scenario.resolve_path(workload.file + ".0.et")
+            path = first.with_name(Path(workload.file).name) if first.exists() else path
+        return load_any_trace(path, workload.format, process_groups=workload.process_groups)
     if isinstance(workload, TrainingWorkload):
         return training_trace(load_model(workload.model), workload.generator_config())
     if isinstance(workload, InferenceWorkload):

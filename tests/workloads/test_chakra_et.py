@@ -198,3 +198,19 @@ def test_export_and_import_commands(capsys, tmp_path, generated):
     assert import_chakra([tmp_path / "out"]).programs[5].ops[0].op == "all_gather"
     code, _, err = _run(capsys, "trace", "export-chakra", str(tmp_path / "missing.json"), "-o", str(tmp_path / "x"))
     assert code == 2 and "does not exist" in err
+
+
+def test_scenario_file_names_a_chakra_prefix_relative_to_itself(generated, tmp_path, monkeypatch):
+    import shutil
+
+    from commsim.scenario import load_scenario
+
+    (tmp_path / "traces").mkdir()
+    for path in generated[4].glob("ALL_GATHER.*.et"):
+        shutil.copy(path, tmp_path / "traces" / path.name)
+    (tmp_path / "micro.yaml").write_text("name: micro\ntopology: switch:4,50GB/s,500ns\n"
+                                         "workload: {kind: trace, file: traces/ALL_GATHER, format: chakra}\n")
+    monkeypatch.chdir(generated[8])          # elsewhere: the prefix is found next to the scenario
+    run = simulate(load_scenario(tmp_path / "micro.yaml"))
+    expected = estimate_collective(_switch(4), "all_gather", MIB, algorithm="ring").time
+    assert run.metrics["step_time"][0] == pytest.approx(expected, rel=1e-9)
