@@ -37,6 +37,7 @@ __all__ = [
     "format_bandwidth",
     "format_bytes",
     "format_flop_rate",
+    "format_quantity",
     "format_time",
     "parse_quantity",
     "parse_size_range",
@@ -215,6 +216,28 @@ def format_flop_rate(value: float, digits: int = 4) -> str:
     """``format_flop_rate(989e12) == '989 TFLOPS'``."""
     steps = [(1e15, "PFLOPS"), (1e12, "TFLOPS"), (1e9, "GFLOPS"), (1e6, "MFLOPS"), (1.0, "FLOPS")]
     return _scaled(value, steps, digits)
+
+
+def format_quantity(value: Any, unit: str) -> str:
+    """A value in SI ``unit`` as a reader wants it (the edge where unit strings are made).
+
+    >>> format_quantity(0.3602, "s"), format_quantity(3 * 2**30, "B"), format_quantity(0.2009, "fraction")
+    ('360.2 ms', '3 GiB', '20.09 %')
+    >>> print(format_quantity(278032, "count"), "|", format_quantity(42e9, "B/s"))   # a thin space groups digits
+    278 032 | 42 GB/s
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    formats = {"s": format_time, "B": format_bytes, "B/s": format_bandwidth, "FLOP/s": format_flop_rate}
+    if unit in formats:
+        return formats[unit](number)
+    if unit == "fraction":
+        return f"{number * 100:.4g} %"
+    if unit in ("count", "") and number.is_integer() and math.isfinite(number):
+        return f"{int(number):,}".replace(",", "\u2009")
+    return f"{number:.4g} {unit}".strip()
 
 
 def _annotated(kind: Kind) -> Any:

@@ -11,20 +11,14 @@ from rich.table import Table
 from commsim.cli._app import app, console, err_console
 from commsim.cli._progress import progress_bar
 from commsim.scenario import load_scenario, parse_set, simulate
-from commsim.units import format_bandwidth, format_bytes, format_time
+from commsim.units import format_quantity
 
 SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a field: PATH=VALUE "
                                                       "(e.g. workload.tp=4). Repeatable.")]
 
 
 def _format(value: float, unit: str) -> str:
-    if unit == "s":
-        return format_time(value)
-    if unit == "B":
-        return format_bytes(value)
-    if unit == "B/s":
-        return format_bandwidth(value)
-    return f"{value:.6g}"
+    return format_quantity(value, unit)
 
 
 @app.command("run")
@@ -73,6 +67,8 @@ def sweep_command(
     dask: Annotated[str | None, typer.Option("--dask", help="Address of an existing Dask scheduler.")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Output directory "
                                                 "(default: dashboards/<scenario>-sweep).")] = None,
+    plots: Annotated[list[str] | None, typer.Option("--plot", help="A metric to plot first in the dashboard, even "
+                                                    "if it does not change (repeatable).")] = None,
 ) -> None:
     """Run the grid product of --set values in parallel; write one table and a what-if dashboard."""
     from commsim.sweeps import grid_points, sweep
@@ -90,11 +86,18 @@ def sweep_command(
         err_console.print(f"interrupted: the runs that finished are in {csv_path}")
         raise typer.Exit(130) from None
     result.table.to_parquet(out / "sweep.parquet", index=False)
-    dashboard = result.dashboard(out / "sweep.html")
+    unknown = [name for name in plots or [] if name not in result.metrics]
+    if unknown:
+        from commsim.errors import ConfigError
+
+        raise ConfigError(field="--plot", value=unknown[0], rule="is not a metric of this sweep",
+                          fix=f"name one of {', '.join(result.metrics)}")
+    dashboard = result.dashboard(out / "sweep.html", show=plots or ())
     table = Table(title=f"{spec.name}: sweep over {', '.join(result.parameters)}")
     for column in result.table.columns:
         table.add_column(column, justify="right")
-    for row in result.table.itertuples(index=False):
-        table.add_row(*[f"{v:.6g}" if isinstance(v, float) else str(v) for v in row])
+    for row in result.table.to_dict("records"):
+        table.add_row(*[format_quantity(v, result.units.get(k, "")) if isinstance(v, float) else str(v)
+                        for k, v in row.items()])
     console.print(table)
     console.print(f"table: [bold]{csv_path}[/]  dashboard: [bold]{dashboard}[/]")

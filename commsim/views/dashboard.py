@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from commsim.units import format_bandwidth, format_bytes, format_flop_rate, format_time
+from commsim.units import format_quantity
 from commsim.views.figures import breakdown_bars, sweep_curves, timeline, topology_load, utilisation_heatmap
 
 __all__ = ["write_dashboard", "write_sweep_dashboard", "render_page", "SIZE_LIMIT"]
@@ -98,18 +98,7 @@ def _metrics_table(metrics: dict[str, tuple[float, str]]) -> str:
 
 def human(value: Any, unit: str) -> str:
     """A value with its unit as a reader wants it: ``360.2 ms``, ``505.2 GiB``, ``42 GB/s``, ``20.1 %``."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    formats = {"s": format_time, "B": format_bytes, "B/s": format_bandwidth, "FLOP/s": format_flop_rate}
-    if unit in formats:
-        return formats[unit](number)
-    if unit == "fraction":
-        return f"{number * 100:.4g} %"
-    if unit in ("count", "") and number.is_integer():
-        return f"{int(number):,}".replace(",", "\u2009")
-    return f"{number:.4g} {unit}".strip()
+    return format_quantity(value, unit)
 
 
 def _figures(run: Any, max_spans: int) -> list[go.Figure]:

@@ -85,3 +85,22 @@ def test_topology_view_labels_nodes_marks_failed_links_and_colours_by_bandwidth_
     loaded = topology_load(topo, pd.DataFrame({"kind": ["link"], "target": ["gpu0->nvsw0"], "start": [0.0],
                                                "end": [1.0], "utilisation": [0.5]}), 1.0)
     assert "50% busy" in [t.name for t in loaded.data] and "failed during the run" not in [t.name for t in loaded.data]
+
+
+def test_sweep_command_plots_asked_metric_first_and_prints_human_units(tmp_path, capsys):
+    from commsim.cli import main
+
+    (tmp_path / "c.yaml").write_text("name: c\ntopology: switch:4,50GB/s,500ns\n"
+                                     "workload: {kind: collective, op: all_reduce, sizes: [1048576]}\n")
+    argv = ["sweep", str(tmp_path / "c.yaml"), "--set", "topology_overrides.bandwidth=10GB/s,100GB/s",
+            "-o", str(tmp_path / "out"), "--plot", "bus_factor"]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    out = capsys.readouterr().out
+    assert (info.value.code or 0) == 0 and " us" in out and "GB/s" in out
+    page = (tmp_path / "out" / "sweep.html").read_text()
+    titles = re.findall(r'"title":\{"text":"([^"]+) vs topology_overrides', page)
+    assert titles[:2] == ["bus factor", "time at largest"]            # asked for, then the headline metric
+    with pytest.raises(SystemExit) as info:
+        main([*argv[:-1], "nope"])
+    assert info.value.code == 2 and "--plot = 'nope': is not a metric of this sweep" in capsys.readouterr().err
