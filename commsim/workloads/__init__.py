@@ -1,4 +1,4 @@
-"""Workloads: the model catalog, the trace format and its validation, generators and Chakra import.
+"""Workloads: the model catalog, the trace format and its validation, generators, Chakra and PyTorch profiler I/O.
 
 >>> from commsim.workloads import load_model, training_trace, validate_trace
 >>> trace = training_trace(load_model("gpt3-175b"), tp=8, pp=8, dp=16)
@@ -11,6 +11,7 @@ from commsim.workloads._dtypes import DTYPE_BYTES, Dtype, dtype_bytes
 from commsim.workloads._index import TraceIndex
 from commsim.workloads._validate import validate_against, validate_trace
 from commsim.workloads.chakra import import_chakra
+from commsim.workloads.chakra_et import export_chakra
 from commsim.workloads.generators import (
     InferenceConfig,
     TrainingConfig,
@@ -18,6 +19,7 @@ from commsim.workloads.generators import (
     one_f_one_b,
     training_trace,
 )
+from commsim.workloads.kineto import import_pytorch_profile
 from commsim.workloads.models import (
     Gemm,
     TransformerSpec,
@@ -31,6 +33,7 @@ from commsim.workloads.models import (
     parameters_by_layer,
     tp_shard,
 )
+from commsim.workloads.sources import load_any_trace
 from commsim.workloads.trace import (
     AllocOp,
     CollectiveOp,
@@ -72,11 +75,14 @@ __all__ = [
     "catalog_names",
     "dtype_bytes",
     "dump_trace",
+    "export_chakra",
     "gemm_backward",
     "import_chakra",
+    "import_pytorch_profile",
     "inference_trace",
     "layer_gemms",
     "layer_parameter_shapes",
+    "load_any_trace",
     "load_model",
     "load_trace",
     "one_f_one_b",
