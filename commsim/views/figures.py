@@ -89,7 +89,7 @@ def timeline(spans: pd.DataFrame, *, devices: Sequence[str] | None = None, max_d
     fig.update_layout(title=title + shown + " — red: communication with no compute to hide it; black: critical path",
                       barmode="overlay", xaxis_title="time (ms)",
                       yaxis={"categoryorder": "array", "categoryarray": rows[::-1]},
-                      height=max(300, 22 * len(rows) + 140), legend_title="kind")
+                      height=max(400, 22 * len(rows) + 140), legend_title="kind")
     return fig
 
 
