@@ -223,6 +223,8 @@ def format_quantity(value: Any, unit: str) -> str:
 
     >>> format_quantity(0.3602, "s"), format_quantity(3 * 2**30, "B"), format_quantity(0.2009, "fraction")
     ('360.2 ms', '3 GiB', '20.09 %')
+    >>> format_quantity(2.5e12, "FLOP")
+    '2.5 TFLOP'
     >>> print(format_quantity(278032, "count"), "|", format_quantity(42e9, "B/s"))   # a thin space groups digits
     278 032 | 42 GB/s
     """
@@ -235,6 +237,9 @@ def format_quantity(value: Any, unit: str) -> str:
         return formats[unit](number)
     if unit == "fraction":
         return f"{number * 100:.4g} %"
+    if unit == "FLOP":
+        return _scaled(number, [(1e18, "EFLOP"), (1e15, "PFLOP"), (1e12, "TFLOP"), (1e9, "GFLOP"), (1e6, "MFLOP"),
+                                (1e3, "kFLOP"), (1.0, "FLOP")], 4)
     if unit in ("count", "") and number.is_integer() and math.isfinite(number):
         return f"{int(number):,}".replace(",", "\u2009")
     return f"{number:.4g} {unit}".strip()

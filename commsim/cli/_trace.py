@@ -13,7 +13,7 @@ from rich.table import Table
 from commsim.cli._app import console, trace_app
 from commsim.config import load_yaml
 from commsim.errors import ConfigError
-from commsim.units import format_bytes, parse_quantity
+from commsim.units import format_bytes, format_quantity, parse_quantity
 from commsim.workloads import (
     import_chakra,
     inference_trace,
@@ -184,7 +184,7 @@ def import_pytorch_cmd(
 def _summary(trace: Trace, limit: int = 24) -> None:
     table = Table(title=f"{trace.name}: {trace.ranks} ranks, {len(trace.programs)} programs, "
                         f"communicators {', '.join(trace.communicators) or '-'}")
-    for column in ("program", "ranks", "ops", "comp", "coll", "p2p", "mem", "other", "FLOP/rank", "coll B/rank"):
+    for column in ("program", "ranks", "ops", "comp", "coll", "p2p", "mem", "other", "FLOP/rank", "coll bytes/rank"):
         table.add_column(column, justify="left" if column == "program" else "right")
     for program in trace.programs[:limit]:
         kinds = Counter(op.kind for op in program.ops)
@@ -193,7 +193,7 @@ def _summary(trace: Trace, limit: int = 24) -> None:
         table.add_row(program.name, str(len(program.rank_list())), str(len(program.ops)), str(kinds["compute"]),
                       str(kinds["collective"]), str(kinds["send"] + kinds["recv"]),
                       str(kinds["alloc"] + kinds["free"]), str(kinds["disk_read"] + kinds["delay"]),
-                      f"{flops:.3g}", format_bytes(coll))
+                      format_quantity(flops, "FLOP"), format_bytes(coll))
     if len(trace.programs) > limit:
         table.add_row(f"… {len(trace.programs) - limit} more", *[""] * 9)
     console.print(table)
