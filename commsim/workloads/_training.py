@@ -598,6 +598,9 @@ class _StageEmitter:
         working = step.activations(layer).working
         if cfg.track_memory and working:
             self.b.alloc(f"{q}.rc_alloc", f"rc.{q}", working, tags=lt)
+        zero3_grads = cfg.track_memory and cfg.zero >= 3
+        if zero3_grads:   # the layer's unsharded gradients, until its reduce-scatter has run
+            self.b.alloc(f"{q}.galloc", f"g.{q}", sum(step.layer_params(layer)) * step.grad_e, tags=lt)
         if cfg.recompute == "full":
             self.layer_forward(j, layer, f"r{q[1:]}", {**lt, "phase": "recompute"})
         self.tp_gather(f"{q}.ag2", lt)
@@ -627,7 +630,9 @@ class _StageEmitter:
         self.grad(f"{q}.norm1_bwd", bwd["norm1_bwd"], lt, f"{layer}.norm1_bwd", final)
         if cfg.track_memory and working:
             self.b.free(f"{q}.rc_free", f"rc.{q}", tags=lt)
-        self.sync.end_of_layer(layer, q, lt)
+        reductions = self.sync.end_of_layer()
+        if zero3_grads:
+            self.b.free(f"{q}.gfree", f"g.{q}", deps=reductions, tags=lt, stream="dp_comm")
 
     def moe_backward(self, q: str, lt: dict[str, Any], layer: int, final: bool) -> None:
         moe, cfg = self.step.moe, self.step.config
@@ -730,10 +735,16 @@ class _GradSync:
             for buckets in self.all:
                 buckets.add(op_id, producer, final)
 
-    def end_of_layer(self, layer: int, q: str, lt: dict[str, Any]) -> None:
-        if self.zero >= 3:
-            for buckets in self.all:
-                buckets.flush()
+    def end_of_layer(self) -> list[str]:
+        """ZeRO-3: reduce-scatter the layer's gradients now; the reductions issued (empty otherwise)."""
+        if self.zero < 3:
+            return []
+        out = []
+        for buckets in self.all:
+            before = len(buckets.issued)
+            buckets.flush()
+            out += buckets.issued[before:]
+        return out
 
     def end_of_pass(self, final: bool) -> None:
         if self.zero >= 2:
