@@ -210,15 +210,22 @@ def _simulation(scenario: Scenario, topology: Topology) -> Simulation:
     return sim
 
 
+def _model_ref(scenario: Scenario, model: str) -> str:
+    """A catalog name as given; a YAML path resolved like the scenario's other files (next to the scenario)."""
+    if model.endswith((".yaml", ".yml")):
+        return str(scenario.resolve_path(model))
+    return model
+
+
 def _trace_of(scenario: Scenario, workload: Any) -> Any:
     from commsim.workloads import inference_trace, load_model, load_trace, training_trace
 
     if isinstance(workload, TraceWorkload):
         return load_trace(scenario.resolve_path(workload.file))
     if isinstance(workload, TrainingWorkload):
-        return training_trace(load_model(workload.model), workload.generator_config())
+        return training_trace(load_model(_model_ref(scenario, workload.model)), workload.generator_config())
     if isinstance(workload, InferenceWorkload):
-        return inference_trace(load_model(workload.model), workload.generator_config())
+        return inference_trace(load_model(_model_ref(scenario, workload.model)), workload.generator_config())
     raise ConfigError(field="workload.kind", value=workload.kind, rule="cannot be replayed",
                       fix="use trace, training or inference")
 
