@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from commsim.workloads._costs import Cost
+from commsim.workloads._costs import Cost, ffn_activation_costs
 from commsim.workloads.models import TransformerSpec
 
 __all__ = ["MoECosts", "moe_costs"]
@@ -72,12 +72,7 @@ def moe_costs(spec: TransformerSpec, *, tokens: int, tp: int, element_bytes: int
     unpermute = Cost(2.0 * routed * h, (routed + tokens) * h * e)
     fc1 = Cost(2.0 * routed * h * fc1_width, (routed * h + local * h * fc1_width + routed * fc1_width) * e)
     fc2 = Cost(2.0 * routed * f_local * h, (routed * f_local + local * f_local * h + routed * h) * e)
-    if spec.gated_ffn:
-        act = Cost(6.0 * routed * f_local, 3.0 * routed * f_local * e)
-        act_bwd = Cost(8.0 * routed * f_local, 5.0 * routed * f_local * e)
-    else:
-        act = Cost(8.0 * routed * f_local, 2.0 * routed * f_local * e)
-        act_bwd = Cost(10.0 * routed * f_local, 3.0 * routed * f_local * e)
+    act, act_bwd = ffn_activation_costs(spec.gated_ffn, routed, f_local, e)
     forward = {"router": router, "permute": permute, "expert_fc1": fc1, "expert_act": act, "expert_fc2": fc2,
                "unpermute": unpermute}
     router_grad = Cost(2.0 * tokens * h * num_experts, router.bytes)

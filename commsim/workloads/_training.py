@@ -150,8 +150,6 @@ class _Step:
         self.moe_act: LayerActivations | None = None
         if self.moe is not None:
             self.moe_act = layer_activations(**common, routed=self.moe.routed, experts=config.num_experts)
-        # The old name, kept for the studies that read it.
-        self.act_per_layer = self.dense_act.stored
         self.dense_group = config.dp * cp
         self.expert_group = config.dp * cp // config.ep
 
@@ -240,6 +238,14 @@ class _Step:
 
     def total_parameters(self) -> int:
         """Parameters of the whole model, experts included."""
+        return self._with_experts(self.config.num_experts)
+
+    def active_parameters(self) -> int:
+        """Parameters a token passes through (``top_k`` experts per MoE layer)."""
+        return self._with_experts(self.config.top_k)
+
+    def _with_experts(self, experts: int) -> int:
+        """The dense model's parameters with each MoE layer's FFN counted ``experts`` times, plus its router."""
         total = parameter_count(self.spec)
         if self.moe is None:
             return total
@@ -247,20 +253,8 @@ class _Step:
         h, f = self.spec.hidden, self.spec.ffn_hidden
         bias = 1 if self.spec.bias else 0
         fc1 = f * (2 if self.spec.gated_ffn else 1)
-        dense_ffn = h * fc1 + bias * fc1 + f * h + bias * h
-        experts = self.config.num_experts
-        return total + moe_layers * ((experts - 1) * dense_ffn + h * experts)
-
-    def active_parameters(self) -> int:
-        """Parameters a token passes through (``top_k`` experts per MoE layer)."""
-        if self.moe is None:
-            return parameter_count(self.spec)
-        moe_layers = sum(1 for layer in range(self.spec.layers) if self.is_moe(layer))
-        h, f = self.spec.hidden, self.spec.ffn_hidden
-        bias = 1 if self.spec.bias else 0
-        fc1 = f * (2 if self.spec.gated_ffn else 1)
-        dense_ffn = h * fc1 + bias * fc1 + f * h + bias * h
-        return parameter_count(self.spec) + moe_layers * ((self.config.top_k - 1) * dense_ffn + h * self.config.num_experts)
+        ffn = h * fc1 + bias * fc1 + f * h + bias * h
+        return total + moe_layers * ((experts - 1) * ffn + h * self.config.num_experts)
 
 
 def _rank_layout(step: _Step) -> dict[str, list[list[int]]]:

@@ -11,7 +11,7 @@ MODULES = ["commsim.workloads", "commsim.workloads.models", "commsim.workloads._
            "commsim.workloads._index", "commsim.workloads._validate", "commsim.workloads._dtypes",
            "commsim.workloads._training", "commsim.workloads._inference", "commsim.workloads.generators",
            "commsim.workloads._schedule", "commsim.workloads._moe", "commsim.workloads._activations",
-           "commsim.workloads._memory"]
+           "commsim.workloads._memory", "commsim.workloads._costs"]
 
 
 @pytest.mark.parametrize("name", MODULES)
