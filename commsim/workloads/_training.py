@@ -138,7 +138,8 @@ class _Step:
         self.kv_block_bytes = 2.0 * T * shard.kv_width * e                   # this rank's K and V (ring attention)
         self.moe: MoECosts | None = None
         if config.num_experts:
-            self.moe = moe_costs(spec, tokens=T, tp=tp, element_bytes=e, num_experts=config.num_experts,
+            self.moe = moe_costs(spec, tokens=T // tp if self.sp else T, tp=tp, element_bytes=e,
+                                 num_experts=config.num_experts,
                                  ep=config.ep, top_k=config.top_k, capacity_factor=config.capacity_factor)
         fc1_width = shard.ffn * (2 if spec.gated_ffn else 1)
         common = {"tokens": T, "kv_tokens": self.seq, "hidden": h,
@@ -149,7 +150,7 @@ class _Step:
         self.dense_act: LayerActivations = layer_activations(**common)
         self.moe_act: LayerActivations | None = None
         if self.moe is not None:
-            self.moe_act = layer_activations(**common, routed=self.moe.routed, experts=config.num_experts)
+            self.moe_act = layer_activations(**common, routed=self.moe.expert_rows, experts=config.num_experts)
         self.dense_group = config.dp * cp
         self.expert_group = config.dp * cp // config.ep
 
@@ -509,15 +510,17 @@ class _StageEmitter:
         self.compute(f"{q}.qkv", fwd["qkv"], lt)
         self.attention(j, q, lt, fwd["attn"], backward=False)
         self.compute(f"{q}.out_proj", fwd["out_proj"], lt)
+        moe = self.step.is_moe(layer)
         if not parallel:
             self.tp_reduce(f"{q}.tp1", lt)
             self.compute(f"{q}.norm2", fwd["norm2"], lt)
-            self.tp_gather(f"{q}.ag2", lt)
-        if self.step.is_moe(layer):
+        if moe:    # routes its sequence-parallel tokens itself: no all-gather before, no reduction after
             self.moe_forward(q, lt)
-        else:
-            for name in ("fc1", "act", "fc2"):
-                self.compute(f"{q}.{name}", fwd[name], lt)
+            return
+        if not parallel:
+            self.tp_gather(f"{q}.ag2", lt)
+        for name in ("fc1", "act", "fc2"):
+            self.compute(f"{q}.{name}", fwd[name], lt)
         self.tp_reduce(f"{q}.tp2", lt)
 
     def attention(self, j: int, q: str, lt: dict[str, Any], cost: Cost, backward: bool) -> None:
@@ -549,8 +552,10 @@ class _StageEmitter:
         self.compute(f"{q}.permute", f["permute"], lt)
         if cfg.ep > 1:
             self.blocking(f"{q}.dispatch", "all_to_all", moe.a2a_bytes, "ep", "ep_comm", lt)
+        self.tp_coll(f"{q}.expert_ag", "all_gather", moe.tp_bytes, lt)
         for name in ("expert_fc1", "expert_act", "expert_fc2"):
             self.compute(f"{q}.{name}", f[name], lt)
+        self.tp_coll(f"{q}.expert_rs", "reduce_scatter", moe.tp_bytes, lt)
         if cfg.ep > 1:
             self.blocking(f"{q}.combine", "all_to_all", moe.a2a_bytes, "ep", "ep_comm", lt)
         self.compute(f"{q}.unpermute", f["unpermute"], lt)
@@ -597,17 +602,18 @@ class _StageEmitter:
             self.b.alloc(f"{q}.galloc", f"g.{q}", sum(step.layer_params(layer)) * step.grad_e, tags=lt)
         if cfg.recompute == "full":
             self.layer_forward(j, layer, f"r{q[1:]}", {**lt, "phase": "recompute"})
-        self.tp_gather(f"{q}.ag2", lt)
-        if step.is_moe(layer):
+        moe = step.is_moe(layer)
+        if moe:
             self.moe_backward(q, lt, layer, final)
         else:
+            self.tp_gather(f"{q}.ag2", lt)
             self.compute(f"{q}.fc2_dgrad", bwd["fc2_dgrad"], lt)
             self.grad(f"{q}.fc2_wgrad", bwd["fc2_wgrad"], lt, f"{layer}.fc2_wgrad", final)
             self.compute(f"{q}.act_bwd", bwd["act_bwd"], lt)
             self.compute(f"{q}.fc1_dgrad", bwd["fc1_dgrad"], lt)
         if not parallel:
-            self.tp_reduce(f"{q}.tp2", lt)
-            if not step.is_moe(layer):
+            if not moe:
+                self.tp_reduce(f"{q}.tp2", lt)
                 self.grad(f"{q}.fc1_wgrad", bwd["fc1_wgrad"], lt, f"{layer}.fc1_wgrad", final, wait=False)
             self.grad(f"{q}.norm2_bwd", bwd["norm2_bwd"], lt, f"{layer}.norm2_bwd", final)
             self.tp_gather(f"{q}.ag1", lt)
@@ -635,11 +641,13 @@ class _StageEmitter:
         self.compute(f"{q}.unpermute_bwd", g["unpermute_bwd"], lt)
         if cfg.ep > 1:
             self.blocking(f"{q}.combine", "all_to_all", moe.a2a_bytes, "ep", "ep_comm", lt)
+        self.tp_coll(f"{q}.expert_rs", "all_gather", moe.tp_bytes, lt)     # backward of the reduce-scatter
         self.compute(f"{q}.expert_fc2_dgrad", g["expert_fc2_dgrad"], lt)
         self.grad(f"{q}.expert_fc2_wgrad", g["expert_fc2_wgrad"], lt, f"{layer}.expert_fc2_wgrad", final)
         self.compute(f"{q}.expert_act_bwd", g["expert_act_bwd"], lt)
         self.compute(f"{q}.expert_fc1_dgrad", g["expert_fc1_dgrad"], lt)
         self.grad(f"{q}.expert_fc1_wgrad", g["expert_fc1_wgrad"], lt, f"{layer}.expert_fc1_wgrad", final)
+        self.tp_coll(f"{q}.expert_ag", "reduce_scatter", moe.tp_bytes, lt)  # backward of the all-gather
         if cfg.ep > 1:
             self.blocking(f"{q}.dispatch", "all_to_all", moe.a2a_bytes, "ep", "ep_comm", lt)
         self.compute(f"{q}.permute_bwd", g["permute_bwd"], lt)

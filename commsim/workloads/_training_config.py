@@ -99,7 +99,9 @@ class TrainingConfig(StrictModel):
         ``num_experts`` FFN experts, ``top_k`` per token, at most
         ``ceil(capacity_factor·tokens·top_k/num_experts)`` tokens per expert
         and source rank; experts are sharded over ``ep`` expert-parallel ranks
-        taken from the data-parallel dimension (``ep`` divides ``dp``).
+        taken from the data-parallel dimension (``ep`` divides ``dp``). With
+        ``tp > 1`` sequence parallelism is required (Megatron's rule) and the
+        TP ranks share each expert by FFN width (see :mod:`commsim.workloads._moe`).
     """
 
     tp: int = Field(default=1, ge=1)
@@ -211,6 +213,16 @@ def _check_moe(spec: TransformerSpec, cfg: TrainingConfig) -> None:
             raise ConfigError(field="ep", value=ep, rule="needs mixture-of-experts layers (num_experts is 0)",
                               fix="set num_experts to a multiple of ep, or ep 1")
         return
+    if cfg.tp > 1 and not cfg.sequence_parallel:
+        raise ConfigError(field="sequence_parallel", value=False,
+                          rule=f"must be true for mixture-of-experts layers with tp={cfg.tp} (Megatron's rule: "
+                               "each TP rank routes its own sequence shard)",
+                          fix="set sequence_parallel true, or tp 1")
+    if spec.parallel_block:
+        raise ConfigError(field="num_experts", value=experts,
+                          rule=f"mixture-of-experts layers are generated for sequential blocks only, and "
+                               f"{spec.name} has parallel attention and FFN",
+                          fix="use num_experts 0 with this model, or a model with parallel_block false")
     if cfg.top_k > experts:
         raise ConfigError(field="top_k", value=cfg.top_k, rule=f"exceeds num_experts ({experts})",
                           fix=f"route each token to at most {experts} experts")

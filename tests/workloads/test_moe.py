@@ -56,6 +56,26 @@ def test_all_to_all_bytes_follow_tokens_top_k_and_capacity(tiny, top_k, capacity
     assert s["f0.0.expert_fc1"].flops == 2 * rows * 8 * 32
 
 
+def test_moe_under_tensor_parallelism_as_megatron(tiny):
+    """TP 2 with sequence parallelism: each TP rank routes its own 2 tokens; the TP ranks all-gather the rows they
+    receive, run their half of every local expert's FFN width, and reduce-scatter the outputs."""
+    trace = training_trace(tiny, tp=2, sequence_parallel=True, dp=2, ep=2, num_experts=4, top_k=2,
+                           num_micro_batches=1)
+    validate_trace(trace)
+    s = by_id(trace)
+    layer = [op.id.split(".", 2)[2] for op in trace.programs[0].ops if op.id.startswith("f0.0.")]
+    assert layer == ["norm1", "ag1", "qkv", "attn", "out_proj", "tp1", "norm2", "router", "permute", "dispatch",
+                     "expert_ag", "expert_fc1", "expert_act", "expert_fc2", "expert_rs", "combine", "unpermute"]
+    assert s["f0.0.dispatch"].bytes == 2 * 8 * 2 * 2                       # 2 tokens × hidden × top-2 × bf16
+    assert (s["f0.0.expert_ag"].op, s["f0.0.expert_ag"].bytes, s["f0.0.expert_ag"].group) == ("all_gather", 128, "tp")
+    assert s["f0.0.expert_fc1"].flops == 2 * 8 * 8 * 16                   # 8 rows, FFN width 32 / TP 2
+    assert s["f0.0.expert_fc1"].deps == ["f0.0.expert_ag"] and s["f0.0.expert_ag"].deps == ["f0.0.dispatch", "f0.0.permute"]
+    backward = [op.id.split(".", 2)[2] for op in trace.programs[0].ops if op.id.startswith("b0.0.")]
+    assert backward[:9] == ["unpermute_bwd", "combine", "expert_rs", "expert_fc2_dgrad", "expert_fc2_wgrad",
+                            "expert_act_bwd", "expert_fc1_dgrad", "expert_fc1_wgrad", "expert_ag"]
+    assert (s["b0.0.expert_rs"].op, s["b0.0.expert_ag"].op) == ("all_gather", "reduce_scatter")
+
+
 def test_moe_layer_frequency(tiny):
     spec = tiny.model_copy(update={"layers": 4})
     trace = training_trace(spec, num_experts=2, top_k=1, moe_layer_frequency=2, num_micro_batches=1)
@@ -64,7 +84,8 @@ def test_moe_layer_frequency(tiny):
 
 
 def test_moe_replays(tiny):
-    trace = training_trace(tiny, dp=4, ep=2, num_experts=4, tp=2, zero_stage=1, num_micro_batches=2)
+    trace = training_trace(tiny, dp=4, ep=2, num_experts=4, tp=2, sequence_parallel=True, zero_stage=1,
+                           num_micro_batches=2)
     out = replay(Simulation(load_topology("switch:8,100GB/s,1us")), trace)
     a2a = out.ops[out.ops.op_id.str.endswith(("dispatch", "combine"))]
     assert len(a2a) == 2 * 2 * 4 and (a2a.end > a2a.start).all()

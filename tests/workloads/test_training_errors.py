@@ -27,6 +27,10 @@ CASES = [
     ("llama-2-7b", {"num_experts": 8, "ep": 4, "dp": 2}, "ep = 4: does not divide dp=2"),
     ("llama-2-7b", {"ep": 2, "dp": 2}, "ep = 2: needs mixture-of-experts layers (num_experts is 0)"),
     ("llama-2-7b", {"num_experts": 2, "top_k": 3}, "top_k = 3: exceeds num_experts (2)"),
+    ("llama-2-7b", {"num_experts": 2, "tp": 2},
+     "sequence_parallel = False: must be true for mixture-of-experts layers with tp=2 (Megatron's rule"),
+    ("palm-540b", {"num_experts": 2}, "num_experts = 2: mixture-of-experts layers are generated for sequential "
+                                      "blocks only"),
     ("llama-2-7b", {"seq_len": 100, "cp": 3}, "cp = 3: does not divide the sequence length 100"),
     ("llama-2-7b", {"cp": 2, "flash_attention": False}, "cp = 2: needs flash_attention"),
     ("llama-2-7b", {"seq_len": 32, "cp": 2, "tp": 32, "sequence_parallel": True},

@@ -17,7 +17,8 @@ COMPUTE_PHASES = {"fwd", "bwd", "recompute", "optimizer"}
 
 
 def test_megatron_rank_order(tiny):
-    trace = training_trace(tiny, tp=2, cp=2, dp=4, pp=2, ep=2, num_experts=2, top_k=1, num_micro_batches=2)
+    trace = training_trace(tiny, tp=2, cp=2, dp=4, pp=2, ep=2, num_experts=2, top_k=1, num_micro_batches=2,
+                           sequence_parallel=True)
     validate_trace(trace)
 
     def rank(p, d, c, t):
