@@ -17,7 +17,8 @@ FFNs and mixture-of-experts layers count what they keep:
 * scores: ``(2·e + 1)·(a/tp)·T·s_kv`` unless flash attention keeps none;
 * MoE FFN instead of the dense one: ``e·R·(fc1 + ffn + 2·h)`` for the routed
   rows ``R`` (expert activations, the dispatched inputs and expert outputs)
-  plus ``8·T·E`` for the fp32 router logits and probabilities.
+  plus ``8·E`` per routed token (``T``, or ``T/tp`` under sequence
+  parallelism) for the fp32 router logits and probabilities.
 
 ``T`` is the rank's tokens of one micro-batch (``b·s/cp``). Recomputation:
 ``selective`` drops the score term (flash attention never keeps it) and
@@ -48,7 +49,8 @@ class LayerActivations:
 def layer_activations(*, tokens: int, kv_tokens: int, hidden: int, element_bytes: int, tp: int,
                       sequence_parallel: bool, q_width: int, kv_width: int, fc1_width: int, ffn_width: int,
                       heads: float, flash_attention: bool, parallel_block: bool, recompute: str,
-                      routed: int | None = None, experts: int = 0) -> LayerActivations:
+                      routed: int | None = None, experts: int = 0,
+                      router_tokens: int | None = None) -> LayerActivations:
     """Activation bytes of one layer (see the module docstring); widths are per rank.
 
     GPT-3 175B at TP 8 with sequence parallelism, 2,048 tokens, no recomputation: ``34·s·b·h/t``.
@@ -68,7 +70,7 @@ def layer_activations(*, tokens: int, kv_tokens: int, hidden: int, element_bytes
     if routed is None:
         mlp = e * T * (fc1_width + ffn_width)
     else:
-        mlp = e * routed * (fc1_width + ffn_width + 2 * h) + 8.0 * T * experts
+        mlp = e * routed * (fc1_width + ffn_width + 2 * h) + 8.0 * (router_tokens or T) * experts
     scores = 0.0 if flash_attention else (2 * e + 1) * heads * T * kv_tokens
     full = outside + attention + mlp + scores
     if recompute == "full":

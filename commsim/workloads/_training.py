@@ -150,7 +150,8 @@ class _Step:
         self.dense_act: LayerActivations = layer_activations(**common)
         self.moe_act: LayerActivations | None = None
         if self.moe is not None:
-            self.moe_act = layer_activations(**common, routed=self.moe.expert_rows, experts=config.num_experts)
+            self.moe_act = layer_activations(**common, routed=self.moe.expert_rows, experts=config.num_experts,
+                                             router_tokens=T // tp if self.sp else T)
         self.dense_group = config.dp * cp
         self.expert_group = config.dp * cp // config.ep
 
