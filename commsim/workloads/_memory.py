@@ -36,6 +36,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from commsim.errors import ConfigError
 from commsim.workloads._schedule import pipeline_schedule
 from commsim.workloads._training import _Step, resolve_config
 from commsim.workloads._training_config import TrainingConfig
@@ -85,6 +86,36 @@ class TrainingMemory:
     def fits(self, capacity: float) -> bool:
         """True when every stage fits in ``capacity`` bytes per GPU."""
         return self.peak.total <= capacity
+
+    def require_fit(self, capacity: float, device: str = "the GPU") -> None:
+        """Raise a :class:`ConfigError` naming the stage, its components and what to change when the
+        step needs more than ``capacity`` bytes per GPU.
+
+        >>> memory = training_memory("gpt3-175b", tp=8, pp=8, num_micro_batches=16, flash_attention=False)
+        >>> memory.require_fit(80 * 2**30, "A100 80GB")
+        Traceback (most recent call last):
+        ...
+        commsim.errors.ConfigError: memory per GPU = '99.0 GiB': stage 0 needs more than the 80.0 GiB of A100 80GB (weights 5.3, grads 10.5, optimizer state 31.5, activations 51.8 GiB with 8 micro-batches in flight). Fix: activations dominate: turn on sequence_parallel or recompute (selective or full), use a smaller micro_batch_size or more tensor parallelism.
+        """
+        peak = self.peak
+        if peak.total <= capacity:
+            return
+        gib = 2**30
+        parts = {"weights": peak.weights, "grads": peak.grads, "optimizer state": peak.optimizer_state,
+                 "activations": peak.activations}
+        if peak.zero3_buffers:
+            parts["ZeRO-3 buffers"] = peak.zero3_buffers
+        listed = ", ".join(f"{name} {value / gib:.1f}" for name, value in parts.items())
+        largest = max(parts, key=lambda name: parts[name])
+        if largest == "activations":
+            fix = ("activations dominate: turn on sequence_parallel or recompute (selective or full), use a "
+                   "smaller micro_batch_size or more tensor parallelism")
+        else:
+            fix = (f"{largest} dominate: shard them with distributed_optimizer / zero_stage, or spread the model "
+                   "over more tensor- or pipeline-parallel ranks")
+        raise ConfigError(field="memory per GPU", value=f"{peak.total / gib:.1f} GiB",
+                          rule=f"stage {peak.stage} needs more than the {capacity / gib:.1f} GiB of {device} "
+                               f"({listed} GiB with {peak.in_flight} micro-batches in flight)", fix=fix)
 
 
 def _stage_memory(step: _Step, stage: int) -> StageMemory:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from commsim.errors import ConfigError
 from commsim.network.loader import load_topology
 from commsim.simulation import Simulation
 from commsim.workloads import load_model, training_memory, training_trace
@@ -108,3 +109,18 @@ def test_replay_records_the_predicted_peak(tiny):
     assert recorded == pytest.approx([stages[0].total] * 2 + [stages[1].total] * 2, rel=1e-12)
     assert training_memory(tiny, **config).fits(stages[0].total) and not \
         training_memory(tiny, **config).fits(stages[0].total - 1)
+
+
+def test_a_step_that_does_not_fit_names_stage_components_and_fix():
+    memory = training_memory("llama-2-70b", tp=8, pp=2, num_micro_batches=4, seq_len=4096)
+    memory.require_fit(memory.peak.total)                      # exactly full is fine
+    with pytest.raises(ConfigError) as info:
+        memory.require_fit(40 * 2**30, "A100 40GB")
+    text = str(info.value)
+    assert text.startswith(f"memory per GPU = '{memory.peak.total / 2**30:.1f} GiB': stage 0 needs more than the "
+                           "40.0 GiB of A100 40GB (weights ")
+    assert "Fix: " in text and "\n" not in text
+    sharded = training_memory("llama-2-70b", tp=8, pp=2, dp=8, num_micro_batches=4, seq_len=1024,
+                              sequence_parallel=True, recompute="full")
+    with pytest.raises(ConfigError, match="optimizer state dominate: shard them with distributed_optimizer"):
+        sharded.require_fit(10 * 2**30)
