@@ -721,6 +721,8 @@ class _GradSync:
     3 reduce-scatters each layer's gradients after its backward, every
     micro-batch. Stages 1 and 2 all-gather the updated parameters after the
     optimizer step, bucket by bucket (in the parameter dtype).
+    Those all-gathers end the step here: Megatron's ``--overlap-param-gather``
+    (hiding them behind the next step's forward) is not modelled.
     """
 
     def __init__(self, emitter: _StageEmitter, producers: list[tuple[str, int]]) -> None:
