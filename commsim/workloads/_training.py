@@ -47,6 +47,7 @@ interleaved schedule activations leave the last stage for the first one
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from commsim.config import validate
@@ -465,7 +466,8 @@ class _StageEmitter:
     def act_buffer(self, j: int, chunk: int) -> str:
         return f"act{j}" if self.v == 1 else f"act{j}c{chunk}"
 
-    def layers_pass(self, layers: list[int], emit: Any, p: str, tags: dict[str, Any]) -> None:
+    def layers_pass(self, layers: list[int], emit: Callable[[int, str, dict[str, Any]], None], p: str,
+                    tags: dict[str, Any]) -> None:
         """Run ``emit(layer, prefix, tags)`` over ``layers``, with ZeRO-3 per-layer parameter all-gathers
         prefetched one layer ahead (each waits for the previous layer's first kernel)."""
         zero3 = self.step.config.zero >= 3
