@@ -62,19 +62,6 @@ def test_zero_divides_what_it_shards(zero, sharded):
         assert getattr(sharded_memory, part) == pytest.approx(expected, rel=1e-12)
 
 
-def static_peak(program) -> float:
-    """Largest sum of live buffers walking the program's alloc/free ops in list order."""
-    live: dict[str, float] = {}
-    peak = 0.0
-    for op in program.ops:
-        if op.kind == "alloc":
-            live[op.buffer] = op.bytes
-            peak = max(peak, sum(live.values()))
-        elif op.kind == "free":
-            live.pop(op.buffer)
-    return peak
-
-
 CASES = [
     {"pp": 4, "num_micro_batches": 6},
     {"pp": 2, "virtual_pipeline_stages": 2, "num_micro_batches": 4, "recompute": "full"},
@@ -85,14 +72,14 @@ CASES = [
 
 
 @pytest.mark.parametrize("config", CASES)
-def test_memory_matches_the_alloc_and_free_ops_of_the_trace(config):
+def test_memory_matches_the_alloc_and_free_ops_of_the_trace(config, static_peak):
     spec = load_model("llama-2-7b").model_copy(update={"layers": 4})
     trace = training_trace(spec, seq_len=256, **config)
     memory = training_memory(spec, seq_len=256, **config)
     assert [static_peak(p) for p in trace.programs] == pytest.approx([s.total for s in memory.stages], rel=1e-12)
 
 
-def test_zero3_memory_bounds_the_trace_by_its_buffers():
+def test_zero3_memory_bounds_the_trace_by_its_buffers(static_peak):
     spec = load_model("llama-2-7b").model_copy(update={"layers": 4})
     config = {"dp": 2, "pp": 2, "zero_stage": 3, "seq_len": 256}
     trace = training_trace(spec, **config)

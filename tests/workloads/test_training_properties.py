@@ -33,31 +33,16 @@ def build(config):
         raise
 
 
-def static_peaks(trace):
-    peaks = []
-    for program in trace.programs:
-        live, peak = {}, 0.0
-        for op in program.ops:
-            if op.kind == "alloc":
-                live[op.buffer] = op.bytes
-                peak = max(peak, sum(live.values()))
-            elif op.kind == "free":
-                live.pop(op.buffer)
-        assert not set(live) - {"weights", "grads", "optimizer_state"}   # every transient buffer is freed
-        peaks.append(peak)
-    return peaks
-
-
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
-@given(configs)
-def test_trace_memory_and_flops_invariants(config):
+@given(config=configs)
+def test_trace_memory_and_flops_invariants(config, static_peak):
     trace = build(config)
     validate_trace(trace)
     for name, groups in trace.communicators.items():   # partitions of all ranks (embd: first and last stage)
         members = sorted(itertools.chain(*groups))
         assert members == (list(range(trace.ranks)) if name != "embd" else sorted(set(members)))
     memory = training_memory(SPEC, seq_len=16, **config)
-    for peak, stage in zip(static_peaks(trace), memory.stages, strict=True):
+    for peak, stage in zip(map(static_peak, trace.programs), memory.stages, strict=True):
         if config["zero_stage"] < 3:
             assert abs(peak - stage.total) <= 1e-9 * stage.total
         else:
