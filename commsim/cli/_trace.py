@@ -55,6 +55,15 @@ def generate(
     tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree."),
     pp: int = typer.Option(1, "--pp", help="Pipeline-parallel degree (training)."),
     dp: int = typer.Option(1, "--dp", help="Data-parallel degree (training)."),
+    cp: int = typer.Option(1, "--cp", help="Context-parallel degree: ring attention (training)."),
+    recompute: str = typer.Option("none", "--recompute", help="Activation recomputation: none, selective, full."),
+    virtual_stages: int = typer.Option(1, "--virtual-stages",
+                                       help="Model chunks per pipeline stage: interleaved 1F1B above 1."),
+    zero_stage: int = typer.Option(0, "--zero-stage", help="ZeRO stage 0-3 (1 = Megatron's distributed optimizer)."),
+    experts: int = typer.Option(0, "--experts", help="Experts per MoE layer (0: dense)."),
+    top_k: int = typer.Option(2, "--top-k", help="Experts per token (MoE)."),
+    capacity_factor: float = typer.Option(1.0, "--capacity-factor", help="Expert capacity factor (MoE)."),
+    ep: int = typer.Option(1, "--ep", help="Expert-parallel degree, inside the data-parallel one (MoE)."),
     micro_batch_size: int = typer.Option(1, "--micro-batch-size", help="Sequences per micro-batch (training)."),
     micro_batches: int | None = typer.Option(None, "--micro-batches",
                                              help="Micro-batches per step [default: 2 x pp, or 1 without PP]."),
@@ -82,7 +91,9 @@ def generate(
             seq_len=seq_len, dtype=dtype, grad_dtype=grad_dtype,
             bucket_size=parse_quantity(bucket_size, "bytes", field="--bucket-size"),
             sequence_parallel=sequence_parallel, flash_attention=not no_flash, strict_heads=not loose_heads,
-            uneven_layers=uneven_layers, tp_algorithm=tp_algorithm, dp_algorithm=dp_algorithm)
+            uneven_layers=uneven_layers, tp_algorithm=tp_algorithm, dp_algorithm=dp_algorithm, cp=cp,
+            recompute=recompute, virtual_pipeline_stages=virtual_stages, zero_stage=zero_stage,
+            num_experts=experts, top_k=top_k, capacity_factor=capacity_factor, ep=ep)
     else:
         if pp != 1 or dp != 1:
             raise ConfigError(field="--pp/--dp", value=(pp, dp), rule="apply to training only",

@@ -210,6 +210,13 @@ def _simulation(scenario: Scenario, topology: Topology) -> Simulation:
     return sim
 
 
+def _model_ref(scenario: Scenario, model: str) -> str:
+    """A catalog name as given; a YAML path resolved like the scenario's other files (next to the scenario)."""
+    if model.endswith((".yaml", ".yml")):
+        return str(scenario.resolve_path(model))
+    return model
+
+
 def _trace_of(scenario: Scenario, workload: Any) -> Any:
     from commsim.workloads import inference_trace, load_model, training_trace
 
@@ -222,9 +229,9 @@ def _trace_of(scenario: Scenario, workload: Any) -> Any:
             path = first.with_name(Path(workload.file).name) if first.exists() else path
         return load_any_trace(path, workload.format, process_groups=workload.process_groups)
     if isinstance(workload, TrainingWorkload):
-        return training_trace(load_model(workload.model), workload.generator_config())
+        return training_trace(load_model(_model_ref(scenario, workload.model)), workload.generator_config())
     if isinstance(workload, InferenceWorkload):
-        return inference_trace(load_model(workload.model), workload.generator_config())
+        return inference_trace(load_model(_model_ref(scenario, workload.model)), workload.generator_config())
     raise ConfigError(field="workload.kind", value=workload.kind, rule="cannot be replayed",
                       fix="use trace, training or inference")
 

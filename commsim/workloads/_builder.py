@@ -77,14 +77,16 @@ class ProgramBuilder:
             id=op_id, stream=stream, deps=self._deps(deps), tags=tags, peer=peer, bytes=float(nbytes), tag=tag))
 
     def alloc(self, op_id: str, buffer: str, nbytes: float, *, deps: Iterable[str | None] = (),
-              tags: dict[str, Any]) -> str:
-        """Append an allocation of ``nbytes`` named ``buffer``; return its id."""
-        return self._add(AllocOp.model_construct(id=op_id, deps=self._deps(deps), tags=tags, buffer=buffer,
-                                                 bytes=float(nbytes)))
+              tags: dict[str, Any], stream: str = "compute") -> str:
+        """Append an allocation of ``nbytes`` named ``buffer`` on ``stream``; return its id."""
+        return self._add(AllocOp.model_construct(id=op_id, stream=stream, deps=self._deps(deps), tags=tags,
+                                                 buffer=buffer, bytes=float(nbytes)))
 
-    def free(self, op_id: str, buffer: str, *, deps: Iterable[str | None] = (), tags: dict[str, Any]) -> str:
-        """Append the release of ``buffer``; return its id."""
-        return self._add(FreeOp.model_construct(id=op_id, deps=self._deps(deps), tags=tags, buffer=buffer))
+    def free(self, op_id: str, buffer: str, *, deps: Iterable[str | None] = (), tags: dict[str, Any],
+             stream: str = "compute") -> str:
+        """Append the release of ``buffer`` on ``stream``; return its id."""
+        return self._add(FreeOp.model_construct(id=op_id, stream=stream, deps=self._deps(deps), tags=tags,
+                                                buffer=buffer))
 
     def build(self) -> Program:
         """The finished :class:`Program`."""

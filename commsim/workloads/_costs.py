@@ -26,7 +26,7 @@ from commsim.workloads._dtypes import dtype_bytes
 from commsim.workloads._gemm import Gemm, TPShard, gemm_backward, layer_gemms, tp_shard
 from commsim.workloads.models import TransformerSpec
 
-__all__ = ["BlockCosts", "Cost", "block_costs"]
+__all__ = ["BlockCosts", "Cost", "block_costs", "ffn_activation_costs"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,18 @@ class BlockCosts:
     tp_bytes: float
     shard: TPShard
     gemms: dict[str, Gemm]
+
+
+def ffn_activation_costs(gated: bool, rows: float, width: int, element_bytes: int) -> tuple[Cost, Cost]:
+    """Forward and backward cost of the FFN activation on ``rows`` tokens of FFN width ``width`` (per rank).
+
+    >>> ffn_activation_costs(False, 4, 32, 2)[0]
+    Cost(flops=1024.0, bytes=512.0)
+    """
+    n, e = rows * width, element_bytes
+    if gated:
+        return Cost(6.0 * n, 3.0 * n * e), Cost(8.0 * n, 5.0 * n * e)
+    return Cost(8.0 * n, 2.0 * n * e), Cost(10.0 * n, 3.0 * n * e)
 
 
 def block_costs(
@@ -106,12 +118,7 @@ def block_costs(
         attn = Cost(attn_flops, score.bytes + softmax_io + context.bytes + cache_io)
         attn_bwd = Cost(2.0 * (score.flops + context.flops) + 8.0 * scores,
                         2.0 * (score.bytes + context.bytes) + 3.0 * scores * e)
-    if spec.gated_ffn:
-        act = Cost(6.0 * tokens * ffn, 3.0 * tokens * ffn * e)
-        act_bwd = Cost(8.0 * tokens * ffn, 5.0 * tokens * ffn * e)
-    else:
-        act = Cost(8.0 * tokens * ffn, 2.0 * tokens * ffn * e)
-        act_bwd = Cost(10.0 * tokens * ffn, 3.0 * tokens * ffn * e)
+    act, act_bwd = ffn_activation_costs(spec.gated_ffn, tokens, ffn, e)
 
     def gemm(x: Gemm) -> Cost:
         return Cost(x.flops, x.bytes)

@@ -296,6 +296,10 @@ def load_model(name_or_path: str | Path) -> TransformerSpec:
     """
     text = str(name_or_path)
     path = Path(text)
+    if text.endswith((".yaml", ".yml")) and not path.is_file():
+        raise ConfigError(field="model", value=text, rule="names a model YAML file that does not exist",
+                          fix=f"check the path (relative to {Path.cwd()}), or use a catalog name such as "
+                              f"{', '.join(catalog_names()[:4])}")
     if text.endswith((".yaml", ".yml")) or path.is_file():
         return validate(TransformerSpec, load_yaml(path), source=str(path))   # read afresh: the file may change
     found = _catalog().get(text.lower())

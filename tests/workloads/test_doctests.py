@@ -10,7 +10,8 @@ import pytest
 MODULES = ["commsim.workloads", "commsim.workloads.models", "commsim.workloads._gemm", "commsim.workloads.trace",
            "commsim.workloads._index", "commsim.workloads._validate", "commsim.workloads._dtypes",
            "commsim.workloads._training", "commsim.workloads._inference", "commsim.workloads.generators",
-           "commsim.workloads.sources"]
+           "commsim.workloads._schedule", "commsim.workloads._moe", "commsim.workloads._activations",
+           "commsim.workloads._memory", "commsim.workloads._costs", "commsim.workloads.sources"]
 
 
 @pytest.mark.parametrize("name", MODULES)

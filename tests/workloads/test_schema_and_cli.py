@@ -164,6 +164,21 @@ def test_generate_and_validate_commands(capsys, tmp_path):
     assert code == 0 and load_trace(tmp_path / "i.json").ranks == 4
 
 
+def test_generate_with_the_megatron_features(capsys, tmp_path):
+    path = tmp_path / "m.json"
+    code, out, _ = run(capsys, "trace", "generate", "llama-2-7b", "--pp", "2", "--dp", "4", "--cp", "2",
+                       "--virtual-stages", "2", "--micro-batches", "4", "--recompute", "full", "--zero-stage", "1",
+                       "--experts", "4", "--ep", "2", "--top-k", "1", "--seq-len", "64", "-o", str(path))
+    assert code == 0 and "wrote" in out
+    trace = load_trace(path)
+    assert trace.ranks == 16 and set(trace.communicators) == {"tp", "cp", "dp", "ep", "edp", "pp"}   # untied: no embd
+    config = trace.metadata["config"]
+    assert (config["recompute"], config["virtual_pipeline_stages"], config["zero_stage"]) == ("full", 2, 1)
+    code, _, err = run(capsys, "trace", "generate", "llama-2-7b", "--pp", "2", "--virtual-stages", "3",
+                       "-o", str(path))
+    assert code == 2 and "virtual_pipeline_stages = 3: with pp=2 needs the 32 layers" in err
+
+
 def test_generate_errors_exit_2(capsys, tmp_path):
     code, _, err = run(capsys, "trace", "generate", "t-nlg-17b", "--tp", "8", "-o", str(tmp_path / "x.json"))
     assert code == 2 and "tp = 8: does not divide the number of attention heads (28)" in err
