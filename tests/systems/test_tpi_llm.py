@@ -16,7 +16,8 @@ from commsim.errors import ConfigError
 from commsim.scenario.runner import simulate
 from commsim.systems import StudyContext, get_study
 from commsim.systems.tpi_llm import SUMMARY_COLUMNS
-from commsim.systems.tpi_llm.allreduce import link_latency, time_allreduce, tree_all_reduce, tree_depth
+from commsim.collectives.kary_tree import kary_tree_all_reduce, tree_depth
+from commsim.systems.tpi_llm.allreduce import link_latency, time_allreduce
 from commsim.systems.tpi_llm.engine import BREAKDOWN, simulate_inference
 from commsim.systems.tpi_llm.hardware import edge_topology, path_latency, wifi_topology
 from commsim.systems.tpi_llm.params import TPIParams
@@ -193,7 +194,7 @@ def test_star_pays_for_bandwidth_with_incast_and_ring_for_latency():
 
 
 def test_tree_schedule_shape():
-    schedule = tree_all_reduce(8, 1.0, fanout=3)
+    schedule = kary_tree_all_reduce(8, 1.0, fanout=3)
     schedule.check()
     assert tree_depth(8, 3) == 2 and tree_depth(8, 2) == 3 and tree_depth(1, 3) == 0
     assert [s.phase for s in schedule.steps] == ["reduce", "reduce", "broadcast", "broadcast"]
