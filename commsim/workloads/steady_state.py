@@ -43,32 +43,35 @@ def coalesce_delays(trace: Trace, *, keep: Iterable[str] = ()) -> Trace:
     kept = set(keep)
     programs = []
     for program in trace.programs:
-        observers: dict[str, int] = {}
-        for op in program.ops:
-            for dep in op.deps:
-                observers[dep] = observers.get(dep, 0) + 1
-        out: list[Any] = []
-        last_on: dict[str, int] = {}  # stream -> index in ``out`` of its last op
-        first_of: dict[int, str] = {}
+        observers: set[str] = {dep for op in program.ops for dep in op.deps}
+        out: list[Any] = []  # an op, a chain (list) of delay ops to merge, or None where one was moved on
+        last_on: dict[str, int] = {}  # stream -> index in ``out`` of its last entry
         for op in program.ops:
             prev = last_on.get(op.stream)
-            before = out[prev] if prev is not None else None
-            if (op.kind == "delay" and before is not None and before.kind == "delay" and op.id not in kept
-                    and before.id not in kept and set(op.deps) <= {before.id} and not observers.get(before.id)):
-                first = first_of.pop(prev, before.id)
-                merged = DelayOp.model_construct(
-                    id=op.id, stream=op.stream, deps=list(before.deps), tags=op.tags, seconds=before.seconds + op.seconds,
-                    name=f"{first}..{op.id}")
+            entry = out[prev] if prev is not None else None
+            tail = entry[-1] if isinstance(entry, list) else entry
+            if (op.kind == "delay" and tail is not None and tail.kind == "delay" and op.id not in kept
+                    and tail.id not in kept and set(op.deps) <= {tail.id} and tail.id not in observers):
+                chain = entry if isinstance(entry, list) else [entry]
+                chain.append(op)
                 out[prev] = None
-                first_of[len(out)] = first
                 last_on[op.stream] = len(out)
-                out.append(merged)
+                out.append(chain)
                 continue
             last_on[op.stream] = len(out)
             out.append(op)
         programs.append(Program.model_construct(name=program.name, ranks=program.ranks,
-                                                ops=[op for op in out if op is not None]))
+                                                ops=[_merged(e) for e in out if e is not None]))
     return Trace.model_construct(**{**dict(trace), "programs": programs})
+
+
+def _merged(entry: Any) -> Any:
+    """An op, or the one delay op a chain becomes: the last op's id, tags and place, the first's dependencies."""
+    if not isinstance(entry, list):
+        return entry
+    first, last = entry[0], entry[-1]
+    return DelayOp.model_construct(id=last.id, stream=last.stream, deps=list(first.deps), tags=last.tags,
+                                   seconds=sum(op.seconds for op in entry), name=f"{first.id}..{last.id}")
 
 
 def window(ops: Any, start_op: str, end_op: str, *, cohort: int = 0) -> float:

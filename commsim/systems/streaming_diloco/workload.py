@@ -73,14 +73,19 @@ def sync_id(step: int, layer: int) -> str:
 
 
 def sync_trace(plan: SyncPlan, layout: ModelLayout, *, steps: int, release_before: int | None = None,
-               sharing: str = "fair") -> Trace:
+               sharing: str = "fair", quiet_steps: str = "layers") -> Trace:
     """The per-layer trace of ``steps`` inner steps; syncs released before step ``release_before`` (default all).
 
-    Syncs due in a step past the trace are left without a deadline.
+    Syncs due in a step past the trace are left without a deadline. ``quiet_steps="merged"``
+    writes a step that releases no sync and owes none as one op of the step time (what
+    :func:`~commsim.workloads.steady_state.coalesce_delays` makes of its per-layer ops anyway).
     """
     if sharing not in SHARING:
         raise ValueError(f"sharing must be one of {SHARING}, not {sharing!r}")
     release_before = steps if release_before is None else release_before
+    syncing = set(plan.layer_offset.tolist())
+    busy = {s for s in range(min(steps, release_before)) if s % plan.period in syncing}
+    busy |= {s + 1 + plan.tau for s in busy}
     due: dict[tuple[int, int], list[str]] = defaultdict(list)
     ops: list[Any] = []
     delay, collective = DelayOp.model_construct, CollectiveOp.model_construct
@@ -89,6 +94,10 @@ def sync_trace(plan: SyncPlan, layout: ModelLayout, *, steps: int, release_befor
     offsets = plan.layer_offset.tolist()
     for s in range(steps):
         tags = {"step": s}
+        if quiet_steps == "merged" and s not in busy:
+            ops.append(delay(id=f"s{s}.quiet", stream="compute", deps=[], tags=tags, seconds=layout.step_time,
+                             name=f"step {s}"))
+            continue
         for layer in range(layout.layers):
             ops.append(delay(id=forward_id(s, layer), stream="compute", deps=due.pop((s, layer), []),
                              tags=tags, seconds=fwd[layer], name=None))
@@ -162,7 +171,8 @@ def prepare_trace(plan: SyncPlan, layout: ModelLayout, *, sharing: str = "fair",
         mode = "window"
         a, b = warmup_periods * plan.period, (warmup_periods + measure_periods) * plan.period
         n, release, marks, measured = b + 1, b, (forward_id(a, 0), forward_id(b, 0)), b - a
-    trace = sync_trace(plan, layout, steps=n, release_before=release, sharing=sharing)
+    trace = sync_trace(plan, layout, steps=n, release_before=release, sharing=sharing,
+                       quiet_steps="merged" if coalesce and marks is None else "layers")
     if coalesce:
         trace = coalesce_delays(trace, keep=marks or ())
     return Prepared(trace=trace, mode=mode, steps=n, measured=measured, window=marks)
