@@ -345,6 +345,20 @@ def test_study_runs_without_a_topology_and_states_its_link() -> None:
     assert len(out.result.spans) > 0
 
 
+def test_timeline_shows_compute_waits_and_syncs_of_one_replica() -> None:
+    from commsim.systems.streaming_diloco.figures import worker_spans
+
+    plan, layout = setup("streaming")
+    stats = simulate(plan, layout, bandwidth=2 * GBIT, latency=0.0, steps=100, record=True)
+    spans = worker_spans(stats.replay.result.spans)
+    waits = spans[spans["kind"] == "delay"]
+    computing = spans[spans["kind"] == "compute"]
+    assert len(waits) > 0 and set(spans["device"]) == {spans["device"].iloc[0]}
+    assert (waits["end"] - waits["start"]).sum() == pytest.approx(stats.stall, rel=1e-9)
+    assert (computing["end"] - computing["start"]).sum() == pytest.approx(100 * layout.step_time, rel=1e-9)
+    assert len(spans[spans["kind"] == "comm"]) == plan.layer_offset.shape[0]
+
+
 @pytest.mark.parametrize("module", ["params", "layout", "schedule", "workload", "analysis"])
 def test_docstring_examples(module: str) -> None:
     import doctest
