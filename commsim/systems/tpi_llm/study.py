@@ -338,6 +338,14 @@ class TPILLMStudy(Study):
             f"({'its own disk rate' if p.load_bandwidth is None else f'{p.load_bandwidth / 1e6:g} MB/s'}; the "
             "default 730 MB/s is calibrated so that Yi-34B on 8 testbed devices decodes at the public README's "
             "14 s/token: every other latency, including the laptops and Accelerate, is a prediction).",
+            f"Time to first token is the prompt's forward pass over all {p.prompt_tokens} prompt tokens: GEMMs sized "
+            "by the prompt length (2·T·parameters FLOP per block), attention over the prompt under the causal mask, "
+            "the two all-reduces per layer of the whole prompt's activations (T x hidden FP32 values: bandwidth, "
+            "not only latency, counts here) and the window loads the pass needs; each kernel is a roofline on the "
+            "device. Compute-rate assumptions of the edge CPU (edge_cpu_8core): 8 cores x 2.4 GHz x 32 FP32 FLOP "
+            "per cycle (AVX2: two 8-wide FMA units, 2 FLOP per FMA, per Intel's published core design) = 614 "
+            "GFLOP/s peak, of which 0.5 is achieved (an assumption for FP32 GEMMs in PyTorch on CPU, not fitted); "
+            "25.6 GB/s DRAM (dual-channel DDR4-1600, assumed). The paper states only the core count and FP32.",
             "Network: each device behind its own home router, routers on one core router; "
             f"{p.link_bandwidth * 8 / 1e6:g} Mbps and {p.link_latency * 1e3:g} ms per link; a route's time is its "
             "latency plus bytes over the bottleneck rate (fluid max-min sharing, no per-hop store-and-forward).",
