@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from commsim.collectives import all_to_all, halving_doubling, hierarchical, ring, star, tree
+from commsim.collectives import all_to_all, halving_doubling, hierarchical, kary_tree, ring, star, tree
 from commsim.collectives._schedule import Schedule
 from commsim.errors import ConfigError
 
@@ -59,3 +59,4 @@ register("all_reduce", "halving_doubling", halving_doubling.halving_doubling_all
 register("all_to_all", "direct", all_to_all.all_to_all)
 register("all_reduce", "star", star.star_all_reduce)
 register("all_reduce", "hierarchical", hierarchical.hierarchical_all_reduce)
+register("all_reduce", "kary_tree", kary_tree.kary_tree_all_reduce)

@@ -258,6 +258,14 @@ class Replay:
         Raises :class:`~commsim.errors.StallError` when ops remain that can never
         run (a collective a member never reaches, a send without its receive).
         """
+        return self.summary(self.run_to_end())
+
+    def run_to_end(self) -> Any:
+        """Start and run the simulation to the end without building the summary tables.
+
+        Returns the simulation's result; read the times with :meth:`op_times`. For
+        callers that replay one trace many times (sweeps) and need only a few times.
+        """
         self.start()
         try:
             result = self.sim.run()
@@ -266,7 +274,12 @@ class Replay:
         unfinished = self._unfinished()
         if unfinished:
             raise StallError(self.env.now, unfinished, result)
-        return self.summary(result)
+        return result
+
+    def op_times(self, cohort: int = 0) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
+        """Of cohort ``cohort``'s ops: id -> index, start times and end times (seconds; NaN if not run)."""
+        c = self.cohorts[cohort]
+        return {op.id: i for i, op in enumerate(c.plan.ops)}, c.start, c.end
 
     def _unfinished(self) -> list[str]:
         out = []

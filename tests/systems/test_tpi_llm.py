@@ -10,13 +10,14 @@ import pandas as pd
 import pytest
 import simpy
 
+from commsim.collectives.kary_tree import kary_tree_all_reduce, tree_depth
 from commsim.config import validate
 from commsim.devices.memory import MemoryPool
 from commsim.errors import ConfigError
 from commsim.scenario.runner import simulate
-from commsim.systems import StudyContext, get_study
+from commsim.systems import get_study
 from commsim.systems.tpi_llm import SUMMARY_COLUMNS
-from commsim.systems.tpi_llm.allreduce import link_latency, time_allreduce, tree_all_reduce, tree_depth
+from commsim.systems.tpi_llm.allreduce import link_latency, time_allreduce
 from commsim.systems.tpi_llm.engine import BREAKDOWN, simulate_inference
 from commsim.systems.tpi_llm.hardware import edge_topology, path_latency, wifi_topology
 from commsim.systems.tpi_llm.params import TPIParams
@@ -193,7 +194,7 @@ def test_star_pays_for_bandwidth_with_incast_and_ring_for_latency():
 
 
 def test_tree_schedule_shape():
-    schedule = tree_all_reduce(8, 1.0, fanout=3)
+    schedule = kary_tree_all_reduce(8, 1.0, fanout=3)
     schedule.check()
     assert tree_depth(8, 3) == 2 and tree_depth(8, 2) == 3 and tree_depth(1, 3) == 0
     assert [s.phase for s in schedule.steps] == ["reduce", "reduce", "broadcast", "broadcast"]
@@ -205,7 +206,9 @@ def test_tree_schedule_shape():
 def test_heads_follow_shares_in_whole_kv_groups():
     spec = load_model("llama-2-70b")
     heads, kv = split_heads(spec, [0.4, 0.2, 0.2, 0.2])
-    assert kv == [4, 2, 1, 1] or kv == [3, 2, 2, 1] or sum(kv) == 8
+    # one KV head each, then the spare 4 by largest remainder of 1.6 : 0.8 : 0.8 : 0.8 (ties keep device order)
+    assert kv == [2, 2, 2, 2]
+    assert split_heads(spec, [0.7, 0.1, 0.1, 0.1])[1] == [4, 2, 1, 1]   # 2.8 : 0.4 : 0.4 : 0.4 of the spare 4
     assert sum(heads) == 64 and all(h == 8 * k for h, k in zip(heads, kv, strict=True))
     assert largest_remainder(10, [1, 1, 1]) == [4, 3, 3]
     with pytest.raises(ConfigError, match="key-value heads"):
@@ -237,6 +240,86 @@ def test_engine_window_memory_and_time_accounting(toy):
     assert stats.bytes_loaded[1] == pytest.approx(4 * sum(b.nbytes for b in blocks[1]))
     # peak of a worker: runtime + its two largest consecutive blocks + staging + KV cache + activations
     assert stats.peak_memory[1] > 1e8
+
+
+TWO_LAYERS = TOY.replace("name: toy-llama", "name: toy-2").replace("layers: 4", "layers: 2")
+
+
+def test_two_layer_timeline_by_hand(tmp_path: Path):
+    """Worker dev1 of 2 devices, window 2: loads one after another, each as soon as the window frees a slot;
+    a kernel starts when its block is loaded and the step before it is done; every star all-reduce is 2 x 4
+    links of 1 ms (bandwidth negligible); the worker's first kernel of a token waits for the master's input."""
+    path = tmp_path / "two.yaml"
+    path.write_text(TWO_LAYERS)
+    model = load_model(str(path))
+    disk = 100e6
+    device = {"base": "edge_cpu_8core", "memory_bandwidth": "1 PB/s", "disk_read_bandwidth": disk}
+    topo = edge_topology(2, device=device, bandwidth=1e12, latency=MS)
+    stats = simulate_inference(tpi(model, topo, window=2, decode_tokens=1, prompt_tokens=4, record=True,
+                                   runtime_memory=0.0, staging=False))
+    spans = stats.result.spans
+    mine = spans[spans["device"] == "dev1"]
+    loads = mine[mine["kind"] == "disk"].sort_values("start")
+    kernels = mine[mine["kind"] == "compute"].sort_values("start")
+    reduces = mine[mine["kind"] == "collective"].sort_values("start")
+    inputs = mine[mine["name"] == "waiting for input"].sort_values("start")
+    blocks = tp_blocks(model, [0.5, 0.5])[1]
+    assert [b.name for b in blocks] == ["attn.0", "ffn.0", "attn.1", "ffn.1"]
+    uses = 2 * len(blocks)   # the prompt, then one decoded token
+    assert len(loads) == len(kernels) == len(reduces) == uses
+    assert loads["name"].tolist() == [f"load {b.name}" for b in blocks] * 2
+    load_start, load_end = loads["start"].to_numpy(), loads["end"].to_numpy()
+    start, end = kernels["start"].to_numpy(), kernels["end"].to_numpy()
+    r_start, r_end = reduces["start"].to_numpy(), reduces["end"].to_numpy()
+    for k in range(uses):
+        block = blocks[k % len(blocks)]
+        assert load_end[k] - load_start[k] == pytest.approx(block.params * 2.0 / disk, rel=1e-9)  # FP16 file
+        if k >= 2:   # the window of 2: use k's load waits for the disk and for use k - 2's release
+            assert load_start[k] == pytest.approx(max(load_end[k - 1], r_end[k - 2]), abs=1e-12)
+        before = float(inputs["end"].iloc[k // len(blocks)]) if k % len(blocks) == 0 else r_end[k - 1]
+        assert start[k] == pytest.approx(max(load_end[k], before), abs=1e-12)     # a stall when the load is late
+        assert r_start[k] >= end[k] - 1e-12
+        tokens = 4 if k < len(blocks) else 1
+        star = 8 * MS + 2 * tokens * model.hidden * 4 / 1e12               # 2 routes of 4 links, FP32 rows
+        assert r_end[k] - r_start[k] == pytest.approx(star, rel=1e-9)
+    stalls = mine[mine["name"].str.startswith("stall")]
+    assert len(stalls) > 0
+    for row in stalls.itertuples():
+        k = int(np.flatnonzero(np.isclose(start, row.end, atol=1e-12))[0])
+        assert row.end == pytest.approx(load_end[k], abs=1e-12)                # a stall ends when its load does
+
+
+def test_ttft_grows_with_the_prompt(toy):
+    """Prefill is a forward pass over every prompt token: GEMMs and all-reduces grow with the prompt length."""
+    topo = edge_topology(4, device={"base": "edge_cpu_8core", "disk_read_bandwidth": "20 GB/s"})
+    runs = {n: simulate_inference(tpi(toy, topo, window=2, prompt_tokens=n, decode_tokens=1)) for n in (16, 64, 128)}
+    ttft = [runs[n].ttft for n in (16, 64, 128)]
+    assert ttft[0] < ttft[1] < ttft[2]
+    compute = {n: runs[n].prefill[0, BREAKDOWN.index("compute")] for n in runs}
+    allreduce = {n: runs[n].prefill[0, BREAKDOWN.index("allreduce")] for n in runs}
+    assert 2.0 < compute[128] / compute[16] <= 8.5 * 1.1            # up to 8x tokens (weights read once)
+    assert allreduce[128] > 2 * allreduce[16]                         # 8x the activations on 300 Mbps links
+    # decode does not depend on the prompt's length much (one token; the KV cache grows)
+    assert runs[128].token_latency == pytest.approx(runs[16].token_latency, rel=0.2)
+
+
+def test_summary_reports_the_memory_of_a_run_that_does_not_fit(toy):
+    from commsim.systems.tpi_llm.study import _row, run_setting, summary_csv
+
+    params = TPIParams()
+    tiny = edge_topology(2, device={"base": "edge_cpu_8core", "memory": "10 MB", "swap": "5 MB"})
+    failed = run_setting(params.model_copy(update={"runtime_memory": 0.0}), toy, tiny, None)
+    assert failed.status == "out of memory"
+    assert failed.needed_memory.max() > 15e6                          # more than RAM + swap: why it failed
+    roomy = edge_topology(2, device={"base": "edge_cpu_8core", "memory": "1 GB"})
+    fits = run_setting(params.model_copy(update={"runtime_memory": 0.0}), toy, roomy, None)
+    assert fits.ok and fits.needed_memory.max() == pytest.approx(failed.needed_memory.max(), rel=1e-9)
+    table = pd.DataFrame([_row("toy", 2, None, "star", failed), _row("toy", 2, None, "star", fits)])
+    assert table["fits"].tolist() == ["oom", "fits"]
+    assert table["peak_memory_gb"].iloc[0] == pytest.approx(failed.needed_memory.max() / 1e9)
+    written = summary_csv(table)
+    assert written["ttft_s"].iloc[0] == "OOM" and written["token_latency_s"].iloc[0] == "OOM"
+    assert written["ttft_s"].iloc[1] == pytest.approx(fits.ttft)
 
 
 def test_scheduler_off_fits_swaps_or_fails(toy):
@@ -361,7 +444,7 @@ def test_scenario_file_is_valid():
     data = yaml.safe_load((REPO / "scenarios" / "tpi_llm.yaml").read_text())
     params = study.parse(data["workload"]["params"])
     assert params.models == TPIParams().models and params.device_counts == [2, 4, 6, 8]
-    assert isinstance(StudyContext(), StudyContext)
+    assert params.window_values() == [2, None] and params.allreduce == "star"
 
 
 @pytest.mark.parametrize("module", ["hardware", "partition", "scheduler", "allreduce", "params", "plans"])

@@ -13,17 +13,18 @@ methods compared on compute utilisation against bandwidth:
 - ``streaming_overlap_fp4``: the same with FP4 (E3M0) payloads.
 
 Modules, one concept each: :mod:`.params` (inputs and their checks),
-:mod:`.layout` (per-layer tensors and compute), :mod:`.payload` (wire bytes from
-:mod:`commsim.compression`), :mod:`.schedule` (sync units, offsets, event order),
-:mod:`.engine` (the simulation on the kernel and a WAN topology),
-:mod:`.analysis` (sweep, thresholds, summary), :mod:`.figures`, :mod:`.study`.
+:mod:`.layout` (per-layer parameters and compute), :mod:`.schedule` (per-layer
+sync steps, payloads, deadlines), :mod:`.workload` (the per-layer trace, replayed
+by :mod:`commsim.workloads.replay` on a WAN topology), :mod:`.analysis` (sweep,
+thresholds, summary), :mod:`.figures`, :mod:`.study`.
 """
 
 from commsim.systems._study import register_study
-from commsim.systems.streaming_diloco.engine import RunStats, simulate
 from commsim.systems.streaming_diloco.params import METHODS, ModelCase, StreamingDilocoParams
 from commsim.systems.streaming_diloco.study import StreamingDilocoStudy
+from commsim.systems.streaming_diloco.workload import RunStats, simulate, sync_trace
 
-__all__ = ["METHODS", "ModelCase", "RunStats", "StreamingDilocoParams", "StreamingDilocoStudy", "simulate"]
+__all__ = ["METHODS", "ModelCase", "RunStats", "StreamingDilocoParams", "StreamingDilocoStudy", "simulate",
+           "sync_trace"]
 
 register_study(StreamingDilocoStudy())

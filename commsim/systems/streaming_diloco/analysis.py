@@ -1,10 +1,11 @@
 """The study's computations: the bandwidth sweep, the threshold table, the per-method summary.
 
-:func:`prepare` resolves the link and builds every model's layout and every
-method's sync plan; :func:`sweep` simulates each (model, method) at each grid
-bandwidth; :func:`thresholds` turns the CU curves into the table of the first
-grid bandwidth reaching each CU level; :func:`summary` adds bytes, peak demand,
-CU and wall-clock at the user's link.
+:func:`prepare` resolves the link and builds every model's layout, every
+method's sync plan and its trace; :func:`sweep` replays each (model, method) at
+each grid bandwidth; :func:`thresholds` turns the CU curves into the table of the
+first grid bandwidth reaching each CU level (:func:`threshold_csv` writes the
+cells never reached as ``>`` the grid's top); :func:`summary` adds bytes, peak
+demand, CU and wall-clock at the user's link.
 
 >>> first_reaching(np.array([0.1, 1.0, 10.0]), np.array([0.4, 0.9, 0.99]), [0.5, 0.95, 0.999])
 [1.0, 10.0, nan]
@@ -21,14 +22,14 @@ import numpy as np
 import pandas as pd
 
 from commsim.errors import ConfigError
-from commsim.systems.streaming_diloco.engine import RunStats, simulate
 from commsim.systems.streaming_diloco.layout import ModelLayout, build_layout, derived_step_time
 from commsim.systems.streaming_diloco.params import StreamingDilocoParams, gbit
-from commsim.systems.streaming_diloco.payload import PayloadModel
-from commsim.systems.streaming_diloco.schedule import SyncPlan, build_plan
+from commsim.systems.streaming_diloco.schedule import Payload, SyncPlan, build_plan
+from commsim.systems.streaming_diloco.workload import Prepared as PreparedTrace
+from commsim.systems.streaming_diloco.workload import RunStats, prepare_trace, replay_at
 
-__all__ = ["Link", "Prepared", "link_of", "prepare", "sweep", "first_reaching", "thresholds", "summary",
-           "cu_label"]
+__all__ = ["Link", "Prepared", "link_of", "prepare", "payloads", "sweep", "run", "first_reaching", "thresholds",
+           "threshold_csv", "summary", "cu_label"]
 
 Progress = Callable[[float, float, str], None]
 _CU_RTOL = 1e-9  # a CU within this of a level counts as reaching it (float noise of exact 1.0)
@@ -89,19 +90,23 @@ class Prepared:
     link: Link
     layouts: dict[str, ModelLayout]
     plans: dict[tuple[str, str], SyncPlan]
-    payloads: dict[str, PayloadModel]
+    traces: dict[tuple[str, str], PreparedTrace]
     notes: list[str] = field(default_factory=list)
 
 
-def prepare(params: StreamingDilocoParams, link: Link, payloads: dict[str, PayloadModel] | None = None) -> Prepared:
-    """Build layouts (deriving step times where none is given) and sync plans."""
+def payloads(params: StreamingDilocoParams, block_size: int | None = None) -> tuple[Payload, Payload]:
+    """The dense and the quantised payload of the study (``block_size`` overrides the quantised one's)."""
+    block = params.quantised_block_size if block_size is None else block_size
+    return (Payload(params.dense_bits, None, collective="all_reduce"),
+            Payload(params.quantised_bits, block, collective="all_gather"))
+
+
+def prepare(params: StreamingDilocoParams, link: Link) -> Prepared:
+    """Build layouts (deriving step times where none is given), sync plans and their traces."""
     from commsim.devices import device_spec
     from commsim.workloads import load_model, parameter_count
 
-    payloads = dict(payloads or {})
-    for spec in (params.dense_payload, params.quantised_payload):
-        if spec not in payloads:
-            payloads[spec] = PayloadModel(spec)
+    dense, quantised = payloads(params)
     notes: list[str] = []
     layouts: dict[str, ModelLayout] = {}
     for case in params.models:
@@ -118,43 +123,53 @@ def prepare(params: StreamingDilocoParams, link: Link, payloads: dict[str, Paylo
             notes.append(f"{case.name}: step time {step_time:.4g} s derived as 6·N·tokens/(devices·peak·MFU) with "
                          f"N = {n:.4g}, {params.tokens_per_step} tokens, {link.devices_per_replica} x {link.device} "
                          f"at {spec.peak_flops['bf16']:.4g} FLOP/s bf16, MFU {params.mfu}.")
-        layouts[case.name] = build_layout(case, backward_to_forward=params.backward_to_forward, step_time=step_time)
+        layouts[case.name] = build_layout(case, backward_to_forward=params.backward_to_forward, step_time=step_time,
+                                          parameters=params.parameters)
     plans = {}
     for name, layout in layouts.items():
         for method in params.methods:
             plans[name, method] = build_plan(
                 method, layout, inner_steps=params.inner_steps, tau=params.overlap_steps,
                 fragment_layers=params.fragment_layers, assignment=params.fragment_assignment,
-                remainder=params.fragment_remainder, dense=payloads[params.dense_payload],
-                quantised=payloads[params.quantised_payload], replicas=params.replicas)
-    return Prepared(params=params, link=link, layouts=layouts, plans=plans, payloads=payloads, notes=notes)
+                remainder=params.fragment_remainder, dense=dense, quantised=quantised, replicas=params.replicas)
+    traces = {key: prepare_trace(plan, layouts[key[0]], sharing=params.sharing,
+                                 warmup_periods=params.warmup_periods, measure_periods=params.measure_periods)
+              for key, plan in plans.items()}
+    return Prepared(params=params, link=link, layouts=layouts, plans=plans, traces=traces, notes=notes)
 
 
 def sweep(prep: Prepared, progress: Progress | None = None) -> pd.DataFrame:
     """CU of every (model, method) at every grid bandwidth: the curves table.
 
-    Columns: model, method, gbit_per_s, cu, stall_s (per period), mode.
+    Columns: model, method, gbit_per_s, cu, stall_s (per period), mode. Once a bandwidth
+    gives no stall at all, the higher ones are not replayed: a faster link delays no sync
+    (every sync shares the same links, max-min fairly or in one queue), so they give
+    CU = 1 as well (mode ``no stall below``).
     """
     grid = prep.params.grid_gbit()
     rows = []
     total = len(prep.plans) * grid.shape[0]
     done = 0
-    for (name, method), plan in prep.plans.items():
-        layout = prep.layouts[name]
+    for name, method in prep.plans:
+        stalled = True
         for g in grid.tolist():
-            stats = run(prep, plan, layout, g * 1e9 / 8)
-            rows.append((name, method, g, stats.cu, stats.stall, stats.mode))
+            if stalled:
+                stats = run(prep, (name, method), g * 1e9 / 8)
+                rows.append((name, method, g, stats.cu, stats.stall, stats.mode))
+                stalled = stats.stall > 0.0
+            else:
+                rows.append((name, method, g, 1.0, 0.0, "no stall below"))
             done += 1
         if progress is not None:
             progress(done, total, f"{name} {method}")
     return pd.DataFrame(rows, columns=["model", "method", "gbit_per_s", "cu", "stall_s", "mode"])
 
 
-def run(prep: Prepared, plan: SyncPlan, layout: ModelLayout, bandwidth: float, **kwargs: Any) -> RunStats:
-    """One simulation with the study's steady-state settings."""
-    p = prep.params
-    return simulate(plan, layout, bandwidth=bandwidth, latency=prep.link.latency, warmup_periods=p.warmup_periods,
-                    measure_periods=p.measure_periods, **kwargs)
+def run(prep: Prepared, key: tuple[str, str], bandwidth: float, *, trace: PreparedTrace | None = None,
+        record: bool = False) -> RunStats:
+    """Replay the (model, method) ``key``'s steady-state trace (or ``trace``) at ``bandwidth`` bytes/s."""
+    return replay_at(trace or prep.traces[key], prep.plans[key], prep.layouts[key[0]], bandwidth=bandwidth,
+                     latency=prep.link.latency, record=record)
 
 
 def first_reaching(grid: np.ndarray, cu: np.ndarray, levels: Sequence[float]) -> list[float]:
@@ -182,13 +197,21 @@ def thresholds(curves: pd.DataFrame, levels: Sequence[float]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "method", "cu", "gbit_per_s"])
 
 
+def threshold_csv(table: pd.DataFrame, grid_top: float) -> pd.DataFrame:
+    """The table as written: a level never reached on the grid reads ``>TOP`` (e.g. ``>1000``), never empty."""
+    out = table.copy()
+    out["gbit_per_s"] = [f">{grid_top:g}" if math.isnan(g) else g for g in table["gbit_per_s"].tolist()]
+    return out
+
+
 def summary(prep: Prepared, table: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """Per model and method: bytes, peak demand, CU and wall-clock at the user's link, bandwidth for ``level``."""
     p = prep.params
     rows = []
+    scaled = payloads(p, block_size=128)[1]
     for (name, method), plan in prep.plans.items():
         layout = prep.layouts[name]
-        stats = run(prep, plan, layout, prep.link.bandwidth)
+        stats = run(prep, (name, method), prep.link.bandwidth)
         budget_tokens = p.tokens_per_parameter * layout.parameters
         steps = budget_tokens / p.tokens_per_step
         per_step = plan.bytes_per_step()
@@ -197,12 +220,14 @@ def summary(prep: Prepared, table: pd.DataFrame, level: float = 0.95) -> pd.Data
         hit = table[(table["model"] == name) & (table["method"] == method) & (table["cu"] == cu_label(level))]
         rows.append({
             "model": name, "method": method, "parameters": layout.parameters, "step_time_s": layout.step_time,
-            "sync_units": plan.units, "unit": plan.unit_kind, "period_steps": plan.period, "tau": plan.tau,
-            "payload": plan.payload_spec, "collective": plan.collective,
-            "largest_sync_bytes": float(plan.wire_bytes.max()),
+            "parameters_counted": layout.counting, "fragments": len(plan.fragments), "period_steps": plan.period,
+            "tau": plan.tau, "payload": plan.payload.describe(), "collective": plan.collective,
+            "largest_layer_sync_bytes": float(plan.wire_bytes.max()),
             "bytes_per_inner_step": per_step,
             "bytes_for_budget": per_step * steps,
             "bits_ratio_dp_over_method": dp_per_step / per_step,
+            "bits_ratio_with_scales_per_128": (dp_per_step / (per_step * _scaled(plan, scaled))
+                                               if plan.collective == "all_gather" else math.nan),
             "peak_demand_gbit_per_s": gbit(plan.peak_demand(layout.step_time)),
             "link_gbit_per_s": gbit(prep.link.bandwidth),
             "cu_at_link": stats.cu,
@@ -211,3 +236,8 @@ def summary(prep: Prepared, table: pd.DataFrame, level: float = 0.95) -> pd.Data
             f"gbit_for_cu{cu_label(level)}": float(hit["gbit_per_s"].iloc[0]) if len(hit) else math.nan,
         })
     return pd.DataFrame(rows)
+
+
+def _scaled(plan: SyncPlan, scaled: Payload) -> float:
+    """How much a quantised plan's bytes grow with one fp32 scale per 128 values."""
+    return scaled.bytes(1.0e6) / plan.payload.bytes(1.0e6)

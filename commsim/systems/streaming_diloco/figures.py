@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 
 from commsim.views import timeline, variant_bars
 
-__all__ = ["cu_curves", "methods_timeline", "bytes_bars", "peak_bars"]
+__all__ = ["cu_curves", "methods_timeline", "worker_spans", "bytes_bars", "peak_bars"]
 
 _COLOURS = {"data_parallel": "#d62728", "diloco": "#9467bd", "streaming": "#1f77b4", "streaming_overlap": "#2ca02c",
             "streaming_overlap_fp4": "#ff7f0e"}
@@ -48,7 +48,7 @@ def methods_timeline(spans: dict[str, pd.DataFrame], title: str) -> go.Figure:
     frames = []
     for method, frame in spans.items():
         if len(frame):
-            frames.append(frame.assign(device=method))
+            frames.append(worker_spans(frame).assign(device=method))
     if not frames:
         return timeline(pd.DataFrame(), title=title)
     merged = pd.concat(frames, ignore_index=True)
@@ -62,6 +62,19 @@ def methods_timeline(spans: dict[str, pd.DataFrame], title: str) -> go.Figure:
     fig.update_layout(xaxis_title="time (ms); compute = inner steps, delay = waiting for a sync, comm = a sync on "
                                   "the WAN")
     return fig
+
+
+def worker_spans(spans: pd.DataFrame) -> pd.DataFrame:
+    """One replica's replayed spans as the timeline shows them: its compute ops (fixed-duration ops of the
+    trace) as ``compute``, the gaps between them as ``delay`` (waiting for a sync), its syncs as ``comm``."""
+    first = spans[spans["device"] == spans["device"].iloc[0]]
+    compute = first[first["stream"] == "compute"].sort_values("start").assign(kind="compute")
+    gaps = [{"device": row.device, "stream": "compute", "kind": "delay", "name": "waiting for a sync",
+             "start": prev, "end": row.start}
+            for prev, row in zip(compute["end"].iloc[:-1], compute.iloc[1:].itertuples(), strict=True)
+            if row.start > prev]
+    comm = first[first["stream"] != "compute"].assign(stream="wan")
+    return pd.concat([compute, pd.DataFrame(gaps, columns=list(compute.columns[:6])), comm], ignore_index=True)
 
 
 def bytes_bars(table: pd.DataFrame) -> go.Figure:

@@ -4,7 +4,8 @@ Defaults (Douillard et al. 2025, arXiv 2501.18512, bandwidth simulation): M = 2
 replicas, the catalog's diloco-1b / 10b / 100b models (24 / 48 / 108 layers) with
 compute-only step times 0.1 / 0.8 / 4.9 s, H = 100 inner steps, fragments of 3
 layers (8 / 16 / 36 fragments) assigned strided, overlap tau = 1 inner step,
-bf16 payloads, FP4 E3M0 for the quantised variant, and the bandwidth grid
+16-bit payloads, 4-bit FP4 (E3M0) for the quantised variant, parameters counted
+nominally (1B / 10B / 100B spread evenly over the layers), and the bandwidth grid
 ``numpy.logspace(-1, 3, 50)`` Gbit/s.
 
 >>> p = StreamingDilocoParams()
@@ -104,13 +105,19 @@ class StreamingDilocoParams(StrictModel):
         ``sequential`` (consecutive layers).
     overlap_steps:
         tau, inner steps a fragment's sync may take while computing goes on (0 <= tau < H).
-    dense_payload:
-        Compressor spec (commsim.compression) of the unquantised payloads: ``bf16`` (2 bytes
-        per parameter), ``fp16`` or ``none`` (fp32).
-    quantised_payload:
-        Compressor spec of the ``streaming_overlap_fp4`` payloads; E3M0 with one fp32 scale per
-        128 values by default (the paper states E3M0 but no scaling; 128 is an assumption that
-        adds 0.25 bit per parameter).
+    parameters:
+        How parameters are counted: ``nominal`` (the paper's simulator: 1B / 10B / 100B spread
+        evenly over the layers, compute too) or ``catalog`` (the catalog's shapes and FLOPs).
+    dense_bits:
+        Bits per parameter of the unquantised payloads (16: bf16).
+    quantised_bits:
+        Bits per parameter of the ``streaming_overlap_fp4`` payloads (4: E3M0 codes).
+    quantised_block_size:
+        Values per fp32 scale of the quantised payload; null (the default, as the paper counts
+        FP4) sends no scales. The summary reports the bits ratio with 128-value scales separately.
+    sharing:
+        How syncs in flight share the WAN: ``fair`` (max-min, each layer's sync its own flow) or
+        ``fifo`` (one queue in release order, as the author's public simulator serves them).
     backward_to_forward:
         Backward compute time over forward compute time per layer (2: two GEMMs per forward one).
     tokens_per_step:
@@ -145,8 +152,11 @@ class StreamingDilocoParams(StrictModel):
     fragment_layers: int = Field(default=3, validate_default=True)
     fragment_assignment: Literal["strided", "sequential"] = "strided"
     overlap_steps: int = Field(default=1, validate_default=True)
-    dense_payload: str = "bf16"
-    quantised_payload: str = "fp4_e3m0:block_size=128"
+    parameters: Literal["nominal", "catalog"] = "nominal"
+    dense_bits: Annotated[float, Field(gt=0, le=64)] = 16.0
+    quantised_bits: Annotated[float, Field(gt=0, le=64)] = 4.0
+    quantised_block_size: Annotated[int, Field(ge=1)] | None = None
+    sharing: Literal["fair", "fifo"] = "fair"
     backward_to_forward: Annotated[float, Field(gt=0)] = 2.0
     tokens_per_step: Annotated[int, Field(ge=1)] = 2**21
     tokens_per_parameter: Annotated[float, Field(gt=0)] = 20.0
@@ -213,14 +223,6 @@ class StreamingDilocoParams(StrictModel):
             raise ValueError(f"overlap_steps (tau) = {value} is not below inner_steps (H) = {h}: a fragment's sync "
                              f"would still be in flight when its next sync starts. Fix: give an overlap of at most "
                              f"{h - 1} inner steps, or raise inner_steps")
-        return value
-
-    @field_validator("dense_payload", "quantised_payload")
-    @classmethod
-    def _payload(cls, value: str, info: ValidationInfo) -> str:
-        from commsim.systems.streaming_diloco.payload import PayloadModel
-
-        PayloadModel(value, field=f"{info.field_name}")  # checks the spec and its byte rule
         return value
 
     @field_validator("timeline_model")

@@ -157,6 +157,8 @@ class InferenceStats:
     disk_busy: np.ndarray = field(default_factory=lambda: np.zeros(0))
     max_held: np.ndarray = field(default_factory=lambda: np.zeros(0))
     bytes_loaded: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    needed_memory: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Per device, bytes the run needs (its peak on devices that hold anything; set by the study)."""
     t0: float = 0.0
     token_ends: list[float] = field(default_factory=list)
     result: Any = None

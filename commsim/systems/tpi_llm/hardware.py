@@ -142,12 +142,17 @@ def with_server(topo: Topology, *, device: Any = "edge_cpu_8core") -> Topology:
     return out
 
 
-def rescale(topo: Topology, *, bandwidth: float | None = None, latency: float | None = None) -> Topology:
-    """A copy of ``topo``; ``bandwidth`` and/or ``latency`` replace every link's values when given."""
+def rescale(topo: Topology, *, bandwidth: float | None = None, latency: float | None = None,
+            memory: float | None = None) -> Topology:
+    """A copy of ``topo``; ``bandwidth`` and/or ``latency`` replace every link's values when given, ``memory``
+    (bytes) every device's RAM (with no swap: what a run needs is then its peak, whatever the device holds)."""
     out = Topology(topo.name, topo.description)
     for node, data in topo.graph.nodes(data=True):
         extra = {k: v for k, v in data.items() if k not in ("kind", "latency", "device", "forwards")}
-        out.add_node(node, data["kind"], latency=data["latency"], device=data["device"], forwards=data["forwards"],
+        device = data["device"]
+        if memory is not None and data["kind"] == "device":
+            device = resolve_device(device).model_copy(update={"memory": memory, "swap": 0.0})
+        out.add_node(node, data["kind"], latency=data["latency"], device=device, forwards=data["forwards"],
                      **extra)
     seen: set[frozenset[str]] = set()
     for a, b, data in topo.graph.edges(data=True):

@@ -19,7 +19,7 @@ from commsim.systems._study import Study, StudyContext, StudyOutput
 from commsim.systems.tpi_llm import figures
 from commsim.systems.tpi_llm.allreduce import ALGORITHMS, link_latency, time_allreduce
 from commsim.systems.tpi_llm.engine import BREAKDOWN, InferenceSetup, InferenceStats, simulate_inference
-from commsim.systems.tpi_llm.hardware import LAPTOP_LINKS, edge_topology, resolve_device, wifi_topology
+from commsim.systems.tpi_llm.hardware import LAPTOP_LINKS, edge_topology, rescale, resolve_device, wifi_topology
 from commsim.systems.tpi_llm.params import TPIParams
 from commsim.systems.tpi_llm.partition import COMPUTE_BYTES, tp_blocks
 from commsim.systems.tpi_llm.plans import SYSTEMS, galaxy, offload, pipeline, single_device, tpi
@@ -27,10 +27,14 @@ from commsim.systems.tpi_llm.scheduler import loose_condition, tight_condition
 from commsim.validation import Check, relative_check
 from commsim.workloads.models import TransformerSpec, load_model
 
-__all__ = ["TPILLMStudy", "SUMMARY_COLUMNS", "memory_without_scheduler", "run_setting"]
+__all__ = ["TPILLMStudy", "SUMMARY_COLUMNS", "memory_without_scheduler", "run_setting", "summary_csv"]
 
-SUMMARY_COLUMNS = ["model", "devices", "window", "allreduce", "ttft_s", "token_latency_s", "peak_memory_gb"]
-"""Columns of ``summary.csv``, in order."""
+SUMMARY_COLUMNS = ["model", "devices", "window", "allreduce", "ttft_s", "token_latency_s", "peak_memory_gb", "fits"]
+"""Columns of ``summary.csv``, in order: ``peak_memory_gb`` is what the run needs on its most loaded device,
+whether it fits or not; ``fits`` is ``fits`` or ``oom`` (then the times read ``OOM``)."""
+
+UNLIMITED = 1e18
+"""RAM (bytes) of the devices of the run that measures what a run which does not fit would need."""
 
 LAPTOP_SETTING = "4 laptops"
 """The ``devices`` value of the Wi-Fi laptop rows in ``summary.csv``."""
@@ -81,9 +85,25 @@ def run_setting(params: TPIParams, model: TransformerSpec, topology: Any, window
                 allreduce: str | None = None, shares: Any = None, ctx: StudyContext | None = None,
                 record: bool = False) -> InferenceStats:
     """One TPI-LLM run of ``model`` on ``topology`` with ``window`` (None: scheduler off)."""
-    setup = tpi(model, topology, window=window, allreduce=allreduce or params.allreduce,
-                shares=params.shares if shares is None else shares, record=record, **_options(params, ctx))
-    return simulate_inference(setup)
+    def once(topo: Any, record: bool) -> InferenceStats:
+        return simulate_inference(tpi(model, topo, window=window, allreduce=allreduce or params.allreduce,
+                                      shares=params.shares if shares is None else shares, record=record,
+                                      **_options(params, ctx)))
+
+    stats = once(topology, record)
+    if stats.ok:
+        stats.needed_memory = stats.peak_memory.copy()
+    else:  # run again on devices that hold anything: its peak is what the run needs
+        stats.needed_memory = once(rescale(topology, memory=UNLIMITED), False).peak_memory
+    return stats
+
+
+def summary_csv(summary: pd.DataFrame) -> pd.DataFrame:
+    """``summary.csv`` as written: the times of a run that does not fit read ``OOM``."""
+    out = summary.copy()
+    for column in ("ttft_s", "token_latency_s"):
+        out[column] = [("OOM" if fits == "oom" else value) for value, fits in zip(out[column], out["fits"], strict=True)]
+    return out
 
 
 def memory_without_scheduler(params: TPIParams, model: TransformerSpec, devices: int) -> float:
@@ -97,7 +117,7 @@ def memory_without_scheduler(params: TPIParams, model: TransformerSpec, devices:
 def _row(model: str, devices: Any, window: int | None, allreduce: str, stats: InferenceStats) -> dict[str, Any]:
     return {"model": model, "devices": devices, "window": "off" if window is None else window,
             "allreduce": allreduce, "ttft_s": stats.ttft, "token_latency_s": stats.token_latency,
-            "peak_memory_gb": stats.max_peak_memory / GB}
+            "peak_memory_gb": float(stats.needed_memory.max()) / GB, "fits": "fits" if stats.ok else "oom"}
 
 
 def _detail(setting: str, model: str, devices: Any, window: int | None, allreduce: str,
@@ -180,7 +200,7 @@ class TPILLMStudy(Study):
                   "allreduce_vs_bandwidth": curves_bandwidth, "scheduler_conditions": conditions}
         if not baselines.empty:
             tables["baselines"] = baselines
-        return StudyOutput(metrics=metrics, tables=tables, csv={"summary": summary}, figures=out_figures,
+        return StudyOutput(metrics=metrics, tables=tables, csv={"summary": summary_csv(summary)}, figures=out_figures,
                            result=recorded.result if recorded is not None else None, notes=notes)
 
     # ------------------------------------------------------------------ pieces of run
@@ -310,13 +330,22 @@ class TPILLMStudy(Study):
         notes = [
             "summary.csv: devices is the number of testbed devices, or '4 laptops' for the Wi-Fi setting; window "
             "is the scheduler's window in blocks, or 'off' (scheduler off: every block resident); peak_memory_gb is "
-            "the most loaded device's peak in decimal GB (1e9 bytes); latencies and peak are empty when the setting "
-            "does not fit in RAM + swap (out of memory; see the runs table).",
+            "what the run needs on its most loaded device in decimal GB (1e9 bytes), whether it fits or not (a run "
+            "that does not fit is replayed on devices with unlimited RAM to measure it); fits says fits or oom, and "
+            "the latencies of an oom row read OOM (it does not fit in RAM + swap; see the runs table).",
             "Testbed: edge_cpu_8core preset (8 cores at 614 GFLOPS FP32 peak x 0.5, 25.6 GB/s DRAM, 8 GB + 4 GB "
             "swap). Every device loads weights at load_bandwidth "
             f"({'its own disk rate' if p.load_bandwidth is None else f'{p.load_bandwidth / 1e6:g} MB/s'}; the "
             "default 730 MB/s is calibrated so that Yi-34B on 8 testbed devices decodes at the public README's "
             "14 s/token: every other latency, including the laptops and Accelerate, is a prediction).",
+            f"Time to first token is the prompt's forward pass over all {p.prompt_tokens} prompt tokens: GEMMs sized "
+            "by the prompt length (2·T·parameters FLOP per block), attention over the prompt under the causal mask, "
+            "the two all-reduces per layer of the whole prompt's activations (T x hidden FP32 values: bandwidth, "
+            "not only latency, counts here) and the window loads the pass needs; each kernel is a roofline on the "
+            "device. Compute-rate assumptions of the edge CPU (edge_cpu_8core): 8 cores x 2.4 GHz x 32 FP32 FLOP "
+            "per cycle (AVX2: two 8-wide FMA units, 2 FLOP per FMA, per Intel's published core design) = 614 "
+            "GFLOP/s peak, of which 0.5 is achieved (an assumption for FP32 GEMMs in PyTorch on CPU, not fitted); "
+            "25.6 GB/s DRAM (dual-channel DDR4-1600, assumed). The paper states only the core count and FP32.",
             "Network: each device behind its own home router, routers on one core router; "
             f"{p.link_bandwidth * 8 / 1e6:g} Mbps and {p.link_latency * 1e3:g} ms per link; a route's time is its "
             "latency plus bytes over the bottleneck rate (fluid max-min sharing, no per-hop store-and-forward).",

@@ -1,0 +1,218 @@
+"""One method at one WAN bandwidth: a per-layer training trace replayed on a WAN of M replicas.
+
+:func:`sync_trace` writes the paper's DAG as a commsim trace. Each replica is
+one rank (its data-parallel group inside the data centre runs in lockstep; only
+the cross-data-centre link is modelled). Every inner step is, per layer, a
+forward op, then from the last layer down a backward-for-activations and a
+backward-for-weights op, all on the ``compute`` stream; each layer's sync is an
+all-reduce (all-gather for quantised payloads) over the replicas that depends on
+that layer's backward-for-weights op, and the layer's forward op ``1 + tau``
+steps later depends on it. :func:`simulate` replays the trace with the shared
+replay engine (:mod:`commsim.workloads.replay`) on a :func:`~commsim.network.generators.wan`
+topology: the collectives are the collective library's rings over the WAN
+links, sharing each link max-min fairly (``sharing="fair"``, each layer's syncs
+on their own stream) or one at a time in release order (``"fifo"``, one WAN
+stream). Chains of compute ops that no sync observes are merged before the
+replay (:func:`~commsim.workloads.steady_state.coalesce_delays`), which is exact.
+
+Compute utilisation ``CU = compute time / wall time`` in the steady state, from
+its periodicity (a period is H inner steps, one for data-parallel):
+
+- ``period`` mode (when :func:`~.schedule.independent_periods` holds, as for
+  every method at the paper's setting): the syncs of one period, replayed up to
+  their last deadline; ``CU = period·T / (period·T + stalls)``, exactly;
+- ``window`` mode: ``warmup_periods`` periods, then CU over ``measure_periods``
+  periods, from the start of the first forward op of the window's first step
+  to that of the step after it (stalls at its end included, at its start not).
+
+>>> from commsim.systems.streaming_diloco.params import ModelCase
+>>> from commsim.systems.streaming_diloco.layout import build_layout
+>>> from commsim.systems.streaming_diloco.schedule import Payload, build_plan
+>>> lay = build_layout(ModelCase(model="diloco-1b", step_time=0.1), backward_to_forward=2.0)
+>>> plan = build_plan("diloco", lay, inner_steps=100, tau=0, fragment_layers=3, assignment="strided",
+...                   remainder="reject", dense=Payload(16, None), quantised=Payload(4, None), replicas=2)
+>>> stats = simulate(plan, lay, bandwidth=1.25e9, latency=0.0)      # 10 Gbit/s
+>>> stats.mode, round(stats.cu, 4), round(stats.stall, 3)   # 2 GB at 1.25 GB/s from 0.0361 s, due at 0.1 s
+('period', 0.8668, 1.536)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from commsim.collectives import CollectiveConfig
+from commsim.network.generators import wan
+from commsim.simulation import Simulation
+from commsim.systems.streaming_diloco.layout import ModelLayout
+from commsim.systems.streaming_diloco.schedule import SyncPlan, independent_periods
+from commsim.workloads.replay import Replay, ReplayResult
+from commsim.workloads.steady_state import coalesce_delays
+from commsim.workloads.trace import CollectiveOp, DelayOp, Program, Trace
+
+__all__ = ["RunStats", "sync_trace", "simulate", "forward_id", "sync_id"]
+
+SHARING = ("fair", "fifo")
+_COLLECTIVE = CollectiveConfig(record="none", mode="flows")
+"""Each connection of a ring sync as one flow of its total bytes: exact on the WAN's uncongested ring (at
+M = 2 both directions carry the same bytes, so its steps end together), and half the events of step mode."""
+
+
+def forward_id(step: int, layer: int) -> str:
+    """Id of layer ``layer``'s forward op in inner step ``step``."""
+    return f"s{step}.fwd{layer}"
+
+
+def sync_id(step: int, layer: int) -> str:
+    """Id of layer ``layer``'s sync released in inner step ``step``."""
+    return f"s{step}.sync{layer}"
+
+
+def sync_trace(plan: SyncPlan, layout: ModelLayout, *, steps: int, release_before: int | None = None,
+               sharing: str = "fair", quiet_steps: str = "layers") -> Trace:
+    """The per-layer trace of ``steps`` inner steps; syncs released before step ``release_before`` (default all).
+
+    Syncs due in a step past the trace are left without a deadline. ``quiet_steps="merged"``
+    writes a step that releases no sync and owes none as one op of the step time (what
+    :func:`~commsim.workloads.steady_state.coalesce_delays` makes of its per-layer ops anyway).
+    """
+    if sharing not in SHARING:
+        raise ValueError(f"sharing must be one of {SHARING}, not {sharing!r}")
+    release_before = steps if release_before is None else release_before
+    syncing = set(plan.layer_offset.tolist())
+    busy = {s for s in range(min(steps, release_before)) if s % plan.period in syncing}
+    busy |= {s + 1 + plan.tau for s in busy}
+    due: dict[tuple[int, int], list[str]] = defaultdict(list)
+    ops: list[Any] = []
+    delay, collective = DelayOp.model_construct, CollectiveOp.model_construct
+    kind, nbytes = plan.collective, plan.collective_bytes.tolist()
+    fwd, bwa, bww = layout.forward.tolist(), layout.backward_activations.tolist(), layout.backward_weights.tolist()
+    offsets = plan.layer_offset.tolist()
+    for s in range(steps):
+        tags = {"step": s}
+        if quiet_steps == "merged" and s not in busy:
+            ops.append(delay(id=f"s{s}.quiet", stream="compute", deps=[], tags=tags, seconds=layout.step_time,
+                             name=f"step {s}"))
+            continue
+        for layer in range(layout.layers):
+            ops.append(delay(id=forward_id(s, layer), stream="compute", deps=due.pop((s, layer), []),
+                             tags=tags, seconds=fwd[layer], name=None))
+        for layer in range(layout.layers - 1, -1, -1):
+            ops.append(delay(id=f"s{s}.bwa{layer}", stream="compute", deps=[], tags=tags, seconds=bwa[layer],
+                             name=None))
+            grad = f"s{s}.bww{layer}"
+            ops.append(delay(id=grad, stream="compute", deps=[], tags=tags, seconds=bww[layer], name=None))
+            if s < release_before and s % plan.period == offsets[layer]:
+                sid = sync_id(s, layer)
+                ops.append(collective(id=sid, stream="wan" if sharing == "fifo" else f"wan{layer}", deps=[grad],
+                                      tags={"step": s, "layer": layer}, op=kind, bytes=nbytes[layer], group="wan",
+                                      algorithm="ring", root=None, name=f"sync layer {layer}"))
+                due[(s + 1 + plan.tau, layer)].append(sid)
+    ranks = plan.replicas
+    return Trace.model_construct(
+        format="commsim-trace", version=1, name=f"{layout.label} {plan.method}", ranks=ranks,
+        communicators={"wan": [list(range(ranks))]},
+        programs=[Program.model_construct(name="replica", ranks=f"0:{ranks}", ops=ops)], metadata={})
+
+
+@dataclass
+class RunStats:
+    """What one run measured over its window (seconds, bytes per replica)."""
+
+    method: str
+    bandwidth: float
+    latency: float
+    window_steps: int
+    compute: float
+    wall: float
+    stall: float
+    syncs: int
+    mode: str
+    replay: ReplayResult | None = None
+
+    @property
+    def cu(self) -> float:
+        """Compute utilisation: compute time over wall time in the window."""
+        return self.compute / self.wall if self.wall > 0 else 1.0
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A trace ready to replay at any bandwidth, with what the CU needs."""
+
+    trace: Trace
+    mode: str
+    steps: int
+    measured: int
+    window: tuple[str, str] | None
+
+
+def prepare_trace(plan: SyncPlan, layout: ModelLayout, *, sharing: str = "fair", steady: str = "auto",
+                  warmup_periods: int = 1, measure_periods: int = 1, steps: int | None = None,
+                  coalesce: bool = True) -> Prepared:
+    """The trace :func:`replay_at` replays: one period, a warm window, or the first ``steps`` steps."""
+    if steady not in ("auto", "period", "window"):
+        raise ValueError(f"steady must be auto, period or window, not {steady!r}")
+    marks: tuple[str, str] | None = None
+    if steps is not None:
+        mode, n, release = "steps", int(steps), int(steps)
+        measured = n
+    elif steady == "period" or (steady == "auto" and independent_periods(plan, layout)):
+        if not independent_periods(plan, layout):
+            raise ValueError(f"{plan.method}: periods are not independent; use the window mode")
+        mode, release = "period", plan.period
+        n = int(plan.layer_offset.max()) + 2 + plan.tau  # up to the step holding the last deadline
+        measured = plan.period
+    else:
+        mode = "window"
+        a, b = warmup_periods * plan.period, (warmup_periods + measure_periods) * plan.period
+        n, release, marks, measured = b + 1, b, (forward_id(a, 0), forward_id(b, 0)), b - a
+    trace = sync_trace(plan, layout, steps=n, release_before=release, sharing=sharing,
+                       quiet_steps="merged" if coalesce and marks is None else "layers")
+    if coalesce:
+        trace = coalesce_delays(trace, keep=marks or ())
+    return Prepared(trace=trace, mode=mode, steps=n, measured=measured, window=marks)
+
+
+def replay_at(prepared: Prepared, plan: SyncPlan, layout: ModelLayout, *, bandwidth: float, latency: float,
+              record: bool = False) -> RunStats:
+    """Replay a prepared trace on a WAN of ``bandwidth`` bytes/s per direction and ``latency`` s per link."""
+    infinite = not math.isfinite(bandwidth)
+    topo = wan(datacenters=plan.replicas, devices_per_dc=1, local_bandwidth=1e18, local_latency=0.0,
+               wan_bandwidth=1.0 if infinite else bandwidth, wan_latency=latency)
+    sim = Simulation(topo, record_usage=record, name=f"{layout.label} {plan.method}")
+    if infinite:
+        sim.kernel.set_capacity(sim.network.link_resources(), math.inf)
+    replay = Replay(sim, prepared.trace, record="all" if record else "none", collective=_COLLECTIVE)
+    if record:
+        result = replay.run()
+        end = result.step_time
+    else:
+        replay.run_to_end()
+        result = None
+        end = float(np.nanmax(replay.op_times()[2]))
+    compute = prepared.measured * layout.step_time
+    if prepared.window is not None:
+        index, start, _ = replay.op_times()
+        wall = float(start[index[prepared.window[1]]] - start[index[prepared.window[0]]])
+        stall = wall - compute
+    else:  # every stall of the trace belongs to the measured steps
+        stall = max(0.0, end - prepared.steps * layout.step_time)
+        wall = compute + stall
+    syncs = sum(1 for op in prepared.trace.programs[0].ops if op.kind == "collective")
+    return RunStats(method=plan.method, bandwidth=bandwidth, latency=latency, window_steps=prepared.measured,
+                    compute=compute,
+                    wall=wall, stall=stall, syncs=syncs, mode=prepared.mode, replay=result if record else None)
+
+
+def simulate(plan: SyncPlan, layout: ModelLayout, *, bandwidth: float, latency: float, sharing: str = "fair",
+             steady: str = "auto", warmup_periods: int = 1, measure_periods: int = 1, steps: int | None = None,
+             record: bool = False, coalesce: bool = True) -> RunStats:
+    """Prepare the trace of ``plan`` and replay it at ``bandwidth`` (see the module docstring)."""
+    prepared = prepare_trace(plan, layout, sharing=sharing, steady=steady, warmup_periods=warmup_periods,
+                             measure_periods=measure_periods, steps=steps, coalesce=coalesce)
+    return replay_at(prepared, plan, layout, bandwidth=bandwidth, latency=latency, record=record)
