@@ -23,8 +23,9 @@ from commsim.config import StrictModel, validate
 from commsim.errors import ConfigError
 from commsim.units import Bytes
 from commsim.workloads._builder import ProgramBuilder
-from commsim.workloads._costs import BlockCosts, Cost, block_costs
+from commsim.workloads._costs import BlockCosts, Cost, block_costs, gemm_cost, memory_cost
 from commsim.workloads._dtypes import Dtype, dtype_bytes
+from commsim.workloads._gemm import Gemm, gemm_backward
 from commsim.workloads.models import TransformerSpec, load_model, parameter_count
 from commsim.workloads.trace import Algorithm, Program, Trace
 
@@ -175,16 +176,18 @@ class _Step:
         norm_tokens = T / tp if self.sp else T
         vocab_local = self.block.shard.vocab
         self.p2p_bytes = T * h * e / (tp if self.sp else 1)
-        self.embed = Cost(1.0 * T * h, 3.0 * T * h * e)
-        self.embed_bwd = Cost(1.0 * T * h, 2.0 * T * h * e)
-        self.final_norm = Cost(8.0 * norm_tokens * h, 2.0 * norm_tokens * h * e)
-        self.final_norm_bwd = Cost(10.0 * norm_tokens * h, 3.0 * norm_tokens * h * e)
-        head = Cost(2.0 * T * vocab_local * h, (T * h + h * vocab_local + T * vocab_local) * e)
-        self.lm_head = head
-        self.lm_head_dgrad = head
-        self.lm_head_wgrad = head
-        self.loss = Cost(5.0 * T * vocab_local, T * vocab_local * (e + 4))   # read logits, write fp32 softmax
-        self.loss_bwd = Cost(3.0 * T * vocab_local, T * vocab_local * (4 + e))
+        self.embed = memory_cost(1.0 * T * h, 3.0 * T * h * e, launches=2)    # gather, add positions + dropout
+        self.embed_bwd = memory_cost(1.0 * T * h, 2.0 * T * h * e, launches=2)
+        self.final_norm = memory_cost(8.0 * norm_tokens * h, 2.0 * norm_tokens * h * e)
+        self.final_norm_bwd = memory_cost(10.0 * norm_tokens * h, 3.0 * norm_tokens * h * e)
+        head = Gemm("lm_head", m=T, n=vocab_local, k=h, element_bytes=int(e))
+        head_dgrad, head_wgrad = gemm_backward(head)
+        self.lm_head = gemm_cost(head)
+        self.lm_head_dgrad = gemm_cost(head_dgrad)
+        self.lm_head_wgrad = gemm_cost(head_wgrad)
+        # vocab-parallel cross entropy: max, exp, sum, log, target pick (five kernels); backward two
+        self.loss = memory_cost(5.0 * T * vocab_local, T * vocab_local * (e + 4), launches=5)
+        self.loss_bwd = memory_cost(3.0 * T * vocab_local, T * vocab_local * (4 + e), launches=2)
         self.loss_stats_bytes = 3.0 * T * 4                                  # max, target logit, sum-exp (fp32)
         norm_params = h * (2 if spec.norm == "layernorm" and spec.bias else 1)
         self.head_params = vocab_local * h
@@ -468,6 +471,6 @@ def _stage_program(step: _Step, stage: int) -> Program:
                                   deps=(op_id, *buckets.issued[-1:]), tags={"phase": "grad_sync"},
                                   stream="dp_comm", algorithm=cfg.dp_algorithm))
     emitter.pending = None
-    emitter.compute("optimizer", Cost(ADAM_FLOPS_PER_PARAM * params, cfg.optimizer_bytes_per_param * params),
+    emitter.compute("optimizer", memory_cost(ADAM_FLOPS_PER_PARAM * params, cfg.optimizer_bytes_per_param * params),
                     {"phase": "optimizer"}, *waits)
     return b.build()
