@@ -12,16 +12,14 @@ scenario can name a preset, give a full spec, or derive one from a preset with
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
 from commsim.config import StrictModel, validate
+from commsim.devices.compute_model import ComputeModel, compute_model_names, load_compute_model
 from commsim.errors import ConfigError
 from commsim.units import Bandwidth, Bytes, Duration, FlopRate, Frequency
-
-if TYPE_CHECKING:
-    from commsim.devices.compute_model import ComputeModel
 
 __all__ = ["DTYPES", "DeviceSpec", "device_spec"]
 
@@ -49,8 +47,9 @@ class DeviceSpec(StrictModel):
     launch_overhead:
         Fixed delay before each kernel starts, seconds (a compute model brings its own).
     compute_model:
-        Name of a shipped per-kernel compute model (``commsim/devices/data/NAME.yaml``,
-        see :mod:`commsim.devices.compute_model`); None keeps the roofline with ``efficiency``.
+        A per-kernel compute model: the name of a shipped one (``commsim/devices/data/NAME.yaml``,
+        see :mod:`commsim.devices.compute_model`) or its parameters; None keeps the roofline
+        with ``efficiency``.
     """
 
     name: str
@@ -67,7 +66,7 @@ class DeviceSpec(StrictModel):
     copy_engine_bandwidth: Annotated[Bandwidth, Field(gt=0)] | None = None
     disk_read_bandwidth: Annotated[Bandwidth, Field(gt=0)] | None = None
     launch_overhead: Annotated[Duration, Field(ge=0)] = 0.0
-    compute_model: str | None = None
+    compute_model: str | ComputeModel | None = None
     source: str = ""
 
     @field_validator("peak_flops")
@@ -84,19 +83,15 @@ class DeviceSpec(StrictModel):
 
     @field_validator("compute_model")
     @classmethod
-    def _shipped_model(cls, value: str | None) -> str | None:
-        from commsim.devices.compute_model import compute_model_names
-
-        if value is not None and value not in compute_model_names():
+    def _shipped_model(cls, value: str | ComputeModel | None) -> str | ComputeModel | None:
+        if isinstance(value, str) and value not in compute_model_names():
             raise ValueError(f"names no shipped compute model. Fix: use one of {', '.join(compute_model_names())}")
         return value
 
     def kernel_model(self) -> ComputeModel | None:
         """The per-kernel compute model this device is calibrated with, or None (roofline)."""
-        if self.compute_model is None:
-            return None
-        from commsim.devices.compute_model import load_compute_model
-
+        if self.compute_model is None or isinstance(self.compute_model, ComputeModel):
+            return self.compute_model
         return load_compute_model(self.compute_model)
 
     def peak(self, dtype: str) -> float:
