@@ -28,8 +28,8 @@ def megatron_command(
                                               "(default: the .calibration.yaml beside the topology).")] = None,
     device: Annotated[str, typer.Option("--device", help="GPU preset the rows ran on (the tables predate the "
                                         "80 GB A100).")] = "a100_sxm4_40gb",
-    start: Annotated[str, typer.Option("--start", help="Shipped compute model to start from (its tile and launch "
-                                       "overhead are kept).")] = "a100_40gb",
+    start: Annotated[str, typer.Option("--start", help="Shipped compute model to start from (its tile, tile "
+                                       "prologue depth and launch overhead are kept).")] = "a100_40gb",
     recompute: Annotated[str, typer.Option("--recompute", help="Activation recomputation of the measured runs: "
                                            "full (Megatron-LM's 2020 scripts), selective or none.")] = "full",
     micro_batch_size: Annotated[int | None, typer.Option("--micro-batch-size", help="Sequences per micro-batch "
@@ -39,7 +39,7 @@ def megatron_command(
     holdout: Annotated[bool, typer.Option("--holdout/--no-holdout", help="Also predict each one-server row from a "
                                           "fit to the others.")] = True,
 ) -> None:
-    """Fit GEMM efficiency, tile prologue depth and HBM efficiency to the DGX A100 rows of CSV; write -o."""
+    """Fit the GEMM main-loop and HBM efficiencies to the DGX A100 rows of CSV; write -o."""
     from commsim.devices import load_compute_model
     from commsim.workloads.megatron_calibration import (
         MegatronSetup,

@@ -30,8 +30,8 @@ parallelism). Each DGX A100 row is simulated as Megatron-LM ran it:
   This assumes the DP traffic does not slow the TP collectives or the kernels
   (it crosses InfiniBand, they use NVLink and HBM).
 
-The fit: ``gemm_efficiency``, ``gemm_k_overhead`` and ``memory_efficiency`` of the
-compute model (tile and launch overhead stay at their stated values) by least
+The fit: ``gemm_efficiency`` and ``memory_efficiency`` of the compute model (tile,
+tile prologue/epilogue depth and launch overhead stay at their stated values) by least
 squares on relative errors. Each replay is linearised as *compute busy time
 (a sum of the model's kernel times) + the time the compute stream waits*; the
 parameters are solved on that, the rows re-simulated and the wait updated until
@@ -71,10 +71,13 @@ __all__ = [
 
 FIT_PARAMETERS: dict[str, tuple[float, float]] = {
     "gemm_efficiency": (0.2, 1.0),
-    "gemm_k_overhead": (0.0, 4096.0),
     "memory_efficiency": (0.2, 1.0),
 }
-"""The fitted parameters and their bounds (a fraction of peak; elements of k; a fraction of HBM bandwidth)."""
+"""The fitted parameters and their bounds (fractions of peak FLOP/s and of HBM bandwidth).
+
+The tile prologue/epilogue depth ``gemm_k_overhead`` is not fitted: with it free the
+four one-server rows leave a valley of equally good (efficiency, depth) pairs, so it
+is derived from the spec sheet instead (see the data file's source)."""
 
 _COLUMNS = ("case", "hidden_size", "attention_heads", "num_layers", "TP_model_parallel_partitions", "DP", "system",
             "num_gpus", "global_batch_size", "seq_len", "vocab", "iteration_time_ms")
@@ -473,7 +476,7 @@ def save_compute_model(fit: MegatronFit, path: str | Path, *, held_out: Sequence
     model = fit.model
     sheet = spec.source or "device preset"
     parameters: dict[str, Any] = {}
-    for name in ("tile_m", "tile_n", *FIT_PARAMETERS, "launch_overhead"):
+    for name in ("tile_m", "tile_n", "gemm_efficiency", "gemm_k_overhead", "memory_efficiency", "launch_overhead"):
         value = getattr(model, name)
         value = format_time(value) if name == "launch_overhead" else (round(value, 5) if isinstance(value, float)
                                                                        else value)
