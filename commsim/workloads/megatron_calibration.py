@@ -43,7 +43,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +213,6 @@ class MegatronFit:
     predictions: list[RowPrediction]
     iterations: int
     setup: MegatronSetup
-    notes: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------------- simulation
@@ -283,8 +282,10 @@ class _RowRun:
         program = self.trace.programs[0]
         self.compute_ops = [op for op in program.ops if op.kind == "compute"]
         self.wait = 0.0
+        self.starts: dict[str, float] = {}
         self.ends: dict[str, float] = {}
         self.step = math.nan
+        self.spec: Any = None
 
     def busy(self, model: ComputeModel, spec: Any) -> float:
         """Seconds the compute stream is busy: the sum of the model's kernel times (each alone)."""
@@ -360,7 +361,7 @@ def _with(model: ComputeModel, x: np.ndarray) -> ComputeModel:
     return model.model_copy(update=dict(zip(FIT_PARAMETERS, (float(v) for v in x), strict=True)))
 
 
-def _solve(runs: Sequence[_RowRun], base: ComputeModel, x0: np.ndarray, extra: Sequence[float]) -> np.ndarray:
+def _solve(runs: Sequence[_RowRun], base: ComputeModel, x0: np.ndarray) -> np.ndarray:
     """Least squares of the relative errors of the linearised rows (damped Gauss-Newton inside the bounds)."""
     lo = np.array([b[0] for b in FIT_PARAMETERS.values()])
     hi = np.array([b[1] for b in FIT_PARAMETERS.values()])
@@ -369,7 +370,7 @@ def _solve(runs: Sequence[_RowRun], base: ComputeModel, x0: np.ndarray, extra: S
 
     def residual(x: np.ndarray) -> np.ndarray:
         model = _with(base, x)
-        times = np.array([r.busy(model, r.spec) + r.wait + e for r, e in zip(runs, extra, strict=True)])
+        times = np.array([r.busy(model, r.spec) + r.wait for r in runs])
         return times / measured - 1.0
 
     x = np.clip(x0, lo, hi)
@@ -425,7 +426,7 @@ def fit_megatron(rows: Sequence[MegatronRow], base: ComputeModel, setup: Megatro
         iterations += 1
         for run in runs:
             run.replay(model)
-        new = _solve(runs, base, x, [0.0] * len(runs))
+        new = _solve(runs, base, x)
         settled = bool(np.all(np.abs(new - x) <= 1e-4 * np.maximum(np.abs(x), 1e-3)))
         x, model = new, _with(base, new)
     bound = _at_bound(x)
@@ -459,7 +460,7 @@ def leave_one_out(rows: Sequence[MegatronRow], model: ComputeModel, setup: Megat
     out = []
     for i, row in enumerate(single):
         others = [run for j, run in enumerate(runs) if j != i]
-        x = _solve(others, model, x0, [0.0] * len(others))
+        x = _solve(others, model, x0)
         held = _RowRun(row, setup)
         held.replay(_with(model, x))
         out.append(RowPrediction(row, held.step, held.step, held.step - held.wait, 0.0))
