@@ -91,3 +91,44 @@ def _nccl_checks() -> list[Check]:
 
 
 register_validator("nccl", _nccl_checks)
+
+
+def _megatron_checks() -> list[Check]:
+    """The shipped A100 compute model against the 2020 Megatron-LM DGX A100 iteration times (when present)."""
+    import os
+    from pathlib import Path
+
+    from commsim.devices import load_compute_model
+    from commsim.workloads.megatron_calibration import (
+        MegatronSetup,
+        leave_one_out,
+        predict_rows,
+        read_megatron_csv,
+    )
+
+    repo = Path(__file__).resolve().parents[1]
+    default = repo.parent / "shared" / "data" / "megatron-lm-2020-scaling" / "iteration_time.csv"
+    path = Path(os.environ.get("COMMSIM_MEGATRON_DATA", default))
+    if not path.is_file():
+        return [Check("megatron", "DGX A100 iteration times", 0.0, float("nan"), 0.05, relative=False,
+                      detail=f"measured table not found at {path} (set COMMSIM_MEGATRON_DATA)", skipped=True)]
+    rows = read_megatron_csv(path)
+    setup = MegatronSetup(topology=repo / "topologies" / "dgx_a100.yaml",
+                          nccl_calibration=repo / "topologies" / "dgx_a100.calibration.yaml")
+    model = load_compute_model("a100_40gb")
+    checks = []
+    for p in predict_rows(rows, model, setup):
+        fitted = p.row.dp == 1   # the shipped fit used the one-server rows (see a100_40gb.yaml: fit.fitted_on)
+        role = "fitted" if fitted else "predicted, not in the fit"
+        checks.append(relative_check("megatron", f"{p.row.label} iteration time ({role})", p.row.measured,
+                                     p.predicted, 0.03 if fitted else 0.10,
+                                     f"a100_40gb compute model, recompute {setup.recompute}; DP all-reduces from "
+                                     "the NCCL model, overlapped with backward"))
+    for p in leave_one_out(rows, model, setup):
+        checks.append(relative_check("megatron", f"{p.row.label} held out (fit to the other one-server rows)",
+                                     p.row.measured, p.predicted, 0.05, "leave-one-out refit of the three "
+                                     "compute-model parameters"))
+    return checks
+
+
+register_validator("megatron", _megatron_checks)

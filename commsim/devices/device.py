@@ -28,24 +28,33 @@ import numpy as np
 import simpy
 from simpy.events import Event
 
+from commsim.devices.compute_model import KernelShape
 from commsim.devices.memory import MemoryPool
 from commsim.devices.spec import DeviceSpec, device_spec
 from commsim.errors import ConfigError
 from commsim.kernel import ActivityBatch, FluidKernel
 from commsim.results.recorder import Recorder
 
-__all__ = ["Device", "kernel_activity", "start_kernels"]
+__all__ = ["Device", "kernel_activity", "launch_delay", "start_kernels"]
 
 
 def kernel_activity(spec: DeviceSpec, flops: float, nbytes: float, dtype: str,
-                    efficiency: float | None) -> tuple[float, list[float]]:
+                    efficiency: float | None, kernel: KernelShape | None = None) -> tuple[float, list[float]]:
     """Work and per-resource coefficients ``[compute, memory]`` of one kernel on ``spec``.
 
     The work is counted in bytes of memory traffic when there is any, else in FLOP.
+    On a device with a compute model (and no explicit ``efficiency``) the model
+    sets the efficiency and the HBM traffic the kernel occupies from ``kernel``
+    (see :mod:`commsim.devices.compute_model`); otherwise it is the roofline.
     """
     if flops < 0 or nbytes < 0 or not math.isfinite(flops) or not math.isfinite(nbytes):
         raise ConfigError(field="kernel", value={"flops": flops, "bytes": nbytes},
                           rule="needs finite FLOP and bytes >= 0", fix="give non-negative work")
+    model = spec.kernel_model() if efficiency is None else None
+    if model is not None:
+        timing = model.timing(spec, flops, nbytes, dtype, kernel)
+        nbytes = timing.memory_bytes
+        efficiency = timing.efficiency(flops, spec.peak(dtype))
     eff = spec.efficiency if efficiency is None else efficiency
     if not 0 < eff <= 1:
         raise ConfigError(field="efficiency", value=eff, rule="must be in (0, 1]",
@@ -55,6 +64,14 @@ def kernel_activity(spec: DeviceSpec, flops: float, nbytes: float, dtype: str,
         # a pure memory kernel (flops 0) uses no compute: the caller drops that coefficient
         return nbytes, [flops / nbytes / rate, 1.0]
     return flops, [1.0 / rate, 0.0]
+
+
+def launch_delay(spec: DeviceSpec, kernel: KernelShape | None = None) -> float:
+    """Seconds before a kernel starts: its compute model's overhead per launch, else the spec's."""
+    model = spec.kernel_model()
+    if model is None:
+        return spec.launch_overhead
+    return (kernel.launches if kernel is not None else 1) * model.launch_overhead
 
 
 class Device:
@@ -106,14 +123,15 @@ class Device:
         name: str = "kernel",
         stream: str = "compute",
         record: bool = True,
+        kernel: KernelShape | None = None,
     ) -> Event:
         """Run a kernel of ``flops`` FLOP touching ``nbytes`` of memory; return its completion event.
 
         ``share`` caps the fraction of the device's compute the kernel may use
-        (e.g. 64 of 80 compute units: ``share=0.8``). The launch overhead of the
-        spec is waited first.
+        (e.g. 64 of 80 compute units: ``share=0.8``). ``kernel`` says what the
+        kernel is, for a device with a compute model. The launch overhead is waited first.
         """
-        amount, (c_compute, c_memory) = kernel_activity(self.spec, flops, nbytes, dtype, efficiency)
+        amount, (c_compute, c_memory) = kernel_activity(self.spec, flops, nbytes, dtype, efficiency, kernel)
         cap = math.inf
         if share is not None:
             if not 0 < share <= 1:
@@ -123,7 +141,8 @@ class Device:
         res = ([self.compute_resource] if c_compute > 0 else []) + ([self.memory_resource] if c_memory > 0 else [])
         coefs = ([c_compute] if c_compute > 0 else []) + ([c_memory] if c_memory > 0 else [])
         return self._run(amount, res, coefs, cap=cap, priority=priority, weight=weight, kind="compute", name=name,
-                         stream=stream, flops=flops, nbytes=nbytes, record=record)
+                         stream=stream, flops=flops, nbytes=nbytes, record=record,
+                         launch=launch_delay(self.spec, kernel))
 
     def copy(self, nbytes: float, *, name: str = "copy", stream: str = "copy", record: bool = True) -> Event:
         """Copy ``nbytes`` within device memory (read and write: 2 bytes of traffic per byte)."""
@@ -141,7 +160,7 @@ class Device:
 
     def _run(self, amount: float, res: list[int], coefs: list[float], *, cap: float = math.inf, priority: int = 0,
              weight: float = 1.0, kind: str, name: str, stream: str, flops: float = 0.0, nbytes: float = 0.0,
-             record: bool = True, engine: bool = False) -> Event:
+             record: bool = True, engine: bool = False, launch: float = 0.0) -> Event:
         done = Event(self.env)
 
         def body():
@@ -149,8 +168,8 @@ class Device:
             if engine and self.copy_engines is not None:
                 request = self.copy_engines.request()
                 yield request
-            if self.spec.launch_overhead and kind == "compute":
-                yield self.env.timeout(self.spec.launch_overhead)
+            if launch:
+                yield self.env.timeout(launch)
             start = self.env.now
             batch: ActivityBatch = self.kernel.start([amount], [res], [coefs], cap=cap, priority=priority,
                                                      weight=weight, describe=lambda _tag: f"{kind} {name!r} on "
@@ -202,10 +221,12 @@ def start_kernels(
     efficiency: float | None = None,
     on_done: Any = None,
     describe: Any = None,
+    kernel: KernelShape | None = None,
 ) -> ActivityBatch:
     """Start one kernel per device as a single kernel batch (no process per device).
 
     ``flops[i]`` and ``nbytes[i]`` are the work of the kernel on ``devices[i]``;
+    ``kernel`` says what it is, for devices with a compute model;
     ``on_done(ids, tags)`` receives the positions in ``devices`` as tags.
     """
     n = len(devices)
@@ -213,27 +234,20 @@ def start_kernels(
     nbytes = np.broadcast_to(np.asarray(nbytes, dtype=float), (n,))
     if n == 0:
         raise ConfigError(field="devices", value=[], rule="is empty", fix="give at least one device")
-    kernel = devices[0].kernel
-    spec_rate = {}
+    fluid = devices[0].kernel
     amount = np.empty(n)
     coefs = np.empty((n, 2))
+    known: dict[tuple[int, float, float], tuple[float, list[float]]] = {}
     for i, device in enumerate(devices):
-        key = id(device.spec)
-        if key not in spec_rate:
-            eff = device.spec.efficiency if efficiency is None else efficiency
-            spec_rate[key] = device.spec.peak(dtype) * eff
-        rate = spec_rate[key]
-        if nbytes[i] > 0:
-            amount[i] = nbytes[i]
-            coefs[i] = (flops[i] / nbytes[i] / rate, 1.0)
-        else:
-            amount[i] = flops[i]
-            coefs[i] = (1.0 / rate, 0.0)
+        key = (id(device.spec), float(flops[i]), float(nbytes[i]))
+        if key not in known:
+            known[key] = kernel_activity(device.spec, key[1], key[2], dtype, efficiency, kernel)
+        amount[i], coefs[i] = known[key]
     resources = np.array([(d.compute_resource, d.memory_resource) for d in devices], dtype=np.int64)
     # a kernel without memory traffic does not consume the memory resource
     keep = coefs.reshape(-1) > 0
     counts = keep.reshape(n, 2).sum(axis=1)
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
-    return kernel.start(amount, (indptr, resources.reshape(-1)[keep]), coefs.reshape(-1)[keep], tags=np.arange(n),
+    return fluid.start(amount, (indptr, resources.reshape(-1)[keep]), coefs.reshape(-1)[keep], tags=np.arange(n),
                         on_done=on_done, describe=describe)

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from commsim.config import StrictModel, validate
+from commsim.devices.compute_model import ComputeModel, compute_model_names, load_compute_model
 from commsim.errors import ConfigError
 from commsim.units import Bandwidth, Bytes, Duration, FlopRate, Frequency
 
@@ -44,7 +45,11 @@ class DeviceSpec(StrictModel):
     disk_read_bandwidth:
         Local storage read bandwidth, bytes/s (None: no disk).
     launch_overhead:
-        Fixed delay before each kernel starts, seconds.
+        Fixed delay before each kernel starts, seconds (a compute model brings its own).
+    compute_model:
+        A per-kernel compute model: the name of a shipped one (``commsim/devices/data/NAME.yaml``,
+        see :mod:`commsim.devices.compute_model`) or its parameters; None keeps the roofline
+        with ``efficiency``.
     """
 
     name: str
@@ -61,6 +66,7 @@ class DeviceSpec(StrictModel):
     copy_engine_bandwidth: Annotated[Bandwidth, Field(gt=0)] | None = None
     disk_read_bandwidth: Annotated[Bandwidth, Field(gt=0)] | None = None
     launch_overhead: Annotated[Duration, Field(ge=0)] = 0.0
+    compute_model: str | ComputeModel | None = None
     source: str = ""
 
     @field_validator("peak_flops")
@@ -74,6 +80,19 @@ class DeviceSpec(StrictModel):
             if not flops > 0:
                 raise ValueError(f"gives {dtype} a peak of {flops}, which is not positive. Fix: give a peak above 0")
         return value
+
+    @field_validator("compute_model")
+    @classmethod
+    def _shipped_model(cls, value: str | ComputeModel | None) -> str | ComputeModel | None:
+        if isinstance(value, str) and value not in compute_model_names():
+            raise ValueError(f"names no shipped compute model. Fix: use one of {', '.join(compute_model_names())}")
+        return value
+
+    def kernel_model(self) -> ComputeModel | None:
+        """The per-kernel compute model this device is calibrated with, or None (roofline)."""
+        if self.compute_model is None or isinstance(self.compute_model, ComputeModel):
+            return self.compute_model
+        return load_compute_model(self.compute_model)
 
     def peak(self, dtype: str) -> float:
         """Peak FLOP/s for ``dtype``; raises ConfigError naming the dtypes this device has."""

@@ -55,7 +55,8 @@ class ProgramBuilder:
         """Append a compute op with ``cost``; return its id."""
         return self._add(ComputeOp.model_construct(
             id=op_id, stream=stream, deps=self._deps(deps), tags=tags, flops=float(cost.flops),
-            bytes=float(cost.bytes), dtype=self.dtype))
+            bytes=float(cost.bytes), dtype=self.dtype, kernel=cost.kernel, gemms=[tuple(g) for g in cost.gemms],
+            launches=cost.launches))
 
     def collective(self, op_id: str, op: str, nbytes: float, group: str, *, deps: Iterable[str | None] = (),
                    tags: dict[str, Any], stream: str, algorithm: str = "auto") -> str:

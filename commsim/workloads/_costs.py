@@ -16,25 +16,54 @@ Modelling choices (all per rank, ``e`` bytes per element, ``T`` tokens):
   SwiGLU reads gate and up and writes their product (6 FLOP per element).
   Backward: GELU 3 transfers, SwiGLU 5 transfers per element.
 * With sequence parallelism norms and residual adds work on ``T/tp`` tokens.
+
+Each cost also says what kernel it is, for devices with a compute model
+(:mod:`commsim.devices.compute_model`): its kind, the ``(m, n, k, batch)`` of its
+GEMMs and how many GPU kernels it stands for, following Megatron-LM's fusions —
+bias + GeLU fused into one kernel, bias + dropout + residual add fused (then
+apex's fused LayerNorm: two kernels per norm), scale + mask + softmax fused
+(unfused attention: score GEMM, softmax, dropout, context GEMM: four kernels
+forward, six backward), flash attention one kernel forward and two backward.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from commsim.workloads._dtypes import dtype_bytes
 from commsim.workloads._gemm import Gemm, TPShard, gemm_backward, layer_gemms, tp_shard
 from commsim.workloads.models import TransformerSpec
 
-__all__ = ["BlockCosts", "Cost", "block_costs", "ffn_activation_costs"]
+__all__ = ["BlockCosts", "Cost", "block_costs", "ffn_activation_costs", "gemm_cost", "memory_cost"]
 
 
 @dataclass(frozen=True)
 class Cost:
-    """FLOP and bytes of memory traffic of one op."""
+    """FLOP and bytes of memory traffic of one op, and what kernel it is.
+
+    ``kernel`` is a compute-model kernel kind (None: unknown), ``gemms`` the
+    ``(m, n, k, batch)`` of its matrix multiplies and ``launches`` the number of
+    GPU kernels it stands for.
+    """
 
     flops: float
     bytes: float
+    kernel: str | None = None
+    gemms: tuple[tuple[int, int, int, int], ...] = ()
+    launches: int = 1
+
+
+def gemm_cost(*gemms: Gemm, kernel: str = "gemm", launches: int = 1, flops: float | None = None,
+              nbytes: float | None = None) -> Cost:
+    """The cost of an op made of ``gemms`` (FLOP and bytes their sum unless given)."""
+    return Cost(sum(g.flops for g in gemms) if flops is None else flops,
+                sum(g.bytes for g in gemms) if nbytes is None else nbytes, kernel,
+                tuple((g.m, g.n, g.k, g.batch) for g in gemms), launches)
+
+
+def memory_cost(flops: float, nbytes: float, launches: int = 1) -> Cost:
+    """The cost of a memory-bound op (norm, activation, dropout, softmax, loss, optimizer...)."""
+    return Cost(flops, nbytes, "memory", (), launches)
 
 
 @dataclass(frozen=True)
@@ -61,12 +90,12 @@ def ffn_activation_costs(gated: bool, rows: float, width: int, element_bytes: in
     """Forward and backward cost of the FFN activation on ``rows`` tokens of FFN width ``width`` (per rank).
 
     >>> ffn_activation_costs(False, 4, 32, 2)[0]
-    Cost(flops=1024.0, bytes=512.0)
+    Cost(flops=1024.0, bytes=512.0, kernel='memory', gemms=(), launches=1)
     """
     n, e = rows * width, element_bytes
     if gated:
-        return Cost(6.0 * n, 3.0 * n * e), Cost(8.0 * n, 5.0 * n * e)
-    return Cost(8.0 * n, 2.0 * n * e), Cost(10.0 * n, 3.0 * n * e)
+        return memory_cost(6.0 * n, 3.0 * n * e), memory_cost(8.0 * n, 5.0 * n * e)
+    return memory_cost(8.0 * n, 2.0 * n * e), memory_cost(10.0 * n, 3.0 * n * e)
 
 
 def block_costs(
@@ -97,10 +126,10 @@ def block_costs(
     ffn = shard.ffn
 
     def norm() -> Cost:
-        return Cost(8.0 * norm_tokens * h, 5.0 * norm_tokens * h * e)
+        return memory_cost(8.0 * norm_tokens * h, 5.0 * norm_tokens * h * e, launches=2)
 
     def norm_bwd() -> Cost:
-        return Cost(10.0 * norm_tokens * h, 4.0 * norm_tokens * h * e)
+        return memory_cost(10.0 * norm_tokens * h, 4.0 * norm_tokens * h * e, launches=2)
 
     score, context = g["attn_score"], g["attn_context"]
     scores = float(score.batch * score.m * score.n)            # elements of the score matrix
@@ -109,19 +138,24 @@ def block_costs(
     cache_io = 0.0
     if kv_len > seq_len:  # decode: read the cached K and V, append the new ones
         cache_io = 2.0 * batch * kv_len * shard.kv_width * e
+    # backward GEMMs: dP = dO·Vᵀ has the score's shape; dV, dQ and dK the context's (flash also recomputes S)
+    dv = replace(context, m=context.k, n=context.n, k=context.m)
     if flash_attention:
-        attn = Cost(attn_flops, qkv_io + cache_io)
-        attn_bwd = Cost(2.5 * (score.flops + context.flops) + 8.0 * scores,
-                        2.0 * qkv_io + tokens * 2 * shard.q_width * e)
+        attn = gemm_cost(score, context, kernel="fused_attention", flops=attn_flops, nbytes=qkv_io + cache_io)
+        attn_bwd = gemm_cost(score, score, dv, context, dv, kernel="fused_attention", launches=2,
+                             flops=2.5 * (score.flops + context.flops) + 8.0 * scores,
+                             nbytes=2.0 * qkv_io + tokens * 2 * shard.q_width * e)
     else:
         softmax_io = 2.0 * scores * e
-        attn = Cost(attn_flops, score.bytes + softmax_io + context.bytes + cache_io)
-        attn_bwd = Cost(2.0 * (score.flops + context.flops) + 8.0 * scores,
-                        2.0 * (score.bytes + context.bytes) + 3.0 * scores * e)
+        attn = gemm_cost(score, context, kernel="attention", launches=4, flops=attn_flops,
+                         nbytes=score.bytes + softmax_io + context.bytes + cache_io)
+        attn_bwd = gemm_cost(score, dv, context, dv, kernel="attention", launches=6,
+                             flops=2.0 * (score.flops + context.flops) + 8.0 * scores,
+                             nbytes=2.0 * (score.bytes + context.bytes) + 3.0 * scores * e)
     act, act_bwd = ffn_activation_costs(spec.gated_ffn, tokens, ffn, e)
 
     def gemm(x: Gemm) -> Cost:
-        return Cost(x.flops, x.bytes)
+        return gemm_cost(x)
 
     forward = {"norm1": norm(), "qkv": gemm(g["qkv"]), "attn": attn, "out_proj": gemm(g["out_proj"])}
     if not spec.parallel_block:

@@ -18,8 +18,9 @@ from pydantic import Field
 from commsim.config import StrictModel, validate
 from commsim.errors import ConfigError
 from commsim.workloads._builder import ProgramBuilder
-from commsim.workloads._costs import Cost, block_costs
+from commsim.workloads._costs import Cost, block_costs, gemm_cost, memory_cost
 from commsim.workloads._dtypes import Dtype, dtype_bytes
+from commsim.workloads._gemm import Gemm
 from commsim.workloads.models import TransformerSpec, load_model, parameter_count
 from commsim.workloads.trace import Algorithm, Trace
 
@@ -112,7 +113,7 @@ def inference_trace(model: TransformerSpec | str, config: InferenceConfig | dict
             spec, batch=b, seq_len=new_tokens, kv_len=kv_len, tp=cfg.tp, dtype=cfg.dtype,
             flash_attention=cfg.flash_attention, strict_heads=cfg.strict_heads)
         tokens = b * new_tokens
-        compute(f"{prefix}.embed", Cost(1.0 * tokens * h, 3.0 * tokens * h * e), tags)
+        compute(f"{prefix}.embed", memory_cost(1.0 * tokens * h, 3.0 * tokens * h * e), tags)
         all_reduce(f"{prefix}.embed_ar", costs.tp_bytes, tags, f"{prefix}.embed")
         fwd = costs.forward
         for layer in range(spec.layers):
@@ -126,14 +127,13 @@ def inference_trace(model: TransformerSpec | str, config: InferenceConfig | dict
             for name in ("fc1", "act", "fc2"):
                 compute(f"{q}.{name}", fwd[name], lt)
             all_reduce(f"{q}.tp2", costs.tp_bytes, lt, f"{q}.fc2")
-        compute(f"{prefix}.final_norm", Cost(8.0 * b * h, 2.0 * b * h * e), tags)   # last position only
-        compute(f"{prefix}.lm_head", Cost(2.0 * b * vocab_local * h, (b * h + h * vocab_local + b * vocab_local) * e),
-                tags)
+        compute(f"{prefix}.final_norm", memory_cost(8.0 * b * h, 2.0 * b * h * e), tags)   # last position only
+        compute(f"{prefix}.lm_head", gemm_cost(Gemm("lm_head", m=b, n=vocab_local, k=h, element_bytes=int(e))), tags)
         if tp:
             last[0] = builder.collective(f"{prefix}.logits_ag", "all_gather", b * vocab_local * cfg.tp * e, "tp",
                                          deps=(f"{prefix}.lm_head",), tags=tags, stream="tp_comm",
                                          algorithm=cfg.tp_algorithm)
-        compute(f"{prefix}.sample", Cost(5.0 * b * spec.vocab, 2.0 * b * spec.vocab * e), tags)
+        compute(f"{prefix}.sample", memory_cost(5.0 * b * spec.vocab, 2.0 * b * spec.vocab * e, launches=2), tags)
 
     step("prefill", cfg.prompt_len, cfg.prompt_len, {"phase": "prefill"})
     for k in range(cfg.decode_steps):

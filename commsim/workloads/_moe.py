@@ -28,7 +28,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from commsim.workloads._costs import Cost, ffn_activation_costs
+from commsim.workloads._costs import Cost, ffn_activation_costs, gemm_cost, memory_cost
+from commsim.workloads._gemm import Gemm, gemm_backward
 from commsim.workloads.models import TransformerSpec
 
 __all__ = ["MoECosts", "moe_costs"]
@@ -77,19 +78,27 @@ def moe_costs(spec: TransformerSpec, *, tokens: int, tp: int, element_bytes: int
     capacity = math.ceil(capacity_factor * tokens * top_k / num_experts)
     routed = num_experts * capacity
     rows = routed * tp
-    router = Cost(2.0 * tokens * h * num_experts + 5.0 * tokens * num_experts,
-                  (tokens * h + h * num_experts) * e + 2.0 * tokens * num_experts * 4)
-    permute = Cost(0.0, (tokens + routed) * h * e)
-    unpermute = Cost(2.0 * routed * h, (routed + tokens) * h * e)
-    fc1 = Cost(2.0 * rows * h * fc1_width, (rows * h + local * h * fc1_width + rows * fc1_width) * e)
-    fc2 = Cost(2.0 * rows * f_local * h, (rows * f_local + local * f_local * h + rows * h) * e)
+    # every local expert multiplies its own rows (capacity x tokens gathered over EP and TP): a grouped GEMM
+    per_expert = rows // local
+    router_gemm = Gemm("router", m=tokens, n=num_experts, k=h, element_bytes=e)
+    fc1_gemm = Gemm("expert_fc1", m=per_expert, n=fc1_width, k=h, batch=local, element_bytes=e)
+    fc2_gemm = Gemm("expert_fc2", m=per_expert, n=h, k=f_local, batch=local, element_bytes=e)
+    # the router is a GEMM, a softmax and a top-k: three kernels
+    router = gemm_cost(router_gemm, flops=2.0 * tokens * h * num_experts + 5.0 * tokens * num_experts,
+                       nbytes=(tokens * h + h * num_experts) * e + 2.0 * tokens * num_experts * 4, launches=3)
+    permute = memory_cost(0.0, (tokens + routed) * h * e)
+    unpermute = memory_cost(2.0 * routed * h, (routed + tokens) * h * e)
+    fc1 = gemm_cost(fc1_gemm, nbytes=(rows * h + local * h * fc1_width + rows * fc1_width) * e)
+    fc2 = gemm_cost(fc2_gemm, nbytes=(rows * f_local + local * f_local * h + rows * h) * e)
+    fc1_dgrad, fc1_wgrad = (gemm_cost(g, nbytes=fc1.bytes) for g in gemm_backward(fc1_gemm))
+    fc2_dgrad, fc2_wgrad = (gemm_cost(g, nbytes=fc2.bytes) for g in gemm_backward(fc2_gemm))
     act, act_bwd = ffn_activation_costs(spec.gated_ffn, rows, f_local, e)
     forward = {"router": router, "permute": permute, "expert_fc1": fc1, "expert_act": act, "expert_fc2": fc2,
                "unpermute": unpermute}
-    router_grad = Cost(2.0 * tokens * h * num_experts, router.bytes)
-    backward = {"unpermute_bwd": unpermute, "expert_fc2_dgrad": fc2, "expert_fc2_wgrad": fc2,
-                "expert_act_bwd": act_bwd, "expert_fc1_dgrad": fc1, "expert_fc1_wgrad": fc1,
-                "permute_bwd": permute, "router_dgrad": router_grad, "router_wgrad": router_grad}
+    router_dgrad, router_wgrad = (gemm_cost(g, nbytes=router.bytes) for g in gemm_backward(router_gemm))
+    backward = {"unpermute_bwd": unpermute, "expert_fc2_dgrad": fc2_dgrad, "expert_fc2_wgrad": fc2_wgrad,
+                "expert_act_bwd": act_bwd, "expert_fc1_dgrad": fc1_dgrad, "expert_fc1_wgrad": fc1_wgrad,
+                "permute_bwd": permute, "router_dgrad": router_dgrad, "router_wgrad": router_wgrad}
     bias = 1 if spec.bias else 0
     expert_params = {"expert_fc2_wgrad": local * (f_local * h + bias * h),
                      "expert_fc1_wgrad": local * (h * fc1_width + bias * fc1_width)}

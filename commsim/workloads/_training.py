@@ -48,14 +48,16 @@ interleaved schedule activations leave the last stage for the first one
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from commsim.config import validate
 from commsim.errors import ConfigError
 from commsim.workloads._activations import LayerActivations, layer_activations
 from commsim.workloads._builder import ProgramBuilder
-from commsim.workloads._costs import BlockCosts, Cost, block_costs
+from commsim.workloads._costs import BlockCosts, Cost, block_costs, gemm_cost, memory_cost
 from commsim.workloads._dtypes import dtype_bytes
+from commsim.workloads._gemm import Gemm, gemm_backward
 from commsim.workloads._moe import MoECosts, moe_costs
 from commsim.workloads._schedule import one_f_one_b, pipeline_schedule
 from commsim.workloads._training_config import TrainingConfig, check_training
@@ -118,16 +120,18 @@ class _Step:
         norm_tokens = T / tp if self.sp else T
         vocab_local = self.block.shard.vocab
         self.p2p_bytes = T * h * e / (tp if self.sp else 1)
-        self.embed = Cost(1.0 * T * h, 3.0 * T * h * e)
-        self.embed_bwd = Cost(1.0 * T * h, 2.0 * T * h * e)
-        self.final_norm = Cost(8.0 * norm_tokens * h, 2.0 * norm_tokens * h * e)
-        self.final_norm_bwd = Cost(10.0 * norm_tokens * h, 3.0 * norm_tokens * h * e)
-        head = Cost(2.0 * T * vocab_local * h, (T * h + h * vocab_local + T * vocab_local) * e)
-        self.lm_head = head
-        self.lm_head_dgrad = head
-        self.lm_head_wgrad = head
-        self.loss = Cost(5.0 * T * vocab_local, T * vocab_local * (e + 4))   # read logits, write fp32 softmax
-        self.loss_bwd = Cost(3.0 * T * vocab_local, T * vocab_local * (4 + e))
+        self.embed = memory_cost(1.0 * T * h, 3.0 * T * h * e, launches=2)    # gather, add positions + dropout
+        self.embed_bwd = memory_cost(1.0 * T * h, 2.0 * T * h * e, launches=2)
+        self.final_norm = memory_cost(8.0 * norm_tokens * h, 2.0 * norm_tokens * h * e)
+        self.final_norm_bwd = memory_cost(10.0 * norm_tokens * h, 3.0 * norm_tokens * h * e)
+        head = Gemm("lm_head", m=T, n=vocab_local, k=h, element_bytes=int(e))
+        head_dgrad, head_wgrad = gemm_backward(head)
+        self.lm_head = gemm_cost(head)
+        self.lm_head_dgrad = gemm_cost(head_dgrad)
+        self.lm_head_wgrad = gemm_cost(head_wgrad)
+        # vocab-parallel cross entropy: max, exp, sum, log, target pick (five kernels); backward two
+        self.loss = memory_cost(5.0 * T * vocab_local, T * vocab_local * (e + 4), launches=5)
+        self.loss_bwd = memory_cost(3.0 * T * vocab_local, T * vocab_local * (4 + e), launches=2)
         self.loss_stats_bytes = 3.0 * T * 4                                  # max, target logit, sum-exp (fp32)
         self.logits_bytes = 4.0 * T * vocab_local                            # fp32 softmax kept for the backward
         norm_params = h * (2 if spec.norm == "layernorm" and spec.bias else 1)
@@ -535,7 +539,9 @@ class _StageEmitter:
         if cp == 1:
             self.compute(f"{q}.{name}", cost, lt)
             return
-        part = Cost(cost.flops / cp, cost.bytes / cp)
+        # one KV block per ring step: the step's GEMMs are the whole attention's cut along the KV length, which
+        # the compute model times without tile quantisation (shapes dropped, FLOP and bytes kept per step)
+        part = replace(cost, flops=cost.flops / cp, bytes=cost.bytes / cp, gemms=())
         nbytes = self.step.kv_block_bytes * (2 if backward else 1)
         holding = self.last_compute     # the op after which this rank holds its own KV block
         for i in range(cp):
@@ -812,7 +818,7 @@ def _stage_program(step: _Step, stage: int) -> Program:
                                   algorithm=cfg.dp_algorithm))
     emitter.pending = None
     params = step.optimizer_params(stage)
-    optimizer = emitter.compute("optimizer", Cost(ADAM_FLOPS_PER_PARAM * params, cfg.optimizer_bytes_per_param * params),
+    optimizer = emitter.compute("optimizer", memory_cost(ADAM_FLOPS_PER_PARAM * params, cfg.optimizer_bytes_per_param * params),
                                 {"phase": "optimizer"}, *waits)
     emitter.sync.param_gathers(optimizer)
     return b.build()

@@ -46,7 +46,7 @@ from commsim.collectives._executor import CollectiveConfig, CollectiveRun
 from commsim.collectives._registry import ALGORITHMS, build_schedule
 from commsim.collectives._schedule import tile
 from commsim.collectives.hierarchical import ranks_per_node_of
-from commsim.devices.device import start_kernels
+from commsim.devices.device import launch_delay, start_kernels
 from commsim.errors import ConfigError, OutOfMemoryError, SimulationError, StallError
 from commsim.kernel.fluid import _LateEvent
 from commsim.workloads._index import TraceIndex
@@ -346,11 +346,12 @@ class Replay:
         devices = [self.sim.devices[d] for d in cohort.devices]
         n = len(devices)
         ends, parts_done = self._per_rank(cohort, i)
-        overhead = devices[0].spec.launch_overhead
+        shape = op.kernel_shape()
+        overhead = launch_delay(devices[0].spec, shape)
 
         def launch(_ev: Any = None) -> None:
             start_kernels(devices, np.full(n, op.flops), np.full(n, op.bytes), dtype=op.dtype,
-                          efficiency=op.efficiency, on_done=parts_done,
+                          efficiency=op.efficiency, on_done=parts_done, kernel=shape,
                           describe=lambda tag: f"compute {op.id!r} on {cohort.devices[tag]}")
 
         if op.flops == 0 and op.bytes == 0:

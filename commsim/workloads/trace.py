@@ -44,9 +44,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, WithJsonSchema, field_validator
+from pydantic import BeforeValidator, Field, PositiveInt, ValidationError, WithJsonSchema, field_validator
 
 from commsim.config import StrictModel, config_error_from
+from commsim.devices.compute_model import KernelKind, KernelShape
 from commsim.errors import ConfigError, TraceError
 from commsim.units import parse_quantity
 from commsim.workloads._dtypes import Dtype
@@ -95,6 +96,7 @@ TraceBytes = _quantity("bytes", "4 MiB")
 TraceFlops = _quantity("flops", "2.5 TFLOP")
 TraceSeconds = _quantity("time", "3 us")
 TagValue = str | int | float
+GemmShape = tuple[PositiveInt, PositiveInt, PositiveInt, PositiveInt]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _PEER = re.compile(r"^([A-Za-z_][A-Za-z0-9_.\-]*):([+-]\d+)(%?)$")
@@ -115,6 +117,8 @@ class ComputeOp(_OpBase):
     """A kernel: ``flops`` of arithmetic in ``dtype`` and ``bytes`` of memory traffic.
 
     ``efficiency`` (0–1], when given, overrides the device's achievable fraction of peak.
+    ``kernel``, ``gemms`` and ``launches`` say what the kernel is, for devices with a
+    compute model (:mod:`commsim.devices.compute_model`); the roofline ignores them.
     """
 
     kind: Literal["compute"] = "compute"
@@ -123,6 +127,18 @@ class ComputeOp(_OpBase):
     bytes: TraceBytes = 0.0
     dtype: Dtype = "bf16"
     efficiency: float | None = Field(default=None, gt=0, le=1)
+    kernel: KernelKind | None = Field(default=None, description="gemm, attention (unfused), fused_attention or "
+                                      "memory (bandwidth-bound); None: a GEMM of unknown shape.")
+    gemms: list[GemmShape] = Field(default_factory=list, description="(m, n, k, batch) of each matrix multiply.")
+    launches: int = Field(default=1, ge=1, description="GPU kernels the op stands for (each pays the launch "
+                                                       "overhead).")
+
+    def kernel_shape(self) -> KernelShape | None:
+        """The op as the compute model sees it (None when it carries no kernel description)."""
+        if self.kernel is None and not self.gemms and self.launches == 1:
+            return None
+        return KernelShape(kind=self.kernel or "gemm", gemms=tuple(tuple(g) for g in self.gemms),
+                           launches=self.launches)
 
 
 class CollectiveOp(_OpBase):

@@ -23,6 +23,7 @@ ALL_FILES = sorted(p.name for p in TOPOLOGY_DIR.glob("*.yaml") if ".calibration.
 # what the descriptions of the study files promise: device count and one characteristic directed link
 FILES = {
     "dgx_h100.yaml": (8, ("gpu0", "nvsw0"), 450e9, 350e-9),
+    "dgx_a100.yaml": (8, ("gpu0", "nvsw0"), 300e9, 350e-9),
     "edge_home_8.yaml": (8, ("dev0", "router0"), 300e6 / 8, 1e-3),
     "fat_tree_k8.yaml": (128, ("gpu0", "edge0.0"), 400e9 / 8, 500e-9),
     "h800_cluster_512.yaml": (512, ("leafA0.0", "spine0"), 200e9 / 8, 600e-9),

@@ -226,7 +226,7 @@ def test_free_of_unknown_buffer():
      "alloc, free, disk_read, delay."),
     ({"programs__0__ops__0__flopz": 3},
      "programs[0].ops[0].flopz = 3: is not a field of a compute op. Fix: remove it or correct its spelling; a "
-     "compute op has: id, deps, tags, name, kind, stream, flops, bytes, dtype, efficiency."),
+     "compute op has: id, deps, tags, name, kind, stream, flops, bytes, dtype, efficiency, kernel, gemms, launches."),
     ({"programs__0__ops__0__bytes": "1 Mbps"},
      "programs[0].ops[0].bytes = '1 Mbps': has an unknown bytes unit 'Mbps'"),
     ({"programs__0__ops__0__bytes": -1}, "programs[0].ops[0].bytes = -1: must be at least 0"),
