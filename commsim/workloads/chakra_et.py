@@ -27,7 +27,7 @@ alloc / free   METADATA_NODE (no time; simulators skip it)
 An op's explicit ``deps`` become ``data_deps``; the in-order execution of a
 commsim stream becomes a ``ctrl_deps`` edge to the previous op of that stream,
 so a simulator without streams keeps the order. What Chakra has no field for
-(op id, stream, dtype, efficiency, algorithm, group and peer as written, tags,
+(op id, stream, dtype, efficiency, kernel shape, algorithm, group and peer as written, tags,
 buffer names, sub-microsecond times, fractional FLOP) travels in one string
 attribute ``commsim`` per node and the trace's communicators in the global
 metadata, so export → import gives back the same trace (one program per rank).
@@ -215,6 +215,13 @@ def _node(pb2: Any, op: Any, k: int, rank: int, index: Any, groups: dict[tuple[i
             extra["bytes"] = op.bytes
         if op.efficiency is not None:
             extra["efficiency"] = op.efficiency
+        # what the per-kernel compute model reads; Chakra has no field for it
+        if op.kernel is not None:
+            extra["kernel"] = op.kernel
+        if op.gemms:
+            extra["gemms"] = [list(g) for g in op.gemms]
+        if op.launches != 1:
+            extra["launches"] = op.launches
     elif op.kind == "delay":
         node.type = pb2.COMP_NODE
         node.duration_micros = round(op.seconds * 1e6)
