@@ -17,9 +17,7 @@ parallelism). Each DGX A100 row is simulated as Megatron-LM ran it:
 * **Activation recomputation** is an input (``recompute``). Megatron-LM's 2020
   scripts checkpoint activations, and the tables' TFLOP/s column follows the
   formula with recomputation (``96·B·s·l·h²(1 + s/6h + V/16lh)``), so ``full`` is
-  the faithful choice; it is passed to the generator when the generator has the
-  field (until then :func:`as_megatron_2020` re-runs each layer's forward before
-  its backward).
+  the faithful choice; the generator re-runs each layer's forward before its backward.
 * **Synchronous TP all-reduces** (``tp_overlap=False``): the 2020 code did not
   overlap the backward all-reduces with the weight-gradient GEMMs.
 * **128-way data parallelism** is not simulated on 1,024 GPUs: the one-server
@@ -52,7 +50,7 @@ import numpy as np
 
 from commsim.devices.compute_model import ComputeModel
 from commsim.errors import ConfigError
-from commsim.workloads._training import TrainingConfig, training_trace
+from commsim.workloads._training import training_trace
 from commsim.workloads.models import TransformerSpec
 from commsim.workloads.trace import Trace
 
@@ -172,21 +170,13 @@ class MegatronSetup:
         if self.recompute not in ("none", "full", "selective"):
             raise ConfigError(field="recompute", value=self.recompute, rule="is not a recomputation mode",
                               fix="use none, selective or full")
-        if "recompute" in TrainingConfig.model_fields:
-            config["recompute"] = self.recompute
-        elif self.recompute == "selective":
-            raise ConfigError(field="recompute", value=self.recompute,
-                              rule="needs the training generator's recompute field, which this build lacks",
-                              fix="use full or none")
+        config["recompute"] = self.recompute
         return config
 
     def trace(self, row: MegatronRow, dp: int) -> Trace:
         """The step of ``row`` with ``dp`` replicas, scheduled as the 2020 code ran it (:func:`as_megatron_2020`)."""
         trace = training_trace(row.model(), self.training_config(row, dp))
-        fallback = self.recompute == "full" and "recompute" not in TrainingConfig.model_fields
-        if fallback or not self.tp_overlap:
-            trace = as_megatron_2020(trace, recompute_forward=fallback, tp_overlap=self.tp_overlap)
-        return trace
+        return trace if self.tp_overlap else as_megatron_2020(trace)
 
 
 @dataclass(frozen=True)
@@ -217,49 +207,14 @@ class MegatronFit:
 
 
 # ---------------------------------------------------------------------------------------------------- simulation
-def as_megatron_2020(trace: Trace, *, recompute_forward: bool, tp_overlap: bool) -> Trace:
-    """``trace`` run the way the 2020 Megatron-LM code ran it.
+def as_megatron_2020(trace: Trace) -> Trace:
+    """``trace`` with the tensor-parallel all-reduces of the backward pass synchronous, as the 2020 code ran them.
 
-    ``tp_overlap=False``: the tensor-parallel all-reduces of the backward pass are
-    synchronous (the 2020 code had no asynchronous all-reduce overlapping the
-    weight-gradient GEMM), so the compute op after each TP collective waits for it.
-    ``recompute_forward=True`` re-runs the forward compute and TP collectives of each
-    layer before its backward (full activation recomputation). This is a stand-in
-    used only while the training generator has no ``recompute`` field; the
-    generator's own recomputation replaces it when present.
+    The 2020 Megatron-LM code had no asynchronous all-reduce overlapping the
+    weight-gradient GEMM, so the compute op after each TP collective waits for it.
     """
-    out = []
-    for program in trace.programs:
-        ops = list(program.ops)
-        if recompute_forward:
-            ops = _recompute_layers(ops)
-        if not tp_overlap:
-            ops = _synchronous_tp(ops)
-        out.append(program.model_copy(update={"ops": ops}))
+    out = [program.model_copy(update={"ops": _synchronous_tp(list(program.ops))}) for program in trace.programs]
     return trace.model_copy(update={"programs": out})
-
-
-def _recompute_layers(ops: list[Any]) -> list[Any]:
-    forward: dict[str, list[Any]] = {}
-    for op in ops:
-        parts = op.id.split(".")
-        if op.kind in ("compute", "collective") and parts[0].startswith("f") and len(parts) == 3:
-            forward.setdefault(f"{parts[0][1:]}.{parts[1]}", []).append(op)
-    out: list[Any] = []
-    done: set[str] = set()
-    for op in ops:
-        parts = op.id.split(".")
-        key = f"{parts[0][1:]}.{parts[1]}" if parts[0].startswith("b") and len(parts) == 3 else None
-        if key in forward and key not in done:
-            done.add(key)
-            copies = {f.id: f"r{f.id[1:]}" for f in forward[key]}
-            for f in forward[key]:
-                tags = {**f.tags, "phase": "recompute"}
-                out.append(f.model_copy(update={"id": copies[f.id], "tags": tags,
-                                                "deps": [copies[d] for d in f.deps if d in copies]}))
-            op = op.model_copy(update={"deps": [*op.deps, copies[forward[key][-1].id]]})
-        out.append(op)
-    return out
 
 
 def _synchronous_tp(ops: list[Any]) -> list[Any]:
