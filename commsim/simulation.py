@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import simpy
+from simpy.core import EmptySchedule
+from simpy.events import NORMAL
 
 from commsim.devices.device import Device
 from commsim.errors import StallError
@@ -32,6 +34,32 @@ from commsim.results.recorder import Recorder
 from commsim.results.result import Result, usage_table
 
 __all__ = ["Simulation"]
+
+
+class _Clock(simpy.Environment):
+    """A SimPy environment that counts its queued events.
+
+    The simulation compares the count with the fault injector's pending events to
+    see when only faults are left, so the run ends when the workload ends.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queued = 0
+
+    def schedule(self, event: Any, priority: Any = NORMAL, delay: Any = 0) -> None:
+        self.queued += 1
+        super().schedule(event, priority, delay)
+
+    def step(self) -> None:
+        try:
+            super().step()
+        except EmptySchedule:
+            raise
+        except BaseException:
+            self.queued -= 1  # the event was taken off the queue before its callbacks raised
+            raise
+        self.queued -= 1
 
 
 class Simulation:
@@ -71,7 +99,7 @@ class Simulation:
         self.name = name or topology.name
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self.env = simpy.Environment()
+        self.env = _Clock()
         self.recorder = Recorder()
         self.kernel = FluidKernel(self.env, record_usage=record_usage, verify=verify)
         self.devices: dict[str, Device] = {
@@ -110,7 +138,12 @@ class Simulation:
         """
         if self._nominal is None:
             self._nominal = self.kernel.capacity(np.arange(self.kernel.resource_count)).copy()
-        self.env.run(until=until)
+        if until is None and self.faults.pending:
+            self._run_workload()
+        else:
+            self.env.run(until=until)
+        if until is None:
+            self.faults.finish()
         stalled = self.kernel.running() if until is None else self.kernel.stalled()
         descriptions = self.kernel.describe(stalled) if stalled.size else []
         for text in descriptions:
@@ -119,6 +152,20 @@ class Simulation:
         if descriptions and until is None and on_stall == "raise":
             raise StallError(self.env.now, descriptions, result)
         return result
+
+    def _run_workload(self) -> None:
+        """Step until the workload is done: stop when only fault events remain and nothing runs.
+
+        A stalled activity keeps the run going, since a later repair may free it.
+        """
+        env = self.env
+        while True:
+            if env.queued <= self.faults.pending and not self.kernel.running().size:
+                return
+            try:
+                env.step()
+            except EmptySchedule:
+                return
 
     def result(self) -> Result:
         """The result tables as of now."""

@@ -394,6 +394,14 @@ class Network:
             self.recorder.event(self.env.now, "link_up", f"{a}-{b}")
         self._reroute(np.append(self._base + np.flatnonzero(self._down), self._unroutable))
 
+    def is_down(self, a: str, b: str) -> bool:
+        """Whether the link ``a-b`` is down now (either direction)."""
+        return bool(self._down[self._edges(a, b, True)].any())
+
+    def link_factor(self, a: str, b: str) -> float:
+        """The fraction of its bandwidth the link ``a-b`` runs at now (1 when not degraded)."""
+        return float(self._factor[self._edges(a, b, True)].min())
+
     def degrade_link(self, a: str, b: str, factor: float, *, both: bool = True) -> None:
         """Run the link ``a-b`` at ``factor`` (0 < factor <= 1) of its bandwidth from now on."""
         if not 0 < factor <= 1:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from commsim.collectives import bus_factor, simulate_collective
 from commsim.errors import ConfigError
+from commsim.faults.injector import check_faults
 from commsim.faults.model import draw_faults
 from commsim.network.loader import load_topology
 from commsim.network.topology import Topology
@@ -39,7 +40,7 @@ from commsim.scenario.spec import (
 from commsim.simulation import Simulation
 from commsim.units import parse_size_range
 
-__all__ = ["RunResult", "simulate", "as_scenario"]
+__all__ = ["RunResult", "simulate", "as_scenario", "scenario_faults"]
 
 Progress = Callable[[float, float, str], None]
 
@@ -184,12 +185,13 @@ def simulate(source: Any, *, overrides: dict[str, Any] | None = None, progress: 
     progress = progress or _quiet
     topology = _topology(scenario)
     workload = scenario.workload
+    faults = scenario_faults(scenario, topology)
     if isinstance(workload, StudyWorkload):
         run = _run_study(scenario, workload, topology, progress)
     elif isinstance(workload, CollectiveWorkload):
-        run = _run_collective(scenario, workload, _need_topology(scenario, topology), progress)
+        run = _run_collective(scenario, workload, _need_topology(scenario, topology), faults, progress)
     else:
-        sim = _simulation(scenario, _need_topology(scenario, topology))
+        sim = _simulation(scenario, _need_topology(scenario, topology), faults)
         if isinstance(workload, TrafficWorkload):
             run = _run_traffic(scenario, workload, sim, progress)
         else:
@@ -198,16 +200,49 @@ def simulate(source: Any, *, overrides: dict[str, Any] | None = None, progress: 
     return run
 
 
-def _simulation(scenario: Scenario, topology: Topology) -> Simulation:
-    sim = Simulation(topology, seed=scenario.seed, routing=scenario.routing, name=scenario.name)
+def scenario_faults(scenario: Scenario, topology: Topology | None) -> list[Any]:
+    """The scenario's faults (listed, then drawn from ``fault_rates``), checked against the topology.
+
+    Raises :class:`ConfigError` before anything runs: for ``fault_rates`` without
+    ``fault_horizon`` (or the reverse), a fault on a link or device the topology
+    lacks, and faults given to a study, which does not run on the scenario's network.
+    """
+    if scenario.fault_rates is not None and scenario.fault_horizon is None:
+        raise ConfigError(field="fault_horizon", rule="is required with fault_rates",
+                          fix="give the time span to draw faults over, e.g. '1 h'")
+    if scenario.fault_horizon is not None and scenario.fault_rates is None:
+        raise ConfigError(field="fault_horizon", value=scenario.fault_horizon, rule="has no fault_rates to draw from",
+                          fix="add fault_rates (e.g. {link_down: '1 /h'}) or drop fault_horizon")
+    given = bool(scenario.faults) or scenario.fault_rates is not None
+    if given and isinstance(scenario.workload, StudyWorkload):
+        raise ConfigError(field="faults" if scenario.faults else "fault_rates", value=scenario.workload.study,
+                          rule="cannot be applied to a study workload: studies build their own simulations",
+                          fix="drop faults/fault_rates from this scenario, or run a trace, training, inference, "
+                              "collective or traffic workload to see their effect")
+    if not given:
+        return []
+    topology = _need_topology(scenario, topology)
     faults: list[Any] = list(scenario.faults)
+    check_faults(faults, topology)
     if scenario.fault_rates is not None:
-        if scenario.fault_horizon is None:
-            raise ConfigError(field="fault_horizon", rule="is required with fault_rates",
-                              fix="give the time span to draw faults over, e.g. '1 h'")
         faults += draw_faults(scenario.fault_rates, topology, scenario.fault_horizon, seed=scenario.seed)
+    return faults
+
+
+def _simulation(scenario: Scenario, topology: Topology, faults: list[Any]) -> Simulation:
+    sim = Simulation(topology, seed=scenario.seed, routing=scenario.routing, name=scenario.name)
     sim.schedule_faults(faults)
     return sim
+
+
+def _fault_notes(faults: Any) -> list[str]:
+    """A note on the faults a run never reached (they came after its workload ended)."""
+    late = faults.not_reached
+    if not late:
+        return []
+    first = min(f.at for f in late)
+    return [f"{len(late)} fault(s) from t={first:.9g} s came after the workload ended and were not applied "
+            "(the makespan and utilisation cover the workload only)."]
 
 
 def _trace_of(scenario: Scenario, workload: Any) -> Any:
@@ -239,11 +274,12 @@ def _run_replay(scenario: Scenario, workload: Any, sim: Simulation, progress: Pr
               "critical_path": outcome.critical_path}
     result.extra.clear()
     notes = ["Ranks of one program run in lockstep (see commsim.workloads.replay)."] if workload.lockstep else []
+    notes += _fault_notes(sim.faults)
     return RunResult(scenario=scenario, metrics=metrics, result=result, tables=tables, notes=notes,
                      topology=sim.topology)
 
 
-def _run_collective(scenario: Scenario, workload: CollectiveWorkload, topology: Topology,
+def _run_collective(scenario: Scenario, workload: CollectiveWorkload, topology: Topology, faults: list[Any],
                     progress: Progress) -> RunResult:
     sizes = (parse_size_range(workload.sizes, field="workload.sizes") if isinstance(workload.sizes, str)
              else [float(s) for s in workload.sizes])
@@ -252,7 +288,8 @@ def _run_collective(scenario: Scenario, workload: CollectiveWorkload, topology: 
     for i, size in enumerate(sizes):
         progress(i, len(sizes), "sizes")
         r = simulate_collective(topology, workload.op, size, algorithm=workload.algorithm, ranks=workload.ranks,
-                                config=config, seed=scenario.seed, routing=scenario.routing, **workload.params)
+                                config=config, seed=scenario.seed, routing=scenario.routing, faults=faults,
+                                **workload.params)
         rows.append({"size": size, "time": r.time, "algbw": r.algbw, "busbw": r.busbw, "closed_form": r.closed_form,
                      "ranks": r.ranks, "wire_bytes": r.wire_bytes})
     progress(len(sizes), len(sizes), "sizes")
@@ -263,7 +300,8 @@ def _run_collective(scenario: Scenario, workload: CollectiveWorkload, topology: 
                "bus_factor": (bus_factor(workload.op, int(last["ranks"])), "")}
     from commsim.views.figures import collective_curve
 
-    return RunResult(scenario=scenario, metrics=metrics, tables={"collective": table},
+    notes = ["Each size runs alone from t=0 under the scenario's faults."] if faults else []
+    return RunResult(scenario=scenario, metrics=metrics, tables={"collective": table}, notes=notes,
                      figures=[collective_curve(table, f"{workload.op}/{workload.algorithm}")])
 
 
@@ -333,7 +371,7 @@ def _run_traffic(scenario: Scenario, workload: TrafficWorkload, sim: Simulation,
                     "p99_slowdown": (float(np.percentile(fct / ideal, 99)), "x"),
                     "throughput": (float(sizes.sum() / result.makespan) if result.makespan > 0 else math.inf, "B/s")})
     return RunResult(scenario=scenario, metrics=metrics, result=result, tables={"traffic": table},
-                     topology=sim.topology)
+                     notes=_fault_notes(sim.faults), topology=sim.topology)
 
 
 def _derangement(rng: np.random.Generator, n: int) -> np.ndarray:
