@@ -31,9 +31,11 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class StrictModel(BaseModel):
-    """Base of every input model: unknown fields are errors, values are validated on assignment."""
+    """Base of every input model: unknown fields are errors, values are validated on assignment,
+    and numbers must be finite (an infinite or NaN float is refused, not propagated)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True,
+                              allow_inf_nan=False)
 
 
 def load_yaml(path: str | Path) -> Any:

@@ -150,8 +150,13 @@ class Simulation:
             self.recorder.event(self.env.now, "stall", text, "can never finish")
         result = self.result()
         if descriptions and until is None and on_stall == "raise":
-            raise StallError(self.env.now, descriptions, result)
+            raise StallError(self.env.now, descriptions, result, self.failed_components())
         return result
+
+    def failed_components(self) -> list[str]:
+        """The links down and devices failed now, as ``link a-b`` and ``device d`` (for stall reports)."""
+        links = [f"link {a}-{b}" for a, b in self.network.down_links()]
+        return links + [f"device {name}" for name, device in self.devices.items() if device.failed]
 
     def _run_workload(self) -> None:
         """Step until the workload is done: stop when only fault events remain and nothing runs.

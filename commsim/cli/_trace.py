@@ -8,11 +8,14 @@ from enum import Enum
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from commsim.cli._app import console, trace_app
 from commsim.config import load_yaml
 from commsim.errors import ConfigError
+from commsim.limits import MAX_RANKS, check_limit
+from commsim.paths import output_file
 from commsim.units import format_bytes, parse_quantity
 from commsim.workloads import (
     import_chakra,
@@ -43,8 +46,8 @@ def schema(
     if output is None:
         typer.echo(text)
     else:
-        output.write_text(text + "\n", encoding="utf-8")
-        console.print(f"wrote the trace JSON Schema to [bold]{output}[/]")
+        output_file(output, field="--output").write_text(text + "\n", encoding="utf-8")
+        console.print(f"wrote the trace JSON Schema to [bold]{escape(str(output))}[/]")
 
 
 @trace_app.command("generate")
@@ -57,8 +60,8 @@ def generate(
     dp: int = typer.Option(1, "--dp", help="Data-parallel degree (training)."),
     micro_batch_size: int = typer.Option(1, "--micro-batch-size", help="Sequences per micro-batch (training)."),
     micro_batches: int | None = typer.Option(None, "--micro-batches",
-                                             help="Micro-batches per step [default: 2 x pp, or 1 without PP]."),
-    seq_len: int | None = typer.Option(None, "--seq-len", help="Tokens per sequence [default: the model's]."),
+                                             help="Micro-batches per step \\[default: 2 x pp, or 1 without PP]."),
+    seq_len: int | None = typer.Option(None, "--seq-len", help="Tokens per sequence \\[default: the model's]."),
     dtype: str = typer.Option("bf16", "--dtype", help="Weights and activations: fp32, tf32, fp16, bf16, fp8, int8."),
     grad_dtype: str = typer.Option("fp32", "--grad-dtype", help="Gradients all-reduced by data parallelism."),
     bucket_size: str = typer.Option("25 MiB", "--bucket-size", help="Data-parallel gradient bucket size."),
@@ -76,6 +79,12 @@ def generate(
     indent: int | None = typer.Option(None, "--indent", help="Indent the JSON (default compact)."),
 ) -> None:
     """Generate a training-step or inference trace from a model of the catalog."""
+    output_file(output, field="--output")
+    for flag, value in (("--tp", tp), ("--pp", pp), ("--dp", dp)):
+        if value < 1:
+            raise ConfigError(field=flag, value=value, rule="must be at least 1", fix="give a positive degree")
+    check_limit("--tp/--pp/--dp", (tp, pp, dp), tp * pp * dp, MAX_RANKS, "ranks",
+                fix="use smaller parallel degrees")
     if mode is Mode.training:
         trace = training_trace(
             model, tp=tp, pp=pp, dp=dp, micro_batch_size=micro_batch_size, num_micro_batches=micro_batches,
@@ -92,7 +101,7 @@ def generate(
                                 flash_attention=not no_flash, strict_heads=not loose_heads)
     validate_trace(trace)
     size = save_trace(trace, output, indent=indent)
-    console.print(f"wrote [bold]{output}[/] ({format_bytes(size)})")
+    console.print(f"wrote [bold]{escape(str(output))}[/] ({format_bytes(size)})")
     _summary(trace)
 
 
@@ -104,11 +113,14 @@ def validate_cmd(
     """Check a trace file against every rule of the format and summarise it."""
     trace = load_trace(file)
     if devices is not None:
+        if devices < 1:
+            raise ConfigError(field="--devices", value=devices, rule="must be at least 1",
+                              fix="give the number of devices the trace should run on")
         try:
             validate_against(trace, devices)
         except ConfigError as error:
             raise error.with_source(str(file)) from None
-    console.print(f"[green]valid[/]: {file}")
+    console.print(f"[green]valid[/]: {escape(str(file))}")
     _summary(trace)
 
 
@@ -117,7 +129,7 @@ def import_chakra_cmd(
     files: list[Path] = typer.Argument(..., help="Chakra JSON traces, one per rank."),
     output: Path = typer.Option(..., "-o", "--output", help="Trace file to write (JSON)."),
     ranks: str | None = typer.Option(None, "--ranks",
-                                      help="Comma-separated rank of each file [default: from the file names]."),
+                                      help="Comma-separated rank of each file \\[default: from the file names]."),
     process_groups: Path | None = typer.Option(None, "--process-groups",
                                                help="YAML/JSON mapping pg_name -> list of ranks."),
     dtype: str = typer.Option("fp16", "--dtype", help="Element type given to compute ops."),
@@ -141,20 +153,20 @@ def import_chakra_cmd(
         groups = {str(k): [int(r) for r in v] for k, v in data.items()}
     trace = import_chakra(files, ranks=rank_list, process_groups=groups, dtype=dtype)
     size = save_trace(trace, output, indent=indent)
-    console.print(f"wrote [bold]{output}[/] ({format_bytes(size)})")
+    console.print(f"wrote [bold]{escape(str(output))}[/] ({format_bytes(size)})")
     _summary(trace)
 
 
 def _summary(trace: Trace, limit: int = 24) -> None:
-    table = Table(title=f"{trace.name}: {trace.ranks} ranks, {len(trace.programs)} programs, "
-                        f"communicators {', '.join(trace.communicators) or '-'}")
+    table = Table(title=escape(f"{trace.name}: {trace.ranks} ranks, {len(trace.programs)} programs, "
+                               f"communicators {', '.join(trace.communicators) or '-'}"))
     for column in ("program", "ranks", "ops", "comp", "coll", "p2p", "mem", "other", "FLOP/rank", "coll B/rank"):
         table.add_column(column, justify="left" if column == "program" else "right")
     for program in trace.programs[:limit]:
         kinds = Counter(op.kind for op in program.ops)
         flops = sum(getattr(op, "flops", 0.0) for op in program.ops)
         coll = sum(op.bytes for op in program.ops if op.kind == "collective")
-        table.add_row(program.name, str(len(program.rank_list())), str(len(program.ops)), str(kinds["compute"]),
+        table.add_row(escape(program.name), str(len(program.rank_list())), str(len(program.ops)), str(kinds["compute"]),
                       str(kinds["collective"]), str(kinds["send"] + kinds["recv"]),
                       str(kinds["alloc"] + kinds["free"]), str(kinds["disk_read"] + kinds["delay"]),
                       f"{flops:.3g}", format_bytes(coll))

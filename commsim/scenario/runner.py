@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 from commsim.collectives import bus_factor, simulate_collective
-from commsim.errors import ConfigError
+from commsim.errors import ConfigError, StallError
 from commsim.faults.injector import check_faults
 from commsim.faults.model import draw_faults
+from commsim.limits import MAX_RANKS, check_limit
 from commsim.network.loader import load_topology
 from commsim.network.topology import Topology
 from commsim.results.result import Result
@@ -40,7 +41,7 @@ from commsim.scenario.spec import (
 from commsim.simulation import Simulation
 from commsim.units import parse_size_range
 
-__all__ = ["RunResult", "simulate", "as_scenario", "scenario_faults"]
+__all__ = ["RunResult", "simulate", "as_scenario", "check_scenario", "scenario_faults"]
 
 Progress = Callable[[float, float, str], None]
 
@@ -179,6 +180,35 @@ def _need_topology(scenario: Scenario, topology: Topology | None) -> Topology:
     return topology
 
 
+def check_scenario(scenario: Scenario) -> None:
+    """Every check :func:`simulate` makes before running, without running (sweeps check each point first).
+
+    Loads the topology, then checks faults, ``outputs.timeline_devices`` and that
+    a generated workload's ranks fit the topology's devices.
+    """
+    topology = _topology(scenario)
+    scenario_faults(scenario, topology)
+    if topology is not None:
+        _check_timeline_devices(scenario, topology)
+        _check_world(scenario, topology)
+
+
+def _check_world(scenario: Scenario, topology: Topology) -> None:
+    """A generated training or inference workload must not need more ranks than the topology has devices."""
+    workload = scenario.workload
+    if not isinstance(workload, (TrainingWorkload, InferenceWorkload)):
+        return
+    world = getattr(workload.generator_config(), "world", None)
+    if world is None:
+        return
+    check_limit("workload", f"tp·pp·dp = {world}", world, MAX_RANKS, "ranks", fix="use smaller parallel degrees")
+    devices = len(topology.devices)
+    if world > devices:
+        raise ConfigError(field="workload", value=f"tp·pp·dp = {world}",
+                          rule=f"needs {world} ranks but the topology has {devices} devices",
+                          fix="lower tp, pp or dp, or use a bigger topology")
+
+
 def simulate(source: Any, *, overrides: dict[str, Any] | None = None, progress: Progress | None = None) -> RunResult:
     """Run a scenario (a path, mapping or :class:`Scenario`) and return its :class:`RunResult`."""
     scenario = as_scenario(source, overrides)
@@ -186,6 +216,9 @@ def simulate(source: Any, *, overrides: dict[str, Any] | None = None, progress: 
     topology = _topology(scenario)
     workload = scenario.workload
     faults = scenario_faults(scenario, topology)
+    if topology is not None:
+        _check_timeline_devices(scenario, topology)
+        _check_world(scenario, topology)
     if isinstance(workload, StudyWorkload):
         run = _run_study(scenario, workload, topology, progress)
     elif isinstance(workload, CollectiveWorkload):
@@ -197,7 +230,18 @@ def simulate(source: Any, *, overrides: dict[str, Any] | None = None, progress: 
         else:
             run = _run_replay(scenario, workload, sim, progress)
     run.topology = run.topology or topology
+    if topology is None and run.topology is not None:
+        _check_timeline_devices(scenario, run.topology)
     return run
+
+
+def _check_timeline_devices(scenario: Scenario, topology: Topology) -> None:
+    """Every device ``outputs.timeline_devices`` names must exist (else the timeline would silently skip it)."""
+    known = set(topology.devices)
+    for i, name in enumerate(scenario.outputs.timeline_devices or []):
+        if name not in known:
+            raise ConfigError(field=f"outputs.timeline_devices[{i}]", value=name, rule="is not a device of the topology",
+                              fix=f"name devices such as {', '.join(topology.devices[:4])}")
 
 
 def scenario_faults(scenario: Scenario, topology: Topology | None) -> list[Any]:
@@ -235,6 +279,14 @@ def _simulation(scenario: Scenario, topology: Topology, faults: list[Any]) -> Si
     return sim
 
 
+def _keep_partial(error: StallError, scenario: Scenario, sim: Simulation) -> None:
+    """Attach the run up to the stall to ``error`` (as ``error.run``) so the CLI can write its tables."""
+    if error.result is None:
+        return
+    error.run = RunResult(scenario=scenario, metrics=dict(error.result.metrics), result=error.result,
+                          notes=[f"stalled at t={error.time:.9g} s; the tables stop there"], topology=sim.topology)
+
+
 def _fault_notes(faults: Any) -> list[str]:
     """A note on the faults a run never reached (they came after its workload ended)."""
     late = faults.not_reached
@@ -266,7 +318,11 @@ def _run_replay(scenario: Scenario, workload: Any, sim: Simulation, progress: Pr
     replay = Replay(sim, trace, lockstep=workload.lockstep, algorithms=scenario.collective.algorithms or None,
                     collective=scenario.collective.config(), channels=scenario.collective.channels, record=record,
                     progress=lambda done, total: progress(done, total, "ops"))
-    outcome = replay.run()
+    try:
+        outcome = replay.run()
+    except StallError as error:
+        _keep_partial(error, scenario, sim)
+        raise
     progress(1, 1, "ops")
     result = outcome.result
     metrics = dict(result.metrics)
@@ -287,9 +343,15 @@ def _run_collective(scenario: Scenario, workload: CollectiveWorkload, topology: 
     rows = []
     for i, size in enumerate(sizes):
         progress(i, len(sizes), "sizes")
-        r = simulate_collective(topology, workload.op, size, algorithm=workload.algorithm, ranks=workload.ranks,
-                                config=config, seed=scenario.seed, routing=scenario.routing, faults=faults,
-                                **workload.params)
+        try:
+            r = simulate_collective(topology, workload.op, size, algorithm=workload.algorithm, ranks=workload.ranks,
+                                    config=config, seed=scenario.seed, routing=scenario.routing, faults=faults,
+                                    **workload.params)
+        except StallError as error:
+            error.run = RunResult(scenario=scenario, metrics={"sizes_completed": (float(len(rows)), "count")},
+                                  tables={"collective": pd.DataFrame(rows)}, topology=topology,
+                                  notes=[f"stalled at size {size:.0f} B; the table holds the sizes before it"])
+            raise
         rows.append({"size": size, "time": r.time, "algbw": r.algbw, "busbw": r.busbw, "closed_form": r.closed_form,
                      "ranks": r.ranks, "wire_bytes": r.wire_bytes})
     progress(len(sizes), len(sizes), "sizes")
@@ -359,7 +421,11 @@ def _run_traffic(scenario: Scenario, workload: TrafficWorkload, sim: Simulation,
             i = j
 
     sim.process(arrivals())
-    result = sim.run()
+    try:
+        result = sim.run()
+    except StallError as error:
+        _keep_partial(error, scenario, sim)
+        raise
     progress(count, count, "flows")
     fct = done - starts
     ideal = sizes / first_link[src] + routes.latency

@@ -161,7 +161,7 @@ class Scenario(StrictModel):
 
     name: str = Field(min_length=1)
     description: str = ""
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0)] = 0
     topology: str | dict[str, Any] | None = None
     topology_overrides: dict[str, Any] = {}
     devices: dict[str, str | dict[str, Any]] = {}
@@ -233,31 +233,50 @@ def _split_values(text: str) -> list[str]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``data`` with dotted paths set (``{"workload.tp": 4}``); list items by index."""
+    """A copy of ``data`` with dotted paths set (``{"workload.tp": 4}``); list items by index.
+
+    An index must name an existing item (``faults.0.at``) or the next one, which
+    appends (``faults.2`` on a list of 2); anything else is a :class:`ConfigError`.
+    """
     out = copy.deepcopy(data)
     for dotted, value in overrides.items():
         parts = dotted.split(".")
+        if not all(parts):
+            raise ConfigError(field="--set", value=dotted, rule="has an empty part in its dotted path",
+                              fix="write the path like workload.tp or faults.0.at")
         node: Any = out
-        for i, part in enumerate(parts[:-1]):
-            key: Any = int(part) if isinstance(node, list) and part.isdigit() else part
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
             if isinstance(node, list):
-                if not isinstance(key, int) or not 0 <= key < len(node):
-                    raise ConfigError(field=dotted, value=value, rule=f"indexes a list of {len(node)} with {part!r}",
-                                      fix="use a valid list index")
-                node = node[key]
-                continue
-            if key not in node or node[key] is None:
-                node[key] = {}
-            if not isinstance(node[key], (dict, list)):
-                raise ConfigError(field=".".join(parts[: i + 1]), value=node[key], rule="is not a mapping",
-                                  fix=f"set {'.'.join(parts[: i + 1])} itself, not a field inside it")
-            node = node[key]
-        last = parts[-1]
-        if isinstance(node, list):
-            node[int(last)] = value
-        else:
-            node[last] = value
+                index = _list_index(node, part, dotted, value, appending=last)
+                if last:
+                    if index == len(node):
+                        node.append(value)
+                    else:
+                        node[index] = value
+                    break
+                node = node[index]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                    break
+                if part not in node or node[part] is None:
+                    node[part] = {}
+                node = node[part]
+            else:
+                parent = ".".join(parts[:i])
+                raise ConfigError(field=parent, value=node, rule="is not a mapping or a list",
+                                  fix=f"set {parent} itself, not a field inside it")
     return out
+
+
+def _list_index(items: list[Any], part: str, dotted: str, value: Any, *, appending: bool) -> int:
+    top = len(items) + (1 if appending else 0)
+    if not part.isdigit() or not int(part) < top:
+        allowed = f"0 to {top - 1}" if top else "none (the list is empty)"
+        raise ConfigError(field=dotted, value=value, rule=f"indexes a list of {len(items)} with {part!r}",
+                          fix=f"use an index from {allowed}" + (" (the last one appends)" if appending else ""))
+    return int(part)
 
 
 def scenario_from_dict(data: dict[str, Any], *, source: str | Path | None = None,
