@@ -111,6 +111,8 @@ def _explain(kind: str, msg: str, ctx: dict[str, Any], model: type[BaseModel] | 
         words = {"greater_than": "above", "greater_than_equal": "at least",
                  "less_than": "below", "less_than_equal": "at most"}[kind]
         return f"must be {words} {bound}", f"give a value {words} {bound}"
+    if kind == "finite_number":
+        return "is not finite", "give a finite number"
     if kind == "multiple_of":
         step = ctx.get("multiple_of", "?")
         return f"must be a multiple of {step}", f"give a multiple of {step}"

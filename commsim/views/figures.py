@@ -101,7 +101,7 @@ def topology_load(topology: Any, usage: pd.DataFrame | None, makespan: float, *,
     pos = _layout(topology)
     fig = go.Figure()
     buckets: dict[int, tuple[list[float], list[float]]] = {}
-    for a, b in {tuple(sorted(e)) for e in graph.edges}:
+    for a, b in dict.fromkeys(tuple(sorted(e)) for e in graph.edges):  # graph order: no hash-seed dependence
         level = round(min(mean.get((a, b), 0.0), 1.0) * 10)
         xs, ys = buckets.setdefault(level, ([], []))
         xs += [pos[a][0], pos[b][0], None]
