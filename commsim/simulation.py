@@ -23,7 +23,7 @@ import simpy
 from simpy.core import EmptySchedule
 
 from commsim.devices.device import Device
-from commsim.errors import StallError
+from commsim.errors import ConfigError, StallError
 from commsim.faults.injector import FaultInjector
 from commsim.kernel import FluidKernel
 from commsim.network.network import Network
@@ -81,6 +81,9 @@ class Simulation:
         verify: bool = False,
         name: str | None = None,
     ) -> None:
+        if not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ConfigError(field="seed", value=seed, rule="is not a whole number of at least 0",
+                              fix="give a seed such as 0 or 42")
         topology.check()
         self.topology = topology
         self.name = name or topology.name

@@ -149,7 +149,12 @@ def _on_processes(jobs: int, data: dict[str, Any], source: str | None, points: l
                   collect: Callable[[int, dict[str, float] | CommsimError], None]) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
+    if multiprocessing.parent_process() is not None and multiprocessing.current_process().name != "MainProcess":
+        # a spawned worker is importing the user's script, which calls sweep(jobs > 1) at top level
+        raise ConfigError(field="jobs", value=jobs, rule="starts worker processes from inside a worker",
+                          fix=_GUARD_FIX)
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
     try:
         pending = {pool.submit(_run_point_safely, data, source, point): i for i, point in enumerate(points)}
@@ -157,8 +162,15 @@ def _on_processes(jobs: int, data: dict[str, Any], source: str | None, points: l
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 collect(pending.pop(future), future.result())
+    except BrokenProcessPool:
+        raise ConfigError(field="jobs", value=jobs, rule="worker processes died while starting",
+                          fix=_GUARD_FIX) from None
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+_GUARD_FIX = ("in a script, call sweep(jobs > 1) under 'if __name__ == \"__main__\":' (workers are started with "
+              "'spawn' and import the script again), or use jobs=1")
 
 
 def _on_dask(dask: Any, data: dict[str, Any], source: str | None, points: list[dict[str, Any]],
