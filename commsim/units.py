@@ -34,6 +34,8 @@ __all__ = [
     "Flops",
     "Frequency",
     "Kind",
+    "MAX_SIZES",
+    "check_message_sizes",
     "format_bandwidth",
     "format_bytes",
     "format_flop_rate",
@@ -199,6 +201,11 @@ def parse_size_range(text: str, *, field: str = "sizes") -> list[float]:
         sizes.append(size)
         size *= factor
     return sizes
+
+
+def check_message_sizes(sizes: list[float], *, field: str = "sizes") -> list[float]:
+    """Return ``sizes`` (bytes) after checking each is a whole number of bytes of at least 1."""
+    return [_message_size(float(size), f"{size!r}", f"{field}[{i}]") for i, size in enumerate(sizes)]
 
 
 def _message_size(size: float, text: str, field: str) -> float:

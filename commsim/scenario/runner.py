@@ -39,7 +39,7 @@ from commsim.scenario.spec import (
     scenario_from_dict,
 )
 from commsim.simulation import Simulation
-from commsim.units import parse_size_range
+from commsim.units import check_message_sizes, parse_size_range
 
 __all__ = ["RunResult", "simulate", "as_scenario", "check_scenario", "scenario_faults"]
 
@@ -338,7 +338,7 @@ def _run_replay(scenario: Scenario, workload: Any, sim: Simulation, progress: Pr
 def _run_collective(scenario: Scenario, workload: CollectiveWorkload, topology: Topology, faults: list[Any],
                     progress: Progress) -> RunResult:
     sizes = (parse_size_range(workload.sizes, field="workload.sizes") if isinstance(workload.sizes, str)
-             else [float(s) for s in workload.sizes])
+             else check_message_sizes(workload.sizes, field="workload.sizes"))
     config = scenario.collective.config()
     rows = []
     for i, size in enumerate(sizes):

@@ -205,10 +205,11 @@ def test_a_bad_dask_address_fails_within_seconds(cli, tmp_path: Path) -> None:
 
 
 def _dashboard_digest(tmp_path: Path, hash_seed: str) -> str:
+    # a replayed trace: the timeline, memory, link usage and topology figures all come from it
     out = tmp_path / f"dash{hash_seed}"
-    data = {"name": "dash", "topology": "switch:4,50GB/s,500ns", "outputs": {"dir": str(out), "tables": "csv"},
-            "workload": {"kind": "training", "model": "open-llama-3b", "tp": 2, "dp": 2, "num_micro_batches": 1,
-                         "seq_len": 128}}
+    trace = Path(__file__).resolve().parents[2] / "workloads" / "examples" / "hand_written.json"
+    data = {"name": "dash", "topology": "leaf_spine:2,2,1", "outputs": {"dir": str(out), "tables": "csv"},
+            "workload": {"kind": "trace", "file": str(trace)}}
     (tmp_path / "d.yaml").write_text(yaml.safe_dump(data))
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
     subprocess.run([sys.executable, "-m", "commsim", "run", str(tmp_path / "d.yaml")], env=env, check=True,

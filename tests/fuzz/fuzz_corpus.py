@@ -155,7 +155,7 @@ def _scenario_cases(rng: random.Random) -> list[Case]:
                       must_reject=False))
     # workload oddities
     for key, value in [("sizes", "0.5"), ("sizes", "0"), ("sizes", "1e400"), ("sizes", "4MiB:1MiB"),
-                       ("sizes", "1B:1TiB:x1.0000001"), ("sizes", [-1]), ("sizes", [".inf"]), ("ranks", 0),
+                       ("sizes", "1B:1TiB:x1.0000001"), ("sizes", [-1]), ("sizes", [".inf"]), ("sizes", [0.5]), ("ranks", 0),
                        ("ranks", [0, 0]), ("ranks", [99]), ("ranks", -3), ("op", "scatter"), ("algorithm", "nope"),
                        ("algorithm", "[bold]ring[/]"), ("params", {"bogus": 1})]:
         cases.append(_run(f"workload.{key}={value!r}", _set(BASE_COLLECTIVE, f"workload.{key}", value),
@@ -362,15 +362,63 @@ def _compress_cases() -> list[Case]:
 def _misc_cases() -> list[Case]:
     rows = [(["validate", "--only", "nope"], True), (["validate", "--only", "[bold]x"], True),
             (["run", "missing.yaml"], True), (["run", "."], True), (["trace", "validate", "missing.json"], True),
-            (["nonsense"], True), (["run"], True), (["collective"], True)]
+            (["nonsense"], True), (["run"], True), (["collective"], True), (["nonsense[/]"], True),
+            (["run", "--bogus", "[/]"], True), (["run", "[/].yaml"], True), (["topology", "show", "[/]"], True),
+            (["trace", "validate", "[bold]x[/].json"], True), (["collective", "-t", "switch:4", "--ranks", "[/]"], True),
+            (["compress", "--shape", "[/]"], True), (["sweep", "[bold]s.yaml", "--set", "seed=1"], True)]
     return [Case(f"misc:{' '.join(argv)}", "flags", argv, {}, reject) for argv, reject in rows]
+
+
+def _mutate(text: str, rng: random.Random, edits: int) -> str:
+    """``text`` with ``edits`` random single-character deletions, insertions or replacements."""
+    chars = list(text)
+    alphabet = ":-[]{}#&*!|>'\"%@`,.0123456789 \n\tabcxyz\x00"
+    for _ in range(edits):
+        i = rng.randrange(len(chars) + 1)
+        op = rng.randrange(3)
+        if op == 0 and i < len(chars):
+            del chars[i]
+        elif op == 1:
+            chars.insert(i, rng.choice(alphabet))
+        elif i < len(chars):
+            chars[i] = rng.choice(alphabet)
+    return "".join(chars)
+
+
+def _random_edit_cases(rng: random.Random) -> list[Case]:
+    """Byte-level damage to valid files: any outcome is fine except a traceback, a hang or a blow-up."""
+    cases = []
+    for i in range(40):
+        base = rng.choice([BASE_COLLECTIVE, BASE_TRAFFIC])
+        text = _mutate(_dump(base), rng, rng.randint(1, 6))
+        cases.append(_run(f"edit:scenario{i}", text, must_reject=False, family="scenario"))
+    topo = _dump({"name": "t", "generator": "leaf_spine", "params": {"leaves": 2, "spines": 2, "hosts_per_leaf": 2,
+                                                                    "bandwidth": "50 GB/s", "latency": "1 us"}})
+    for i in range(20):
+        cases.append(Case(f"edit:topology{i}", "topology", ["topology", "show", "t.yaml", "--html", "t.html"],
+                          {"t.yaml": _mutate(topo, rng, rng.randint(1, 6))}))
+    trace = json.dumps(HAND_TRACE, indent=1)
+    for i in range(20):
+        cases.append(Case(f"edit:trace{i}", "trace", ["trace", "validate", "trace.json"],
+                          {"trace.json": _mutate(trace, rng, rng.randint(1, 8))}))
+    log = NCCL_LOG.read_text(encoding="utf-8") if NCCL_LOG.exists() else ""
+    for i in range(20):
+        lines = log.splitlines()
+        for _ in range(rng.randint(1, 3)):
+            j, k = rng.randrange(len(lines)), rng.randrange(len(lines))
+            lines[j], lines[k] = lines[k], lines[j]
+        text = _mutate("\n".join(lines), rng, rng.randint(0, 4))
+        cases.append(Case(f"edit:nccl{i}", "nccl", ["collective", "-t", "switch:2,50GB/s,500ns", "--compare",
+                                                    "log.log", "--sizes", "1MiB"], {"log.log": text}))
+    return cases
 
 
 def corpus() -> list[Case]:
     """Every case, in a fixed order (seeded)."""
     rng = random.Random(16)
     cases = (_scenario_cases(rng) + _set_cases() + _topology_file_cases(rng) + _trace_cases(rng)
-             + _collective_cases() + _sweep_cases() + _nccl_cases(rng) + _compress_cases() + _misc_cases())
+             + _collective_cases() + _sweep_cases() + _nccl_cases(rng) + _compress_cases() + _misc_cases()
+             + _random_edit_cases(rng))
     seen: set[str] = set()
     unique = []
     for case in cases:

@@ -4,8 +4,9 @@ Each case runs in a long-lived worker subprocess (``fuzz_worker.py``) that calls
 the console script's entry point with a time cap (30 s per case) and an
 address-space cap (3 GiB, ``resource.setrlimit``). A case fails the test when it
 ends in a traceback, a hang, a crash or a memory blow-up, or when an input marked
-"must be rejected" is accepted. A sample runs by default; the full corpus is
-``slow`` (still part of ``make test``) and split in chunks the xdist workers share.
+"must be rejected" is accepted. A sample (one case in 30) runs when slow tests are
+deselected; the full corpus is ``slow`` (still part of ``make test``), in two chunks the xdist
+workers share.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from fuzz_corpus import corpus
 from fuzz_worker import FAILURES, run_cases
 
 CASES = corpus()
-CHUNKS = 4
+CHUNKS = 2  # one worker process per xdist worker: each chunk pays the imports once
 
 
 def _check(cases: list) -> Counter:
@@ -42,11 +43,11 @@ def test_the_corpus_is_large_varied_and_has_unique_ids():
     assert len({case.id for case in CASES}) == len(CASES)
     families = Counter(case.family for case in CASES)
     assert set(families) == {"scenario", "topology", "trace", "flags", "sweep", "nccl", "compress"}
-    assert sum(case.must_reject for case in CASES) > 0.8 * len(CASES)
+    assert sum(case.must_reject for case in CASES) > 0.7 * len(CASES)
 
 
 def test_a_sample_of_the_corpus_ends_cleanly():
-    counts = _check(CASES[::9])
+    counts = _check(CASES[::30])
     assert counts["clean_error"] > 0
 
 
