@@ -53,7 +53,11 @@ def output_file(path: str | Path, *, field: str) -> Path:
     if target.is_dir() or str(path).endswith(("/", os.sep)):
         raise ConfigError(field=field, value=str(target), rule="is a directory, not a file",
                           fix=f"give a file path such as {target / 'out'}{target.suffix or ''}")
-    output_dir(target.parent if str(target.parent) else Path("."), field=field)
+    try:
+        output_dir(target.parent, field=field)
+    except ConfigError as error:
+        raise ConfigError(field=field, value=str(target), rule=f"cannot be written: its folder {error.value!r} "
+                          f"{error.rule}", fix="give a file path in a directory you can write to") from None
     if target.exists() and not os.access(target, os.W_OK):
         raise ConfigError(field=field, value=str(target), rule="cannot be written (permission denied)",
                           fix="give a file you can write to")
