@@ -87,7 +87,7 @@ def serve() -> None:
 
 
 class Worker:
-    """One worker subprocess; ``run`` returns its answer, or a hang/crash verdict after killing it."""
+    """One worker subprocess, ready to take requests on its stdin (see :func:`run_cases`)."""
 
     def __init__(self) -> None:
         env = {**os.environ, "PYTHONHASHSEED": "0", "NO_COLOR": "1", "TERM": "dumb"}
@@ -103,17 +103,6 @@ class Worker:
             return None
         line = self.proc.stdout.readline()
         return json.loads(line) if line else None
-
-    def run(self, argv: list[str], directory: str) -> dict:
-        self.proc.stdin.write(json.dumps({"argv": argv, "dir": directory}) + "\n")
-        self.proc.stdin.flush()
-        answer = self._read(TIME_CAP + 30.0)
-        if answer is None:
-            alive = self.proc.poll() is None
-            self.close()
-            verdict = "hang" if alive else "crash"
-            return {"verdict": verdict, "code": -1, "stderr": "", "detail": f"worker {verdict}", "seconds": 0.0}
-        return answer
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -133,7 +122,6 @@ def classify(case, answer: dict) -> str:
 
 def run_cases(cases: list, workers: int = 1) -> list[tuple[object, dict, str]]:
     """Run ``cases`` over ``workers`` worker processes (round robin); return (case, answer, class) triples."""
-    results: list[tuple[object, dict, str]] = []
     with tempfile.TemporaryDirectory(prefix="commsim-fuzz-") as root:
         pool: list[Worker | None] = [None] * max(1, workers)
         queue = list(enumerate(cases))
