@@ -17,7 +17,8 @@ workload, faults, a seed and outputs::
       tables: parquet
 
 Every field is validated; a mistake gets one message naming the file, the
-field, the value, the rule and the fix. ``--set workload.tp=4`` (CLI) or
+field, the value, the rule and the fix. Counts and fractions are strict: ``true``
+is not read as 1, nor ``"4"`` as 4. ``--set workload.tp=4`` (CLI) or
 ``overrides={"workload.tp": 4}`` (Python) change any field before validation.
 """
 
@@ -57,7 +58,7 @@ class OutputSpec(StrictModel):
     dashboard: bool = True
     perfetto: bool = True
     record: Literal["auto", "all", "first", "none"] = "auto"
-    timeline_ranks: Annotated[int, Field(ge=1)] = 16
+    timeline_ranks: Annotated[int, Field(ge=1, strict=True)] = 16
     timeline_devices: list[str] | None = None
 
 
@@ -67,11 +68,11 @@ class CollectiveSettings(StrictModel):
     own flow hashes) for the algorithms that have them."""
 
     step_latency: Annotated[Duration, Field(ge=0)] = 0.0
-    bandwidth_efficiency: Annotated[float, Field(gt=0, le=1)] = 1.0
+    bandwidth_efficiency: Annotated[float, Field(gt=0, le=1, strict=True)] = 1.0
     reduction: bool = False
     mode: Literal["steps", "flows"] = "steps"
     algorithms: dict[str, str] = {}
-    channels: Annotated[int, Field(ge=1)] = 1
+    channels: Annotated[int, Field(ge=1, strict=True)] = 1
 
     def config(self) -> CollectiveConfig:
         """The executor's configuration."""
@@ -131,10 +132,10 @@ class TrafficWorkload(StrictModel):
 
     kind: Literal["traffic"] = "traffic"
     pattern: Literal["permutation", "uniform", "incast"] = "permutation"
-    flows: Annotated[int, Field(ge=1)] = 1000
+    flows: Annotated[int, Field(ge=1, strict=True)] = 1000
     size: Annotated[Bytes, Field(gt=0)] = 1e6
-    size_sigma: Annotated[float, Field(ge=0)] = 1.0
-    load: Annotated[float, Field(ge=0, le=1)] = 0.5
+    size_sigma: Annotated[float, Field(ge=0, strict=True)] = 1.0
+    load: Annotated[float, Field(ge=0, le=1, strict=True)] = 0.5
 
 
 class StudyWorkload(StrictModel):
@@ -161,7 +162,7 @@ class Scenario(StrictModel):
 
     name: str = Field(min_length=1)
     description: str = ""
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0, strict=True)] = 0
     topology: str | dict[str, Any] | None = None
     topology_overrides: dict[str, Any] = {}
     devices: dict[str, str | dict[str, Any]] = {}
