@@ -31,9 +31,11 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class StrictModel(BaseModel):
-    """Base of every input model: unknown fields are errors, values are validated on assignment."""
+    """Base of every input model: unknown fields are errors, values are validated on assignment,
+    and numbers must be finite (an infinite or NaN float is refused, not propagated)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True,
+                              allow_inf_nan=False)
 
 
 def load_yaml(path: str | Path) -> Any:
@@ -109,6 +111,8 @@ def _explain(kind: str, msg: str, ctx: dict[str, Any], model: type[BaseModel] | 
         words = {"greater_than": "above", "greater_than_equal": "at least",
                  "less_than": "below", "less_than_equal": "at most"}[kind]
         return f"must be {words} {bound}", f"give a value {words} {bound}"
+    if kind == "finite_number":
+        return "is not finite", "give a finite number"
     if kind == "multiple_of":
         step = ctx.get("multiple_of", "?")
         return f"must be a multiple of {step}", f"give a multiple of {step}"

@@ -135,21 +135,24 @@ class SimulationError(CommsimError):
 class StallError(SimulationError):
     """Activities remain that can never finish (for example a failed link with no detour).
 
-    ``stalled`` lists a human-readable description of each stalled activity and
-    ``result`` holds the partial results up to the stall, when available.
+    ``stalled`` lists a human-readable description of each stalled activity,
+    ``result`` holds the partial results up to the stall, when available, and
+    ``causes`` names the links and devices that were down at the stall.
     """
 
-    def __init__(self, time: float, stalled: Sequence[str], result: Any = None) -> None:
+    def __init__(self, time: float, stalled: Sequence[str], result: Any = None, causes: Sequence[str] = ()) -> None:
         self.time = time
         self.stalled = list(stalled)
         self.result = result
-        super().__init__(time, self.stalled, result)  # args rebuild the error (SimPy, pickle)
+        self.causes = list(causes)
+        super().__init__(time, self.stalled, result, self.causes)  # args rebuild the error (SimPy, pickle)
 
     def __str__(self) -> str:
         shown = "; ".join(self.stalled[:8])
         more = f" (and {len(self.stalled) - 8} more)" if len(self.stalled) > 8 else ""
+        causes = f" Down at the stall: {', '.join(self.causes)}." if self.causes else ""
         return (f"simulation stalled at t={self.time:.9g} s: {len(self.stalled)} activit"
-                f"{'y' if len(self.stalled) == 1 else 'ies'} can never finish: {shown}{more}. "
+                f"{'y' if len(self.stalled) == 1 else 'ies'} can never finish: {shown}{more}.{causes} "
                 "Fix: restore the failed link or device, give the traffic another path, "
                 "or schedule a repair (link_up) fault.")
 

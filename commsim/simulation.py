@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import simpy
+from simpy.core import EmptySchedule
 
 from commsim.devices.device import Device
-from commsim.errors import StallError
+from commsim.errors import ConfigError, StallError
 from commsim.faults.injector import FaultInjector
 from commsim.kernel import FluidKernel
 from commsim.network.network import Network
@@ -32,6 +33,20 @@ from commsim.results.recorder import Recorder
 from commsim.results.result import Result, usage_table
 
 __all__ = ["Simulation"]
+
+
+class _Clock(simpy.Environment):
+    """A SimPy environment that tells how many events are queued.
+
+    The simulation compares the count with the fault injector's pending events to
+    see when only faults are left, so the run ends when the workload ends. (The
+    queue is read directly, as the fluid kernel does to drop superseded wake-ups.)
+    """
+
+    @property
+    def queued(self) -> int:
+        """Events waiting in the queue."""
+        return len(self._queue)
 
 
 class Simulation:
@@ -66,12 +81,15 @@ class Simulation:
         verify: bool = False,
         name: str | None = None,
     ) -> None:
+        if not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ConfigError(field="seed", value=seed, rule="is not a whole number of at least 0",
+                              fix="give a seed such as 0 or 42")
         topology.check()
         self.topology = topology
         self.name = name or topology.name
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self.env = simpy.Environment()
+        self.env = _Clock()
         self.recorder = Recorder()
         self.kernel = FluidKernel(self.env, record_usage=record_usage, verify=verify)
         self.devices: dict[str, Device] = {
@@ -110,15 +128,39 @@ class Simulation:
         """
         if self._nominal is None:
             self._nominal = self.kernel.capacity(np.arange(self.kernel.resource_count)).copy()
-        self.env.run(until=until)
+        if until is None and self.faults.pending:
+            self._run_workload()
+        else:
+            self.env.run(until=until)
+        if until is None:
+            self.faults.finish()
         stalled = self.kernel.running() if until is None else self.kernel.stalled()
         descriptions = self.kernel.describe(stalled) if stalled.size else []
         for text in descriptions:
             self.recorder.event(self.env.now, "stall", text, "can never finish")
         result = self.result()
         if descriptions and until is None and on_stall == "raise":
-            raise StallError(self.env.now, descriptions, result)
+            raise StallError(self.env.now, descriptions, result, self.failed_components())
         return result
+
+    def failed_components(self) -> list[str]:
+        """The links down and devices failed now, as ``link a-b`` and ``device d`` (for stall reports)."""
+        links = [f"link {a}-{b}" for a, b in self.network.down_links()]
+        return links + [f"device {name}" for name, device in self.devices.items() if device.failed]
+
+    def _run_workload(self) -> None:
+        """Step until the workload is done: stop when only fault events remain and nothing runs.
+
+        A stalled activity keeps the run going, since a later repair may free it.
+        """
+        env = self.env
+        while True:
+            if env.queued <= self.faults.pending and not self.kernel.running().size:
+                return
+            try:
+                env.step()
+            except EmptySchedule:
+                return
 
     def result(self) -> Result:
         """The result tables as of now."""

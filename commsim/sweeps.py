@@ -23,8 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from commsim.errors import ConfigError
-from commsim.scenario.runner import as_scenario, simulate
+from commsim.errors import CommsimError, ConfigError, SimulationError
+from commsim.scenario.runner import as_scenario, check_scenario, simulate
 
 __all__ = ["SweepResult", "sweep", "grid_points"]
 
@@ -71,68 +71,119 @@ def sweep(scenario: Any, grid: dict[str, list[Any]], *, jobs: int = 1, dask: Any
     """Run ``scenario`` at every point of ``grid`` (``{"workload.tp": [2, 4]}``).
 
     ``jobs`` local processes (1: in this process), or ``dask``: a scheduler
-    address or a ``distributed.Client``. Rows are written to ``csv_path`` as they
-    complete when given.
+    address or a ``distributed.Client``. Every point is validated before any
+    runs. Rows are written to ``csv_path`` in grid order as soon as all earlier
+    points are done, so the file is the same whatever ``jobs`` is. A point that
+    fails does not stop the others: their rows are kept and the failures are
+    raised together at the end (:class:`~commsim.errors.CommsimError`).
+
+    With ``jobs > 1`` points run in spawned processes: call ``sweep`` from a
+    script under ``if __name__ == "__main__":``.
     """
     base = as_scenario(scenario)
     data = base.model_dump(mode="json")
     source = str(base.source) if base.source else None
     points = grid_points(grid)
-    for point in points[:1]:
-        as_scenario(base, point)  # a bad path or value fails here, before any work starts
     if jobs < 1:
         raise ConfigError(field="--jobs", value=jobs, rule="must be at least 1", fix="give 1 or more processes")
+    for point in points:
+        try:
+            check_scenario(as_scenario(base, point))  # a bad value fails here, before any work starts
+        except ConfigError as error:
+            where = ", ".join(f"{k}={v!r}" for k, v in point.items())
+            raise ConfigError(field=error.field, value=error.value, rule=f"{error.rule} (at the grid point {where})",
+                              fix=error.fix, source=error.source) from None
     results: dict[int, dict[str, float]] = {}
     units: dict[str, str] = {}
-    writer = _RowWriter(csv_path, list(grid))
+    failures: dict[int, CommsimError] = {}
+    writer = _RowWriter(csv_path, list(grid), points)
 
-    def collect(index: int, measured: dict[str, tuple[float, str]]) -> None:
-        metrics = {name: value for name, (value, _unit) in measured.items()}
-        units.update({name: unit for name, (_value, unit) in measured.items()})
-        results[index] = metrics
-        writer.write(points[index], metrics)
+    def collect(index: int, outcome: dict[str, tuple[float, str]] | CommsimError) -> None:
+        if isinstance(outcome, CommsimError):
+            failures[index] = outcome
+            writer.done(index, None)
+        else:
+            results[index] = {name: value for name, (value, _unit) in outcome.items()}
+            units.update({name: unit for name, (_value, unit) in outcome.items()})
+            writer.done(index, results[index])
         if progress is not None:
-            progress(len(results), len(points))
+            progress(len(results) + len(failures), len(points))
 
     try:
         if dask is not None:
             _on_dask(dask, data, source, points, collect)
         elif jobs == 1:
             for i, point in enumerate(points):
-                collect(i, _run_point(data, source, point))
+                collect(i, _run_point_safely(data, source, point))
         else:
             _on_processes(jobs, data, source, points, collect)
     finally:
         writer.close()
+    if failures:
+        raise _failed(points, failures, len(results), csv_path)
     rows = [{**points[i], **results[i]} for i in sorted(results)]
     table = pd.DataFrame(rows)
     metrics = [c for c in table.columns if c not in grid]
     return SweepResult(table=table, parameters=list(grid), metrics=metrics, units=units)
 
 
+def _run_point_safely(data: dict[str, Any], source: str | None,
+                      overrides: dict[str, Any]) -> dict[str, tuple[float, str]] | CommsimError:
+    """:func:`_run_point`, returning a commsim error instead of raising it (other points go on)."""
+    try:
+        return _run_point(data, source, overrides)
+    except CommsimError as error:
+        return error
+
+
+def _failed(points: list[dict[str, Any]], failures: dict[int, CommsimError], done: int,
+            csv_path: str | Path | None) -> CommsimError:
+    index = min(failures)
+    where = ", ".join(f"{k}={v!r}" for k, v in points[index].items())
+    kept = f"; the {done} finished rows are in {csv_path}" if csv_path else ""
+    error = failures[index]
+    if isinstance(error, ConfigError):
+        return ConfigError(field=f"sweep point {where}", rule=f"failed: {error}",
+                           fix=f"correct that value (the other {done} points ran; their rows are kept)")
+    return SimulationError(f"{len(failures)} of {len(points)} sweep points failed{kept}. The first, at {where}: "
+                           f"{error}")
+
+
 def _on_processes(jobs: int, data: dict[str, Any], source: str | None, points: list[dict[str, Any]],
-                  collect: Callable[[int, dict[str, float]], None]) -> None:
+                  collect: Callable[[int, dict[str, tuple[float, str]] | CommsimError], None]) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
+    if multiprocessing.parent_process() is not None and multiprocessing.current_process().name != "MainProcess":
+        # a spawned worker is importing the user's script, which calls sweep(jobs > 1) at top level
+        raise ConfigError(field="jobs", value=jobs, rule="starts worker processes from inside a worker",
+                          fix=_GUARD_FIX)
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
     try:
-        pending = {pool.submit(_run_point, data, source, point): i for i, point in enumerate(points)}
+        pending = {pool.submit(_run_point_safely, data, source, point): i for i, point in enumerate(points)}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 collect(pending.pop(future), future.result())
+    except BrokenProcessPool:
+        raise ConfigError(field="jobs", value=jobs, rule="worker processes died while starting",
+                          fix=_GUARD_FIX) from None
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+_GUARD_FIX = ("in a script, call sweep(jobs > 1) under 'if __name__ == \"__main__\":' (workers are started with "
+              "'spawn' and import the script again), or use jobs=1")
+
+
 def _on_dask(dask: Any, data: dict[str, Any], source: str | None, points: list[dict[str, Any]],
-             collect: Callable[[int, dict[str, float]], None]) -> None:
+             collect: Callable[[int, dict[str, tuple[float, str]] | CommsimError], None]) -> None:
     from distributed import Client, as_completed
 
-    client = dask if isinstance(dask, Client) else Client(dask)
+    client = dask if isinstance(dask, Client) else _connect(dask)
     try:
-        futures = [client.submit(_run_point, data, source, point, pure=False) for point in points]
+        futures = [client.submit(_run_point_safely, data, source, point, pure=False) for point in points]
         index = {f.key: i for i, f in enumerate(futures)}
         for future in as_completed(futures):
             collect(index[future.key], future.result())
@@ -141,19 +192,51 @@ def _on_dask(dask: Any, data: dict[str, Any], source: str | None, points: list[d
             client.close()
 
 
-class _RowWriter:
-    """Appends each completed row to a CSV so an interrupted sweep keeps its results."""
+DASK_TIMEOUT = 5.0
+"""Seconds to wait for a Dask scheduler to answer before giving up."""
 
-    def __init__(self, path: str | Path | None, parameters: list[str]) -> None:
+
+def _connect(address: str) -> Any:
+    """A client of the scheduler at ``address``; a clear error when it is malformed or does not answer."""
+    from distributed import Client
+
+    fix = "give the address a running scheduler prints, e.g. tcp://10.0.0.5:8786 (or drop --dask)"
+    if not isinstance(address, str) or ":" not in address.rsplit("/", 1)[-1]:
+        raise ConfigError(field="--dask", value=address, rule="is not a scheduler address with a port", fix=fix)
+    try:
+        return Client(address, timeout=DASK_TIMEOUT)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ConfigError(field="--dask", value=address,
+                          rule=f"did not answer within {DASK_TIMEOUT:g} s ({type(exc).__name__})", fix=fix) from None
+
+
+class _RowWriter:
+    """Writes completed rows to a CSV in grid order, as soon as every earlier point is done.
+
+    Rows that finish ahead of an earlier point wait in memory; :meth:`close` writes
+    them (still in grid order) so an interrupted or failed sweep keeps every finished row.
+    """
+
+    def __init__(self, path: str | Path | None, parameters: list[str], points: list[dict[str, Any]]) -> None:
         self.path = Path(path) if path else None
         self.parameters = parameters
+        self.points = points
         self._handle = None
         self._writer: Any = None
+        self._next = 0
+        self._waiting: dict[int, dict[str, float] | None] = {}
 
-    def write(self, point: dict[str, Any], metrics: dict[str, float]) -> None:
-        if self.path is None:
+    def done(self, index: int, metrics: dict[str, float] | None) -> None:
+        """Point ``index`` finished with ``metrics`` (None: it failed, no row)."""
+        self._waiting[index] = metrics
+        while self._next in self._waiting:
+            self._write(self._next, self._waiting.pop(self._next))
+            self._next += 1
+
+    def _write(self, index: int, metrics: dict[str, float] | None) -> None:
+        if self.path is None or metrics is None:
             return
-        row = {**point, **metrics}
+        row = {**self.points[index], **metrics}
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = self.path.open("w", newline="", encoding="utf-8")
@@ -163,5 +246,8 @@ class _RowWriter:
         self._handle.flush()
 
     def close(self) -> None:
+        for index in sorted(self._waiting):
+            self._write(index, self._waiting[index])
+        self._waiting.clear()
         if self._handle is not None:
             self._handle.close()

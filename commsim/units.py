@@ -34,6 +34,8 @@ __all__ = [
     "Flops",
     "Frequency",
     "Kind",
+    "MAX_SIZES",
+    "check_message_sizes",
     "format_bandwidth",
     "format_bytes",
     "format_flop_rate",
@@ -133,6 +135,10 @@ def parse_quantity(value: Any, kind: Kind, *, field: str = "quantity") -> float:
                         fix=f"write a number or a string such as {_EXAMPLES[kind]}")
     if math.isnan(number):
         raise UnitError(field=field, value=value, rule="is not a number", fix="give a finite value")
+    if math.isinf(number):
+        # an infinite latency or size turns into NaN times inside the kernel: refuse it here
+        raise UnitError(field=field, value=value, rule="is not finite",
+                        fix=f"give a finite {kind} such as {_EXAMPLES[kind].split(',')[0]}")
     return number
 
 
@@ -146,15 +152,26 @@ def _hint(unit: str, kind: str) -> str:
     return ""
 
 
+MAX_SIZES = 10_000
+"""Most message sizes one size range may expand to (an nccl-tests sweep has a few dozen)."""
+
+
 def parse_size_range(text: str, *, field: str = "sizes") -> list[float]:
     """Parse ``"1KiB:4GiB"`` (powers of two), ``"1KiB:4GiB:x4"`` or a list ``"1MiB,8MiB"``.
+
+    Every size is a whole number of bytes, at least 1; a range expands to at most
+    :data:`MAX_SIZES` sizes.
 
     >>> [int(s) for s in parse_size_range("1KiB:8KiB")]
     [1024, 2048, 4096, 8192]
     """
     text = text.strip()
     if ":" not in text:
-        return [parse_quantity(part, "bytes", field=field) for part in text.split(",") if part.strip()]
+        parts = text.split(",")
+        if not text or any(not part.strip() for part in parts):
+            raise UnitError(field=field, value=text, rule="has an empty size in its list",
+                            fix="write sizes separated by single commas, e.g. '1MiB,8MiB'")
+        return [_message_size(parse_quantity(part, "bytes", field=field), part, field) for part in parts]
     parts = text.split(":")
     if len(parts) not in (2, 3):
         raise UnitError(field=field, value=text, rule="is not a size range",
@@ -174,12 +191,29 @@ def parse_size_range(text: str, *, field: str = "sizes") -> list[float]:
     if low <= 0 or high < low:
         raise UnitError(field=field, value=text, rule="needs 0 < MIN <= MAX",
                         fix="give a positive minimum not above the maximum, e.g. '1KiB:4GiB'")
+    _message_size(low, parts[0], field)
+    count = math.floor(math.log(high / low) / math.log(factor) + 1e-9) + 1
+    if count > MAX_SIZES:
+        raise UnitError(field=field, value=text, rule=f"expands to {count:,} sizes, above the limit of {MAX_SIZES:,}",
+                        fix="use a larger step (e.g. ':x2') or a narrower range")
     sizes = []
     size = low
     while size <= high * (1 + 1e-12):
         sizes.append(size)
         size *= factor
     return sizes
+
+
+def check_message_sizes(sizes: list[float], *, field: str = "sizes") -> list[float]:
+    """Return ``sizes`` (bytes) after checking each is a whole number of bytes of at least 1."""
+    return [_message_size(float(size), f"{size!r}", f"{field}[{i}]") for i, size in enumerate(sizes)]
+
+
+def _message_size(size: float, text: str, field: str) -> float:
+    if size < 1 or size != math.floor(size):
+        raise UnitError(field=field, value=text.strip(), rule="is not a whole number of bytes of at least 1",
+                        fix="give sizes like '8', '1KiB' or '4MiB' (a message holds whole bytes)")
+    return size
 
 
 def _scaled(value: float, steps: list[tuple[float, str]], digits: int) -> str:

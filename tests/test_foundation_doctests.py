@@ -27,6 +27,7 @@ MODULES = [
     "commsim.results.recorder",
     "commsim.results.result",
     "commsim.simulation",
+    "commsim.paths",
 ]
 WITHOUT_EXAMPLES = {"commsim.devices.presets", "commsim.faults.injector", "commsim.results.recorder",
                     "commsim.results.result"}

@@ -6,8 +6,9 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from commsim.errors import CommsimError
+from commsim.errors import CommsimError, SimulationError
 
 app = typer.Typer(
     name="commsim",
@@ -28,18 +29,31 @@ console = Console()
 err_console = Console(stderr=True)
 
 EXIT_BAD_INPUT = 2
+"""Exit code of a bad input (file, field, flag): nothing was simulated."""
+EXIT_SIMULATION = 3
+"""Exit code of a simulation that could not finish (a stall, out of memory): partial outputs are written."""
+
+
+def exit_code(error: CommsimError) -> int:
+    """The exit code for ``error``: 3 for a failed simulation, 2 for bad input."""
+    return EXIT_SIMULATION if isinstance(error, SimulationError) else EXIT_BAD_INPUT
+
+
+def print_error(error: CommsimError) -> None:
+    """Print ``error`` as one paragraph on stderr; its text is shown as is, never read as rich markup."""
+    err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
 
 
 def fail(error: CommsimError) -> typer.Exit:
     """Print ``error`` as one paragraph on stderr and return the exit to raise."""
-    err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_BAD_INPUT)
+    print_error(error)
+    return typer.Exit(exit_code(error))
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``commsim`` console script: errors become one message and exit code 2."""
+    """Entry point of the ``commsim`` console script: errors become one message and exit code 2 or 3."""
     try:
         app(args=argv, prog_name="commsim")
     except CommsimError as error:
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        sys.exit(EXIT_BAD_INPUT)
+        print_error(error)
+        sys.exit(exit_code(error))

@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Annotated
 import numpy as np
 import pandas as pd
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from commsim.cli._app import calibrate_app, console, fail
 from commsim.errors import CommsimError
+from commsim.paths import output_file
 
 if TYPE_CHECKING:
     from commsim.collectives.nccl import NcclParameters
@@ -33,6 +35,7 @@ def nccl_tests_command(
     from commsim.collectives.nccl_tests import read_nccl_tests
 
     try:
+        output_file(output, field="--output")
         parsed = [read_nccl_tests(path) for path in logs]
         fit = fit_nccl(parsed, topology)
         quality = fit.summary()
@@ -47,7 +50,7 @@ def nccl_tests_command(
         _print_quality(held, "held out: each log predicted by a fit to the others")
     if details:
         _print_details(fit.errors)
-    console.print(f"wrote [bold]{output}[/] ({len(fit.free)} parameters fitted to {len(parsed)} logs, "
+    console.print(f"wrote [bold]{escape(str(output))}[/] ({len(fit.free)} parameters fitted to {len(parsed)} logs, "
                   f"{fit.iterations} iterations)")
 
 

@@ -11,10 +11,12 @@ import pandas as pd
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from commsim.cli._app import app, console, fail
 from commsim.errors import CommsimError, ConfigError
+from commsim.paths import output_file
 
 _ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8, "int8": 1, "int32": 4, "int64": 8, "fp8": 1}
 
@@ -27,8 +29,8 @@ def collective_command(
     algo: Annotated[str, typer.Option("--algo", help="auto (NCCL's tuner), an NCCL algorithm (ring, tree) or any "
                                       "registered schedule (double_binary_tree, halving_doubling, ...).")] = "auto",
     sizes: Annotated[str | None, typer.Option("--sizes", help="MIN:MAX in powers of two, MIN:MAX:xF or a list "
-                                              "[default: 1KiB:4GiB, or the sizes of --compare].")] = None,
-    ranks: Annotated[int | None, typer.Option("--ranks", help="Ranks [default: every device, or the ranks of "
+                                              "\\[default: 1KiB:4GiB, or the sizes of --compare].")] = None,
+    ranks: Annotated[int | None, typer.Option("--ranks", help="Ranks \\[default: every device, or the ranks of "
                                               "--compare].")] = None,
     servers: Annotated[int | None, typer.Option("--servers", help="Servers: sets a generator's 'servers' "
                                                 "parameter and spreads the ranks over them.")] = None,
@@ -45,6 +47,12 @@ def collective_command(
 ) -> None:
     """Simulate OP on the topology for every size; print time, algbw, busbw and the closed form like nccl-tests."""
     try:
+        for flag, value in (("--servers", servers), ("--ranks", ranks)):
+            if value is not None and value < 1:
+                raise ConfigError(field=flag, value=value, rule="must be at least 1",
+                                  fix=f"give a positive count, or leave {flag} out for the default")
+        if csv is not None:
+            output_file(csv, field="--csv")
         table = _run(topology, op, algo, sizes, ranks, servers, calibration, protocol, dtype, compare, estimate)
     except CommsimError as error:
         raise fail(error) from None
@@ -52,7 +60,7 @@ def collective_command(
     if csv is not None:
         csv.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(csv, index=False)
-        console.print(f"wrote [bold]{csv}[/]")
+        console.print(f"wrote [bold]{escape(str(csv))}[/]")
 
 
 def _run(topology: str, op: str, algo: str, sizes: str | None, ranks: int | None, servers: int | None,

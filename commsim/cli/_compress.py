@@ -8,10 +8,13 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from commsim.cli._app import app, console, fail
 from commsim.errors import ConfigError
+from commsim.limits import MAX_TENSOR_ELEMENTS, allow_large, check_limit
+from commsim.paths import output_file
 from commsim.units import format_bytes, format_time
 
 _TABLE_WIDTH = 140
@@ -51,6 +54,7 @@ def compress_command(
     seed: int = typer.Option(0, "--seed", help="Seed of synthetic tensors and model data."),
     csv: Path | None = typer.Option(None, "--csv", help="Also write the table (all columns) to this CSV file."),
     list_compressors: bool = typer.Option(False, "--list", help="List the compressors and their parameters."),
+    force: bool = typer.Option(False, "--force", help="Allow tensors above the size limit."),
 ) -> None:
     """Compress real tensors with each compressor: exact bytes (naive and packed), ratio, error, time."""
     from commsim.compression import describe_compressors, evaluate
@@ -65,13 +69,17 @@ def compress_command(
         console.print("Every compressor also takes [bold]ef=true[/] (error feedback).")
         return
     try:
-        tensors, description = _load_source(shape, layers, file, model, kind, seed)
+        if seed < 0:
+            raise ConfigError(field="--seed", value=seed, rule="must be at least 0", fix="give a seed of 0 or more")
+        if csv is not None:
+            output_file(csv, field="--csv")
+        tensors, description = _load_source(shape, layers, file, model, kind, seed, force)
         results = evaluate(compressor or None, tensors)
     except ConfigError as error:
         raise fail(error) from None
     numel = int(results["numel"].iloc[0])
     console.print(
-        f"[bold]{description}[/]: {len(tensors)} tensor{'s' if len(tensors) != 1 else ''}, "
+        f"[bold]{escape(description)}[/]: {len(tensors)} tensor{'s' if len(tensors) != 1 else ''}, "
         f"{numel:,} elements, {format_bytes(numel * 4)} in fp32",
         soft_wrap=True,
     )
@@ -92,11 +100,12 @@ def compress_command(
                 ConfigError(field="--csv", value=str(csv), rule=f"cannot be written ({error.strerror})",
                             fix="give a path in an existing, writable directory")
             ) from None
-        console.print(f"wrote {csv}")
+        console.print(f"wrote {escape(str(csv))}")
 
 
 def _load_source(
-    shapes: list[str] | None, layers: str | None, file: Path | None, model: str | None, kind: str, seed: int
+    shapes: list[str] | None, layers: str | None, file: Path | None, model: str | None, kind: str, seed: int,
+    force: bool = False,
 ) -> tuple[dict[str, torch.Tensor], str]:
     from commsim.compression import load_tensors, model_gradients, parse_shape, resnet18_shapes, synthetic_tensors
 
@@ -113,6 +122,11 @@ def _load_source(
         raise ConfigError(field="--kind", value=kind, rule="must be gradient or weight", fix="pick one of them")
     if shapes:
         parsed = [parse_shape(text) for text in shapes]
+        elements = sum(math.prod(s) for s in parsed)
+        with allow_large(force):
+            check_limit("--shape", " ".join(shapes), elements, MAX_TENSOR_ELEMENTS, "tensor elements",
+                        fix=f"use smaller shapes (each element takes 4 B; {elements:,} would need "
+                            f"{format_bytes(elements * 4)} per copy)")
         named = {f"tensor{i}[{'x'.join(map(str, s))}]": s for i, s in enumerate(parsed)}
         return synthetic_tensors(named, kind=kind, seed=seed), f"synthetic {kind}s"
     if file is not None:
@@ -146,7 +160,7 @@ def _table(results: pd.DataFrame) -> Table:
     table.add_column("collective", min_width=18)
     for row in results.itertuples(index=False):
         table.add_row(
-            f"[bold]{row.compressor}[/]" + (f"\n[dim]{row.params}[/]" if row.params else ""),
+            f"[bold]{escape(str(row.compressor))}[/]" + (f"\n[dim]{escape(str(row.params))}[/]" if row.params else ""),
             f"{row.bytes_naive:,}",
             f"{row.bytes_packed:,}",
             _number(row.ratio_naive),

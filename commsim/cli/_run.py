@@ -6,10 +6,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from commsim.cli._app import app, console, err_console
+from commsim.cli._app import app, console, err_console, fail
 from commsim.cli._progress import progress_bar
+from commsim.errors import ConfigError, SimulationError
+from commsim.limits import allow_large
+from commsim.paths import output_dir
 from commsim.scenario import load_scenario, parse_set, simulate
 from commsim.units import format_quantity
 
@@ -28,35 +32,60 @@ def run_command(
                                                 "(default: dashboards/<scenario>).")] = None,
     sets: SetOption = None,
     table_format: Annotated[str | None, typer.Option("--format", help="Table format: parquet or csv.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Run even inputs above the size limits "
+                                        "(topology nodes, ranks).")] = False,
 ) -> None:
-    """Run a scenario: print the summary, write tables, a dashboard and a Perfetto trace."""
-    overrides = {}
-    for text in sets or []:
-        path, values = parse_set(text)
-        if len(values) != 1:
-            from commsim.errors import ConfigError
+    """Run a scenario: print the summary, write tables, a dashboard and a Perfetto trace.
 
-            raise ConfigError(field="--set", value=text, rule="gives several values to run",
+    Exit codes: 0 done, 2 bad input (nothing simulated), 3 the simulation could not
+    finish (a stall: the tables up to the stall are written).
+    """
+    grid = _set_grid(sets)
+    overrides = {}
+    for path, values in grid.items():
+        if len(values) != 1:
+            raise ConfigError(field="--set", value=f"{path}={','.join(map(str, values))}",
+                              rule="gives several values to run",
                               fix="give one value per --set with run (use commsim sweep for several)")
         overrides[path] = values[0]
     if table_format:
         overrides["outputs.tables"] = table_format
     spec = load_scenario(scenario, overrides=overrides)
-    with progress_bar(f"running {spec.name}") as update:
-        result = simulate(spec, progress=update)
-    out = output or spec.output_dir()
+    out = output_dir(output or spec.output_dir(), field="-o" if output else "outputs.dir")
+    try:
+        with progress_bar(f"running {spec.name}") as update, allow_large(force):
+            result = simulate(spec, progress=update)
+    except SimulationError as error:
+        partial = getattr(error, "run", None)
+        if partial is not None:
+            paths = partial.write(out)
+            err_console.print(f"wrote {len(paths)} files up to the failure to {escape(str(out))}", highlight=False)
+        raise fail(error) from None
     paths = result.write(out)
-    table = Table(title=f"{spec.name}: summary", show_lines=False)
+    table = Table(title=f"{escape(spec.name)}: summary", show_lines=False)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, (value, unit) in result.metrics.items():
         table.add_row(name, _format(value, unit))
     console.print(table)
     for note in result.notes:
-        console.print(f"[dim]assumption: {note}[/]")
-    console.print(f"wrote {len(paths)} files to [bold]{out}[/]")
+        console.print(f"[dim]assumption: {escape(note)}[/]")
+    console.print(f"wrote {len(paths)} files to [bold]{escape(str(out))}[/]")
     if "dashboard" in paths:
-        console.print(f"dashboard: [bold]{paths['dashboard']}[/] (open it in a browser)")
+        console.print(f"dashboard: [bold]{escape(str(paths['dashboard']))}[/] (open it in a browser)")
+
+
+def _set_grid(sets: list[str] | None) -> dict[str, list]:
+    """The ``--set`` options as ``{path: values}``; a path given twice is an error, not a silent override."""
+    grid: dict[str, list] = {}
+    for text in sets or []:
+        path, values = parse_set(text)
+        if path in grid:
+            raise ConfigError(field="--set", value=path, rule="is given more than once (the earlier values "
+                              "would be dropped)", fix=f"give every value of {path} in one --set, "
+                              f"e.g. --set {path}=V1,V2")
+        grid[path] = values
+    return grid
 
 
 @app.command("sweep")
@@ -73,9 +102,10 @@ def sweep_command(
     """Run the grid product of --set values in parallel; write one table and a what-if dashboard."""
     from commsim.sweeps import grid_points, sweep
 
-    grid = dict(parse_set(text) for text in sets or [])
+    grid = _set_grid(sets)
     spec = load_scenario(scenario)
-    out = output or spec.output_dir().with_name(f"{spec.name}-sweep")
+    out = output_dir(output or spec.output_dir().with_name(f"{spec.name}-sweep"),
+                     field="-o" if output else "outputs.dir")
     csv_path = out / "sweep.csv"
     total = len(grid_points(grid))
     try:
@@ -83,21 +113,19 @@ def sweep_command(
             result = sweep(spec, grid, jobs=jobs, dask=dask, csv_path=csv_path,
                            progress=lambda done, n: update(done, n, "runs"))
     except KeyboardInterrupt:
-        err_console.print(f"interrupted: the runs that finished are in {csv_path}")
+        err_console.print(f"interrupted: the runs that finished are in {escape(str(csv_path))}")
         raise typer.Exit(130) from None
     result.table.to_parquet(out / "sweep.parquet", index=False)
     unknown = [name for name in plots or [] if name not in result.metrics]
     if unknown:
-        from commsim.errors import ConfigError
-
         raise ConfigError(field="--plot", value=unknown[0], rule="is not a metric of this sweep",
                           fix=f"name one of {', '.join(result.metrics)}")
     dashboard = result.dashboard(out / "sweep.html", show=plots or ())
-    table = Table(title=f"{spec.name}: sweep over {', '.join(result.parameters)}")
+    table = Table(title=escape(f"{spec.name}: sweep over {', '.join(result.parameters)}"))
     for column in result.table.columns:
-        table.add_column(column, justify="right")
+        table.add_column(escape(str(column)), justify="right")
     for row in result.table.to_dict("records"):
-        table.add_row(*[format_quantity(v, result.units.get(k, "")) if isinstance(v, float) else str(v)
+        table.add_row(*[format_quantity(v, result.units.get(k, "")) if isinstance(v, float) else escape(str(v))
                         for k, v in row.items()])
     console.print(table)
-    console.print(f"table: [bold]{csv_path}[/]  dashboard: [bold]{dashboard}[/]")
+    console.print(f"table: [bold]{escape(str(csv_path))}[/]  dashboard: [bold]{escape(str(dashboard))}[/]")

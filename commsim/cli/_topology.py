@@ -6,9 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from commsim.cli._app import console, topology_app
+from commsim.limits import allow_large
+from commsim.paths import output_file
 from commsim.units import format_bandwidth
 
 
@@ -17,6 +20,7 @@ def show_command(
     topology: Annotated[str, typer.Argument(help="Topology YAML file or shorthand (e.g. fat_tree:k=8).")],
     html: Annotated[Path | None, typer.Option("--html", help="Where to write the graph view "
                                               "(default: dashboards/topology-<name>.html).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Build even a topology above the size limits.")] = False,
 ) -> None:
     """Node and link counts, link bandwidths, the rank-order bisection bandwidth and an HTML view."""
     from commsim.network.analysis import describe
@@ -24,9 +28,14 @@ def show_command(
     from commsim.views.dashboard import render_page
     from commsim.views.figures import topology_load
 
-    topo = load_topology(topology)
+    if html is not None:
+        output_file(html, field="--html")
+    with allow_large(force):
+        topo = load_topology(topology)
+    target = html or output_file(Path("dashboards") / f"topology-{topo.name.replace(':', '_').replace(',', '_')}.html",
+                                 field="--html")
     info = describe(topo)
-    table = Table(title=f"topology {topo.name}")
+    table = Table(title=escape(f"topology {topo.name}"))
     table.add_column("property")
     table.add_column("value", justify="right")
     for key in ("nodes", "links", "device", "nic", "switch", "router", "host"):
@@ -35,8 +44,6 @@ def show_command(
     table.add_row("link bandwidths", ", ".join(format_bandwidth(b) for b in info["link_bandwidths"]))
     table.add_row("bisection bandwidth (rank order)", format_bandwidth(info["bisection_bandwidth"]))
     console.print(table)
-    target = html or Path("dashboards") / f"topology-{topo.name.replace(':', '_').replace(',', '_')}.html"
-    target.parent.mkdir(parents=True, exist_ok=True)
     page = render_page(f"topology {topo.name}", f"<p>{topo.description}</p>", [], [topology_load(topo, None, 0.0)])
     target.write_text(page, encoding="utf-8")
-    console.print(f"graph view: [bold]{target}[/]")
+    console.print(f"graph view: [bold]{escape(str(target))}[/]")

@@ -8,11 +8,14 @@ from enum import Enum
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from commsim.cli._app import console, trace_app
 from commsim.config import load_yaml
 from commsim.errors import ConfigError
+from commsim.limits import MAX_RANKS, check_limit
+from commsim.paths import output_file
 from commsim.units import format_bytes, format_quantity, parse_quantity
 from commsim.workloads import (
     import_chakra,
@@ -43,8 +46,8 @@ def schema(
     if output is None:
         typer.echo(text)
     else:
-        output.write_text(text + "\n", encoding="utf-8")
-        console.print(f"wrote the trace JSON Schema to [bold]{output}[/]")
+        output_file(output, field="--output").write_text(text + "\n", encoding="utf-8")
+        console.print(f"wrote the trace JSON Schema to [bold]{escape(str(output))}[/]")
 
 
 @trace_app.command("generate")
@@ -66,8 +69,8 @@ def generate(
     ep: int = typer.Option(1, "--ep", help="Expert-parallel degree, inside the data-parallel one (MoE)."),
     micro_batch_size: int = typer.Option(1, "--micro-batch-size", help="Sequences per micro-batch (training)."),
     micro_batches: int | None = typer.Option(None, "--micro-batches",
-                                             help="Micro-batches per step [default: 2 x pp, or 1 without PP]."),
-    seq_len: int | None = typer.Option(None, "--seq-len", help="Tokens per sequence [default: the model's]."),
+                                             help="Micro-batches per step \\[default: 2 x pp, or 1 without PP]."),
+    seq_len: int | None = typer.Option(None, "--seq-len", help="Tokens per sequence \\[default: the model's]."),
     dtype: str = typer.Option("bf16", "--dtype", help="Weights and activations: fp32, tf32, fp16, bf16, fp8, int8."),
     grad_dtype: str = typer.Option("fp32", "--grad-dtype", help="Gradients all-reduced by data parallelism."),
     bucket_size: str = typer.Option("25 MiB", "--bucket-size", help="Data-parallel gradient bucket size."),
@@ -85,6 +88,12 @@ def generate(
     indent: int | None = typer.Option(None, "--indent", help="Indent the JSON (default compact)."),
 ) -> None:
     """Generate a training-step or inference trace from a model of the catalog."""
+    output_file(output, field="--output")
+    for flag, value in (("--tp", tp), ("--pp", pp), ("--dp", dp)):
+        if value < 1:
+            raise ConfigError(field=flag, value=value, rule="must be at least 1", fix="give a positive degree")
+    check_limit("--tp/--pp/--dp", (tp, pp, dp), tp * pp * dp, MAX_RANKS, "ranks",
+                fix="use smaller parallel degrees")
     if mode is Mode.training:
         trace = training_trace(
             model, tp=tp, pp=pp, dp=dp, micro_batch_size=micro_batch_size, num_micro_batches=micro_batches,
@@ -103,7 +112,7 @@ def generate(
                                 flash_attention=not no_flash, strict_heads=not loose_heads)
     validate_trace(trace)
     size = save_trace(trace, output, indent=indent)
-    console.print(f"wrote [bold]{output}[/] ({format_bytes(size)})")
+    console.print(f"wrote [bold]{escape(str(output))}[/] ({format_bytes(size)})")
     _summary(trace)
 
 
@@ -115,11 +124,14 @@ def validate_cmd(
     """Check a trace file against every rule of the format and summarise it."""
     trace = load_trace(file)
     if devices is not None:
+        if devices < 1:
+            raise ConfigError(field="--devices", value=devices, rule="must be at least 1",
+                              fix="give the number of devices the trace should run on")
         try:
             validate_against(trace, devices)
         except ConfigError as error:
             raise error.with_source(str(file)) from None
-    console.print(f"[green]valid[/]: {file}")
+    console.print(f"[green]valid[/]: {escape(str(file))}")
     _summary(trace)
 
 
@@ -130,14 +142,15 @@ def import_chakra_cmd(
                                                  "traces/all_reduce.<rank>.et."),
     output: Path = typer.Option(..., "-o", "--output", help="Trace file to write (JSON)."),
     ranks: str | None = typer.Option(None, "--ranks",
-                                      help="Comma-separated rank of each file [default: from the file names]."),
+                                      help="Comma-separated rank of each file \\[default: from the file names]."),
     process_groups: Path | None = typer.Option(None, "--process-groups",
-                                               help="YAML/JSON mapping pg_name -> list of ranks [default: "
+                                               help="YAML/JSON mapping pg_name -> list of ranks \\[default: "
                                                     "<prefix>.comm_group.json when present]."),
     dtype: str = typer.Option("fp16", "--dtype", help="Element type given to compute ops."),
     indent: int | None = typer.Option(None, "--indent", help="Indent the JSON (default compact)."),
 ) -> None:
     """Convert Chakra execution traces (binary .et or JSON, one file per rank) into a commsim trace."""
+    output_file(output, field="--output")
     rank_list = None
     if ranks is not None:
         try:
@@ -155,7 +168,7 @@ def import_chakra_cmd(
         groups = {str(k): [int(r) for r in v] for k, v in data.items()}
     trace = import_chakra(files, ranks=rank_list, process_groups=groups, dtype=dtype)
     size = save_trace(trace, output, indent=indent)
-    console.print(f"wrote [bold]{output}[/] ({format_bytes(size)})")
+    console.print(f"wrote [bold]{escape(str(output))}[/] ({format_bytes(size)})")
     _summary(trace)
 
 
@@ -169,10 +182,11 @@ def export_chakra_cmd(
     from commsim.workloads.chakra_et import export_chakra
     from commsim.workloads.sources import load_any_trace
 
+    output_file(output.with_name(f"{output.name}.0.et"), field="--output")
     trace = load_any_trace(file)
     paths = export_chakra(trace, output)
     size = sum(p.stat().st_size for p in paths)
-    console.print(f"wrote {len(paths)} files [bold]{output}.*[/] ({format_bytes(size)})")
+    console.print(f"wrote {len(paths)} files [bold]{escape(str(output))}.*[/] ({format_bytes(size)})")
     _summary(trace)
 
 
@@ -186,6 +200,7 @@ def import_pytorch_cmd(
     """Convert PyTorch profiler (Kineto) traces into a commsim trace: measured op times, collectives, their order."""
     from commsim.workloads.kineto import import_pytorch_profile
 
+    output_file(output, field="--output")
     trace = import_pytorch_profile(files)
     size = save_trace(trace, output, indent=indent)
     console.print(f"wrote [bold]{output}[/] ({format_bytes(size)})")
@@ -193,15 +208,15 @@ def import_pytorch_cmd(
 
 
 def _summary(trace: Trace, limit: int = 24) -> None:
-    table = Table(title=f"{trace.name}: {trace.ranks} ranks, {len(trace.programs)} programs, "
-                        f"communicators {', '.join(trace.communicators) or '-'}")
+    table = Table(title=escape(f"{trace.name}: {trace.ranks} ranks, {len(trace.programs)} programs, "
+                               f"communicators {', '.join(trace.communicators) or '-'}"))
     for column in ("program", "ranks", "ops", "comp", "coll", "p2p", "mem", "other", "FLOP/rank", "coll bytes/rank"):
         table.add_column(column, justify="left" if column == "program" else "right")
     for program in trace.programs[:limit]:
         kinds = Counter(op.kind for op in program.ops)
         flops = sum(getattr(op, "flops", 0.0) for op in program.ops)
         coll = sum(op.bytes for op in program.ops if op.kind == "collective")
-        table.add_row(program.name, str(len(program.rank_list())), str(len(program.ops)), str(kinds["compute"]),
+        table.add_row(escape(program.name), str(len(program.rank_list())), str(len(program.ops)), str(kinds["compute"]),
                       str(kinds["collective"]), str(kinds["send"] + kinds["recv"]),
                       str(kinds["alloc"] + kinds["free"]), str(kinds["disk_read"] + kinds["delay"]),
                       format_quantity(flops, "FLOP"), format_bytes(coll))

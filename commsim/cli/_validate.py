@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from commsim.cli._app import app, console
 from commsim.cli._progress import progress_bar
+from commsim.paths import output_file
 
 
 @app.command("validate")
@@ -20,6 +22,8 @@ def validate_command(
     """Check the simulator against closed forms, measurements and the studies' published claims."""
     from commsim.validation import run_validation
 
+    if csv is not None:
+        output_file(csv, field="--csv")
     with progress_bar("validating") as update:
         table = run_validation(only or None, progress=lambda i, n, area: update(i, n, area))
     view = Table(title="commsim validate")
@@ -29,7 +33,7 @@ def validate_command(
     for row in table.itertuples(index=False):
         error = "" if row.error != row.error else (f"{row.error * 100:+.3g}%" if row.relative else f"{row.error:+.4g}")
         tolerance = f"±{row.tolerance * 100:.3g}%" if row.relative else f"±{row.tolerance:.4g}"
-        view.add_row(row.area, row.case, f"{row.expected:.6g}", f"{row.simulated:.6g}", error, tolerance,
+        view.add_row(escape(str(row.area)), escape(str(row.case)), f"{row.expected:.6g}", f"{row.simulated:.6g}", error, tolerance,
                      f"[{colours[row.status]}]{row.status}[/]")
     console.print(view)
     if csv is not None:

@@ -182,13 +182,19 @@ def estimate_collective(topology: Any, op: str, nbytes: float, *, algorithm: str
 
 def simulate_collective(topology: Any, op: str, nbytes: float, *, algorithm: str = "ring", ranks: Any = None,
                         config: CollectiveConfig | None = None, seed: int = 0, routing: str = "ecmp",
-                        **params: Any) -> CollectiveResult:
-    """Simulate one collective alone on ``topology`` (a Topology, file or shorthand)."""
+                        faults: Any = None, **params: Any) -> CollectiveResult:
+    """Simulate one collective alone on ``topology`` (a Topology, file or shorthand).
+
+    ``faults`` (fault models or mappings, see :mod:`commsim.faults`) happen at their
+    times counted from the collective's start; a stall raises :class:`~commsim.errors.StallError`.
+    """
     from commsim.simulation import Simulation
 
     topo, group = _prepare(topology, ranks, algorithm, params)
     config = config or CollectiveConfig()
     sim = Simulation(topo, seed=seed, routing=routing, record_usage=False)
+    if faults:
+        sim.schedule_faults(faults)
     run = run_collective(sim, op, group, nbytes, algorithm=algorithm, config=config, **params)
     sim.run()
     time = run.time

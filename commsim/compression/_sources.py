@@ -165,12 +165,15 @@ def model_gradients(model: ModelName = "transformer", *, seed: int = 0, batch_si
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    """``"1024x1024"`` (also ``,`` or ``*`` separated) to a shape tuple of positive sizes."""
-    parts = [p for p in re.split(r"[x,*× ]+", text.strip().lower()) if p]
-    try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        shape = ()
+    """``"1024x1024"`` (also ``,`` or ``*`` separated) to a shape tuple of positive sizes.
+
+    Every separator must sit between two sizes: ``10x`` or ``x10`` is an error, not ``(10,)``.
+    """
+    cleaned = text.strip().lower()
+    if not re.fullmatch(r"\d+(?:\s*[x,*×]\s*\d+|\s+\d+)*", cleaned):
+        shape: tuple[int, ...] = ()
+    else:
+        shape = tuple(int(p) for p in re.split(r"[x,*× ]+", cleaned) if p)
     if not shape or any(size <= 0 for size in shape):
         raise ConfigError(
             field="shape",

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import math
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, validate_call
 
 from commsim.config import config_error_from
+from commsim.limits import MAX_TOPOLOGY_NODES, check_limit
 from commsim.network.topology import Topology
 from commsim.units import Bandwidth, Duration
 
@@ -47,6 +49,12 @@ NonNegativeDuration = Annotated[Duration, Field(ge=0)]
 _CALL = {"validate_return": False, "config": {"arbitrary_types_allowed": True}}
 
 
+def _expect(field: str, value: Any, nodes_and_links: int) -> None:
+    """Refuse, before building, a topology whose size estimate is absurd (see :mod:`commsim.limits`)."""
+    check_limit(field, value, nodes_and_links, MAX_TOPOLOGY_NODES, "nodes and links",
+                fix=f"use a smaller {field}")
+
+
 def _devices(topo: Topology, count: int, device: Any, *, prefix: str = "gpu", start: int = 0,
              forwards: bool = False, **attrs: Any) -> list[str]:
     names = []
@@ -69,6 +77,7 @@ def ring(
     ``bandwidth`` is per direction (bytes/s); the T3 study's default is 75 GB/s
     per direction with 500 ns per link.
     """
+    _expect('n', n, 2 * n)
     topo = Topology(f"ring{n}", f"{n} devices in a ring, direct links")
     names = _devices(topo, n, device, forwards=True)
     for i in range(n if n > 2 else 1):
@@ -85,6 +94,7 @@ def fully_connected(
     device: Any = "mi210_t3",
 ) -> Topology:
     """``n`` devices with a direct link between every pair."""
+    _expect('n', n, n + n * (n - 1) // 2)
     topo = Topology(f"full{n}", f"{n} devices, all pairs directly linked")
     names = _devices(topo, n, device, forwards=True)
     for a, b in itertools.combinations(names, 2):
@@ -102,6 +112,7 @@ def switch(
     device: Any = "h100_sxm",
 ) -> Topology:
     """``n`` devices on one non-blocking switch; ``latency`` per link, ``switch_latency`` per traversal."""
+    _expect('n', n, 2 * n + 1)
     topo = Topology(f"switch{n}", f"{n} devices on one switch")
     topo.add_node("sw", "switch", latency=switch_latency)
     for name in _devices(topo, n, device):
@@ -143,6 +154,7 @@ def nvswitch_node(
     ``nvlink_bandwidth`` is each GPU's NVLink bandwidth per direction (H100 SXM:
     18 links x 25 GB/s = 450 GB/s).
     """
+    _expect('gpus', gpus, 2 * gpus + 1)
     topo = Topology(f"nvswitch{gpus}", f"{gpus} GPUs on NVSwitch")
     _server(topo, 0, gpus, device, nvlink_bandwidth, nvlink_latency, switch_latency)
     topo.check()
@@ -165,6 +177,7 @@ def leaf_spine(
     Each leaf-spine link carries ``hosts_per_leaf * bandwidth / (spines * oversubscription)``
     so the leaf's uplink capacity is its downlink capacity divided by ``oversubscription``.
     """
+    _expect('leaves', leaves, leaves * (1 + spines + 2 * hosts_per_leaf) + spines)
     topo = Topology(f"leafspine{leaves}x{spines}", f"{leaves} leaves x {hosts_per_leaf} hosts, {spines} spines, "
                     f"{oversubscription}:1")
     uplink = hosts_per_leaf * bandwidth / (spines * oversubscription)
@@ -196,6 +209,7 @@ def fat_tree(
     tiers at ``bandwidth``.
     """
     half = k // 2
+    _expect('k', k, 5 * k**2 // 4 + k**3)
     topo = Topology(f"fattree{k}", f"k={k} fat-tree, {k ** 3 // 4} hosts, {oversubscription}:1 at the edge")
     for c in range(half * half):
         topo.add_node(f"core{c}", "switch", latency=switch_latency, tier=3)
@@ -250,6 +264,7 @@ def rail_optimized(
     spl = servers if servers_per_leaf is None else min(servers_per_leaf, servers)
     groups = -(-servers // spl)
     planes = "AB"[:nic_ports]
+    _expect('servers', servers, servers * gpus_per_server * (4 + nic_ports) + servers + spines)
     topo = Topology(f"rail{servers}x{gpus_per_server}",
                     f"{servers} servers x {gpus_per_server} GPUs, rail-optimised, {nic_ports} port(s) per NIC")
     # leaves must be joined when servers reach each other over several rails or leaf groups
@@ -294,6 +309,7 @@ def torus(
 ) -> Topology:
     """A 1-, 2- or 3-D torus of devices with wrap-around links (a dimension of 2 has one link)."""
     shape = tuple(dims)
+    _expect('dims', dims, math.prod(shape) * (1 + len(shape)))
     topo = Topology("torus" + "x".join(map(str, shape)), f"{'x'.join(map(str, shape))} torus")
     coords = list(itertools.product(*(range(d) for d in shape)))
     index = {c: i for i, c in enumerate(coords)}
@@ -324,6 +340,7 @@ def home_router_edge(
     router any device-to-device route is 4 links. ``devices_per_router > 1``
     puts several devices behind one router (2 links between them).
     """
+    _expect('devices', devices, 3 * devices)
     topo = Topology(f"edge{devices}", f"{devices} edge devices behind home routers")
     topo.add_node("core", "router")
     names = _devices(topo, devices, device, prefix="dev")
@@ -348,6 +365,7 @@ def wan(
     device: Any = "h100_sxm",
 ) -> Topology:
     """Data centres, each a switch of devices behind a gateway, joined pairwise by WAN links."""
+    _expect('devices_per_dc', devices_per_dc, 3 * datacenters * devices_per_dc + datacenters ** 2)
     topo = Topology(f"wan{datacenters}x{devices_per_dc}",
                     f"{datacenters} data centres x {devices_per_dc} devices, WAN between gateways")
     for dc in range(datacenters):

@@ -394,6 +394,26 @@ class Network:
             self.recorder.event(self.env.now, "link_up", f"{a}-{b}")
         self._reroute(np.append(self._base + np.flatnonzero(self._down), self._unroutable))
 
+    def is_down(self, a: str, b: str) -> bool:
+        """Whether the link ``a-b`` is down now (either direction)."""
+        return bool(self._down[self._edges(a, b, True)].any())
+
+    def down_links(self) -> list[tuple[str, str]]:
+        """The links down now, each once as ``(a, b)`` in the topology's edge order."""
+        c = self.compiled
+        seen: set[frozenset] = set()
+        out = []
+        for edge in np.flatnonzero(self._down).tolist():
+            a, b = c.names[c.edge_src[edge]], c.names[c.edge_dst[edge]]
+            if frozenset((a, b)) not in seen:
+                seen.add(frozenset((a, b)))
+                out.append((a, b))
+        return out
+
+    def link_factor(self, a: str, b: str) -> float:
+        """The fraction of its bandwidth the link ``a-b`` runs at now (1 when not degraded)."""
+        return float(self._factor[self._edges(a, b, True)].min())
+
     def degrade_link(self, a: str, b: str, factor: float, *, both: bool = True) -> None:
         """Run the link ``a-b`` at ``factor`` (0 < factor <= 1) of its bandwidth from now on."""
         if not 0 < factor <= 1:

@@ -26,6 +26,7 @@ where accelerators relay traffic for their neighbours).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -144,12 +145,13 @@ class Topology:
                                 fix="give each pair of nodes at most one link (raise its bandwidth instead)")
         back = bandwidth if bandwidth_back is None else bandwidth_back
         for field_name, value in (("bandwidth", bandwidth), ("bandwidth_back", back)):
-            if not value > 0:
-                raise TopologyError(field=f"links[{a}-{b}].{field_name}", value=value, rule="must be positive",
+            if not 0 < value < math.inf:
+                raise TopologyError(field=f"links[{a}-{b}].{field_name}", value=value, rule="must be positive and finite",
                                     fix="give a bandwidth above 0 (model a failed link with a fault instead)")
-        if latency < 0:
-            raise TopologyError(field=f"links[{a}-{b}].latency", value=latency, rule="must be >= 0",
-                                fix="give a non-negative latency")
+        if not 0 <= latency < math.inf:
+            # an infinite latency would turn into NaN times in the kernel
+            raise TopologyError(field=f"links[{a}-{b}].latency", value=latency, rule="must be >= 0 and finite",
+                                fix="give a non-negative, finite latency")
         self.graph.add_edge(a, b, bandwidth=float(bandwidth), latency=float(latency), **attrs)
         self.graph.add_edge(b, a, bandwidth=float(back), latency=float(latency), **attrs)
         self._compiled = None

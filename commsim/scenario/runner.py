@@ -20,8 +20,10 @@ import numpy as np
 import pandas as pd
 
 from commsim.collectives import bus_factor, simulate_collective
-from commsim.errors import ConfigError
+from commsim.errors import ConfigError, StallError
+from commsim.faults.injector import check_faults
 from commsim.faults.model import draw_faults
+from commsim.limits import MAX_RANKS, check_limit
 from commsim.network.loader import load_topology
 from commsim.network.topology import Topology
 from commsim.results.result import Result
@@ -37,9 +39,9 @@ from commsim.scenario.spec import (
     scenario_from_dict,
 )
 from commsim.simulation import Simulation
-from commsim.units import parse_size_range
+from commsim.units import check_message_sizes, parse_size_range
 
-__all__ = ["RunResult", "simulate", "as_scenario"]
+__all__ = ["RunResult", "simulate", "as_scenario", "check_scenario", "scenario_faults"]
 
 Progress = Callable[[float, float, str], None]
 
@@ -178,34 +180,101 @@ def _need_topology(scenario: Scenario, topology: Topology | None) -> Topology:
     return topology
 
 
+def check_scenario(scenario: Scenario) -> None:
+    """Every check :func:`simulate` makes before running, without running (sweeps check each point first).
+
+    Loads the topology, then checks faults, ``outputs.timeline_devices`` and that
+    a generated workload's ranks fit the topology's devices.
+    """
+    topology = _topology(scenario)
+    scenario_faults(scenario, topology)
+    if topology is not None:
+        _check_timeline_devices(scenario, topology)
+        _check_world(scenario, topology)
+
+
+def _check_world(scenario: Scenario, topology: Topology) -> None:
+    """A generated training or inference workload must not need more ranks than the topology has devices."""
+    workload = scenario.workload
+    if not isinstance(workload, (TrainingWorkload, InferenceWorkload)):
+        return
+    world = getattr(workload.generator_config(), "world", None)
+    if world is None:
+        return
+    check_limit("workload", f"tp·pp·dp = {world}", world, MAX_RANKS, "ranks", fix="use smaller parallel degrees")
+    devices = len(topology.devices)
+    if world > devices:
+        raise ConfigError(field="workload", value=f"tp·pp·dp = {world}",
+                          rule=f"needs {world} ranks but the topology has {devices} devices",
+                          fix="lower tp, pp or dp, or use a bigger topology")
+
+
 def simulate(source: Any, *, overrides: dict[str, Any] | None = None, progress: Progress | None = None) -> RunResult:
     """Run a scenario (a path, mapping or :class:`Scenario`) and return its :class:`RunResult`."""
     scenario = as_scenario(source, overrides)
     progress = progress or _quiet
     topology = _topology(scenario)
     workload = scenario.workload
+    faults = scenario_faults(scenario, topology)
+    if topology is not None:
+        _check_timeline_devices(scenario, topology)
+        _check_world(scenario, topology)
     if isinstance(workload, StudyWorkload):
         run = _run_study(scenario, workload, topology, progress)
     elif isinstance(workload, CollectiveWorkload):
-        run = _run_collective(scenario, workload, _need_topology(scenario, topology), progress)
+        run = _run_collective(scenario, workload, _need_topology(scenario, topology), faults, progress)
     else:
-        sim = _simulation(scenario, _need_topology(scenario, topology))
+        sim = _simulation(scenario, _need_topology(scenario, topology), faults)
         if isinstance(workload, TrafficWorkload):
             run = _run_traffic(scenario, workload, sim, progress)
         else:
             run = _run_replay(scenario, workload, sim, progress)
     run.topology = run.topology or topology
+    if topology is None and run.topology is not None:
+        _check_timeline_devices(scenario, run.topology)
     return run
 
 
-def _simulation(scenario: Scenario, topology: Topology) -> Simulation:
-    sim = Simulation(topology, seed=scenario.seed, routing=scenario.routing, name=scenario.name)
+def _check_timeline_devices(scenario: Scenario, topology: Topology) -> None:
+    """Every device ``outputs.timeline_devices`` names must exist (else the timeline would silently skip it)."""
+    known = set(topology.devices)
+    for i, name in enumerate(scenario.outputs.timeline_devices or []):
+        if name not in known:
+            raise ConfigError(field=f"outputs.timeline_devices[{i}]", value=name, rule="is not a device of the topology",
+                              fix=f"name devices such as {', '.join(topology.devices[:4])}")
+
+
+def scenario_faults(scenario: Scenario, topology: Topology | None) -> list[Any]:
+    """The scenario's faults (listed, then drawn from ``fault_rates``), checked against the topology.
+
+    Raises :class:`ConfigError` before anything runs: for ``fault_rates`` without
+    ``fault_horizon`` (or the reverse), a fault on a link or device the topology
+    lacks, and faults given to a study, which does not run on the scenario's network.
+    """
+    if scenario.fault_rates is not None and scenario.fault_horizon is None:
+        raise ConfigError(field="fault_horizon", rule="is required with fault_rates",
+                          fix="give the time span to draw faults over, e.g. '1 h'")
+    if scenario.fault_horizon is not None and scenario.fault_rates is None:
+        raise ConfigError(field="fault_horizon", value=scenario.fault_horizon, rule="has no fault_rates to draw from",
+                          fix="add fault_rates (e.g. {link_down: '1 /h'}) or drop fault_horizon")
+    given = bool(scenario.faults) or scenario.fault_rates is not None
+    if given and isinstance(scenario.workload, StudyWorkload):
+        raise ConfigError(field="faults" if scenario.faults else "fault_rates", value=scenario.workload.study,
+                          rule="cannot be applied to a study workload: studies build their own simulations",
+                          fix="drop faults/fault_rates from this scenario, or run a trace, training, inference, "
+                              "collective or traffic workload to see their effect")
+    if not given:
+        return []
+    topology = _need_topology(scenario, topology)
     faults: list[Any] = list(scenario.faults)
+    check_faults(faults, topology)
     if scenario.fault_rates is not None:
-        if scenario.fault_horizon is None:
-            raise ConfigError(field="fault_horizon", rule="is required with fault_rates",
-                              fix="give the time span to draw faults over, e.g. '1 h'")
         faults += draw_faults(scenario.fault_rates, topology, scenario.fault_horizon, seed=scenario.seed)
+    return faults
+
+
+def _simulation(scenario: Scenario, topology: Topology, faults: list[Any]) -> Simulation:
+    sim = Simulation(topology, seed=scenario.seed, routing=scenario.routing, name=scenario.name)
     sim.schedule_faults(faults)
     return sim
 
@@ -215,6 +284,24 @@ def _model_ref(scenario: Scenario, model: str) -> str:
     if model.endswith((".yaml", ".yml")):
         return str(scenario.resolve_path(model))
     return model
+
+
+def _keep_partial(error: StallError, scenario: Scenario, sim: Simulation) -> None:
+    """Attach the run up to the stall to ``error`` (as ``error.run``) so the CLI can write its tables."""
+    if error.result is None:
+        return
+    error.run = RunResult(scenario=scenario, metrics=dict(error.result.metrics), result=error.result,
+                          notes=[f"stalled at t={error.time:.9g} s; the tables stop there"], topology=sim.topology)
+
+
+def _fault_notes(faults: Any) -> list[str]:
+    """A note on the faults a run never reached (they came after its workload ended)."""
+    late = faults.not_reached
+    if not late:
+        return []
+    first = min(f.at for f in late)
+    return [f"{len(late)} fault(s) from t={first:.9g} s came after the workload ended and were not applied "
+            "(the makespan and utilisation cover the workload only)."]
 
 
 def _trace_of(scenario: Scenario, workload: Any) -> Any:
@@ -244,7 +331,11 @@ def _run_replay(scenario: Scenario, workload: Any, sim: Simulation, progress: Pr
     replay = Replay(sim, trace, lockstep=workload.lockstep, algorithms=scenario.collective.algorithms or None,
                     collective=scenario.collective.config(), channels=scenario.collective.channels, record=record,
                     progress=lambda done, total: progress(done, total, "ops"))
-    outcome = replay.run()
+    try:
+        outcome = replay.run()
+    except StallError as error:
+        _keep_partial(error, scenario, sim)
+        raise
     progress(1, 1, "ops")
     result = outcome.result
     metrics = dict(result.metrics)
@@ -252,20 +343,28 @@ def _run_replay(scenario: Scenario, workload: Any, sim: Simulation, progress: Pr
               "critical_path": outcome.critical_path}
     result.extra.clear()
     notes = ["Ranks of one program run in lockstep (see commsim.workloads.replay)."] if workload.lockstep else []
+    notes += _fault_notes(sim.faults)
     return RunResult(scenario=scenario, metrics=metrics, result=result, tables=tables, notes=notes,
                      topology=sim.topology)
 
 
-def _run_collective(scenario: Scenario, workload: CollectiveWorkload, topology: Topology,
+def _run_collective(scenario: Scenario, workload: CollectiveWorkload, topology: Topology, faults: list[Any],
                     progress: Progress) -> RunResult:
     sizes = (parse_size_range(workload.sizes, field="workload.sizes") if isinstance(workload.sizes, str)
-             else [float(s) for s in workload.sizes])
+             else check_message_sizes(workload.sizes, field="workload.sizes"))
     config = scenario.collective.config()
     rows = []
     for i, size in enumerate(sizes):
         progress(i, len(sizes), "sizes")
-        r = simulate_collective(topology, workload.op, size, algorithm=workload.algorithm, ranks=workload.ranks,
-                                config=config, seed=scenario.seed, routing=scenario.routing, **workload.params)
+        try:
+            r = simulate_collective(topology, workload.op, size, algorithm=workload.algorithm, ranks=workload.ranks,
+                                    config=config, seed=scenario.seed, routing=scenario.routing, faults=faults,
+                                    **workload.params)
+        except StallError as error:
+            error.run = RunResult(scenario=scenario, metrics={"sizes_completed": (float(len(rows)), "count")},
+                                  tables={"collective": pd.DataFrame(rows)}, topology=topology,
+                                  notes=[f"stalled at size {size:.0f} B; the table holds the sizes before it"])
+            raise
         rows.append({"size": size, "time": r.time, "algbw": r.algbw, "busbw": r.busbw, "closed_form": r.closed_form,
                      "ranks": r.ranks, "wire_bytes": r.wire_bytes})
     progress(len(sizes), len(sizes), "sizes")
@@ -276,7 +375,8 @@ def _run_collective(scenario: Scenario, workload: CollectiveWorkload, topology: 
                "bus_factor": (bus_factor(workload.op, int(last["ranks"])), "")}
     from commsim.views.figures import collective_curve
 
-    return RunResult(scenario=scenario, metrics=metrics, tables={"collective": table},
+    notes = ["Each size runs alone from t=0 under the scenario's faults."] if faults else []
+    return RunResult(scenario=scenario, metrics=metrics, tables={"collective": table}, notes=notes,
                      figures=[collective_curve(table, f"{workload.op}/{workload.algorithm}")])
 
 
@@ -334,7 +434,11 @@ def _run_traffic(scenario: Scenario, workload: TrafficWorkload, sim: Simulation,
             i = j
 
     sim.process(arrivals())
-    result = sim.run()
+    try:
+        result = sim.run()
+    except StallError as error:
+        _keep_partial(error, scenario, sim)
+        raise
     progress(count, count, "flows")
     fct = done - starts
     ideal = sizes / first_link[src] + routes.latency
@@ -346,7 +450,7 @@ def _run_traffic(scenario: Scenario, workload: TrafficWorkload, sim: Simulation,
                     "p99_slowdown": (float(np.percentile(fct / ideal, 99)), "x"),
                     "throughput": (float(sizes.sum() / result.makespan) if result.makespan > 0 else math.inf, "B/s")})
     return RunResult(scenario=scenario, metrics=metrics, result=result, tables={"traffic": table},
-                     topology=sim.topology)
+                     notes=_fault_notes(sim.faults), topology=sim.topology)
 
 
 def _derangement(rng: np.random.Generator, n: int) -> np.ndarray:

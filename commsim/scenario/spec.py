@@ -17,7 +17,8 @@ workload, faults, a seed and outputs::
       tables: parquet
 
 Every field is validated; a mistake gets one message naming the file, the
-field, the value, the rule and the fix. ``--set workload.tp=4`` (CLI) or
+field, the value, the rule and the fix. Counts and fractions are strict: ``true``
+is not read as 1, nor ``"4"`` as 4. ``--set workload.tp=4`` (CLI) or
 ``overrides={"workload.tp": 4}`` (Python) change any field before validation.
 """
 
@@ -57,7 +58,7 @@ class OutputSpec(StrictModel):
     dashboard: bool = True
     perfetto: bool = True
     record: Literal["auto", "all", "first", "none"] = "auto"
-    timeline_ranks: Annotated[int, Field(ge=1)] = 16
+    timeline_ranks: Annotated[int, Field(ge=1, strict=True)] = 16
     timeline_devices: list[str] | None = None
 
 
@@ -67,11 +68,11 @@ class CollectiveSettings(StrictModel):
     own flow hashes) for the algorithms that have them."""
 
     step_latency: Annotated[Duration, Field(ge=0)] = 0.0
-    bandwidth_efficiency: Annotated[float, Field(gt=0, le=1)] = 1.0
+    bandwidth_efficiency: Annotated[float, Field(gt=0, le=1, strict=True)] = 1.0
     reduction: bool = False
     mode: Literal["steps", "flows"] = "steps"
     algorithms: dict[str, str] = {}
-    channels: Annotated[int, Field(ge=1)] = 1
+    channels: Annotated[int, Field(ge=1, strict=True)] = 1
 
     def config(self) -> CollectiveConfig:
         """The executor's configuration."""
@@ -139,10 +140,10 @@ class TrafficWorkload(StrictModel):
 
     kind: Literal["traffic"] = "traffic"
     pattern: Literal["permutation", "uniform", "incast"] = "permutation"
-    flows: Annotated[int, Field(ge=1)] = 1000
+    flows: Annotated[int, Field(ge=1, strict=True)] = 1000
     size: Annotated[Bytes, Field(gt=0)] = 1e6
-    size_sigma: Annotated[float, Field(ge=0)] = 1.0
-    load: Annotated[float, Field(ge=0, le=1)] = 0.5
+    size_sigma: Annotated[float, Field(ge=0, strict=True)] = 1.0
+    load: Annotated[float, Field(ge=0, le=1, strict=True)] = 0.5
 
 
 class StudyWorkload(StrictModel):
@@ -169,7 +170,7 @@ class Scenario(StrictModel):
 
     name: str = Field(min_length=1)
     description: str = ""
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, strict=True)] = 0
     topology: str | dict[str, Any] | None = None
     topology_overrides: dict[str, Any] = {}
     devices: dict[str, str | dict[str, Any]] = {}
@@ -241,31 +242,50 @@ def _split_values(text: str) -> list[str]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``data`` with dotted paths set (``{"workload.tp": 4}``); list items by index."""
+    """A copy of ``data`` with dotted paths set (``{"workload.tp": 4}``); list items by index.
+
+    An index must name an existing item (``faults.0.at``) or the next one, which
+    appends (``faults.2`` on a list of 2); anything else is a :class:`ConfigError`.
+    """
     out = copy.deepcopy(data)
     for dotted, value in overrides.items():
         parts = dotted.split(".")
+        if not all(parts):
+            raise ConfigError(field="--set", value=dotted, rule="has an empty part in its dotted path",
+                              fix="write the path like workload.tp or faults.0.at")
         node: Any = out
-        for i, part in enumerate(parts[:-1]):
-            key: Any = int(part) if isinstance(node, list) and part.isdigit() else part
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
             if isinstance(node, list):
-                if not isinstance(key, int) or not 0 <= key < len(node):
-                    raise ConfigError(field=dotted, value=value, rule=f"indexes a list of {len(node)} with {part!r}",
-                                      fix="use a valid list index")
-                node = node[key]
-                continue
-            if key not in node or node[key] is None:
-                node[key] = {}
-            if not isinstance(node[key], (dict, list)):
-                raise ConfigError(field=".".join(parts[: i + 1]), value=node[key], rule="is not a mapping",
-                                  fix=f"set {'.'.join(parts[: i + 1])} itself, not a field inside it")
-            node = node[key]
-        last = parts[-1]
-        if isinstance(node, list):
-            node[int(last)] = value
-        else:
-            node[last] = value
+                index = _list_index(node, part, dotted, value, appending=last)
+                if last:
+                    if index == len(node):
+                        node.append(value)
+                    else:
+                        node[index] = value
+                    break
+                node = node[index]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                    break
+                if part not in node or node[part] is None:
+                    node[part] = {}
+                node = node[part]
+            else:
+                parent = ".".join(parts[:i])
+                raise ConfigError(field=parent, value=node, rule="is not a mapping or a list",
+                                  fix=f"set {parent} itself, not a field inside it")
     return out
+
+
+def _list_index(items: list[Any], part: str, dotted: str, value: Any, *, appending: bool) -> int:
+    top = len(items) + (1 if appending else 0)
+    if not part.isdigit() or not int(part) < top:
+        allowed = f"0 to {top - 1}" if top else "none (the list is empty)"
+        raise ConfigError(field=dotted, value=value, rule=f"indexes a list of {len(items)} with {part!r}",
+                          fix=f"use an index from {allowed}" + (" (the last one appends)" if appending else ""))
+    return int(part)
 
 
 def scenario_from_dict(data: dict[str, Any], *, source: str | Path | None = None,

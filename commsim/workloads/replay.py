@@ -270,10 +270,10 @@ class Replay:
         try:
             result = self.sim.run()
         except StallError as exc:
-            raise StallError(exc.time, exc.stalled + self._unfinished(), exc.result) from None
+            raise StallError(exc.time, exc.stalled + self._unfinished(), exc.result, exc.causes) from None
         unfinished = self._unfinished()
         if unfinished:
-            raise StallError(self.env.now, unfinished, result)
+            raise StallError(self.env.now, unfinished, result, self.sim.failed_components())
         return result
 
     def op_times(self, cohort: int = 0) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
