@@ -31,6 +31,8 @@ class FaultInjector:
     def __init__(self, sim: Simulation) -> None:
         self.sim = sim
         self.applied: list[Any] = []
+        self.scheduled: list[Any] = []
+        """Every fault scheduled so far (a replay's shortcuts are exact only without any)."""
 
     def schedule(self, faults: Iterable[Any], *, field: str = "faults") -> None:
         """Schedule faults (models or mappings such as ``{"kind": "link_down", ...}``)."""
@@ -45,6 +47,7 @@ class FaultInjector:
                 except ValidationError as exc:
                     raise config_error_from(exc, model, prefix=f"{field}[{i}]") from None
             self._check(fault, f"{field}[{i}]")
+            self.scheduled.append(fault)
             self.sim.env.process(self._apply_at(fault))
 
     def _check(self, fault: Any, field: str) -> None:

@@ -50,6 +50,7 @@ from commsim.devices.device import start_kernels
 from commsim.errors import ConfigError, OutOfMemoryError, SimulationError, StallError
 from commsim.kernel.fluid import _LateEvent
 from commsim.workloads._index import TraceIndex
+from commsim.workloads._shortcuts import Shortcuts
 from commsim.workloads._validate import validate_against, validate_trace
 from commsim.workloads.trace import CollectiveOp, Trace
 
@@ -190,12 +191,19 @@ class Replay:
         Called as ``progress(ops_done, ops_total)`` now and then.
     channels:
         Parallel rings/trees per collective, for the algorithms that take them.
+    fast:
+        Skip the fluid kernel where its answer cannot depend on anything else:
+        compute on devices nothing else uses, collectives on links no other
+        traffic can use (see :mod:`commsim.workloads._shortcuts` for the
+        conditions, checked before the run). Exact: the results equal the full
+        replay's up to rounding; what the analysis cannot prove private runs as
+        usual, and ``notes`` says which shortcut is off and why.
     """
 
     def __init__(self, sim: Any, trace: Trace, *, devices: list[str] | None = None, lockstep: bool = True,
                  algorithms: dict[str, str] | None = None, collective: CollectiveConfig | None = None,
                  record: str | None = None, progress: Callable[[int, int], None] | None = None,
-                 channels: int = 1) -> None:
+                 channels: int = 1, fast: bool = False) -> None:
         self.sim = sim
         self.env = sim.env
         self.trace = trace
@@ -233,6 +241,7 @@ class Replay:
         self._ready_pairs: list[tuple[int, int, int, int, int, int, float, int]] = []
         self._flush_pending = False
         self._groups_of: dict[tuple[int, int], list[tuple[int, ...]]] = {}
+        self._member_positions: dict[tuple[int, tuple[int, ...]], tuple[np.ndarray, np.ndarray]] = {}
         self.done = Event(self.env)
         self._ops_left = sum(len(c.plan.ops) for c in self.cohorts)
         self._runnable: deque[tuple[_Cohort, int]] = deque()
@@ -241,6 +250,8 @@ class Replay:
         self.channels = channels
         self._ops_total = self._ops_left
         self._progress_every = max(1, self._ops_total // 200)
+        self.shortcuts: Shortcuts | None = Shortcuts(self, self._schedule_of) if fast else None
+        self.notes: list[str] = [] if self.shortcuts is None else list(self.shortcuts.notes)
 
     # ------------------------------------------------------------------ driving
     def start(self) -> Event:
@@ -330,6 +341,9 @@ class Replay:
         return ends, parts_done
 
     def _compute(self, cohort: _Cohort, i: int, op: Any) -> None:
+        if self.shortcuts is not None and self.shortcuts.compute and (op.flops or op.bytes):
+            self._compute_alone(cohort, i, op)
+            return
         devices = [self.sim.devices[d] for d in cohort.devices]
         n = len(devices)
         ends, parts_done = self._per_rank(cohort, i)
@@ -347,6 +361,17 @@ class Replay:
             self.env.timeout(overhead).callbacks.append(launch)
         else:
             launch()
+
+    def _compute_alone(self, cohort: _Cohort, i: int, op: Any) -> None:
+        """A compute op on devices nothing else uses: its roofline time, without the kernel (see ``fast``)."""
+        assert self.shortcuts is not None
+        longest, times = self.shortcuts.compute_times(cohort.index, [self.sim.devices[d] for d in cohort.devices]
+                                                      if cohort.index not in self.shortcuts.known else None, op)
+        begun = self.env.now
+        if times is not None or self._recorded[cohort.index]:
+            ends = np.full(len(cohort.ranks), begun + longest) if times is None else begun + times
+            cohort.rank_end[i] = ends
+        self.env.timeout(longest).callbacks.append(lambda _ev: self._finish(cohort, i))
 
     def _memory(self, cohort: _Cohort, i: int, op: Any) -> None:
         held = cohort.buffers.setdefault(op.buffer, [[] for _ in cohort.devices])
@@ -405,7 +430,7 @@ class Replay:
                 self._ready_groups.append(state)
                 self._request_flush()
 
-    def _algorithm(self, op: CollectiveOp) -> str:
+    def algorithm_of(self, op: CollectiveOp) -> str:
         """The engine algorithm a trace collective runs (``auto`` and aliases resolved)."""
         algorithm = op.algorithm if op.algorithm != "auto" else self.algorithms[op.op]
         if (op.op, algorithm) not in ALGORITHMS:
@@ -416,7 +441,7 @@ class Replay:
         """Every collective of the trace must have its algorithm: say so before the run, not in it."""
         for program in self.trace.programs:
             for i, op in enumerate(program.ops):
-                if op.kind == "collective" and (op.op, self._algorithm(op)) not in ALGORITHMS:
+                if op.kind == "collective" and (op.op, self.algorithm_of(op)) not in ALGORITHMS:
                     available = sorted(a for o, a in ALGORITHMS if o == op.op)
                     raise ConfigError(field=f"programs[{program.name}].ops[{i}].algorithm", value=op.algorithm,
                                       rule=f"is not an algorithm for {op.op}",
@@ -426,9 +451,32 @@ class Replay:
         batches: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
         for state in ready:
             op = state["op"]
-            batches[(op.op, self._algorithm(op), float(op.bytes), len(state["group"]), op.root_index)].append(state)
+            key = (op.op, self.algorithm_of(op), float(op.bytes), len(state["group"]), op.root_index)
+            timing = None if self.shortcuts is None else self.shortcuts.timing(_private_key(key, state["group"]))
+            if timing is not None:
+                self._replay_timing(state, timing)
+            else:
+                batches[key].append(state)
         for (kind, algorithm, nbytes, size, root), states in batches.items():
             self._launch_batch(kind, algorithm, nbytes, size, root, states)
+
+    def _replay_timing(self, state: dict[str, Any], timing: tuple[float, np.ndarray]) -> None:
+        """Finish a collective on private links as its remembered run did (see ``fast``)."""
+        begun = self.env.now
+        done, ends = timing
+        self.env.timeout(done).callbacks.append(
+            lambda _ev: self._group_finished(state, self.env.now, begun + ends, begun))
+
+    def _schedule_of(self, kind: str, algorithm: str, nbytes: float, size: int, root: int,
+                     nodes: list[str]) -> Any:
+        """The schedule of one group's collective (``nodes``: its members' device nodes)."""
+        params: dict[str, Any] = {"root": root} if kind in ("broadcast", "reduce") else {}
+        accepted = inspect.signature(ALGORITHMS[(kind, algorithm)]).parameters
+        if self.channels > 1 and "channels" in accepted:
+            params["channels"] = self.channels
+        if "ranks_per_node" in accepted:
+            params["ranks_per_node"] = ranks_per_node_of(self.sim.topology, nodes[:size])
+        return build_schedule(kind, algorithm, size, nbytes, **params)
 
     def _launch_batch(self, kind: str, algorithm: str, nbytes: float, size: int, root: int,
                       states: list[dict[str, Any]]) -> None:
@@ -437,14 +485,8 @@ class Replay:
         key = (kind, algorithm, nbytes, size, root, len(states))
         schedule = self._schedules.get(key)
         if schedule is None:
-            params: dict[str, Any] = {"root": root} if kind in ("broadcast", "reduce") else {}
-            accepted = inspect.signature(ALGORITHMS[(kind, algorithm)]).parameters
-            if self.channels > 1 and "channels" in accepted:
-                params["channels"] = self.channels
-            if "ranks_per_node" in accepted:
-                params["ranks_per_node"] = ranks_per_node_of(self.sim.topology, nodes[:size])
             # the same collective recurs every layer and micro-batch: build (and tile) it once
-            schedule = tile(build_schedule(kind, algorithm, size, nbytes, **params), len(states))
+            schedule = tile(self._schedule_of(kind, algorithm, nbytes, size, root, nodes), len(states))
             self._schedules[key] = schedule
         begun = self.env.now
         run: CollectiveRun | None = None
@@ -452,6 +494,8 @@ class Replay:
         def copy_done(copy: int, now: float) -> None:
             assert run is not None
             ends = run.rank_end[copy * size:(copy + 1) * size]
+            if self.shortcuts is not None:
+                self.shortcuts.remember(_private_key(key[:5], states[copy]["group"]), now - begun, ends - begun)
             self._group_finished(states[copy], now, ends, begun)
 
         run = CollectiveRun(self.sim, schedule, nodes, self.collective, label=f"{kind}/{algorithm}",
@@ -460,21 +504,32 @@ class Replay:
 
     def _group_finished(self, state: dict[str, Any], now: float, ends: np.ndarray, begun: float) -> None:
         group = state["group"]
-        rank_end = dict(zip(group, ends.tolist(), strict=True))
         for cohort_index, i in state["waiting"]:
             cohort = self.cohorts[cohort_index]
-            ends_c = cohort.rank_end.setdefault(i, np.full(len(cohort.ranks), math.nan))
-            # a cohort may hold members of several groups, each beginning when its own members are there
-            began_c = cohort.rank_began.setdefault(i, np.full(len(cohort.ranks), math.nan))
-            for k, rank in enumerate(cohort.ranks.tolist()):
-                if rank in rank_end:
-                    ends_c[k] = rank_end[rank]
-                    began_c[k] = begun
+            if self._recorded[cohort_index]:
+                # per-rank times only matter for the spans recorded (the summary uses the cohort's own times)
+                mine, theirs = self._members(cohort, group)
+                ends_c = cohort.rank_end.setdefault(i, np.full(len(cohort.ranks), math.nan))
+                # a cohort may hold members of several groups, each beginning when its own members are there
+                began_c = cohort.rank_began.setdefault(i, np.full(len(cohort.ranks), math.nan))
+                ends_c[mine] = ends[theirs]
+                began_c[mine] = begun
             if state["last"] != (cohort_index, i):
                 cohort.released_by[i] = state["last"]
             cohort.pending_parts[i] -= 1
             if cohort.pending_parts[i] == 0:
                 self._finish(cohort, i)
+
+    def _members(self, cohort: _Cohort, group: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Positions in ``cohort`` and in ``group`` of the ranks they share."""
+        key = (cohort.index, group)
+        found = self._member_positions.get(key)
+        if found is None:
+            where = {rank: k for k, rank in enumerate(cohort.ranks.tolist())}
+            pairs = [(where[rank], g) for g, rank in enumerate(group) if rank in where]
+            found = (np.array([k for k, _ in pairs], dtype=np.int64), np.array([g for _, g in pairs], dtype=np.int64))
+            self._member_positions[key] = found
+        return found
 
     # ------------------------------------------------------------------ send / recv
     def _post(self, cohort: _Cohort, i: int, op: Any) -> None:
@@ -657,6 +712,11 @@ class Replay:
 def replay(sim: Any, trace: Trace, **options: Any) -> ReplayResult:
     """Replay ``trace`` on ``sim`` to the end (see :class:`Replay` for the options)."""
     return Replay(sim, trace, **options).run()
+
+
+def _private_key(key: tuple[Any, ...], group: tuple[int, ...]) -> tuple[Any, ...]:
+    """(kind, algorithm, bytes, size, root) and the group: what a remembered private collective is found by."""
+    return (*key, group)
 
 
 def _union_length(intervals: list[tuple[float, float]]) -> float:
