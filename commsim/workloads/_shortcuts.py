@@ -140,16 +140,19 @@ class Shortcuts:
         """Time of compute ``op`` alone on each device of ``cohort`` (launch overhead included), seconds.
 
         Returns the longest time and the per-device times, or ``None`` for them
-        when every device of the cohort has the same spec. ``devices`` (the
+        when every device of the cohort has the same spec and capacities (taken
+        when the cohort's first compute op starts; no fault changes them later). ``devices`` (the
         cohort's, in rank order) is needed the first time a cohort is seen only.
         """
         kinds = self.known.get(cohort)
         if kinds is None:
             assert devices is not None
-            by_spec: dict[int, list[int]] = defaultdict(list)
+            # devices alike: the same spec at the same capacities (a straggler slowed before the run differs)
+            alike: dict[tuple[Any, ...], list[int]] = defaultdict(list)
             for k, device in enumerate(devices):
-                by_spec[id(device.spec)].append(k)
-            kinds = self.known[cohort] = [(devices[ks[0]], np.array(ks)) for ks in by_spec.values()]
+                caps = self._kernel.capacity(np.array([device.compute_resource, device.memory_resource]))
+                alike[(id(device.spec), *caps.tolist())].append(k)
+            kinds = self.known[cohort] = [(devices[ks[0]], np.array(ks)) for ks in alike.values()]
         if len(kinds) == 1:
             return self._alone(kinds[0][0], op), None
         times = np.empty(sum(len(ks) for _, ks in kinds))
