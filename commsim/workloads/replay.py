@@ -129,6 +129,8 @@ class _Cohort:
     end: np.ndarray
     released_by: list[tuple[int, int] | None]
     pending_parts: np.ndarray
+    launched: np.ndarray
+    """When each communication op's transfers began (its group complete, its peer posted); NaN otherwise."""
     rank_end: dict[int, np.ndarray] = field(default_factory=dict)
     rank_began: dict[int, np.ndarray] = field(default_factory=dict)
     buffers: dict[str, list[list[int]]] = field(default_factory=dict)
@@ -231,7 +233,7 @@ class Replay:
                     index=len(self.cohorts), program=p, ranks=np.array(members, dtype=np.int64),
                     devices=[self.devices[r] for r in members], plan=plan, waits=plan.waits.copy(),
                     start=np.full(n, math.nan), end=np.full(n, math.nan), released_by=[None] * n,
-                    pending_parts=np.zeros(n, dtype=np.int64)))
+                    pending_parts=np.zeros(n, dtype=np.int64), launched=np.full(n, math.nan)))
         self._recorded = {c.index: (list(range(len(c.ranks))) if record == "all" else [0] if record == "first" else [])
                           for c in self.cohorts}
         self._rendezvous: dict[tuple[Any, tuple[int, ...], int], dict[str, Any]] = {}
@@ -514,6 +516,8 @@ class Replay:
                 began_c = cohort.rank_began.setdefault(i, np.full(len(cohort.ranks), math.nan))
                 ends_c[mine] = ends[theirs]
                 began_c[mine] = begun
+            if not cohort.launched[i] >= begun:
+                cohort.launched[i] = begun
             if state["last"] != (cohort_index, i):
                 cohort.released_by[i] = state["last"]
             cohort.pending_parts[i] -= 1
@@ -574,6 +578,9 @@ class Replay:
         dsts = [self.cohorts[p[3]].devices[p[5]] for p in pairs]
         routes = self.sim.network.routes(srcs, dsts, [p[7] for p in pairs])
         sizes = np.array([p[6] for p in pairs])
+        now = self.env.now
+        for c, i in {(p[0], p[1]) for p in pairs} | {(p[3], p[4]) for p in pairs}:
+            self.cohorts[c].launched[i] = now
 
         def delivered(idx: np.ndarray) -> None:
             now = self.env.now
