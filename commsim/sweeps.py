@@ -26,7 +26,7 @@ import pandas as pd
 from commsim.errors import ConfigError
 from commsim.scenario.runner import as_scenario, simulate
 
-__all__ = ["SweepResult", "sweep", "grid_points"]
+__all__ = ["SweepResult", "sweep", "grid_points", "run_tasks", "RowWriter"]
 
 
 @dataclass
@@ -82,22 +82,16 @@ def sweep(scenario: Any, grid: dict[str, list[Any]], *, jobs: int = 1, dask: Any
     if jobs < 1:
         raise ConfigError(field="--jobs", value=jobs, rule="must be at least 1", fix="give 1 or more processes")
     results: dict[int, dict[str, float]] = {}
-    writer = _RowWriter(csv_path, list(grid))
+    writer = RowWriter(csv_path)
 
     def collect(index: int, metrics: dict[str, float]) -> None:
         results[index] = metrics
-        writer.write(points[index], metrics)
+        writer.write({**points[index], **metrics})
         if progress is not None:
             progress(len(results), len(points))
 
     try:
-        if dask is not None:
-            _on_dask(dask, data, source, points, collect)
-        elif jobs == 1:
-            for i, point in enumerate(points):
-                collect(i, _run_point(data, source, point))
-        else:
-            _on_processes(jobs, data, source, points, collect)
+        run_tasks(_run_point, [(data, source, point) for point in points], jobs=jobs, dask=dask, collect=collect)
     finally:
         writer.close()
     rows = [{**points[i], **results[i]} for i in sorted(results)]
@@ -106,14 +100,32 @@ def sweep(scenario: Any, grid: dict[str, list[Any]], *, jobs: int = 1, dask: Any
     return SweepResult(table=table, parameters=list(grid), metrics=metrics)
 
 
-def _on_processes(jobs: int, data: dict[str, Any], source: str | None, points: list[dict[str, Any]],
-                  collect: Callable[[int, dict[str, float]], None]) -> None:
+def run_tasks(task: Callable[..., Any], arguments: list[tuple[Any, ...]], *, jobs: int = 1, dask: Any = None,
+              collect: Callable[[int, Any], None]) -> None:
+    """Run ``task(*arguments[i])`` for every ``i``; call ``collect(i, result)`` as each one finishes.
+
+    In this process (``jobs=1``), in ``jobs`` local processes, or on a Dask
+    scheduler (an address or a ``distributed.Client``). ``task`` must be a
+    module-level function (it is pickled). An interrupt stops the pool; what
+    was collected stays collected.
+    """
+    if dask is not None:
+        _on_dask(dask, task, arguments, collect)
+    elif jobs == 1:
+        for i, args in enumerate(arguments):
+            collect(i, task(*args))
+    else:
+        _on_processes(jobs, task, arguments, collect)
+
+
+def _on_processes(jobs: int, task: Callable[..., Any], arguments: list[tuple[Any, ...]],
+                  collect: Callable[[int, Any], None]) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
     try:
-        pending = {pool.submit(_run_point, data, source, point): i for i, point in enumerate(points)}
+        pending = {pool.submit(task, *args): i for i, args in enumerate(arguments)}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -122,13 +134,13 @@ def _on_processes(jobs: int, data: dict[str, Any], source: str | None, points: l
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _on_dask(dask: Any, data: dict[str, Any], source: str | None, points: list[dict[str, Any]],
-             collect: Callable[[int, dict[str, float]], None]) -> None:
+def _on_dask(dask: Any, task: Callable[..., Any], arguments: list[tuple[Any, ...]],
+             collect: Callable[[int, Any], None]) -> None:
     from distributed import Client, as_completed
 
     client = dask if isinstance(dask, Client) else Client(dask)
     try:
-        futures = [client.submit(_run_point, data, source, point, pure=False) for point in points]
+        futures = [client.submit(task, *args, pure=False) for args in arguments]
         index = {f.key: i for i, f in enumerate(futures)}
         for future in as_completed(futures):
             collect(index[future.key], future.result())
@@ -137,27 +149,32 @@ def _on_dask(dask: Any, data: dict[str, Any], source: str | None, points: list[d
             client.close()
 
 
-class _RowWriter:
-    """Appends each completed row to a CSV so an interrupted sweep keeps its results."""
+class RowWriter:
+    """Appends each completed row to a CSV so an interrupted run keeps its results.
 
-    def __init__(self, path: str | Path | None, parameters: list[str]) -> None:
+    The columns are ``fieldnames`` when given, else the first row's keys.
+    """
+
+    def __init__(self, path: str | Path | None, fieldnames: list[str] | None = None) -> None:
         self.path = Path(path) if path else None
-        self.parameters = parameters
+        self.fieldnames = fieldnames
         self._handle = None
         self._writer: Any = None
 
-    def write(self, point: dict[str, Any], metrics: dict[str, float]) -> None:
+    def write(self, row: dict[str, Any]) -> None:
+        """Append ``row`` (and flush it to disk)."""
         if self.path is None:
             return
-        row = {**point, **metrics}
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = self.path.open("w", newline="", encoding="utf-8")
-            self._writer = csv.DictWriter(self._handle, fieldnames=list(row), extrasaction="ignore")
+            self._writer = csv.DictWriter(self._handle, fieldnames=self.fieldnames or list(row),
+                                          extrasaction="ignore")
             self._writer.writeheader()
         self._writer.writerow(row)
         self._handle.flush()
 
     def close(self) -> None:
+        """Close the file."""
         if self._handle is not None:
             self._handle.close()

@@ -20,18 +20,23 @@ ParamOption = Annotated[list[str] | None, typer.Option("-p", "--topology-param",
                                                             "servers=8. Repeatable.")]
 
 
+def topology_params(params: list[str] | None) -> dict[str, Any]:
+    """``-p KEY=VALUE`` topology generator parameters as a mapping (values read as YAML scalars)."""
+    overrides: dict[str, Any] = {}
+    for text in params or []:
+        key, eq, value = text.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(field="--topology-param", value=text, rule="is not KEY=VALUE",
+                              fix="give a generator parameter such as servers=8")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
 def load_cluster(topology: str, params: list[str] | None) -> Any:
     """The topology ``-t`` names, with ``-p KEY=VALUE`` generator parameters applied."""
     from commsim.network.loader import load_topology
 
-    overrides: dict[str, Any] = {}
-    for text in params or []:
-        key, eq, value = text.partition("=")
-        if not eq or not key:
-            raise ConfigError(field="--topology-param", value=text, rule="is not KEY=VALUE",
-                              fix="give a generator parameter such as servers=8")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return load_topology(topology, overrides=overrides or None)
+    return load_topology(topology, overrides=topology_params(params) or None)
 
 
 def simulation_factory(topology: Any) -> Any:

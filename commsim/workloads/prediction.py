@@ -71,12 +71,14 @@ def periodic_points(micro_batches: int, pp: int, virtual_stages: int = 1) -> lis
     [8, 9, 10]
     >>> periodic_points(10, 8) is None
     True
+    >>> periodic_points(16, 1)
+    [1, 2, 3]
     >>> periodic_points(64, 4, virtual_stages=2)
     [4, 8, 12]
     """
     spacing = pp if virtual_stages > 1 else 1
     points = [pp, pp + spacing, pp + 2 * spacing]
-    return points if pp > 1 and points[-1] < micro_batches else None
+    return points if points[-1] < micro_batches else None
 
 
 def predict_training_step(model: TransformerSpec | str, config: TrainingConfig | dict[str, Any],

@@ -24,12 +24,12 @@ def test_two_layer_model_by_hand():
 @pytest.mark.parametrize("name", ["gpt3-175b", "megatron-gpt2-8.3b", "mt-nlg-530b"])
 def test_gpt_models_match_narayanan_formulas(name):
     spec = load_model(name)
-    B, s, l, h, V = 512, 2048, spec.layers, spec.hidden, spec.vocab
+    B, s, L, h, V = 512, 2048, spec.layers, spec.hidden, spec.vocab
     assert math.isclose(model_flops(spec, seq_len=s, global_batch=B),
-                        72 * B * s * l * h**2 * (1 + s / (6 * h) + V / (12 * h * l)), rel_tol=1e-12)
+                        72 * B * s * L * h**2 * (1 + s / (6 * h) + V / (12 * h * L)), rel_tol=1e-12)
     # full recomputation: one more forward of every layer (Narayanan et al. 2021, eq. 3)
     assert math.isclose(hardware_flops(spec, seq_len=s, global_batch=B, recompute="full"),
-                        96 * B * s * l * h**2 * (1 + s / (6 * h) + V / (16 * h * l)), rel_tol=1e-12)
+                        96 * B * s * L * h**2 * (1 + s / (6 * h) + V / (16 * h * L)), rel_tol=1e-12)
 
 
 def test_selective_recomputes_only_the_attention_scores():

@@ -22,7 +22,7 @@ def cluster() -> Simulation:
                                      port_bandwidth="400 Gbps", servers_per_leaf=2, spines=1), record_usage=False)
 
 
-@pytest.mark.parametrize(("tp", "pp", "dp"), [(8, 2, 1), (2, 4, 2), (1, 4, 4)])
+@pytest.mark.parametrize(("tp", "pp", "dp"), [(8, 2, 1), (2, 4, 2), (1, 4, 4), (4, 1, 4)])
 def test_periodic_fast_prediction_equals_the_full_replay(tp, pp, dp):
     config = {"tp": tp, "pp": pp, "dp": dp, "sequence_parallel": tp > 1, "num_micro_batches": 12}
     fast = predict_training_step(TINY, config, cluster)
@@ -46,7 +46,7 @@ def test_a_step_that_is_not_periodic_is_replayed_in_full(monkeypatch):
 def test_periodic_points():
     assert periodic_points(64, 8) == [8, 9, 10]
     assert periodic_points(10, 8) is None          # too few micro-batches to gain anything
-    assert periodic_points(64, 1) is None          # no pipeline: one replay
+    assert periodic_points(64, 1) == [1, 2, 3]     # gradient accumulation repeats too
     assert periodic_points(32, 4, virtual_stages=2) == [4, 8, 12]
 
 
