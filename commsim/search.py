@@ -172,12 +172,14 @@ def predict_candidate(model: dict[str, Any], topology: str, params: tuple[tuple[
 def search(spec: TransformerSpec, topology: str, *, global_batch: int, gpus: int | None = None,
            topology_params: dict[str, Any] | None = None, seq_len: int | None = None,
            space: SearchSpace | None = None, jobs: int = 1, dask: Any = None, csv_path: str | Path | None = None,
-           progress: Callable[[int, int], None] | None = None, replay: dict[str, Any] | None = None) -> SearchResult:
+           progress: Callable[[int, int], None] | None = None, replay: dict[str, Any] | None = None,
+           limit: int | None = None) -> SearchResult:
     """Enumerate, reject, predict in parallel and rank the layouts of ``spec`` on ``topology``.
 
     ``topology`` is a file or shorthand (loaded in each worker, with
     ``topology_params`` applied); ``gpus`` defaults to all its devices; ``replay``
-    options go to :func:`~commsim.workloads.prediction.predict_training_step`.
+    options go to :func:`~commsim.workloads.prediction.predict_training_step`;
+    ``limit`` predicts only the first ``limit`` runnable layouts (a sample, for timing).
     """
     params = tuple(sorted((topology_params or {}).items()))
     available = len(_cluster(topology, params).devices)
@@ -192,6 +194,8 @@ def search(spec: TransformerSpec, topology: str, *, global_batch: int, gpus: int
         raise ConfigError(field="--jobs", value=jobs, rule="must be at least 1", fix="give 1 or more processes")
     seq = seq_len or spec.default_seq_len
     runnable, rejected = enumerate_candidates(spec, gpus, global_batch, seq, space)
+    if limit is not None:
+        runnable = runnable[:limit]
     notes = [f"not searched (the training generator has no such field yet): {name}"
              for name in SearchSpace.missing_fields()]
     rows: list[dict[str, Any]] = list(rejected)
