@@ -179,7 +179,8 @@ def search(spec: TransformerSpec, topology: str, *, global_batch: int, gpus: int
     ``topology`` is a file or shorthand (loaded in each worker, with
     ``topology_params`` applied); ``gpus`` defaults to all its devices; ``replay``
     options go to :func:`~commsim.workloads.prediction.predict_training_step`;
-    ``limit`` predicts only the first ``limit`` runnable layouts (a sample, for timing).
+    ``limit`` predicts only ``limit`` runnable layouts, evenly spaced in enumeration order (a sample, for
+    timing).
     """
     params = tuple(sorted((topology_params or {}).items()))
     available = len(_cluster(topology, params).devices)
@@ -194,8 +195,8 @@ def search(spec: TransformerSpec, topology: str, *, global_batch: int, gpus: int
         raise ConfigError(field="--jobs", value=jobs, rule="must be at least 1", fix="give 1 or more processes")
     seq = seq_len or spec.default_seq_len
     runnable, rejected = enumerate_candidates(spec, gpus, global_batch, seq, space)
-    if limit is not None:
-        runnable = runnable[:limit]
+    if limit is not None and limit < len(runnable):
+        runnable = runnable[:: max(1, len(runnable) // max(limit, 1))][:limit]
     notes = [f"not searched (the training generator has no such field yet): {name}"
              for name in SearchSpace.missing_fields()]
     rows: list[dict[str, Any]] = list(rejected)

@@ -31,6 +31,7 @@ waits for the slowest before the next one starts on all of them.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections import defaultdict, deque
@@ -187,8 +188,9 @@ class Replay:
     collective:
         Latency, protocol efficiency and reduction-cost settings of collectives.
     record:
-        ``"all"`` ranks' spans, ``"first"`` rank of each cohort, or ``"none"``;
-        default ``"all"`` up to 64 ranks, else ``"first"``.
+        ``"all"`` ranks' spans, ``"first"`` rank of each cohort, or ``"none"``
+        (no spans, and no flows of sends either); default ``"all"`` up to 64
+        ranks, else ``"first"``.
     progress:
         Called as ``progress(ops_done, ops_total)`` now and then.
     channels:
@@ -234,6 +236,7 @@ class Replay:
                     devices=[self.devices[r] for r in members], plan=plan, waits=plan.waits.copy(),
                     start=np.full(n, math.nan), end=np.full(n, math.nan), released_by=[None] * n,
                     pending_parts=np.zeros(n, dtype=np.int64), launched=np.full(n, math.nan)))
+        self._record_flows = record != "none"
         self._recorded = {c.index: (list(range(len(c.ranks))) if record == "all" else [0] if record == "first" else [])
                           for c in self.cohorts}
         self._rendezvous: dict[tuple[Any, tuple[int, ...], int], dict[str, Any]] = {}
@@ -242,7 +245,8 @@ class Replay:
         self._posted: dict[tuple[str, int, int, int, int], tuple[int, int, int, float]] = {}
         self._ready_pairs: list[tuple[int, int, int, int, int, int, float, int]] = []
         self._flush_pending = False
-        self._groups_of: dict[tuple[int, int], list[tuple[int, ...]]] = {}
+        self._groups_of: dict[tuple[int, Any], list[tuple[int, ...]]] = {}
+        self._peers_of: dict[tuple[int, Any], list[int]] = {}
         self._member_positions: dict[tuple[int, tuple[int, ...]], tuple[np.ndarray, np.ndarray]] = {}
         self.done = Event(self.env)
         self._ops_left = sum(len(c.plan.ops) for c in self.cohorts)
@@ -405,13 +409,15 @@ class Replay:
 
     # ------------------------------------------------------------------ collectives
     def _groups(self, cohort: _Cohort, i: int, op: CollectiveOp) -> list[tuple[int, ...]]:
-        key = (cohort.index, i)
-        if key not in self._groups_of:
+        # the groups follow from the cohort and the group spec alone, which thousands of ops share
+        key = (cohort.index, op.group if isinstance(op.group, str) else tuple(op.group))
+        found = self._groups_of.get(key)
+        if found is None:
             seen: dict[tuple[int, ...], None] = {}
             for rank in cohort.ranks.tolist():
                 seen[tuple(self.index.resolve_group(rank, op.group))] = None
-            self._groups_of[key] = list(seen)
-        return self._groups_of[key]
+            found = self._groups_of[key] = list(seen)
+        return found
 
     def _arrive(self, cohort: _Cohort, i: int, op: CollectiveOp) -> None:
         groups = self._groups(cohort, i, op)
@@ -473,7 +479,7 @@ class Replay:
                      nodes: list[str]) -> Any:
         """The schedule of one group's collective (``nodes``: its members' device nodes)."""
         params: dict[str, Any] = {"root": root} if kind in ("broadcast", "reduce") else {}
-        accepted = inspect.signature(ALGORITHMS[(kind, algorithm)]).parameters
+        accepted = _parameters(kind, algorithm)
         if self.channels > 1 and "channels" in accepted:
             params["channels"] = self.channels
         if "ranks_per_node" in accepted:
@@ -540,8 +546,12 @@ class Replay:
         n = len(cohort.ranks)
         cohort.pending_parts[i] = n
         cohort.rank_end[i] = np.full(n, math.nan)
+        key = (cohort.index, op.peer)
+        peers = self._peers_of.get(key)
+        if peers is None:
+            peers = self._peers_of[key] = [self.index.resolve_peer(rank, op.peer) for rank in cohort.ranks.tolist()]
         for k, rank in enumerate(cohort.ranks.tolist()):
-            peer = self.index.resolve_peer(rank, op.peer)
+            peer = peers[k]
             src, dst = (rank, peer) if op.kind == "send" else (peer, rank)
             seq = self._p2p_position(cohort, rank)[i]
             other = "recv" if op.kind == "send" else "send"
@@ -566,8 +576,12 @@ class Replay:
             table = {}
             count: dict[tuple[str, int, int], int] = defaultdict(int)
             ops = cohort.plan.ops
+            peers: dict[Any, int] = {}
             for j in cohort.plan.p2p:
-                channel = (ops[j].kind, self.index.resolve_peer(rank, ops[j].peer), ops[j].tag)
+                peer = peers.get(ops[j].peer)
+                if peer is None:
+                    peer = peers[ops[j].peer] = self.index.resolve_peer(rank, ops[j].peer)
+                channel = (ops[j].kind, peer, ops[j].tag)
                 table[j] = count[channel]
                 count[channel] += 1
             self._p2p_order[key] = table
@@ -595,7 +609,8 @@ class Replay:
                     if cohort.pending_parts[i] == 0:
                         self._finish(cohort, i)
 
-        self.sim.network.send(routes, sizes, label="p2p", on_delivered=delivered, record=len(pairs) <= 64)
+        self.sim.network.send(routes, sizes, label="p2p", on_delivered=delivered,
+                              record=len(pairs) <= 64 and self._record_flows)
 
     def _request_flush(self) -> None:
         if not self._flush_pending:
@@ -719,6 +734,12 @@ class Replay:
 def replay(sim: Any, trace: Trace, **options: Any) -> ReplayResult:
     """Replay ``trace`` on ``sim`` to the end (see :class:`Replay` for the options)."""
     return Replay(sim, trace, **options).run()
+
+
+@functools.cache
+def _parameters(kind: str, algorithm: str) -> Any:
+    """The parameters a registered schedule builder accepts (looked up once per algorithm)."""
+    return inspect.signature(ALGORITHMS[(kind, algorithm)]).parameters
 
 
 def _private_key(key: tuple[Any, ...], group: tuple[int, ...]) -> tuple[Any, ...]:

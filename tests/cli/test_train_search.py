@@ -115,3 +115,10 @@ def test_interrupted_search_keeps_finished_rows(tmp_path: Path) -> None:
     rows = pd.read_csv(csv)
     assert 1 <= (rows["status"] == "ok").sum() < 36
     assert (out / "search.html").exists()
+
+
+def test_help_of_train_and_search() -> None:
+    for command in (["train", "--help"], ["search", "--help"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0 and "Usage" in result.output
+    assert "ignored with a stated reason" in runner.invoke(app, ["train", "--help"]).output
