@@ -457,23 +457,30 @@ class Replay:
 
     def _launch_groups(self, ready: list[dict[str, Any]]) -> None:
         batches: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+        remembered: dict[float, list[tuple[dict[str, Any], np.ndarray]]] = defaultdict(list)
         for state in ready:
             op = state["op"]
             key = (op.op, self.algorithm_of(op), float(op.bytes), len(state["group"]), op.root_index)
             timing = None if self.shortcuts is None else self.shortcuts.timing(_private_key(key, state["group"]))
             if timing is not None:
-                self._replay_timing(state, timing)
+                remembered[timing[0]].append((state, timing[1]))
             else:
                 batches[key].append(state)
-        for (kind, algorithm, nbytes, size, root), states in batches.items():
-            self._launch_batch(kind, algorithm, nbytes, size, root, states)
+        for done, states in remembered.items():
+            self._replay_timing(done, states)
+        for (kind, algorithm, nbytes, size, root), batch in batches.items():
+            self._launch_batch(kind, algorithm, nbytes, size, root, batch)
 
-    def _replay_timing(self, state: dict[str, Any], timing: tuple[float, np.ndarray]) -> None:
-        """Finish a collective on private links as its remembered run did (see ``fast``)."""
+    def _replay_timing(self, done: float, states: list[tuple[dict[str, Any], np.ndarray]]) -> None:
+        """Finish collectives on private links as their remembered runs did (see ``fast``): all that take
+        ``done`` seconds on one event, each member at its remembered end."""
         begun = self.env.now
-        done, ends = timing
-        self.env.timeout(done).callbacks.append(
-            lambda _ev: self._group_finished(state, self.env.now, begun + ends, begun))
+
+        def finished(_ev: Any) -> None:
+            for state, ends in states:
+                self._group_finished(state, self.env.now, begun + ends, begun)
+
+        self.env.timeout(done).callbacks.append(finished)
 
     def _schedule_of(self, kind: str, algorithm: str, nbytes: float, size: int, root: int,
                      nodes: list[str]) -> Any:
