@@ -27,7 +27,7 @@ import pandas as pd
 
 from commsim.errors import CommsimError, ConfigError, OutOfMemoryError
 from commsim.sweeps import RowWriter, run_tasks
-from commsim.workloads._training import TrainingConfig
+from commsim.workloads import TrainingConfig
 from commsim.workloads.breakdown import BREAKDOWN_COLUMNS
 from commsim.workloads.models import TransformerSpec
 

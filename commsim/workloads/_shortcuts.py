@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from commsim.collectives._executor import CollectiveRun
+from commsim.collectives import CollectiveRun
 from commsim.devices.device import kernel_activity
 
 __all__ = ["Shortcuts"]
