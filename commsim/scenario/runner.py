@@ -269,9 +269,9 @@ def _run_training(scenario: Scenario, workload: TrainingWorkload, sim: Simulatio
     last = prediction.last
     result = last.result
     periodic = len(prediction.replayed) > 1
-    # a periodic prediction's replays are shorter than the step: only the predicted metrics describe it
-    metrics = {} if periodic else dict(result.metrics)
-    metrics.update(prediction.metrics)
+    # a periodic prediction's replays are shorter than the step: only the predicted metrics describe it;
+    # a full replay keeps its own metrics as they were (the same step time, its exposed communication)
+    metrics = dict(prediction.metrics) if periodic else {**prediction.metrics, **result.metrics}
     tables = {"ops": last.ops, "cohorts": prediction.cohorts, "streams": last.streams,
               "critical_path": last.critical_path}
     result.extra.clear()
