@@ -26,7 +26,7 @@ import pandas as pd
 from commsim.errors import CommsimError, ConfigError, SimulationError
 from commsim.scenario.runner import as_scenario, check_scenario, simulate
 
-__all__ = ["SweepResult", "sweep", "grid_points"]
+__all__ = ["SweepResult", "sweep", "grid_points", "run_tasks", "RowWriter"]
 
 
 @dataclass
@@ -96,7 +96,7 @@ def sweep(scenario: Any, grid: dict[str, list[Any]], *, jobs: int = 1, dask: Any
     results: dict[int, dict[str, float]] = {}
     units: dict[str, str] = {}
     failures: dict[int, CommsimError] = {}
-    writer = _RowWriter(csv_path, list(grid), points)
+    writer = RowWriter(csv_path)
 
     def collect(index: int, outcome: dict[str, tuple[float, str]] | CommsimError) -> None:
         if isinstance(outcome, CommsimError):
@@ -105,18 +105,13 @@ def sweep(scenario: Any, grid: dict[str, list[Any]], *, jobs: int = 1, dask: Any
         else:
             results[index] = {name: value for name, (value, _unit) in outcome.items()}
             units.update({name: unit for name, (_value, unit) in outcome.items()})
-            writer.done(index, results[index])
+            writer.done(index, {**points[index], **results[index]})
         if progress is not None:
             progress(len(results) + len(failures), len(points))
 
     try:
-        if dask is not None:
-            _on_dask(dask, data, source, points, collect)
-        elif jobs == 1:
-            for i, point in enumerate(points):
-                collect(i, _run_point_safely(data, source, point))
-        else:
-            _on_processes(jobs, data, source, points, collect)
+        run_tasks(_run_point_safely, [(data, source, point) for point in points], jobs=jobs, dask=dask,
+                  collect=collect)
     finally:
         writer.close()
     if failures:
@@ -149,8 +144,26 @@ def _failed(points: list[dict[str, Any]], failures: dict[int, CommsimError], don
                            f"{error}")
 
 
-def _on_processes(jobs: int, data: dict[str, Any], source: str | None, points: list[dict[str, Any]],
-                  collect: Callable[[int, dict[str, tuple[float, str]] | CommsimError], None]) -> None:
+def run_tasks(task: Callable[..., Any], arguments: list[tuple[Any, ...]], *, jobs: int = 1, dask: Any = None,
+              collect: Callable[[int, Any], None]) -> None:
+    """Run ``task(*arguments[i])`` for every ``i``; call ``collect(i, result)`` as each one finishes.
+
+    In this process (``jobs=1``), in ``jobs`` local processes, or on a Dask
+    scheduler (an address or a ``distributed.Client``). ``task`` must be a
+    module-level function (it is pickled). An interrupt stops the pool; what
+    was collected stays collected.
+    """
+    if dask is not None:
+        _on_dask(dask, task, arguments, collect)
+    elif jobs == 1:
+        for i, args in enumerate(arguments):
+            collect(i, task(*args))
+    else:
+        _on_processes(jobs, task, arguments, collect)
+
+
+def _on_processes(jobs: int, task: Callable[..., Any], arguments: list[tuple[Any, ...]],
+                  collect: Callable[[int, Any], None]) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
@@ -161,7 +174,7 @@ def _on_processes(jobs: int, data: dict[str, Any], source: str | None, points: l
                           fix=_GUARD_FIX)
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
     try:
-        pending = {pool.submit(_run_point_safely, data, source, point): i for i, point in enumerate(points)}
+        pending = {pool.submit(task, *args): i for i, args in enumerate(arguments)}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -177,13 +190,13 @@ _GUARD_FIX = ("in a script, call sweep(jobs > 1) under 'if __name__ == \"__main_
               "'spawn' and import the script again), or use jobs=1")
 
 
-def _on_dask(dask: Any, data: dict[str, Any], source: str | None, points: list[dict[str, Any]],
-             collect: Callable[[int, dict[str, tuple[float, str]] | CommsimError], None]) -> None:
+def _on_dask(dask: Any, task: Callable[..., Any], arguments: list[tuple[Any, ...]],
+             collect: Callable[[int, Any], None]) -> None:
     from distributed import Client, as_completed
 
     client = dask if isinstance(dask, Client) else _connect(dask)
     try:
-        futures = [client.submit(_run_point_safely, data, source, point, pure=False) for point in points]
+        futures = [client.submit(task, *args, pure=False) for args in arguments]
         index = {f.key: i for i, f in enumerate(futures)}
         for future in as_completed(futures):
             collect(index[future.key], future.result())
@@ -210,44 +223,52 @@ def _connect(address: str) -> Any:
                           rule=f"did not answer within {DASK_TIMEOUT:g} s ({type(exc).__name__})", fix=fix) from None
 
 
-class _RowWriter:
-    """Writes completed rows to a CSV in grid order, as soon as every earlier point is done.
+class RowWriter:
+    """Writes finished rows to a CSV as they come, so an interrupted run keeps its results.
 
-    Rows that finish ahead of an earlier point wait in memory; :meth:`close` writes
-    them (still in grid order) so an interrupted or failed sweep keeps every finished row.
+    :meth:`write` appends a row at once; :meth:`done` writes task ``index``'s row
+    once every earlier task is done (rows ahead of an earlier task wait in memory
+    and :meth:`close` writes them, still in order), so the file's order does not
+    depend on which worker finished first. The columns are ``fieldnames`` when
+    given, else the first row's keys.
     """
 
-    def __init__(self, path: str | Path | None, parameters: list[str], points: list[dict[str, Any]]) -> None:
+    def __init__(self, path: str | Path | None, fieldnames: list[str] | None = None) -> None:
         self.path = Path(path) if path else None
-        self.parameters = parameters
-        self.points = points
+        self.fieldnames = fieldnames
         self._handle = None
         self._writer: Any = None
         self._next = 0
-        self._waiting: dict[int, dict[str, float] | None] = {}
+        self._waiting: dict[int, dict[str, Any] | None] = {}
 
-    def done(self, index: int, metrics: dict[str, float] | None) -> None:
-        """Point ``index`` finished with ``metrics`` (None: it failed, no row)."""
-        self._waiting[index] = metrics
+    def done(self, index: int, row: dict[str, Any] | None) -> None:
+        """Task ``index`` finished with ``row`` (None: it failed, no row)."""
+        self._waiting[index] = row
         while self._next in self._waiting:
-            self._write(self._next, self._waiting.pop(self._next))
+            ready = self._waiting.pop(self._next)
+            if ready is not None:
+                self.write(ready)
             self._next += 1
 
-    def _write(self, index: int, metrics: dict[str, float] | None) -> None:
-        if self.path is None or metrics is None:
+    def write(self, row: dict[str, Any]) -> None:
+        """Append ``row`` (and flush it to disk)."""
+        if self.path is None:
             return
-        row = {**self.points[index], **metrics}
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = self.path.open("w", newline="", encoding="utf-8")
-            self._writer = csv.DictWriter(self._handle, fieldnames=list(row), extrasaction="ignore")
+            self._writer = csv.DictWriter(self._handle, fieldnames=self.fieldnames or list(row),
+                                          extrasaction="ignore")
             self._writer.writeheader()
         self._writer.writerow(row)
         self._handle.flush()
 
     def close(self) -> None:
+        """Write the rows still waiting for an earlier task (in order) and close the file."""
         for index in sorted(self._waiting):
-            self._write(index, self._waiting[index])
+            ready = self._waiting[index]
+            if ready is not None:
+                self.write(ready)
         self._waiting.clear()
         if self._handle is not None:
             self._handle.close()

@@ -238,6 +238,15 @@ class CollectiveRun:
         channel = step.channel
         return (id(step.src), id(step.dst), id(channel) if isinstance(channel, np.ndarray) else int(channel))
 
+    def links(self) -> np.ndarray:
+        """Kernel resources (directed links) that the transfers of this run would use, sorted and unique.
+
+        Routes are those of the current fabric state, with the same ECMP keys the
+        run uses, so a run started now puts its bytes on exactly these links.
+        """
+        parts = [self._route_set(step).resources for step in self.schedule.steps if len(step)]
+        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+
     def _route_set(self, step: Step) -> RouteSet:
         channel = step.channel if isinstance(step.channel, np.ndarray) else None
         key = self._route_key(step)

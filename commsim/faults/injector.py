@@ -89,12 +89,15 @@ class FaultInjector:
         self._device_outages: dict[str, int] = {}
         self._device_open: set[str] = set()
         self._slowdowns: dict[str, list[float]] = {}
+        self.scheduled: list[Any] = []
+        """Every fault scheduled so far (a replay's shortcuts are exact only without any)."""
 
     def schedule(self, faults: Iterable[Any], *, field: str = "faults") -> None:
         """Schedule faults (models or mappings such as ``{"kind": "link_down", ...}``)."""
         parsed = parse_faults(faults, field=field)
         check_faults(parsed, self.sim.topology, field=field)
         for fault in parsed:
+            self.scheduled.append(fault)
             self._waiting.append(fault)
             self._after(max(fault.at - self.sim.env.now, 0.0), lambda f=fault: self._start(f))
 

@@ -227,6 +227,8 @@ def simulate(source: Any, *, overrides: dict[str, Any] | None = None, progress: 
         sim = _simulation(scenario, _need_topology(scenario, topology), faults)
         if isinstance(workload, TrafficWorkload):
             run = _run_traffic(scenario, workload, sim, progress)
+        elif isinstance(workload, TrainingWorkload):
+            run = _run_training(scenario, workload, sim, faults, progress)
         else:
             run = _run_replay(scenario, workload, sim, progress)
     run.topology = run.topology or topology
@@ -346,6 +348,52 @@ def _run_replay(scenario: Scenario, workload: Any, sim: Simulation, progress: Pr
     notes += _fault_notes(sim.faults)
     return RunResult(scenario=scenario, metrics=metrics, result=result, tables=tables, notes=notes,
                      topology=sim.topology)
+
+
+def _run_training(scenario: Scenario, workload: TrainingWorkload, sim: Simulation, faults: list[Any],
+                  progress: Progress) -> RunResult:
+    """A training step with Megatron's metrics (MFU, HFU, TFLOP/s per GPU, memory) and its time breakdown."""
+    from commsim.workloads import load_model
+    from commsim.workloads.prediction import predict_training_step
+
+    fresh = iter([sim])
+    topology = sim.topology
+
+    def simulation() -> Simulation:
+        # the first replay runs on the simulation already built; the periodic ones need fresh ones
+        return next(fresh, None) or _simulation(scenario, topology, faults)
+
+    options: dict[str, Any] = {
+        "lockstep": workload.lockstep, "algorithms": scenario.collective.algorithms or None,
+        "collective": scenario.collective.config(), "channels": scenario.collective.channels,
+        "progress": lambda done, total: progress(done, total, "ops")}
+    if scenario.outputs.record != "auto" or not workload.fast_replay:
+        options["record"] = None if scenario.outputs.record == "auto" else scenario.outputs.record
+    try:
+        prediction = predict_training_step(load_model(_model_ref(scenario, workload.model)),
+                                           workload.generator_config(), simulation, fast=workload.fast_replay,
+                                           periodic=workload.fast_replay, **options)
+    except StallError as error:
+        _keep_partial(error, scenario, sim)
+        raise
+    progress(1, 1, "ops")
+    last = prediction.last
+    result = last.result
+    periodic = len(prediction.replayed) > 1
+    # a periodic prediction's replays are shorter than the step: only the predicted metrics describe it;
+    # a full replay keeps its own metrics as they were (the same step time, its exposed communication)
+    metrics = dict(prediction.metrics) if periodic else {**prediction.metrics, **result.metrics}
+    tables = {"ops": last.ops, "cohorts": prediction.cohorts, "streams": last.streams,
+              "critical_path": last.critical_path}
+    result.extra.clear()
+    notes = ["Ranks of one program run in lockstep (see commsim.workloads.replay)."] if workload.lockstep else []
+    notes += prediction.notes
+    notes += _fault_notes(sim.faults)
+    if periodic:
+        notes.append(f"The op table, spans and critical path are those of the {prediction.replayed[-1]}-micro-batch "
+                     "replay; the metrics and the cohort table are extended to the whole step.")
+    return RunResult(scenario=scenario, metrics=metrics, result=result, tables=tables, notes=notes,
+                     topology=topology)
 
 
 def _run_collective(scenario: Scenario, workload: CollectiveWorkload, topology: Topology, faults: list[Any],

@@ -97,14 +97,20 @@ class TraceWorkload(StrictModel):
 
 
 class TrainingWorkload(TrainingConfig):
-    """Generate and replay one training step of ``model`` (all fields of the training generator)."""
+    """Generate and replay one training step of ``model`` (all fields of the training generator).
+
+    ``fast_replay`` replays with the exact shortcuts of ``Replay(fast=True)`` and
+    the periodic extension of :mod:`commsim.workloads.prediction` (three short
+    replays instead of all micro-batches; the op table is then the last short one's).
+    """
 
     kind: Literal["training"] = "training"
     model: str
     lockstep: bool = True
+    fast_replay: bool = False
 
     def generator_config(self) -> TrainingConfig:
-        return TrainingConfig(**self.model_dump(exclude={"kind", "model", "lockstep"}))
+        return TrainingConfig(**self.model_dump(exclude={"kind", "model", "lockstep", "fast_replay"}))
 
 
 class InferenceWorkload(InferenceConfig):

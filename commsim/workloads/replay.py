@@ -31,6 +31,7 @@ waits for the slowest before the next one starts on all of them.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections import defaultdict, deque
@@ -50,6 +51,7 @@ from commsim.devices.device import launch_delay, start_kernels
 from commsim.errors import ConfigError, OutOfMemoryError, SimulationError, StallError
 from commsim.kernel.fluid import _LateEvent
 from commsim.workloads._index import TraceIndex
+from commsim.workloads._shortcuts import Shortcuts
 from commsim.workloads._validate import validate_against, validate_trace
 from commsim.workloads.trace import CollectiveOp, Trace
 
@@ -128,6 +130,8 @@ class _Cohort:
     end: np.ndarray
     released_by: list[tuple[int, int] | None]
     pending_parts: np.ndarray
+    launched: np.ndarray
+    """When each communication op's transfers began (its group complete, its peer posted); NaN otherwise."""
     rank_end: dict[int, np.ndarray] = field(default_factory=dict)
     rank_began: dict[int, np.ndarray] = field(default_factory=dict)
     buffers: dict[str, list[list[int]]] = field(default_factory=dict)
@@ -184,18 +188,26 @@ class Replay:
     collective:
         Latency, protocol efficiency and reduction-cost settings of collectives.
     record:
-        ``"all"`` ranks' spans, ``"first"`` rank of each cohort, or ``"none"``;
-        default ``"all"`` up to 64 ranks, else ``"first"``.
+        ``"all"`` ranks' spans, ``"first"`` rank of each cohort, or ``"none"``
+        (no spans, and no flows of sends either); default ``"all"`` up to 64
+        ranks, else ``"first"``.
     progress:
         Called as ``progress(ops_done, ops_total)`` now and then.
     channels:
         Parallel rings/trees per collective, for the algorithms that take them.
+    fast:
+        Skip the fluid kernel where its answer cannot depend on anything else:
+        compute on devices nothing else uses, collectives on links no other
+        traffic can use (see :mod:`commsim.workloads._shortcuts` for the
+        conditions, checked before the run). Exact: the results equal the full
+        replay's up to rounding; what the analysis cannot prove private runs as
+        usual, and ``notes`` says which shortcut is off and why.
     """
 
     def __init__(self, sim: Any, trace: Trace, *, devices: list[str] | None = None, lockstep: bool = True,
                  algorithms: dict[str, str] | None = None, collective: CollectiveConfig | None = None,
                  record: str | None = None, progress: Callable[[int, int], None] | None = None,
-                 channels: int = 1) -> None:
+                 channels: int = 1, fast: bool = False) -> None:
         self.sim = sim
         self.env = sim.env
         self.trace = trace
@@ -223,7 +235,8 @@ class Replay:
                     index=len(self.cohorts), program=p, ranks=np.array(members, dtype=np.int64),
                     devices=[self.devices[r] for r in members], plan=plan, waits=plan.waits.copy(),
                     start=np.full(n, math.nan), end=np.full(n, math.nan), released_by=[None] * n,
-                    pending_parts=np.zeros(n, dtype=np.int64)))
+                    pending_parts=np.zeros(n, dtype=np.int64), launched=np.full(n, math.nan)))
+        self._record_flows = record != "none"
         self._recorded = {c.index: (list(range(len(c.ranks))) if record == "all" else [0] if record == "first" else [])
                           for c in self.cohorts}
         self._rendezvous: dict[tuple[Any, tuple[int, ...], int], dict[str, Any]] = {}
@@ -232,7 +245,9 @@ class Replay:
         self._posted: dict[tuple[str, int, int, int, int], tuple[int, int, int, float]] = {}
         self._ready_pairs: list[tuple[int, int, int, int, int, int, float, int]] = []
         self._flush_pending = False
-        self._groups_of: dict[tuple[int, int], list[tuple[int, ...]]] = {}
+        self._groups_of: dict[tuple[int, Any], list[tuple[int, ...]]] = {}
+        self._peers_of: dict[tuple[int, Any], list[int]] = {}
+        self._member_positions: dict[tuple[int, tuple[int, ...]], tuple[np.ndarray, np.ndarray]] = {}
         self.done = Event(self.env)
         self._ops_left = sum(len(c.plan.ops) for c in self.cohorts)
         self._runnable: deque[tuple[_Cohort, int]] = deque()
@@ -241,6 +256,8 @@ class Replay:
         self.channels = channels
         self._ops_total = self._ops_left
         self._progress_every = max(1, self._ops_total // 200)
+        self.shortcuts: Shortcuts | None = Shortcuts(self, self._schedule_of) if fast else None
+        self.notes: list[str] = [] if self.shortcuts is None else list(self.shortcuts.notes)
 
     # ------------------------------------------------------------------ driving
     def start(self) -> Event:
@@ -343,6 +360,9 @@ class Replay:
         return ends, parts_done
 
     def _compute(self, cohort: _Cohort, i: int, op: Any) -> None:
+        if self.shortcuts is not None and self.shortcuts.compute and (op.flops or op.bytes):
+            self._compute_alone(cohort, i, op)
+            return
         devices = [self.sim.devices[d] for d in cohort.devices]
         n = len(devices)
         ends, parts_done = self._per_rank(cohort, i)
@@ -361,6 +381,17 @@ class Replay:
             self.env.timeout(overhead).callbacks.append(launch)
         else:
             launch()
+
+    def _compute_alone(self, cohort: _Cohort, i: int, op: Any) -> None:
+        """A compute op on devices nothing else uses: its roofline time, without the kernel (see ``fast``)."""
+        assert self.shortcuts is not None
+        longest, times = self.shortcuts.compute_times(cohort.index, [self.sim.devices[d] for d in cohort.devices]
+                                                      if cohort.index not in self.shortcuts.known else None, op)
+        begun = self.env.now
+        if times is not None or self._recorded[cohort.index]:
+            ends = np.full(len(cohort.ranks), begun + longest) if times is None else begun + times
+            cohort.rank_end[i] = ends
+        self.env.timeout(longest).callbacks.append(lambda _ev: self._finish(cohort, i))
 
     def _memory(self, cohort: _Cohort, i: int, op: Any) -> None:
         held = cohort.buffers.setdefault(op.buffer, [[] for _ in cohort.devices])
@@ -392,13 +423,15 @@ class Replay:
 
     # ------------------------------------------------------------------ collectives
     def _groups(self, cohort: _Cohort, i: int, op: CollectiveOp) -> list[tuple[int, ...]]:
-        key = (cohort.index, i)
-        if key not in self._groups_of:
+        # the groups follow from the cohort and the group spec alone, which thousands of ops share
+        key = (cohort.index, op.group if isinstance(op.group, str) else tuple(op.group))
+        found = self._groups_of.get(key)
+        if found is None:
             seen: dict[tuple[int, ...], None] = {}
             for rank in cohort.ranks.tolist():
                 seen[tuple(self.index.resolve_group(rank, op.group))] = None
-            self._groups_of[key] = list(seen)
-        return self._groups_of[key]
+            found = self._groups_of[key] = list(seen)
+        return found
 
     def _arrive(self, cohort: _Cohort, i: int, op: CollectiveOp) -> None:
         groups = self._groups(cohort, i, op)
@@ -419,7 +452,7 @@ class Replay:
                 self._ready_groups.append(state)
                 self._request_flush()
 
-    def _algorithm(self, op: CollectiveOp) -> str:
+    def algorithm_of(self, op: CollectiveOp) -> str:
         """The engine algorithm a trace collective runs (``auto`` and aliases resolved)."""
         algorithm = op.algorithm if op.algorithm != "auto" else self.algorithms[op.op]
         if (op.op, algorithm) not in ALGORITHMS:
@@ -430,7 +463,7 @@ class Replay:
         """Every collective of the trace must have its algorithm: say so before the run, not in it."""
         for program in self.trace.programs:
             for i, op in enumerate(program.ops):
-                if op.kind == "collective" and (op.op, self._algorithm(op)) not in ALGORITHMS:
+                if op.kind == "collective" and (op.op, self.algorithm_of(op)) not in ALGORITHMS:
                     available = sorted(a for o, a in ALGORITHMS if o == op.op)
                     raise ConfigError(field=f"programs[{program.name}].ops[{i}].algorithm", value=op.algorithm,
                                       rule=f"is not an algorithm for {op.op}",
@@ -438,11 +471,41 @@ class Replay:
 
     def _launch_groups(self, ready: list[dict[str, Any]]) -> None:
         batches: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+        remembered: dict[float, list[tuple[dict[str, Any], np.ndarray]]] = defaultdict(list)
         for state in ready:
             op = state["op"]
-            batches[(op.op, self._algorithm(op), float(op.bytes), len(state["group"]), op.root_index)].append(state)
-        for (kind, algorithm, nbytes, size, root), states in batches.items():
-            self._launch_batch(kind, algorithm, nbytes, size, root, states)
+            key = (op.op, self.algorithm_of(op), float(op.bytes), len(state["group"]), op.root_index)
+            timing = None if self.shortcuts is None else self.shortcuts.timing(_private_key(key, state["group"]))
+            if timing is not None:
+                remembered[timing[0]].append((state, timing[1]))
+            else:
+                batches[key].append(state)
+        for done, states in remembered.items():
+            self._replay_timing(done, states)
+        for (kind, algorithm, nbytes, size, root), batch in batches.items():
+            self._launch_batch(kind, algorithm, nbytes, size, root, batch)
+
+    def _replay_timing(self, done: float, states: list[tuple[dict[str, Any], np.ndarray]]) -> None:
+        """Finish collectives on private links as their remembered runs did (see ``fast``): all that take
+        ``done`` seconds on one event, each member at its remembered end."""
+        begun = self.env.now
+
+        def finished(_ev: Any) -> None:
+            for state, ends in states:
+                self._group_finished(state, self.env.now, begun + ends, begun)
+
+        self.env.timeout(done).callbacks.append(finished)
+
+    def _schedule_of(self, kind: str, algorithm: str, nbytes: float, size: int, root: int,
+                     nodes: list[str]) -> Any:
+        """The schedule of one group's collective (``nodes``: its members' device nodes)."""
+        params: dict[str, Any] = {"root": root} if kind in ("broadcast", "reduce") else {}
+        accepted = _parameters(kind, algorithm)
+        if self.channels > 1 and "channels" in accepted:
+            params["channels"] = self.channels
+        if "ranks_per_node" in accepted:
+            params["ranks_per_node"] = ranks_per_node_of(self.sim.topology, nodes[:size])
+        return build_schedule(kind, algorithm, size, nbytes, **params)
 
     def _launch_batch(self, kind: str, algorithm: str, nbytes: float, size: int, root: int,
                       states: list[dict[str, Any]]) -> None:
@@ -451,14 +514,8 @@ class Replay:
         key = (kind, algorithm, nbytes, size, root, len(states))
         schedule = self._schedules.get(key)
         if schedule is None:
-            params: dict[str, Any] = {"root": root} if kind in ("broadcast", "reduce") else {}
-            accepted = inspect.signature(ALGORITHMS[(kind, algorithm)]).parameters
-            if self.channels > 1 and "channels" in accepted:
-                params["channels"] = self.channels
-            if "ranks_per_node" in accepted:
-                params["ranks_per_node"] = ranks_per_node_of(self.sim.topology, nodes[:size])
             # the same collective recurs every layer and micro-batch: build (and tile) it once
-            schedule = tile(build_schedule(kind, algorithm, size, nbytes, **params), len(states))
+            schedule = tile(self._schedule_of(kind, algorithm, nbytes, size, root, nodes), len(states))
             self._schedules[key] = schedule
         begun = self.env.now
         run: CollectiveRun | None = None
@@ -466,6 +523,8 @@ class Replay:
         def copy_done(copy: int, now: float) -> None:
             assert run is not None
             ends = run.rank_end[copy * size:(copy + 1) * size]
+            if self.shortcuts is not None:
+                self.shortcuts.remember(_private_key(key[:5], states[copy]["group"]), now - begun, ends - begun)
             self._group_finished(states[copy], now, ends, begun)
 
         run = CollectiveRun(self.sim, schedule, nodes, self.collective, label=f"{kind}/{algorithm}",
@@ -474,29 +533,46 @@ class Replay:
 
     def _group_finished(self, state: dict[str, Any], now: float, ends: np.ndarray, begun: float) -> None:
         group = state["group"]
-        rank_end = dict(zip(group, ends.tolist(), strict=True))
         for cohort_index, i in state["waiting"]:
             cohort = self.cohorts[cohort_index]
-            ends_c = cohort.rank_end.setdefault(i, np.full(len(cohort.ranks), math.nan))
-            # a cohort may hold members of several groups, each beginning when its own members are there
-            began_c = cohort.rank_began.setdefault(i, np.full(len(cohort.ranks), math.nan))
-            for k, rank in enumerate(cohort.ranks.tolist()):
-                if rank in rank_end:
-                    ends_c[k] = rank_end[rank]
-                    began_c[k] = begun
+            if self._recorded[cohort_index]:
+                # per-rank times only matter for the spans recorded (the summary uses the cohort's own times)
+                mine, theirs = self._members(cohort, group)
+                ends_c = cohort.rank_end.setdefault(i, np.full(len(cohort.ranks), math.nan))
+                # a cohort may hold members of several groups, each beginning when its own members are there
+                began_c = cohort.rank_began.setdefault(i, np.full(len(cohort.ranks), math.nan))
+                ends_c[mine] = ends[theirs]
+                began_c[mine] = begun
+            if not cohort.launched[i] >= begun:
+                cohort.launched[i] = begun
             if state["last"] != (cohort_index, i):
                 cohort.released_by[i] = state["last"]
             cohort.pending_parts[i] -= 1
             if cohort.pending_parts[i] == 0:
                 self._finish(cohort, i)
 
+    def _members(self, cohort: _Cohort, group: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Positions in ``cohort`` and in ``group`` of the ranks they share."""
+        key = (cohort.index, group)
+        found = self._member_positions.get(key)
+        if found is None:
+            where = {rank: k for k, rank in enumerate(cohort.ranks.tolist())}
+            pairs = [(where[rank], g) for g, rank in enumerate(group) if rank in where]
+            found = (np.array([k for k, _ in pairs], dtype=np.int64), np.array([g for _, g in pairs], dtype=np.int64))
+            self._member_positions[key] = found
+        return found
+
     # ------------------------------------------------------------------ send / recv
     def _post(self, cohort: _Cohort, i: int, op: Any) -> None:
         n = len(cohort.ranks)
         cohort.pending_parts[i] = n
         cohort.rank_end[i] = np.full(n, math.nan)
+        key = (cohort.index, op.peer)
+        peers = self._peers_of.get(key)
+        if peers is None:
+            peers = self._peers_of[key] = [self.index.resolve_peer(rank, op.peer) for rank in cohort.ranks.tolist()]
         for k, rank in enumerate(cohort.ranks.tolist()):
-            peer = self.index.resolve_peer(rank, op.peer)
+            peer = peers[k]
             src, dst = (rank, peer) if op.kind == "send" else (peer, rank)
             seq = self._p2p_position(cohort, rank)[i]
             other = "recv" if op.kind == "send" else "send"
@@ -521,8 +597,12 @@ class Replay:
             table = {}
             count: dict[tuple[str, int, int], int] = defaultdict(int)
             ops = cohort.plan.ops
+            peers: dict[Any, int] = {}
             for j in cohort.plan.p2p:
-                channel = (ops[j].kind, self.index.resolve_peer(rank, ops[j].peer), ops[j].tag)
+                peer = peers.get(ops[j].peer)
+                if peer is None:
+                    peer = peers[ops[j].peer] = self.index.resolve_peer(rank, ops[j].peer)
+                channel = (ops[j].kind, peer, ops[j].tag)
                 table[j] = count[channel]
                 count[channel] += 1
             self._p2p_order[key] = table
@@ -533,6 +613,9 @@ class Replay:
         dsts = [self.cohorts[p[3]].devices[p[5]] for p in pairs]
         routes = self.sim.network.routes(srcs, dsts, [p[7] for p in pairs])
         sizes = np.array([p[6] for p in pairs])
+        now = self.env.now
+        for c, i in {(p[0], p[1]) for p in pairs} | {(p[3], p[4]) for p in pairs}:
+            self.cohorts[c].launched[i] = now
 
         def delivered(idx: np.ndarray) -> None:
             now = self.env.now
@@ -547,7 +630,8 @@ class Replay:
                     if cohort.pending_parts[i] == 0:
                         self._finish(cohort, i)
 
-        self.sim.network.send(routes, sizes, label="p2p", on_delivered=delivered, record=len(pairs) <= 64)
+        self.sim.network.send(routes, sizes, label="p2p", on_delivered=delivered,
+                              record=len(pairs) <= 64 and self._record_flows)
 
     def _request_flush(self) -> None:
         if not self._flush_pending:
@@ -671,6 +755,17 @@ class Replay:
 def replay(sim: Any, trace: Trace, **options: Any) -> ReplayResult:
     """Replay ``trace`` on ``sim`` to the end (see :class:`Replay` for the options)."""
     return Replay(sim, trace, **options).run()
+
+
+@functools.cache
+def _parameters(kind: str, algorithm: str) -> Any:
+    """The parameters a registered schedule builder accepts (looked up once per algorithm)."""
+    return inspect.signature(ALGORITHMS[(kind, algorithm)]).parameters
+
+
+def _private_key(key: tuple[Any, ...], group: tuple[int, ...]) -> tuple[Any, ...]:
+    """(kind, algorithm, bytes, size, root) and the group: what a remembered private collective is found by."""
+    return (*key, group)
 
 
 def _union_length(intervals: list[tuple[float, float]]) -> float:

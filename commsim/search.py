@@ -1,0 +1,233 @@
+"""Search the parallel layouts of a training job: enumerate, reject what cannot run, predict the rest, rank.
+
+For a model, a cluster and a global batch, every combination of tensor- and
+pipeline-parallel size, micro-batch size and — where the training generator has
+them — virtual pipeline stages, activation recomputation and the distributed
+optimizer is a candidate; data parallelism takes the remaining GPUs. A candidate
+that does not divide (GPUs by TP × PP, heads by TP, layers by PP × virtual
+stages, the global batch by micro-batch × DP, micro-batches by PP when
+interleaved) is a *rejected* row with its reason, as is one that runs out of
+memory in its replay. The others are predicted by
+:func:`~commsim.workloads.prediction.predict_training_step` (fast, periodic
+replay) in parallel — local processes or a Dask cluster, through
+:func:`commsim.sweeps.run_tasks` — and ranked by step time. Each finished row is
+appended to the CSV at once, so an interrupted search keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from commsim.errors import CommsimError, ConfigError, OutOfMemoryError
+from commsim.sweeps import RowWriter, run_tasks
+from commsim.workloads import TrainingConfig
+from commsim.workloads.breakdown import BREAKDOWN_COLUMNS
+from commsim.workloads.models import TransformerSpec
+
+__all__ = ["SearchResult", "SearchSpace", "enumerate_candidates", "search", "SEARCH_COLUMNS", "METRIC_COLUMNS"]
+
+LAYOUT_COLUMNS = ["tp", "pp", "dp", "micro_batch_size", "num_micro_batches", "virtual_pipeline_stages", "recompute",
+                  "distributed_optimizer"]
+METRIC_COLUMNS = ["step_time", "mfu", "hfu", "tflops_per_gpu", "peak_memory_per_gpu", "compute_time",
+                  "recompute_time", *(c for c in BREAKDOWN_COLUMNS if c.startswith("exposed_")), "pipeline_bubble"]
+SEARCH_COLUMNS = [*LAYOUT_COLUMNS, "status", "reason", *METRIC_COLUMNS]
+"""Columns of a search table (and its CSV), in order."""
+
+
+@dataclass
+class SearchSpace:
+    """The values each choice ranges over (``None``: every divisor that could work).
+
+    ``virtual_pipeline_stages``, ``recompute`` and ``distributed_optimizer`` are
+    searched only when the training generator has the field; otherwise they stay
+    at their plain value (1, ``none``, off) and :func:`search` says so.
+    """
+
+    tp: list[int] | None = None
+    pp: list[int] | None = None
+    micro_batch_size: list[int] | None = None
+    virtual_pipeline_stages: list[int] | None = None
+    recompute: list[str] | None = None
+    distributed_optimizer: list[bool] | None = None
+
+    def values(self, spec: TransformerSpec, gpus: int) -> dict[str, list[Any]]:
+        """Each choice's values for ``spec`` on ``gpus`` GPUs."""
+        def divisors(n: int, limit: int) -> list[int]:
+            return [d for d in range(1, min(n, limit) + 1) if n % d == 0]
+
+        return {
+            "tp": self.tp or [t for t in (1, 2, 4, 8) if t <= gpus],
+            "pp": self.pp or [p for p in divisors(spec.layers, gpus) if p <= 64],
+            "micro_batch_size": self.micro_batch_size or [1, 2, 4, 8],
+            "virtual_pipeline_stages": self._if_field("virtual_pipeline_stages", self.virtual_pipeline_stages,
+                                                      [1, 2, 4], 1),
+            "recompute": self._if_field("recompute", self.recompute, ["none", "selective", "full"], "none"),
+            "distributed_optimizer": self._if_field("distributed_optimizer", self.distributed_optimizer,
+                                                    [False, True], False),
+        }
+
+    @staticmethod
+    def _if_field(name: str, given: list[Any] | None, default: list[Any], plain: Any) -> list[Any]:
+        if name not in TrainingConfig.model_fields:
+            return [plain]
+        return given or default
+
+    @staticmethod
+    def missing_fields() -> list[str]:
+        """Choices this build's training generator cannot vary yet."""
+        return [n for n in ("virtual_pipeline_stages", "recompute", "distributed_optimizer")
+                if n not in TrainingConfig.model_fields]
+
+
+@dataclass
+class SearchResult:
+    """Every candidate: ranked predictions first (``rank`` 1 is fastest), then the rejected ones."""
+
+    table: pd.DataFrame
+    notes: list[str]
+
+    @property
+    def ranked(self) -> pd.DataFrame:
+        """The predicted candidates, fastest first."""
+        return self.table[self.table["status"] == "ok"].sort_values("step_time").reset_index(drop=True)
+
+    @property
+    def rejected(self) -> pd.DataFrame:
+        """The candidates that cannot run, with their reasons."""
+        return self.table[self.table["status"] == "rejected"].reset_index(drop=True)
+
+
+def _reason(spec: TransformerSpec, gpus: int, global_batch: int, seq_len: int, c: dict[str, Any]) -> str | None:
+    """Why candidate ``c`` cannot run (before any replay), or ``None``."""
+    tp, pp, mbs, v = c["tp"], c["pp"], c["micro_batch_size"], c["virtual_pipeline_stages"]
+    if gpus % (tp * pp):
+        return f"tp x pp = {tp * pp} does not divide the {gpus} GPUs"
+    if spec.heads % tp:
+        return f"tp = {tp} does not divide the {spec.heads} attention heads"
+    if spec.layers % (pp * v):
+        return f"pp x virtual stages = {pp * v} does not divide the {spec.layers} layers"
+    dp = gpus // (tp * pp)
+    if global_batch % (mbs * dp):
+        return f"micro-batch x dp = {mbs} x {dp} does not divide the global batch of {global_batch}"
+    if v > 1 and (pp == 1 or (global_batch // (mbs * dp)) % pp):
+        return f"interleaving {v} virtual stages needs pp > 1 dividing the {global_batch // (mbs * dp)} micro-batches"
+    if tp > 1 and (mbs * seq_len) % tp:
+        return f"sequence parallelism needs tp = {tp} to divide the {mbs * seq_len} tokens of a micro-batch"
+    return None
+
+
+def enumerate_candidates(spec: TransformerSpec, gpus: int, global_batch: int, seq_len: int,
+                         space: SearchSpace | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """All candidates as ``(runnable layouts, rejected rows)``; a layout has the :data:`LAYOUT_COLUMNS`."""
+    values = (space or SearchSpace()).values(spec, gpus)
+    runnable, rejected = [], []
+    for combo in itertools.product(*values.values()):
+        c = dict(zip(values, combo, strict=True))
+        c["dp"] = gpus // (c["tp"] * c["pp"]) if gpus % (c["tp"] * c["pp"]) == 0 else 0
+        c["num_micro_batches"] = (global_batch // (c["micro_batch_size"] * c["dp"])) if c["dp"] else 0
+        layout = {k: c[k] for k in LAYOUT_COLUMNS}
+        reason = _reason(spec, gpus, global_batch, seq_len, c)
+        if reason is None:
+            runnable.append(layout)
+        else:
+            rejected.append({**layout, "status": "rejected", "reason": reason})
+    return runnable, rejected
+
+
+@functools.lru_cache(maxsize=4)
+def _cluster(topology: str, params: tuple[tuple[str, Any], ...]) -> Any:
+    from commsim.network.loader import load_topology
+
+    return load_topology(topology, overrides=dict(params) or None)
+
+
+def predict_candidate(model: dict[str, Any], topology: str, params: tuple[tuple[str, Any], ...],
+                      layout: dict[str, Any], seq_len: int, replay: dict[str, Any]) -> dict[str, Any]:
+    """Predict one layout in whatever process gets it: its row (``status`` ok, or rejected with the reason)."""
+    from commsim.simulation import Simulation
+    from commsim.workloads.prediction import predict_training_step
+
+    cluster = _cluster(topology, params)
+    config = {k: v for k, v in layout.items() if k in TrainingConfig.model_fields}
+    config.update(seq_len=seq_len, sequence_parallel=layout["tp"] > 1)
+    try:
+        out = predict_training_step(TransformerSpec(**model), config,
+                                    lambda: Simulation(cluster, record_usage=False), **replay)
+    except OutOfMemoryError as error:
+        return {**layout, "status": "rejected", "reason": "does not fit in memory: " + str(error).split(". Fix")[0]}
+    except CommsimError as error:
+        return {**layout, "status": "rejected", "reason": str(error)}
+    row = {**layout, "status": "ok", "reason": ""}
+    row.update({name: out.metrics[name][0] for name in METRIC_COLUMNS})
+    return row
+
+
+def search(spec: TransformerSpec, topology: str, *, global_batch: int, gpus: int | None = None,
+           topology_params: dict[str, Any] | None = None, seq_len: int | None = None,
+           space: SearchSpace | None = None, jobs: int = 1, dask: Any = None, csv_path: str | Path | None = None,
+           progress: Callable[[int, int], None] | None = None, replay: dict[str, Any] | None = None,
+           limit: int | None = None) -> SearchResult:
+    """Enumerate, reject, predict in parallel and rank the layouts of ``spec`` on ``topology``.
+
+    ``topology`` is a file or shorthand (loaded in each worker, with
+    ``topology_params`` applied); ``gpus`` defaults to all its devices; ``replay``
+    options go to :func:`~commsim.workloads.prediction.predict_training_step`;
+    ``limit`` predicts only ``limit`` runnable layouts, evenly spaced in enumeration order (a sample, for
+    timing).
+    """
+    params = tuple(sorted((topology_params or {}).items()))
+    available = len(_cluster(topology, params).devices)
+    gpus = available if gpus is None else gpus
+    if not 1 <= gpus <= available:
+        raise ConfigError(field="--num-gpus", value=gpus, rule=f"must be between 1 and the topology's {available} "
+                          "devices", fix=f"give at most {available}")
+    if global_batch < 1:
+        raise ConfigError(field="--global-batch-size", value=global_batch, rule="must be at least 1",
+                          fix="give the sequences per step")
+    if jobs < 1:
+        raise ConfigError(field="--jobs", value=jobs, rule="must be at least 1", fix="give 1 or more processes")
+    seq = seq_len or spec.default_seq_len
+    runnable, rejected = enumerate_candidates(spec, gpus, global_batch, seq, space)
+    if limit is not None and limit < len(runnable):
+        runnable = runnable[:: max(1, len(runnable) // max(limit, 1))][:limit]
+    notes = [f"not searched (the training generator has no such field yet): {name}"
+             for name in SearchSpace.missing_fields()]
+    rows: list[dict[str, Any]] = list(rejected)
+    writer = RowWriter(csv_path, SEARCH_COLUMNS)
+    total = len(runnable) + len(rejected)
+    for row in rejected:
+        writer.write(row)
+
+    def collect(_index: int, row: dict[str, Any]) -> None:
+        rows.append(row)
+        writer.write(row)
+        if progress is not None:
+            progress(len(rows), total)
+
+    model = spec.model_dump()
+    options = {"fast": True, **(replay or {})}
+    try:
+        if progress is not None:
+            progress(len(rows), total)
+        run_tasks(predict_candidate, [(model, topology, params, layout, seq, options) for layout in runnable],
+                  jobs=jobs, dask=dask, collect=collect)
+    finally:
+        writer.close()
+    return SearchResult(table=rank_table(rows), notes=notes)
+
+
+def rank_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows as a table: predicted ones by step time with their ``rank``, then the rejected ones."""
+    table = pd.DataFrame(rows).reindex(columns=SEARCH_COLUMNS)
+    ok = table[table["status"] == "ok"].sort_values("step_time", kind="stable")
+    ok.insert(0, "rank", range(1, len(ok) + 1))
+    bad = table[table["status"] != "ok"].copy()
+    bad.insert(0, "rank", pd.NA)
+    return pd.concat([ok, bad], ignore_index=True) if len(bad) else ok.reset_index(drop=True)

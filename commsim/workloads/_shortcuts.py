@@ -1,0 +1,184 @@
+"""Where a replay may skip the fluid kernel and stay exact: the analysis behind ``Replay(fast=True)``.
+
+A replay spends most of its time asking the fluid kernel how long an op takes
+while other activities share its resources. Two kinds of op cannot share
+anything, and for them the answer is known without asking:
+
+**Compute on a private device.** A device's compute and memory-bandwidth
+resources are used only by the replay's compute ops when collectives charge no
+reduction to devices, the trace reads no disk and no fault is scheduled. If every
+program keeps its compute ops on one stream and no two ranks share a device,
+at most one kernel runs on a device at a time, alone: it takes its roofline time
+``launch overhead + max(F / (peak · efficiency), B / bandwidth)`` at the
+device's current capacities — what the kernel would compute, without the kernel.
+
+**Collectives on private links.** The links a collective's transfers use follow
+from its schedule and the routes (:meth:`~commsim.collectives.CollectiveRun.links`).
+A group whose links no other group of the trace and no send/recv pair can use,
+and whose collectives come from a single stream in each program (so they never
+overlap each other), always sees the same empty fabric: its first run of a
+given collective and size is simulated, later ones reuse that run's timing
+(each member's end relative to the launch).
+
+Both are equalities, not approximations: the results equal the full replay's up
+to floating-point rounding. Anything the analysis cannot prove private takes the
+ordinary path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from commsim.collectives import CollectiveRun
+from commsim.devices.device import kernel_activity
+
+__all__ = ["Shortcuts"]
+
+Timing = tuple[float, np.ndarray]
+"""A remembered collective run: (time from launch to the group's completion, each member's end - launch)."""
+
+
+class Shortcuts:
+    """The exact shortcuts a :class:`~commsim.workloads.replay.Replay` may take (see the module docstring).
+
+    ``compute`` says whether compute ops skip the kernel; ``private`` holds the
+    groups whose collectives are remembered; ``notes`` says why a shortcut is off.
+    """
+
+    def __init__(self, replay: Any, schedule_of: Callable[[str, str, float, int, int, list[str]], Any]) -> None:
+        self.notes: list[str] = []
+        self.compute = self._compute_allowed(replay)
+        self.private = self._private_groups(replay, schedule_of)
+        self._timings: dict[tuple[Any, ...], Timing] = {}
+        self._durations: dict[tuple[Any, ...], float] = {}
+        self._kernel = replay.sim.kernel
+        self.known: dict[int, list[tuple[Any, np.ndarray]]] = {}
+        """Per cohort: one device of each spec it holds, and the positions of the devices of that spec."""
+
+    # ------------------------------------------------------------------ analysis
+    def _compute_allowed(self, replay: Any) -> bool:
+        sim, trace = replay.sim, replay.trace
+        reasons = []
+        if replay.collective.reduction:
+            reasons.append("collectives charge reductions to devices")
+        if sim.faults.scheduled:
+            reasons.append("faults are scheduled")
+        if len(set(replay.devices[: trace.ranks])) < trace.ranks:
+            reasons.append("ranks share a device")
+        for program in trace.programs:
+            streams = {op.stream for op in program.ops if op.kind == "compute"}
+            if any(op.kind == "disk_read" for op in program.ops):
+                reasons.append(f"program {program.name!r} reads disk")
+            if len(streams) > 1:
+                reasons.append(f"program {program.name!r} computes on several streams ({', '.join(sorted(streams))})")
+        if reasons:
+            self.notes.append("fast replay: compute runs in the kernel because " + "; ".join(reasons[:3]))
+        return not reasons
+
+    def _private_groups(self, replay: Any, schedule_of: Callable[..., Any]) -> frozenset[tuple[int, ...]]:
+        sim, trace, index = replay.sim, replay.trace, replay.index
+        if sim.faults.scheduled:
+            self.notes.append("fast replay: collectives run in the kernel because faults are scheduled")
+            return frozenset()
+        # the distinct collective kinds per (program, group spec) first, then each rank's group: a trace
+        # repeats the same few collectives thousands of times
+        kinds: dict[tuple[int, Any], dict[tuple[str, str, int], float]] = defaultdict(dict)
+        streams: dict[tuple[int, Any], set[str]] = defaultdict(set)
+        p2p: set[tuple[int, Any]] = set()
+        for p, program in enumerate(trace.programs):
+            for op in program.ops:
+                if op.kind == "collective":
+                    spec = op.group if isinstance(op.group, str) else tuple(op.group)
+                    kinds[(p, spec)].setdefault((op.op, replay.algorithm_of(op), op.root_index), float(op.bytes))
+                    streams[(p, spec)].add(op.stream)
+                elif op.kind in ("send", "recv"):
+                    p2p.add((p, op.peer))
+        group_kinds: dict[tuple[int, ...], dict[tuple[str, str, int], float]] = defaultdict(dict)
+        group_streams: dict[tuple[int, ...], set[tuple[int, str]]] = defaultdict(set)
+        for (p, spec), used in kinds.items():
+            for rank in trace.programs[p].rank_list():
+                group = tuple(index.resolve_group(rank, spec if isinstance(spec, str) else list(spec)))
+                group_kinds[group].update(used)
+                group_streams[group].update((p, s) for s in streams[(p, spec)])
+        owners: dict[int, set[Any]] = defaultdict(set)
+        links_of: dict[tuple[int, ...], set[int]] = defaultdict(set)
+        for group, used in group_kinds.items():
+            nodes = [replay.devices[r] for r in group]
+            for (kind, algorithm, root), nbytes in used.items():
+                schedule = schedule_of(kind, algorithm, nbytes, len(group), root, nodes)
+                links_of[group].update(CollectiveRun(sim, schedule, nodes, replay.collective).links().tolist())
+            for link in links_of[group]:
+                owners[link].add(group)
+        pairs: set[tuple[int, int]] = set()
+        for p, peer in p2p:
+            for rank in trace.programs[p].rank_list():
+                other = index.resolve_peer(rank, peer)
+                pairs.update({(rank, other), (other, rank)})
+        if pairs:
+            ordered = sorted(pairs)
+            routes = sim.network.routes([replay.devices[s] for s, _ in ordered], [replay.devices[d] for _, d in ordered],
+                                        [s * trace.ranks + d for s, d in ordered])
+            for link in np.unique(routes.resources).tolist():
+                owners[link].add("p2p")
+        private = set()
+        for group, links in links_of.items():
+            programs = {q for q, _ in group_streams[group]}
+            one_stream = all(len({s for q, s in group_streams[group] if q == p}) == 1 for p in programs)
+            if one_stream and all(len(owners[link]) == 1 for link in links):
+                private.add(group)
+        if group_kinds and not private:
+            self.notes.append("fast replay: no communicator group has links of its own; collectives run in the kernel")
+        return frozenset(private)
+
+    # ------------------------------------------------------------------ compute
+    def compute_times(self, cohort: int, devices: list[Any] | None, op: Any) -> tuple[float, np.ndarray | None]:
+        """Time of compute ``op`` alone on each device of ``cohort`` (launch overhead included), seconds.
+
+        Returns the longest time and the per-device times, or ``None`` for them
+        when every device of the cohort has the same spec and capacities (taken
+        when the cohort's first compute op starts; no fault changes them later). ``devices`` (the
+        cohort's, in rank order) is needed the first time a cohort is seen only.
+        """
+        kinds = self.known.get(cohort)
+        if kinds is None:
+            assert devices is not None
+            # devices alike: the same spec at the same capacities (a straggler slowed before the run differs)
+            alike: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+            for k, device in enumerate(devices):
+                caps = self._kernel.capacity(np.array([device.compute_resource, device.memory_resource]))
+                alike[(id(device.spec), *caps.tolist())].append(k)
+            kinds = self.known[cohort] = [(devices[ks[0]], np.array(ks)) for ks in alike.values()]
+        if len(kinds) == 1:
+            return self._alone(kinds[0][0], op), None
+        times = np.empty(sum(len(ks) for _, ks in kinds))
+        for device, ks in kinds:
+            times[ks] = self._alone(device, op)
+        return float(times.max()), times
+
+    def _alone(self, device: Any, op: Any) -> float:
+        key = (device.compute_resource, op.flops, op.bytes, op.dtype, op.efficiency)
+        value = self._durations.get(key)
+        if value is None:
+            amount, (c_compute, c_memory) = kernel_activity(device.spec, op.flops, op.bytes, op.dtype, op.efficiency)
+            caps = self._kernel.capacity(np.array([device.compute_resource, device.memory_resource]))
+            rate = min(caps[0] / c_compute if c_compute > 0 else math.inf,
+                       caps[1] / c_memory if c_memory > 0 else math.inf)
+            value = device.spec.launch_overhead + amount / rate
+            if len(self._durations) < 1 << 16:
+                self._durations[key] = value
+        return value
+
+    # ------------------------------------------------------------------ collectives
+    def timing(self, key: tuple[Any, ...]) -> Timing | None:
+        """The remembered timing of collective ``key`` = (kind, algorithm, bytes, size, root, group), if private and known."""
+        return self._timings.get(key)
+
+    def remember(self, key: tuple[Any, ...], done: float, ends: np.ndarray) -> None:
+        """Keep a private group's run of ``key``: completion and member ends, relative to its launch."""
+        if key[-1] in self.private and key not in self._timings:
+            self._timings[key] = (done, ends.copy())

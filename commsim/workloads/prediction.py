@@ -1,0 +1,193 @@
+"""Predict one training step: replay it (fast and periodic when allowed), then Megatron's metrics and a breakdown.
+
+**Periodic replay.** After its warm-up, a pipeline's schedule repeats with every
+micro-batch: each extra micro-batch adds the same time to the step and to every
+stage's compute, communication and idle time. So a step of ``m`` micro-batches
+need not be replayed in full: replaying ``m1 < m2 < m3`` micro-batches (``m1`` =
+the pipeline stages, spaced by one, or by ``pp`` when stages are interleaved)
+shows whether the step is periodic already — every quantity's second difference
+is zero to 1e-9 of the step — and if so, each is extended to ``m`` along the
+line through the last two. If not (a schedule that settles later), the full ``m``
+is replayed and a note says so. Everything else that matters does not grow with
+``m``: the gradient reduction and optimizer after the last micro-batch, and peak
+memory, which 1F1B bounds by the number of stages in flight.
+
+The replays are the shared :class:`~commsim.workloads.replay.Replay`, with
+``fast=True`` unless told otherwise (see :mod:`commsim.workloads._shortcuts`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from commsim.config import validate
+from commsim.workloads._training import TrainingConfig, training_trace
+from commsim.workloads.breakdown import BREAKDOWN_COLUMNS, step_breakdown
+from commsim.workloads.flops import hardware_flops, model_flops
+from commsim.workloads.models import TransformerSpec, load_model
+from commsim.workloads.replay import Replay, ReplayResult
+
+__all__ = ["StepPrediction", "predict_training_step", "periodic_points", "PERIODIC_TOLERANCE"]
+
+PERIODIC_TOLERANCE = 1e-9
+"""Largest second difference (relative to the step time) that counts as periodic."""
+
+_EXTENDED = ("end", "compute_busy", *BREAKDOWN_COLUMNS)
+_NOT_EXTENDED = ("comm_busy", "exposed_comm", "overlap_fraction")
+"""The replay's own communication columns count a receive from when it is posted, which is not periodic
+(the breakdown's exposed communication is), so the periodic table leaves them out."""
+
+
+@dataclass
+class StepPrediction:
+    """A predicted training step.
+
+    ``metrics``: ``{name: (value, unit)}`` — ``step_time``, ``mfu``, ``hfu``,
+    ``tflops_per_gpu`` (model FLOPs per second per GPU, 1e12), ``peak_memory_per_gpu``
+    and the breakdown (:mod:`commsim.workloads.breakdown`) of the stage that finishes
+    last, its idle time as ``pipeline_bubble``. ``cohorts``: one row per
+    cohort (stage) with its busy times and breakdown, at the full micro-batch
+    count. ``replayed``: the micro-batch counts actually replayed.
+    ``last``: the result of the last replay (its op table and critical path are
+    those of ``replayed[-1]`` micro-batches).
+    """
+
+    metrics: dict[str, tuple[float, str]]
+    cohorts: pd.DataFrame
+    replayed: list[int]
+    last: ReplayResult
+    notes: list[str] = field(default_factory=list)
+
+
+def periodic_points(micro_batches: int, pp: int, virtual_stages: int = 1) -> list[int] | None:
+    """The micro-batch counts to replay instead of ``micro_batches``, or ``None`` to replay them all.
+
+    >>> periodic_points(64, 8)
+    [8, 9, 10]
+    >>> periodic_points(10, 8) is None
+    True
+    >>> periodic_points(16, 1)
+    [1, 2, 3]
+    >>> periodic_points(64, 4, virtual_stages=2)
+    [4, 8, 12]
+    """
+    spacing = pp if virtual_stages > 1 else 1
+    points = [pp, pp + spacing, pp + 2 * spacing]
+    return points if points[-1] < micro_batches else None
+
+
+def predict_training_step(model: TransformerSpec | str, config: TrainingConfig | dict[str, Any],
+                          simulation: Callable[[], Any], *, fast: bool = True, periodic: bool = True,
+                          **replay_options: Any) -> StepPrediction:
+    """Replay one training step of ``model`` under ``config`` and derive Megatron's metrics.
+
+    ``simulation()`` returns a fresh :class:`~commsim.simulation.Simulation` for
+    each replay. ``fast`` and ``replay_options`` go to :class:`Replay`; ``periodic``
+    allows the periodic shortcut (module docstring).
+    """
+    spec = model if isinstance(model, TransformerSpec) else load_model(model)
+    cfg = config if isinstance(config, TrainingConfig) else validate(TrainingConfig, dict(config))
+    m = cfg.micro_batches
+    virtual = int(getattr(cfg, "virtual_pipeline_stages", 1) or 1)
+    points = periodic_points(m, cfg.pp, virtual) if periodic else None
+    notes: list[str] = []
+    runs = [_replay(spec, cfg.model_copy(update={"num_micro_batches": k}), simulation, fast, replay_options)
+            for k in (points or [m])]
+    if points is not None:
+        extended = _extend(runs, points, m)
+        if extended is None:
+            notes.append(f"periodic replay: the step was not periodic from {points[0]} micro-batches on; "
+                         f"replayed all {m}")
+            runs = [_replay(spec, cfg, simulation, fast, replay_options)]
+            points = None
+        else:
+            step_time, cohorts = extended
+            notes.append(f"periodic replay: replayed {points} micro-batches, found every stage's times periodic "
+                         f"(second differences below {PERIODIC_TOLERANCE:g} of the step) and extended them to {m}")
+    if points is None:
+        step_time, cohorts = runs[0]["step_time"], runs[0]["cohorts"]
+    last = runs[-1]
+    notes += last["notes"]
+    metrics = _metrics(spec, cfg, step_time, cohorts, last)
+    return StepPrediction(metrics=metrics, cohorts=cohorts, replayed=points or [m], last=last["result"], notes=notes)
+
+
+def _replay(spec: TransformerSpec, cfg: TrainingConfig, simulation: Callable[[], Any], fast: bool,
+            options: dict[str, Any]) -> dict[str, Any]:
+    trace = training_trace(spec, cfg)
+    sim = simulation()
+    options = {"record": "none", **options}
+    replay = Replay(sim, trace, fast=fast, **options)
+    result = replay.run()
+    cohorts = result.cohorts.copy()
+    parts = step_breakdown(replay, result.step_time)
+    for column in BREAKDOWN_COLUMNS:
+        cohorts[column] = parts[column].to_numpy()
+    devices = [sim.devices[d] for d in replay.devices]
+    peak = max((d.memory.peak for d in devices), default=0.0)
+    notes = list(replay.notes)
+    if fast and not notes:
+        notes.append("fast replay: compute and private-link collectives timed without the kernel (exact)")
+    return {"step_time": result.step_time, "cohorts": cohorts, "result": result, "peak_memory": peak,
+            "device": devices[0].spec if devices else None, "ranks": trace.ranks, "notes": notes,
+            "seq_len": trace.metadata["seq_len"]}
+
+
+def _extend(runs: list[dict[str, Any]], points: list[int], m: int) -> tuple[float, pd.DataFrame] | None:
+    """Step time and cohort table at ``m`` micro-batches, or ``None`` when the three runs are not on a line."""
+    c = runs[-1]
+    spacing = points[2] - points[1]
+    scale = c["step_time"]
+    steps = (m - points[2]) / spacing
+
+    def line(x0: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> np.ndarray | None:
+        if np.any(np.abs(x2 - 2 * x1 + x0) > PERIODIC_TOLERANCE * scale):
+            return None
+        return x2 + steps * (x2 - x1)
+
+    times = line(*(np.array([r["step_time"]]) for r in runs))
+    if times is None:
+        return None
+    cohorts = c["cohorts"].copy()
+    for column in _EXTENDED:
+        values = line(*(r["cohorts"][column].to_numpy(dtype=float) for r in runs))
+        if values is None:
+            return None
+        cohorts[column] = values
+    cohorts = cohorts.drop(columns=[c for c in _NOT_EXTENDED if c in cohorts.columns])
+    return float(times[0]), cohorts
+
+
+def _metrics(spec: TransformerSpec, cfg: TrainingConfig, step_time: float, cohorts: pd.DataFrame,
+             last: dict[str, Any]) -> dict[str, tuple[float, str]]:
+    seq = last["seq_len"]
+    batch = cfg.micro_batch_size * cfg.micro_batches * cfg.dp
+    top_k = int(getattr(cfg, "top_k", 1) or 1) if int(getattr(cfg, "num_experts", 0) or 0) > 1 else 1
+    recompute = str(getattr(cfg, "recompute", "none") or "none")
+    flops = model_flops(spec, seq_len=seq, global_batch=batch, top_k=top_k)
+    hw = hardware_flops(spec, seq_len=seq, global_batch=batch, recompute=recompute, top_k=top_k)
+    gpus = last["ranks"]
+    peak = last["device"].peak(cfg.dtype) if last["device"] is not None else float("nan")
+    per_gpu = flops / step_time / gpus if step_time > 0 else 0.0
+    slowest = cohorts.loc[cohorts["end"].idxmax()]
+    exposed = sum(float(slowest[c]) for c in BREAKDOWN_COLUMNS if c.startswith("exposed_"))
+    metrics: dict[str, tuple[float, str]] = {
+        "step_time": (step_time, "s"),
+        "mfu": (per_gpu / peak, "fraction"),
+        "hfu": (hw / step_time / gpus / peak if step_time > 0 else 0.0, "fraction"),
+        "tflops_per_gpu": (per_gpu / 1e12, "TFLOP/s"),
+        "peak_memory_per_gpu": (float(last["peak_memory"]), "B"),
+        "model_flops_per_step": (flops, "FLOP"),
+        "tokens_per_step": (float(batch * seq), "count"),
+        "gpus": (float(gpus), "count"),
+        "exposed_communication": (exposed, "s"),
+    }
+    for column in BREAKDOWN_COLUMNS:
+        name = {"compute": "compute_time", "recompute": "recompute_time", "idle": "pipeline_bubble"}.get(column, column)
+        metrics[name] = (float(slowest[column]), "s")
+    return metrics
