@@ -66,24 +66,10 @@ class SearchSpace:
             "tp": self.tp or [t for t in (1, 2, 4, 8) if t <= gpus],
             "pp": self.pp or [p for p in divisors(spec.layers, gpus) if p <= 64],
             "micro_batch_size": self.micro_batch_size or [1, 2, 4, 8],
-            "virtual_pipeline_stages": self._if_field("virtual_pipeline_stages", self.virtual_pipeline_stages,
-                                                      [1, 2, 4], 1),
-            "recompute": self._if_field("recompute", self.recompute, ["none", "selective", "full"], "none"),
-            "distributed_optimizer": self._if_field("distributed_optimizer", self.distributed_optimizer,
-                                                    [False, True], False),
+            "virtual_pipeline_stages": self.virtual_pipeline_stages or [1, 2, 4],
+            "recompute": self.recompute or ["none", "selective", "full"],
+            "distributed_optimizer": self.distributed_optimizer or [False, True],
         }
-
-    @staticmethod
-    def _if_field(name: str, given: list[Any] | None, default: list[Any], plain: Any) -> list[Any]:
-        if name not in TrainingConfig.model_fields:
-            return [plain]
-        return given or default
-
-    @staticmethod
-    def missing_fields() -> list[str]:
-        """Choices this build's training generator cannot vary yet."""
-        return [n for n in ("virtual_pipeline_stages", "recompute", "distributed_optimizer")
-                if n not in TrainingConfig.model_fields]
 
 
 @dataclass
@@ -197,8 +183,7 @@ def search(spec: TransformerSpec, topology: str, *, global_batch: int, gpus: int
     runnable, rejected = enumerate_candidates(spec, gpus, global_batch, seq, space)
     if limit is not None and limit < len(runnable):
         runnable = runnable[:: max(1, len(runnable) // max(limit, 1))][:limit]
-    notes = [f"not searched (the training generator has no such field yet): {name}"
-             for name in SearchSpace.missing_fields()]
+    notes: list[str] = []
     rows: list[dict[str, Any]] = list(rejected)
     writer = RowWriter(csv_path, SEARCH_COLUMNS)
     total = len(runnable) + len(rejected)

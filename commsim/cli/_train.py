@@ -121,17 +121,12 @@ def train_command(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Directory for metrics.csv and "
                                                 "stages.csv.")] = None,
 ) -> None:
-    from commsim.workloads.megatron_args import parse_megatron_args, training_fields_missing
+    from commsim.workloads.megatron_args import parse_megatron_args
     from commsim.workloads.prediction import predict_training_step
 
     cluster = load_cluster(topology, params)
     gpus = cluster_gpus(cluster, num_gpus)
     parsed = parse_megatron_args(list(ctx.args), gpus=gpus)
-    missing = training_fields_missing(parsed.training)
-    if missing:
-        raise ConfigError(field=missing[0], value=parsed.training[missing[0]],
-                          rule="is a training feature this build's generator does not have yet",
-                          fix="drop the argument that sets it (see commsim train --help)")
     spec = parsed.spec(model)
     for note in parsed.ignored:
         err_console.print(f"[dim]ignored: {note}[/]")

@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from commsim.errors import ConfigError
-from commsim.workloads._training import TrainingConfig
 from commsim.workloads.models import TransformerSpec, load_model
 
-__all__ = ["MegatronArgs", "parse_megatron_args", "training_fields_missing", "MODEL_FLAGS", "TRAINING_FLAGS",
+__all__ = ["MegatronArgs", "parse_megatron_args", "MODEL_FLAGS", "TRAINING_FLAGS",
            "IGNORED_FLAGS"]
 
 MODEL_FLAGS: dict[str, tuple[str, Callable[[str], Any]]] = {
@@ -255,8 +254,3 @@ def _derive(out: MegatronArgs, gpus: int) -> None:
     if t.get("recompute") not in (None, "full", "selective"):
         raise ConfigError(field="--recompute-granularity", value=t["recompute"], rule="is not full or selective",
                           fix="use --recompute-granularity full or selective")
-
-
-def training_fields_missing(fields: dict[str, Any]) -> list[str]:
-    """Fields given that :class:`TrainingConfig` does not have on this build (a generator feature not yet there)."""
-    return [name for name in fields if name not in TrainingConfig.model_fields]

@@ -15,11 +15,12 @@ from commsim.workloads.models import TransformerSpec
 # more than an H100's 80 GB; with TP 2 it is half that.
 WIDE = TransformerSpec(name="wide", layers=6, hidden=8192, heads=64, ffn_hidden=32768, vocab=32000, max_seq_len=128)
 TOPOLOGY = "switch:8,450GB/s,1us"
+PLAIN = {"virtual_pipeline_stages": [1], "recompute": ["none"], "distributed_optimizer": [False]}
 
 
 def test_enumeration_rejects_what_does_not_divide():
     spec = TransformerSpec(name="t", layers=6, hidden=768, heads=12, ffn_hidden=3072, vocab=1000, max_seq_len=64)
-    space = SearchSpace(tp=[1, 8], pp=[1, 4], micro_batch_size=[1, 3])
+    space = SearchSpace(tp=[1, 8], pp=[1, 4], micro_batch_size=[1, 3], **PLAIN)
     runnable, rejected = enumerate_candidates(spec, gpus=8, global_batch=16, seq_len=64, space=space)
     reasons = {(r["tp"], r["pp"], r["micro_batch_size"]): r["reason"] for r in rejected}
     assert reasons[(8, 1, 1)] == "tp = 8 does not divide the 12 attention heads"
@@ -31,7 +32,7 @@ def test_enumeration_rejects_what_does_not_divide():
 
 
 def test_search_ranks_by_step_time_and_rejects_what_does_not_fit(tmp_path):
-    space = SearchSpace(tp=[1, 2, 3], pp=[1, 2], micro_batch_size=[1])
+    space = SearchSpace(tp=[1, 2, 3], pp=[1, 2], micro_batch_size=[1], **PLAIN)
     out = search(WIDE, TOPOLOGY, global_batch=8, seq_len=128, space=space, csv_path=tmp_path / "s.csv")
     table = out.table
     ranked, rejected = out.ranked, out.rejected
