@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from commsim.collectives import CollectiveRun
-from commsim.devices.device import kernel_activity
+from commsim.devices.device import kernel_activity, launch_delay
 
 __all__ = ["Shortcuts"]
 
@@ -161,14 +161,16 @@ class Shortcuts:
         return float(times.max()), times
 
     def _alone(self, device: Any, op: Any) -> float:
-        key = (device.compute_resource, op.flops, op.bytes, op.dtype, op.efficiency)
+        shape = op.kernel_shape()
+        key = (device.compute_resource, op.flops, op.bytes, op.dtype, op.efficiency, shape)
         value = self._durations.get(key)
         if value is None:
-            amount, (c_compute, c_memory) = kernel_activity(device.spec, op.flops, op.bytes, op.dtype, op.efficiency)
+            amount, (c_compute, c_memory) = kernel_activity(device.spec, op.flops, op.bytes, op.dtype, op.efficiency,
+                                                            kernel=shape)
             caps = self._kernel.capacity(np.array([device.compute_resource, device.memory_resource]))
             rate = min(caps[0] / c_compute if c_compute > 0 else math.inf,
                        caps[1] / c_memory if c_memory > 0 else math.inf)
-            value = device.spec.launch_overhead + amount / rate
+            value = launch_delay(device.spec, shape) + amount / rate
             if len(self._durations) < 1 << 16:
                 self._durations[key] = value
         return value

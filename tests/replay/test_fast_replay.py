@@ -8,6 +8,7 @@ both are equalities, so every time must match the full replay to 1e-9 relative.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,3 +138,18 @@ def test_a_straggler_set_before_the_run_is_timed_at_its_capacity():
     full, fast, _ = both(trace, make=slow)
     assert close(fast.step_time, full.step_time)
     assert fast.step_time > 2e-3      # the slowed device's 2 ms of compute comes first
+
+
+def test_fast_equals_full_with_the_calibrated_compute_model():
+    # GEMM shapes, kernel kinds and launches set the times here, not the roofline: the shortcut must use them too
+    path = Path(__file__).resolve().parents[2] / "topologies" / "dgx_a100.yaml"
+
+    def dgx() -> Simulation:
+        return Simulation(load_topology(path, overrides={"servers": 2}), record_usage=False)
+
+    trace = training_trace(TINY, tp=8, pp=2, dp=1, sequence_parallel=True, recompute="full", num_micro_batches=3)
+    full, fast, replay = both(trace, make=dgx, record="none")
+    assert replay.shortcuts is not None and replay.shortcuts.compute
+    assert_same(full, fast)
+    roofline, _, _ = both(trace, record="none")
+    assert not close(roofline.step_time, full.step_time)      # the model changed the times it must reproduce
