@@ -9,7 +9,7 @@ import pytest
 from commsim.collectives.nccl_tests import parse_nccl_tests, read_nccl_tests
 from commsim.errors import ConfigError
 
-HEADER = """# nThread 1 nGpus 4 minBytes 1048576 maxBytes 4194304 step: 2(factor) warmup iters: 5 iters: 20 validation: 1
+HEADER = """# nThread 1 nGpus 2 minBytes 1048576 maxBytes 4194304 step: 2(factor) warmup iters: 5 iters: 20 validation: 1
 #
 # Using devices
 #   Rank  0 Pid  10 on host-a device  0 [0x07] A100-SXM4-40GB
