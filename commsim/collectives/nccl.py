@@ -244,7 +244,7 @@ class Cluster:
     disjoint bottlenecks (one NIC per GPU: all of them). ``memory_bandwidth`` is
     rank 0's device memory bandwidth (for the one-rank copy). ``nvls``: the
     switch inside the servers reduces and multicasts (NVLink SHARP, a switch
-    node with ``nvls: true``).
+    node with ``nvls: true``); ``switches`` names that switch of every server.
     """
 
     ranks: int
@@ -259,6 +259,7 @@ class Cluster:
     rails: int
     memory_bandwidth: float
     nvls: bool = False
+    switches: tuple[str, ...] = ()
 
 
 def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
@@ -298,6 +299,14 @@ def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
         # NVLS needs every local hop to go through one switch that can reduce and multicast
         inner = router.nodes_of(local_path)[1:-1]
         nvls = len(inner) == 1 and bool(nodes[compiled.names[inner[0]]].get("nvls", False))
+    switches: list[str] = []
+    for s in range(len(order) if nvls else 0):
+        members = [group[i] for i in range(len(group)) if server[i] == s]
+        inner = router.nodes_of(router.path(members[0], members[1]))[1:-1] if len(members) > 1 else []
+        if len(inner) != 1 or not nodes[compiled.names[inner[0]]].get("nvls", False):
+            nvls, switches = False, []
+            break
+        switches.append(compiled.names[inner[0]])
     remote_bw, remote_lat, rails = math.inf, 0.0, 1
     if servers > 1:
         first = [i for i in range(len(group)) if server[i] == 0]
@@ -314,7 +323,7 @@ def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
     return Cluster(ranks=len(group), servers=servers, ranks_per_server=per_server, server=server, local=local,
                    local_bandwidth=local_bw, remote_bandwidth=remote_bw, local_latency=local_lat,
                    remote_latency=remote_lat, rails=rails, memory_bandwidth=float(spec.memory_bandwidth),
-                   nvls=nvls)
+                   nvls=nvls, switches=tuple(switches))
 
 
 # ---------------------------------------------------------------------------------------------------- time models
@@ -381,14 +390,15 @@ def nvls_stages(cluster: Cluster, params: NcclParameters, costs: ProtocolCosts) 
     Every GPU pushes the chunk to the switch, which reduces it (and multicasts the
     result back): ``chunk / (NVLink x nvls_efficiency)`` each way, the two ways
     overlapping. Across servers each GPU carries ``1 / ranks_per_server`` of the
-    chunk on its NIC, once with two servers (they swap halves) and twice in a tree
-    of more (up and down).
+    chunk on its NIC ``2 (M - 1) / M`` times (a reduce-scatter and an all-gather
+    among the ``M`` servers on its rail: once with two servers, which swap halves,
+    nearly twice with many, as NCCL's tuner charges its tree).
     """
     intra = 1.0 / (cluster.local_bandwidth * params.nvls_efficiency)
     if cluster.servers == 1:
         return intra, 0.0
     per_gpu_nic = cluster.remote_bandwidth * min(1.0, cluster.rails / cluster.ranks_per_server)
-    trips = 1.0 if cluster.servers == 2 else 2.0
+    trips = 2.0 * (cluster.servers - 1) / cluster.servers
     return intra, trips / (cluster.ranks_per_server * per_gpu_nic * params.remote_efficiency
                            * costs.bandwidth_factor)
 
@@ -399,7 +409,8 @@ def _nvls_time(cluster: Cluster, op: str, nbytes: Any, costs: ProtocolCosts, par
     intra, inter = nvls_stages(cluster, params, costs)
     latency = costs.launch + params.nvls_latency + 2 * cluster.local_latency
     if cluster.servers > 1:
-        latency += 2 * math.ceil(math.log2(cluster.servers)) * (costs.remote_hop_latency + cluster.remote_latency)
+        # the exchange between servers is two direct hops (scatter, gather) on the critical path
+        latency += 2 * (costs.remote_hop_latency + cluster.remote_latency)
     out = []
     for size in np.atleast_1d(nbytes).tolist():
         k = nvls_chunks(size)

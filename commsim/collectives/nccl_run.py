@@ -30,23 +30,26 @@ from simpy.events import Event
 
 from commsim.collectives._executor import CollectiveConfig, CollectiveRun
 from commsim.collectives._registry import build_schedule
-from commsim.collectives._schedule import Schedule, Step
+from commsim.collectives._schedule import Dep, Schedule, Step
 from commsim.collectives.closed_form import bus_factor
 from commsim.collectives.nccl import (
     Choice,
     Cluster,
     NcclParameters,
     describe_cluster,
+    nvls_chunks,
+    p2p_rates,
     resolve_parameters,
     schedule_of,
     tune,
 )
+from commsim.collectives.nvls import nvls_schedule
 from commsim.devices.device import start_kernels
 from commsim.errors import ConfigError
 from commsim.network.topology import Topology
 
-__all__ = ["NcclResult", "channel_orders", "collective_config", "nccl_schedule", "run_nccl", "simulate_nccl",
-           "spread_group"]
+__all__ = ["NcclResult", "channel_orders", "collective_config", "nccl_schedule", "rail_local", "run_nccl",
+           "simulate_nccl", "spread_group"]
 
 
 def channel_orders(cluster: Cluster, channels: int) -> np.ndarray:
@@ -117,18 +120,66 @@ def nccl_schedule(cluster: Cluster, choice: Choice, nbytes: float) -> Schedule:
         position = np.empty(cluster.ranks, dtype=np.int64)
         position[cluster.server * per + cluster.local] = np.arange(cluster.ranks)
         return _relabel(schedule, np.tile(position, (choice.channels, 1)))
+    if choice.algorithm == "p2p":
+        return rail_local(build_schedule(choice.op, "direct", cluster.ranks, nbytes), cluster)
+    if choice.algorithm in ("nvls", "nvls_tree"):
+        # positions n.. are the servers' NVLink switches (run_nccl appends them to the group)
+        return nvls_schedule(cluster.server, cluster.local, nbytes, chunks=nvls_chunks(nbytes))
     raise ConfigError(field="algorithm", value=choice.algorithm, rule="has no schedule mapping",
-                      fix="use 'ring' or 'tree'")
+                      fix="use 'ring', 'tree', 'nvls', 'nvls_tree' or 'p2p'")
 
 
-def collective_config(params: NcclParameters, protocol: str, **options: Any) -> CollectiveConfig:
-    """The protocol's costs as an executor configuration (``options`` go to CollectiveConfig)."""
+def rail_local(schedule: Schedule, cluster: Cluster) -> Schedule:
+    """NCCL's PXN: a send to another server on another rail first crosses NVLink to the sender's peer on the
+    receiver's rail, which sends it on that rail, so no transfer leaves its rail (no spine hop).
+
+    Applies to one-step schedules (point-to-point collectives) on servers with one
+    NIC per GPU; anything else is returned unchanged.
+    """
+    counts = np.bincount(cluster.server)
+    rails_per_gpu = cluster.servers > 1 and cluster.rails == cluster.ranks_per_server > 1
+    if not rails_per_gpu or np.any(counts != cluster.ranks_per_server) or len(schedule.steps) != 1:
+        return schedule
+    (step,) = schedule.steps
+    position = np.empty((cluster.servers, cluster.ranks_per_server), dtype=np.int64)
+    position[cluster.server, cluster.local] = np.arange(cluster.ranks)
+    src, dst = step.src, step.dst
+    cross = (cluster.server[src] != cluster.server[dst]) & (cluster.local[src] != cluster.local[dst])
+    if not cross.any():
+        return schedule
+    proxy = position[cluster.server[src], cluster.local[dst]]
+    first = Step(src=src, dst=np.where(cross, proxy, dst), nbytes=step.nbytes, phase=f"{step.phase} (to rail)")
+    moved = np.flatnonzero(cross)
+    second = Step(src=proxy[moved], dst=dst[moved], nbytes=step.nbytes[moved], deps=(Dep(0, moved),),
+                  phase=f"{step.phase} (on rail)")
+    return Schedule(schedule.op, schedule.algorithm, schedule.ranks, schedule.nbytes, [first, second],
+                    notes=f"PXN: {moved.size} sends moved to the receiver's rail; {schedule.notes}".rstrip("; "))
+
+
+def collective_config(params: NcclParameters, protocol: str, *, algorithm: str = "ring", op: str = "all_reduce",
+                      cluster: Cluster | None = None, **options: Any) -> CollectiveConfig:
+    """The protocol's costs as an executor configuration (``options`` go to CollectiveConfig).
+
+    NVLS runs its reduce and multicast at ``nvls_efficiency`` of NVLink after
+    ``nvls_latency``; point-to-point runs at the NIC share of
+    :func:`~commsim.collectives.nccl.p2p_rates` across servers (needs ``cluster``).
+    """
     costs = params.protocols[protocol]
     options.setdefault("record", "none")
-    return CollectiveConfig(step_latency=costs.hop_latency, remote_step_latency=costs.remote_hop_latency,
-                            bandwidth_efficiency=params.local_efficiency * costs.bandwidth_factor,
-                            remote_efficiency=params.remote_efficiency * costs.bandwidth_factor,
-                            launch_latency=costs.launch, **options)
+    local = params.local_efficiency * costs.bandwidth_factor
+    remote = params.remote_efficiency * costs.bandwidth_factor
+    launch, step, remote_step = costs.launch, costs.hop_latency, costs.remote_hop_latency
+    if algorithm in ("nvls", "nvls_tree"):
+        # chunks pipeline: the protocol latencies are paid once (launch and the two hops between servers), not per
+        # chunk; the routes' own latencies stay on every transfer
+        local, step, remote_step = params.nvls_efficiency, 0.0, 0.0
+        hops = 2 * costs.remote_hop_latency if cluster is not None and cluster.servers > 1 else 0.0
+        launch = costs.launch + params.nvls_latency + hops
+    elif algorithm == "p2p" and cluster is not None and cluster.servers > 1:
+        share = cluster.remote_bandwidth * min(1.0, cluster.rails / cluster.ranks_per_server)
+        remote = min(1.0, p2p_rates(cluster, op, params, costs)[1] / share)
+    return CollectiveConfig(step_latency=step, remote_step_latency=remote_step,
+                            bandwidth_efficiency=local, remote_efficiency=remote, launch_latency=launch, **options)
 
 
 @dataclass(frozen=True)
@@ -192,8 +243,10 @@ def run_nccl(sim: Any, op: str, group: list[str], nbytes: float, params: Any = N
     if cluster.ranks == 1:
         return _Copy(sim, group[0], nbytes, params), choice
     schedule = nccl_schedule(cluster, choice, nbytes)
-    run = CollectiveRun(sim, schedule, group, collective_config(params, choice.protocol, **options),
-                        label=label or f"{op}/{choice.algorithm}/{choice.protocol}")
+    config = collective_config(params, choice.protocol, algorithm=choice.algorithm, op=op, cluster=cluster,
+                               **options)
+    members = list(group) + (list(cluster.switches) if choice.algorithm in ("nvls", "nvls_tree") else [])
+    run = CollectiveRun(sim, schedule, members, config, label=label or f"{op}/{choice.algorithm}/{choice.protocol}")
     run.start()
     return run, choice
 

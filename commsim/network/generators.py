@@ -118,9 +118,10 @@ def _server(
     nvlink_bandwidth: float,
     nvlink_latency: float,
     switch_latency: float,
+    nvls: bool = False,
 ) -> list[str]:
     switch_name = f"nvsw{server}"
-    topo.add_node(switch_name, "switch", latency=switch_latency, server=server)
+    topo.add_node(switch_name, "switch", latency=switch_latency, server=server, nvls=nvls)
     names = []
     for g in range(gpus):
         name = f"gpu{server * gpus + g}"
@@ -236,8 +237,12 @@ def rail_optimized(
     oversubscription: Ratio = 1.0,
     link_latency: NonNegativeDuration = 500e-9,
     switch_latency: NonNegativeDuration = 300e-9,
+    nvls: bool = False,
 ) -> Topology:
     """Multi-GPU servers with one NIC per GPU, each NIC wired to the leaf of its rail.
+
+    ``nvls``: the servers' NVSwitch reduces and multicasts (NVLink SHARP, third-
+    generation NVSwitch of HGX H100 and later), so NCCL's NVLS algorithms apply.
 
     Rail ``r`` gathers NIC ``r`` of every server. With ``nic_ports=2`` each NIC has
     two ports wired to leaves of two planes (``leafA*`` and ``leafB*``), as in
@@ -273,7 +278,8 @@ def rail_optimized(
                         topo.add_link(leaf, f"spine{s}", bandwidth=down / (spines * oversubscription),
                                       latency=link_latency, tier="spine")
     for server in range(servers):
-        gpus = _server(topo, server, gpus_per_server, device, nvlink_bandwidth, nvlink_latency, nvswitch_latency)
+        gpus = _server(topo, server, gpus_per_server, device, nvlink_bandwidth, nvlink_latency, nvswitch_latency,
+                       nvls)
         for rail, gpu in enumerate(gpus):
             nic = f"nic{server}.{rail}"
             topo.add_node(nic, "nic", server=server, rail=rail)
