@@ -148,6 +148,8 @@ class NcclParameters:
     a server, the fraction of the NVLink bandwidth it reaches and its extra latency
     (NCCL: 0.85 on Hopper, 25 us). ``p2p_efficiency``: fraction of a NIC the
     point-to-point collectives (all-to-all, send/recv) reach across servers;
+    ``p2p_local_efficiency``: the same inside a server, as a fraction of the
+    NVLink (``None``: ``local_efficiency``, as the rings reach);
     ``p2p_peer_bandwidth``: the most one peer connection moves across servers,
     bytes/s (NCCL spreads a peer's data over only a few channels).
     ``algorithm`` / ``protocol``: what the run's environment forced
@@ -163,6 +165,7 @@ class NcclParameters:
     nvls_efficiency: float = 0.85
     nvls_latency: float = 25e-6
     p2p_efficiency: float = 1.0
+    p2p_local_efficiency: float | None = None
     p2p_peer_bandwidth: float = math.inf
     algorithm: str = "auto"
     protocol: str = "auto"
@@ -178,9 +181,9 @@ class NcclParameters:
             if not 0 < value <= 1:
                 raise ConfigError(field=name, value=value, rule="must be in (0, 1]",
                                   fix="give the achieved fraction of the link or memory bandwidth, e.g. 0.8")
-        for name in ("nvls_efficiency", "p2p_efficiency"):
+        for name in ("nvls_efficiency", "p2p_efficiency", "p2p_local_efficiency"):
             value = getattr(self, name)
-            if not 0 < value <= 1:
+            if value is not None and not 0 < value <= 1:
                 raise ConfigError(field=name, value=value, rule="must be in (0, 1]",
                                   fix="give the achieved fraction of the link bandwidth, e.g. 0.8")
         if not self.p2p_peer_bandwidth > 0:
@@ -245,6 +248,9 @@ class Cluster:
     rank 0's device memory bandwidth (for the one-rank copy). ``nvls``: the
     switch inside the servers reduces and multicasts (NVLink SHARP, a switch
     node with ``nvls: true``); ``switches`` names that switch of every server.
+    ``local_port_bandwidth``: what rank 0 can send to all its local peers at once,
+    bytes/s (the sum of the distinct first links of its paths to them: one
+    NVSwitch port, or every link of a direct NVLink mesh).
     """
 
     ranks: int
@@ -260,6 +266,7 @@ class Cluster:
     memory_bandwidth: float
     nvls: bool = False
     switches: tuple[str, ...] = ()
+    local_port_bandwidth: float = math.nan
 
 
 def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
@@ -299,6 +306,10 @@ def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
         # NVLS needs every local hop to go through one switch that can reduce and multicast
         inner = router.nodes_of(local_path)[1:-1]
         nvls = len(inner) == 1 and bool(nodes[compiled.names[inner[0]]].get("nvls", False))
+    port = math.nan
+    if pair is not None:
+        firsts = {router.path(group[0], group[j])[0] for j in range(1, len(group)) if server[j] == server[0]}
+        port = float(compiled.edge_bandwidth[list(firsts)].sum()) if firsts else math.nan
     switches: list[str] = []
     for s in range(len(order) if nvls else 0):
         members = [group[i] for i in range(len(group)) if server[i] == s]
@@ -323,7 +334,7 @@ def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
     return Cluster(ranks=len(group), servers=servers, ranks_per_server=per_server, server=server, local=local,
                    local_bandwidth=local_bw, remote_bandwidth=remote_bw, local_latency=local_lat,
                    remote_latency=remote_lat, rails=rails, memory_bandwidth=float(spec.memory_bandwidth),
-                   nvls=nvls, switches=tuple(switches))
+                   nvls=nvls, switches=tuple(switches), local_port_bandwidth=port)
 
 
 # ---------------------------------------------------------------------------------------------------- time models
@@ -370,7 +381,9 @@ def _tree_time(cluster: Cluster, op: str, nbytes: Any, costs: ProtocolCosts, par
     from commsim.collectives.closed_form import hierarchical_all_reduce_time
 
     local = cluster.local_bandwidth * params.local_efficiency * costs.bandwidth_factor
-    remote = cluster.remote_bandwidth * params.remote_efficiency * costs.bandwidth_factor
+    # every GPU carries its rail's share across servers: GPUs that share a NIC share its bandwidth
+    remote = cluster.remote_bandwidth * min(1.0, cluster.rails / cluster.ranks_per_server) \
+        * params.remote_efficiency * costs.bandwidth_factor
     times = [hierarchical_all_reduce_time(cluster.ranks, float(size), alpha=costs.hop_latency + cluster.local_latency,
                                           bandwidth=local, alpha_inter=costs.remote_hop_latency + cluster.remote_latency,
                                           bandwidth_inter=remote, ranks_per_node=cluster.ranks_per_server,
@@ -387,14 +400,16 @@ def nvls_chunks(nbytes: float) -> int:
 def nvls_stages(cluster: Cluster, params: NcclParameters, costs: ProtocolCosts) -> tuple[float, float]:
     """Seconds per byte of a chunk: the NVLS reduce (and, alike, the multicast) and the exchange between servers.
 
-    Every GPU pushes the chunk to the switch, which reduces it (and multicasts the
-    result back): ``chunk / (NVLink x nvls_efficiency)`` each way, the two ways
-    overlapping. Across servers each GPU carries ``1 / ranks_per_server`` of the
+    Every GPU sends the chunk to the switch, which reduces it, and the ``1 / L``
+    share it is in charge of once more to be multicast; it receives that share
+    reduced and the whole chunk multicast: ``(1 + 1 / L) chunk / (NVLink x
+    nvls_efficiency)`` each way, the two ways overlapping (so NVLS reaches a busbw
+    of ``2 (L - 1) / (L + 1)`` of NVLink, against ``1`` for a ring). Across servers each GPU carries ``1 / ranks_per_server`` of the
     chunk on its NIC ``2 (M - 1) / M`` times (a reduce-scatter and an all-gather
     among the ``M`` servers on its rail: once with two servers, which swap halves,
     nearly twice with many, as NCCL's tuner charges its tree).
     """
-    intra = 1.0 / (cluster.local_bandwidth * params.nvls_efficiency)
+    intra = (1.0 + 1.0 / cluster.ranks_per_server) / (cluster.local_bandwidth * params.nvls_efficiency)
     if cluster.servers == 1:
         return intra, 0.0
     per_gpu_nic = cluster.remote_bandwidth * min(1.0, cluster.rails / cluster.ranks_per_server)
@@ -422,13 +437,20 @@ def _nvls_time(cluster: Cluster, op: str, nbytes: Any, costs: ProtocolCosts, par
 def p2p_rates(cluster: Cluster, op: str, params: NcclParameters, costs: ProtocolCosts) -> tuple[float, float]:
     """Bytes/s a rank's point-to-point traffic reaches inside its server and across servers.
 
+    Inside a server a rank reaches ``p2p_local_efficiency`` of its NVLink port
+    (all-to-all sends to every local peer at once; send/recv uses one path).
     Across servers a GPU gets its share of the server's NICs (``rails /
     ranks_per_server`` of a NIC when GPUs share NICs) at ``p2p_efficiency``, and
     each peer connection at most ``p2p_peer_bandwidth``: all-to-all talks to
     ``ranks - ranks_per_server`` remote peers at once, send/recv to one.
     """
-    local = cluster.local_bandwidth * params.local_efficiency * costs.bandwidth_factor
-    nic = cluster.remote_bandwidth * min(1.0, cluster.rails / cluster.ranks_per_server)
+    efficiency = params.local_efficiency if params.p2p_local_efficiency is None else params.p2p_local_efficiency
+    port = cluster.local_port_bandwidth if math.isfinite(cluster.local_port_bandwidth) else cluster.local_bandwidth
+    local = (port if op == "all_to_all" else cluster.local_bandwidth) * efficiency * costs.bandwidth_factor
+    # all-to-all: every GPU of a server sends at once and they share the NICs; send/recv: one GPU per server (the
+    # last in rank order) sends to the next server, alone on its NIC
+    shared = min(1.0, cluster.rails / cluster.ranks_per_server) if op == "all_to_all" else 1.0
+    nic = cluster.remote_bandwidth * shared
     peers = cluster.ranks - cluster.ranks_per_server if op == "all_to_all" else 1
     remote = min(nic * params.p2p_efficiency * costs.bandwidth_factor, max(1, peers) * params.p2p_peer_bandwidth)
     return local, remote

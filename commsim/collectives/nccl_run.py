@@ -59,7 +59,9 @@ def channel_orders(cluster: Cluster, channels: int) -> np.ndarray:
     leaves from; consecutive servers hand over on the same local index (rail).
     Entry ranks alternate between ``a = c`` and ``b = c + 1`` (mod ranks per
     server) for channel ``c``, and an odd server count ends on ``c + 2``, so no
-    hand-over crosses rails when a server has 3 or more ranks.
+    hand-over crosses rails when a server has 3 or more ranks. When GPUs share
+    NICs (fewer rails than ranks per server), channel ``c`` enters every server at
+    the first GPU behind NIC ``c mod rails`` and leaves from the last one.
 
     >>> from commsim.network.loader import load_topology
     >>> topo = load_topology("rail_optimized:2,4,50GB/s")
@@ -75,6 +77,16 @@ def channel_orders(cluster: Cluster, channels: int) -> np.ndarray:
     position = np.full((m, per), -1, dtype=np.int64)
     position[cluster.server, cluster.local] = np.arange(n)
     orders = np.empty((channels, n), dtype=np.int64)
+    if cluster.rails < per and per % cluster.rails == 0:
+        # GPUs share NICs (GPUs r g .. r g + g - 1 behind NIC r): channel c enters every server at the first GPU of
+        # NIC c mod rails and leaves from the last, so each channel crosses between servers on one NIC of its own
+        group = per // cluster.rails
+        for c in range(channels):
+            first = (c % cluster.rails) * group
+            last = first + group - 1
+            locals_ = [first, *[x for x in range(per) if x not in (first, last)]] + ([last] if last != first else [])
+            orders[c] = position[:, locals_].ravel()
+        return orders
     for c in range(channels):
         a, b, d = c % per, (c + 1) % per, (c + 2) % per
         entry = [a if k % 2 == 0 else b for k in range(m)]
@@ -175,9 +187,13 @@ def collective_config(params: NcclParameters, protocol: str, *, algorithm: str =
         local, step, remote_step = params.nvls_efficiency, 0.0, 0.0
         hops = 2 * costs.remote_hop_latency if cluster is not None and cluster.servers > 1 else 0.0
         launch = costs.launch + params.nvls_latency + hops
-    elif algorithm == "p2p" and cluster is not None and cluster.servers > 1:
-        share = cluster.remote_bandwidth * min(1.0, cluster.rails / cluster.ranks_per_server)
-        remote = min(1.0, p2p_rates(cluster, op, params, costs)[1] / share)
+    elif algorithm == "p2p" and cluster is not None:
+        rates = p2p_rates(cluster, op, params, costs)
+        own = params.local_efficiency if params.p2p_local_efficiency is None else params.p2p_local_efficiency
+        local = own * costs.bandwidth_factor
+        if cluster.servers > 1:
+            shared = min(1.0, cluster.rails / cluster.ranks_per_server) if op == "all_to_all" else 1.0
+            remote = min(1.0, rates[1] / (cluster.remote_bandwidth * shared))
     return CollectiveConfig(step_latency=step, remote_step_latency=remote_step,
                             bandwidth_efficiency=local, remote_efficiency=remote, launch_latency=launch, **options)
 

@@ -4,13 +4,15 @@ The group is the ``n`` GPUs followed by one position per server: its NVLink
 switch. The buffer goes in ``k`` chunks; for each chunk
 
 1. *reduce*: every GPU pushes the chunk to its server's switch, which adds the
-   GPUs' copies in the network (``U``);
+   GPUs' copies in the network (``U``; ``1 + 1 / L`` chunks on the GPU's link:
+   the GPU also sends the reduced share it is in charge of to be multicast);
 2. across servers (NVLS-tree), on each rail: GPU ``g`` of every server sends
    ``1 / M`` of its ``1 / L`` share of the chunk to GPU ``g`` of each other
    server (a direct reduce-scatter, ``R``) and returns the reduced piece (a
    direct all-gather, ``A``): ``2 (M - 1) / M`` of the share per NIC, the bytes of
    NCCL's double binary tree;
-3. *multicast*: the switch writes the reduced chunk to every GPU of its server (``D``).
+3. *multicast*: the switch writes the reduced chunk to every GPU of its server
+   (``D``; ``1 + 1 / L`` chunks, with the share the GPU read back reduced).
 
 Each GPU pushes its chunks one after another; a later stage of a chunk starts
 as soon as its inputs are there and at most two chunks are in flight on a
@@ -55,13 +57,16 @@ def nvls_schedule(server: list[int] | np.ndarray, local: list[int] | np.ndarray,
     x_src = np.repeat(gpus, m - 1)
     x_dst = position[others[server].ravel(), np.repeat(local, m - 1)] if m > 1 else x_src
     piece = chunk / per / m
+    # a GPU's NVLink carries the chunk and its 1/L share once more each way (the share it sends to be multicast,
+    # the share it receives reduced)
+    link = chunk * (1.0 + 1.0 / per)
     previous = -1
     scatters: list[int] = []
     gathers: list[int] = []
     for k in range(chunks):
         up = len(steps)
         deps = (Dep(previous, gpus),) if k else ()
-        steps.append(Step(src=gpus, dst=switch, nbytes=np.full(n, chunk), deps=deps, reduce=True,
+        steps.append(Step(src=gpus, dst=switch, nbytes=np.full(n, link), deps=deps, reduce=True,
                           phase=f"reduce {k}"))
         # a server's chunk is reduced when every one of its GPUs has pushed it
         whole = tuple(Dep(up, position[server, j]) for j in range(per))
@@ -89,7 +94,7 @@ def nvls_schedule(server: list[int] | np.ndarray, local: list[int] | np.ndarray,
             whole = tuple(Dep(gather, position[others[server, j], local[position[server, g]]] * (m - 1)
                               + slot[others[server, j], server])
                           for g in range(per) for j in range(m - 1))
-        steps.append(Step(src=switch, dst=gpus, nbytes=np.full(n, chunk), deps=whole, phase=f"multicast {k}"))
+        steps.append(Step(src=switch, dst=gpus, nbytes=np.full(n, link), deps=whole, phase=f"multicast {k}"))
         previous = up
     algorithm = "nvls" if m == 1 else "nvls_tree"
     return Schedule("all_reduce", algorithm, n + m, nbytes, steps,

@@ -22,12 +22,14 @@ from typing import Annotated, Any
 from pydantic import Field, ValidationError, validate_call
 
 from commsim.config import config_error_from
+from commsim.network.dragonfly import dragonfly
 from commsim.network.topology import Topology
 from commsim.units import Bandwidth, Duration
 
 __all__ = [
     "GENERATORS",
     "build",
+    "dragonfly",
     "fat_tree",
     "fully_connected",
     "home_router_edge",
@@ -379,6 +381,7 @@ GENERATORS: dict[str, Callable[..., Topology]] = {
     "torus": torus,
     "home_router_edge": home_router_edge,
     "wan": wan,
+    "dragonfly": dragonfly,
 }
 
 
