@@ -232,7 +232,7 @@ def _print(table: pd.DataFrame, op: str, log: Any, used: str, estimated: bool = 
     how = "estimated from the closed form" if estimated else "simulated"
     against = f" vs {log.name} ({log.servers} server(s) x {log.ranks_per_server} GPUs)" if compared else ""
     view = Table(title=escape(f"{op} on {int(first['ranks'])} ranks{against}, {how} (time in us, bandwidth in GB/s "
-                              f"= 1e9 B/s); {used}"), box=box.SIMPLE_HEAD, pad_edge=False)
+                              "= 1e9 B/s)"), box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("size (B)", "count", "algo/proto", "time", "algbw", "busbw", "closed form"):
         view.add_column(name, justify="right", no_wrap=True)
     if compared:
@@ -249,6 +249,7 @@ def _print(table: pd.DataFrame, op: str, log: Any, used: str, estimated: bool = 
         view.add_row(*cells)
     # a pipe or file gets the whole table (rich would squeeze it to 80 columns)
     (console if console.is_terminal else Console(width=132, highlight=False)).print(view)
+    console.print(f"NCCL model: {escape(used)}", soft_wrap=True)
     if compared:
         big = table[(table["size"] >= 2**20) & np.isfinite(table["error"])]
         if len(big):

@@ -313,9 +313,9 @@ def fit_nccl(logs: Iterable[NcclTestsLog], topology: Any, *, initial: NcclParame
     params = params_from_vector(free, to_x(u), initial, source=f"fit to {names}")
     hit = at_bounds(free, params)
     if hit and not allow_bounds:
-        raise ConfigError(field="calibration", value="; ".join(hit),
-                          rule=f"is a fit to {names} with parameters pressed against their bounds: the model lacks "
-                               "a mechanism these logs show (or the topology's link rates are wrong)",
+        raise ConfigError(field="calibration", value=", ".join(h.split(" = ")[0] for h in hit),
+                          rule=f"is a fit to {names} with parameters pressed against their bounds ({'; '.join(hit)}): "
+                               "the model lacks a mechanism these logs show (or the topology's link rates are wrong)",
                           fix="check the topology against the hardware of the logs (NICs per GPU, link rates), "
                               "fit fewer logs, or pass allow_bounds=True to inspect the fit anyway")
     return CalibrationFit(params=params, free=free, errors=compare_model(logs, topology, params), cost=cost,
