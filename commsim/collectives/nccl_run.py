@@ -48,7 +48,7 @@ from commsim.devices.device import start_kernels
 from commsim.errors import ConfigError
 from commsim.network.topology import Topology
 
-__all__ = ["NcclResult", "channel_orders", "collective_config", "nccl_schedule", "rail_local", "run_nccl",
+__all__ = ["PXN_CHUNKS", "NcclResult", "channel_orders", "collective_config", "nccl_schedule", "rail_local", "run_nccl",
            "simulate_nccl", "spread_group"]
 
 
@@ -141,6 +141,10 @@ def nccl_schedule(cluster: Cluster, choice: Choice, nbytes: float) -> Schedule:
                       fix="use 'ring', 'tree', 'nvls', 'nvls_tree' or 'p2p'")
 
 
+PXN_CHUNKS = 8
+"""Chunks a PXN send is forwarded in (the NVLink hop of one overlaps the rail hop of the previous)."""
+
+
 def rail_local(schedule: Schedule, cluster: Cluster) -> Schedule:
     """NCCL's PXN: a send to another server on another rail first crosses NVLink to the sender's peer on the
     receiver's rail, which sends it on that rail, so no transfer leaves its rail (no spine hop).
@@ -160,12 +164,24 @@ def rail_local(schedule: Schedule, cluster: Cluster) -> Schedule:
     if not cross.any():
         return schedule
     proxy = position[cluster.server[src], cluster.local[dst]]
-    first = Step(src=src, dst=np.where(cross, proxy, dst), nbytes=step.nbytes, phase=f"{step.phase} (to rail)")
     moved = np.flatnonzero(cross)
-    second = Step(src=proxy[moved], dst=dst[moved], nbytes=step.nbytes[moved], deps=(Dep(0, moved),),
-                  phase=f"{step.phase} (on rail)")
-    return Schedule(schedule.op, schedule.algorithm, schedule.ranks, schedule.nbytes, [first, second],
-                    notes=f"PXN: {moved.size} sends moved to the receiver's rail; {schedule.notes}".rstrip("; "))
+    k = PXN_CHUNKS
+    # the proxy forwards chunk j while the next one crosses NVLink: a pipeline of k chunks per moved send
+    sizes = np.where(cross, step.nbytes / k, step.nbytes)
+    steps = [Step(src=src, dst=np.where(cross, proxy, dst), nbytes=sizes, phase=f"{step.phase} (to rail 0)")]
+    whole = np.arange(moved.size)
+    first = [0]
+    for j in range(1, k):
+        first.append(len(steps))
+        steps.append(Step(src=src[moved], dst=proxy[moved], nbytes=step.nbytes[moved] / k,
+                          deps=(Dep(first[j - 1], moved if j == 1 else whole),), phase=f"{step.phase} (to rail {j})"))
+    for j in range(k):
+        deps = (Dep(first[j], moved if j == 0 else whole),) + ((Dep(len(steps) - 1, whole),) if j else ())
+        steps.append(Step(src=proxy[moved], dst=dst[moved], nbytes=step.nbytes[moved] / k, deps=deps,
+                          phase=f"{step.phase} (on rail {j})"))
+    return Schedule(schedule.op, schedule.algorithm, schedule.ranks, schedule.nbytes, steps,
+                    notes=f"PXN: {moved.size} sends moved to the receiver's rail in {k} chunks; "
+                          f"{schedule.notes}".rstrip("; "))
 
 
 def collective_config(params: NcclParameters, protocol: str, *, algorithm: str = "ring", op: str = "all_reduce",

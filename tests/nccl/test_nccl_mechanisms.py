@@ -16,7 +16,7 @@ from commsim.collectives.nccl import (
     ring_channels,
     tune,
 )
-from commsim.collectives.nccl_run import rail_local, simulate_nccl, spread_group
+from commsim.collectives.nccl_run import PXN_CHUNKS, rail_local, simulate_nccl, spread_group
 from commsim.collectives.nvls import nvls_schedule
 from commsim.collectives.sendrecv import sendrecv
 from commsim.network.dragonfly import dragonfly
@@ -85,17 +85,20 @@ def test_nvls_schedule_moves_each_byte_once_per_link() -> None:
 def test_pxn_keeps_point_to_point_on_its_rail() -> None:
     c = _cluster(H100, 2, 8)
     moved = rail_local(sendrecv(16, 1e6), c)
-    assert len(moved.steps) == 2
-    first, second = moved.steps
+    moved.check()
+    assert len(moved.steps) == 2 * PXN_CHUNKS
+    first, last = moved.steps[0], moved.steps[-1]
     # rank 7 (server 0, rail 7) sends to rank 8 (server 1, rail 0): first to rank 0 over NVLink, then on rail 0
-    assert first.dst[7] == 0 and second.src.tolist() == [0, 8] and second.dst.tolist() == [8, 0]
-    assert all(c.server[a] == c.server[b] or c.local[a] == c.local[b] for a, b in zip(second.src, second.dst, strict=True))
+    assert first.dst[7] == 0 and last.src.tolist() == [0, 8] and last.dst.tolist() == [8, 0]
+    assert moved.wire_bytes == pytest.approx(16e6 + 2e6)  # the two moved sends cross NVLink once more
+    for st in moved.steps[PXN_CHUNKS:]:
+        assert all(c.local[a] == c.local[b] for a, b in zip(st.src, st.dst, strict=True))
 
 
 @pytest.mark.parametrize("op", ["all_to_all", "sendrecv"])
 def test_simulated_point_to_point_matches_its_closed_form(op: str) -> None:
     params = load_calibration(CLUSTERS["h100_cluster01"].calibration)
-    for topology, servers, per in ((H100, 10, 1), (H100, 1, 8), (POLARIS, 2, 4)):
+    for topology, servers, per in ((H100, 10, 1), (H100, 10, 2), (H100, 1, 8), (POLARIS, 2, 4)):
         topo = topology_for(topology, servers)
         r = simulate_nccl(topo, op, 2.0**28, ranks=servers * per, servers=servers, calibration=params)
         assert r.algorithm == "p2p" and r.time == pytest.approx(r.predicted, rel=0.02), (topology.name, servers)
