@@ -137,13 +137,15 @@ def _run(topology: str, op: str | None, algo: str, sizes: str | None, ranks: int
     size_list = parse_size_range(sizes, field="--sizes") if sizes else (
         log.measured()["size"].astype(float).tolist() if log is not None else parse_size_range("1KiB:4GiB"))
     topo = topology_for(topology, servers) if servers else load_topology(topology)
+    nccl = op in NCCL_OPS and algo in ("auto", "ring", "tree", "nvls", "nvls_tree", "p2p")
+    simulated = _nccl(topo, op, size_list, ranks, servers, params, algo, protocol) if nccl and not estimate else []
     rows = []
-    for size in size_list:
+    for i, size in enumerate(size_list):
         row: dict[str, Any] = {"op": op, "size": int(size), "count": int(size // _ELEMENT[dtype]), "dtype": dtype}
         if estimate:
             row |= _estimate(topo, op, size, ranks, servers, params, algo, protocol)
-        elif op in NCCL_OPS and algo in ("auto", "ring", "tree", "nvls", "nvls_tree", "p2p"):
-            row |= _nccl(topo, op, size, ranks, servers, params, algo, protocol)
+        elif nccl:
+            row |= simulated[i]
         else:  # any registered schedule, with the protocol's costs (ops NCCL's tuner does not cover: a ring)
             row |= _schedule(topo, op, size, ranks, servers, params, "ring" if algo == "auto" else algo, protocol)
         rows.append(row)
@@ -165,14 +167,15 @@ def _group(topo: Any, ranks: int | None, servers: int | None) -> Any:
     return ranks if not servers else spread_group(topo, ranks, servers)
 
 
-def _nccl(topo: Any, op: str, size: float, ranks: int | None, servers: int | None, params: Any, algo: str,
-          protocol: str) -> dict[str, Any]:
-    from commsim.collectives.nccl_run import simulate_nccl
+def _nccl(topo: Any, op: str, sizes: list[float], ranks: int | None, servers: int | None, params: Any, algo: str,
+          protocol: str) -> list[dict[str, Any]]:
+    from commsim.collectives.nccl_run import simulate_nccl_sizes
 
-    r = simulate_nccl(topo, op, size, ranks=_group(topo, ranks, servers), calibration=params, algorithm=algo,
-                      protocol=protocol)
-    return {"ranks": r.ranks, "algorithm": r.algorithm, "protocol": r.protocol, "channels": r.channels,
-            "time_s": r.time, "algbw_Bps": r.algbw, "busbw_Bps": r.busbw, "closed_form_s": r.predicted}
+    results = simulate_nccl_sizes(topo, op, sizes, ranks=_group(topo, ranks, servers), calibration=params,
+                                  algorithm=algo, protocol=protocol)
+    return [{"ranks": r.ranks, "algorithm": r.algorithm, "protocol": r.protocol, "channels": r.channels,
+             "time_s": r.time, "algbw_Bps": r.algbw, "busbw_Bps": r.busbw, "closed_form_s": r.predicted}
+            for r in results]
 
 
 def _estimate(topo: Any, op: str, size: float, ranks: int | None, servers: int | None, params: Any, algo: str,

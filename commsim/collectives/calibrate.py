@@ -50,7 +50,7 @@ from commsim.collectives.nccl import (
     predict_many,
     protocols_of,
 )
-from commsim.collectives.nccl_run import simulate_nccl, spread_group
+from commsim.collectives.nccl_run import simulate_nccl_sizes, spread_group
 from commsim.collectives.nccl_tests import NcclTestsLog
 from commsim.config import StrictModel, dump_yaml, load_yaml, validate
 from commsim.errors import ConfigError
@@ -390,11 +390,10 @@ def compare_simulation(logs: Iterable[NcclTestsLog], topology: Any, params: Nccl
         keep = case.sizes >= min_size
         case = replace(case, sizes=case.sizes[keep], times=case.times[keep], weights=case.weights[keep])
         topo = topology_for(topology, log.servers)
-        times, choice = [], []
-        for size in case.sizes.tolist():
-            r = simulate_nccl(topo, log.op, size, ranks=log.ranks, servers=log.servers, calibration=params)
-            times.append(r.time)
-            choice.append("copy" if r.ranks == 1 else f"{r.algorithm}/{r.protocol}")
+        results = simulate_nccl_sizes(topo, log.op, case.sizes.tolist(), ranks=log.ranks, servers=log.servers,
+                                      calibration=params)
+        times = [r.time for r in results]
+        choice = ["copy" if r.ranks == 1 else f"{r.algorithm}/{r.protocol}" for r in results]
         table = _table(case, np.array(times), choice, "predicted_time")
         keep_rows = log.measured()["size"].to_numpy() >= min_size
         table["measured_busbw"] = log.measured()["busbw"].to_numpy()[keep_rows]

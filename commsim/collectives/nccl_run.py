@@ -48,8 +48,8 @@ from commsim.devices.device import start_kernels
 from commsim.errors import ConfigError
 from commsim.network.topology import Topology
 
-__all__ = ["PXN_CHUNKS", "NcclResult", "channel_orders", "collective_config", "nccl_schedule", "rail_local", "run_nccl",
-           "simulate_nccl", "spread_group"]
+__all__ = ["PXN_CHUNKS", "STEP_LIMIT", "NcclResult", "channel_orders", "collective_config", "nccl_schedule",
+           "rail_local", "run_nccl", "simulate_nccl", "simulate_nccl_sizes", "spread_group"]
 
 
 def channel_orders(cluster: Cluster, channels: int) -> np.ndarray:
@@ -140,6 +140,9 @@ def nccl_schedule(cluster: Cluster, choice: Choice, nbytes: float) -> Schedule:
     raise ConfigError(field="algorithm", value=choice.algorithm, rule="has no schedule mapping",
                       fix="use 'ring', 'tree', 'nvls', 'nvls_tree' or 'p2p'")
 
+
+STEP_LIMIT = 20_000
+"""Transfers above which a schedule runs in the executor's ``flows`` mode (one flow per connection)."""
 
 PXN_CHUNKS = 8
 """Chunks a PXN send is forwarded in (the NVLink hop of one overlaps the rail hop of the previous)."""
@@ -267,7 +270,9 @@ def run_nccl(sim: Any, op: str, group: list[str], nbytes: float, params: Any = N
     """Start ``op`` on ``group`` in a running simulation the way the NCCL model would run it.
 
     Returns the run (its ``done`` event fires at the end, ``time`` is its
-    duration) and the tuner's choice. ``options`` go to the CollectiveConfig.
+    duration) and the tuner's choice. ``options`` go to the CollectiveConfig;
+    ``mode="auto"`` (the default) runs schedules of more than ``STEP_LIMIT``
+    transfers as one flow per connection.
     """
     params = resolve_parameters(params)
     cluster = cluster or describe_cluster(sim.topology, group)
@@ -275,6 +280,9 @@ def run_nccl(sim: Any, op: str, group: list[str], nbytes: float, params: Any = N
     if cluster.ranks == 1:
         return _Copy(sim, group[0], nbytes, params), choice
     schedule = nccl_schedule(cluster, choice, nbytes)
+    if options.get("mode", "auto") == "auto":
+        # big schedules run as one flow per connection (exact for rings on uncongested paths, see CollectiveConfig)
+        options["mode"] = "flows" if sum(len(step) for step in schedule.steps) > STEP_LIMIT else "steps"
     config = collective_config(params, choice.protocol, algorithm=choice.algorithm, op=op, cluster=cluster,
                                **options)
     members = list(group) + (list(cluster.switches) if choice.algorithm in ("nvls", "nvls_tree") else [])
@@ -321,6 +329,20 @@ def simulate_nccl(topology: Any, op: str, nbytes: float, *, ranks: Any = None, s
     :class:`NcclParameters` (default: NCCL's constants); ``overrides`` go to the
     topology generator (``{"servers": 4}``).
     """
+    return simulate_nccl_sizes(topology, op, [nbytes], ranks=ranks, servers=servers, calibration=calibration,
+                               algorithm=algorithm, protocol=protocol, seed=seed, overrides=overrides)[0]
+
+
+def simulate_nccl_sizes(topology: Any, op: str, sizes: list[float], *, ranks: Any = None,
+                        servers: int | None = None, calibration: Any = None, algorithm: str = "auto",
+                        protocol: str = "auto", seed: int = 0,
+                        overrides: dict[str, Any] | None = None) -> list[NcclResult]:
+    """:func:`simulate_nccl` for every size in ``sizes`` (bytes), one call after another in one simulation.
+
+    Each call starts when the previous one ends, so none shares the fabric with
+    another and each is timed alone, as nccl-tests times its sizes; the routes
+    found for one size serve the next (what makes thousands of ranks affordable).
+    """
     from commsim.collectives.api import resolve_group
     from commsim.network.loader import load_topology
     from commsim.simulation import Simulation
@@ -333,11 +355,24 @@ def simulate_nccl(topology: Any, op: str, nbytes: float, *, ranks: Any = None, s
     params = resolve_parameters(calibration)
     cluster = describe_cluster(topo, group)
     sim = Simulation(topo, seed=seed, record_usage=False)
-    run, choice = run_nccl(sim, op, group, nbytes, params, algorithm=algorithm, protocol=protocol, cluster=cluster)
+    runs: list[tuple[Any, Choice]] = []
+
+    def start(index: int) -> None:
+        run, choice = run_nccl(sim, op, group, sizes[index], params, algorithm=algorithm, protocol=protocol,
+                               cluster=cluster)
+        runs.append((run, choice))
+        if index + 1 < len(sizes):
+            run.done.callbacks.append(lambda _ev: start(index + 1))
+
+    if sizes:
+        start(0)
     sim.run()
-    time = run.time
-    algbw = nbytes / time if time > 0 else math.inf
-    return NcclResult(op=op, algorithm=choice.algorithm, protocol=choice.protocol, channels=choice.channels,
-                      ranks=cluster.ranks, servers=cluster.servers, size=nbytes, time=time, algbw=algbw,
-                      busbw=algbw * bus_factor(op, cluster.ranks), predicted=choice.time,
-                      wire_bytes=run.wire_bytes)
+    results = []
+    for nbytes, (run, choice) in zip(sizes, runs, strict=True):
+        time = run.time
+        algbw = nbytes / time if time > 0 else math.inf
+        results.append(NcclResult(op=op, algorithm=choice.algorithm, protocol=choice.protocol,
+                                  channels=choice.channels, ranks=cluster.ranks, servers=cluster.servers, size=nbytes,
+                                  time=time, algbw=algbw, busbw=algbw * bus_factor(op, cluster.ranks),
+                                  predicted=choice.time, wire_bytes=run.wire_bytes))
+    return results
