@@ -17,6 +17,7 @@ from rich.table import Table
 from commsim.cli._app import app, console, fail
 from commsim.errors import CommsimError, ConfigError
 
+_CLUSTERS: dict[tuple[int, tuple[str, ...]], Any] = {}
 _ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8, "int8": 1, "int32": 4, "int64": 8, "fp8": 1}
 
 
@@ -188,7 +189,11 @@ def _estimate(topo: Any, op: str, size: float, ranks: int | None, servers: int |
 
     group = spread_group(topo, ranks, servers) if (ranks and servers) else resolve_group(topo, ranks)
     if op in NCCL_OPS and algo in ("auto", "ring", "tree", "nvls", "nvls_tree", "p2p"):
-        choice = tune(describe_cluster(topo, group), op, size, params, algorithm=algo, protocol=protocol)
+        key = (id(topo), tuple(group))
+        if key not in _CLUSTERS:  # measuring the paths is the costly part: once per topology and group
+            _CLUSTERS.clear()
+            _CLUSTERS[key] = describe_cluster(topo, group)
+        choice = tune(_CLUSTERS[key], op, size, params, algorithm=algo, protocol=protocol)
         time, algorithm, proto, channels = choice.time, choice.algorithm, choice.protocol, choice.channels
     else:
         proto = "Simple" if protocol == "auto" else protocol
