@@ -191,3 +191,9 @@ def test_calibrate_reports_leave_one_scale_out_and_records_it(log_paths: dict[in
     text = out.read_text()
     assert "leave_scale_out:" in text and "protocol: Simple" in text
     assert load_calibration(out).protocol == "Simple"
+
+
+@pytest.mark.parametrize("servers", ["0", "-1"])
+def test_collective_refuses_a_server_count_below_one(servers: str) -> None:
+    result = runner.invoke(app, ["collective", "-t", str(TOPOLOGY), "--servers", servers, "--sizes", "1MiB"])
+    assert result.exit_code == 2 and "--servers" in result.output and "at least 1" in result.output
