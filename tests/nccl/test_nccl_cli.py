@@ -197,3 +197,13 @@ def test_calibrate_reports_leave_one_scale_out_and_records_it(log_paths: dict[in
 def test_collective_refuses_a_server_count_below_one(servers: str) -> None:
     result = runner.invoke(app, ["collective", "-t", str(TOPOLOGY), "--servers", servers, "--sizes", "1MiB"])
     assert result.exit_code == 2 and "--servers" in result.output and "at least 1" in result.output
+
+
+def test_compare_rejects_a_log_whose_ngpus_disagrees_with_its_rank_lines(log_paths: dict[int, Path],
+                                                                          tmp_path: Path) -> None:
+    edited = tmp_path / "all_reduce_16gpu.log"
+    edited.write_text(log_paths[16].read_text().replace("nThread 1 nGpus 1", "nThread 1 nGpus 8", 1))
+    result = runner.invoke(app, ["collective", "-t", str(TOPOLOGY), "--compare", str(edited)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    message = " ".join(result.output.split())
+    assert "nGpus 8" in message and "1 of the 16 rank lines" in message and "Fix:" in message
