@@ -113,6 +113,8 @@ def test_every_size_keeps_its_pinned_error(fitted: tuple[ClusterData, pd.DataFra
 
 
 def test_refit_reproduces_the_shipped_calibration(cluster: ClusterData) -> None:
+    if cluster.name == "azure_ndv4":
+        pytest.skip("the Azure refit is checked (with its parameter count) in test_nccl_fidelity.py")
     shipped = load_calibration(cluster.calibration)
     fit = fit_nccl(_logs(cluster), cluster.topology)
     assert np.allclose(vector_from_params(fit.free, fit.params), vector_from_params(fit.free, shipped), rtol=5e-3,
