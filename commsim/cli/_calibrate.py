@@ -56,7 +56,7 @@ def nccl_tests_command(
         forced = "" if algo == proto == "auto" else f"forced by the runs' environment: algorithm {algo}, " \
                                                    f"protocol {proto}"
         save_calibration(fit.params, output, topology=str(topology), fitted_on=[p.name for p in parsed],
-                         quality=quality, held_out=scale_out, environment_note=forced)
+                         quality=quality, held_out=scale_out, environment_note=forced, fitted=fit.free)
         held = summarise(leave_one_out(parsed, topology, initial=initial)) if holdout and len(parsed) > 1 else None
     except CommsimError as error:
         raise fail(error) from None

@@ -494,6 +494,7 @@ class CalibrationFile(StrictModel):
     description: str = ""
     topology: str = ""
     fitted_on: list[str] = []
+    fitted: list[str] = []
     protocols: dict[str, _ProtocolFile]
     local_efficiency: _Fraction
     remote_efficiency: _Fraction
@@ -535,7 +536,7 @@ def _t(value: float) -> str:
 def save_calibration(params: NcclParameters, path: str | Path, *, topology: str = "",
                      fitted_on: Sequence[str] = (), quality: pd.DataFrame | None = None,
                      description: str = "", held_out: pd.DataFrame | None = None,
-                     environment_note: str = "") -> None:
+                     environment_note: str = "", fitted: Sequence[str] = ()) -> None:
     """Write ``params`` as a calibration YAML (times with units, fractions as numbers)."""
     data: dict[str, Any] = {
         "kind": "commsim/nccl-calibration",
@@ -548,9 +549,11 @@ def save_calibration(params: NcclParameters, path: str | Path, *, topology: str 
                                       "most one peer connection moves across servers); environment: an algorithm or "
                                       "protocol the runs forced. quality: the fit's |busbw error| over sizes >= 1 "
                                       "MiB per log; leave_scale_out: the largest scale predicted by a fit to the "
-                                      "smaller ones.",
+                                      "smaller ones; fitted: the parameters the logs informed (the others keep "
+                                      "NCCL's constants or the defaults).",
         "topology": topology,
         "fitted_on": list(fitted_on),
+        "fitted": list(fitted),
         "protocols": {p: {"launch": _t(c.launch), "hop_latency": _t(c.hop_latency),
                           "remote_hop_latency": _t(c.remote_hop_latency),
                           "bandwidth_factor": round(c.bandwidth_factor, 5)} for p, c in params.protocols.items()},
