@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from commsim.errors import ConfigError
@@ -60,37 +62,18 @@ register_validator("kernel", _kernel_checks)
 register_validator("collectives", _closed_form_checks)
 
 
-def _nccl_checks() -> list[Check]:
-    """The calibrated NCCL model against the measured Azure ND A100 v4 nccl-tests logs (when present)."""
-    import os
-    from pathlib import Path
+def _nccl_area(name: str) -> Callable[[], list[Check]]:
+    def checks() -> list[Check]:
+        from commsim.collectives.nccl_validation import cluster_checks
 
-    from commsim.collectives.calibrate import compare_simulation, load_calibration
-    from commsim.collectives.nccl_tests import read_nccl_tests
+        return cluster_checks(name)
 
-    repo = Path(__file__).resolve().parents[1]
-    data = Path(os.environ.get("COMMSIM_NCCL_DATA", repo.parent / "shared" / "data" / "nccl-tests-azure-ndv4-a100"))
-    topology = repo / "topologies" / "azure_ndv4.yaml"
-    calibration = repo / "topologies" / "azure_ndv4.calibration.yaml"
-    gpus = (1, 2, 4, 8, 16)
-    paths = [data / f"all_reduce_{g}gpu.log" for g in gpus]
-    if not all(p.is_file() for p in paths) or not calibration.is_file():
-        return [Check("nccl", f"all_reduce {g} GPUs: median busbw error >= 1 MiB", 0.0, float("nan"), 0.10,
-                      relative=False, detail=f"measured logs not found in {data} (set COMMSIM_NCCL_DATA)",
-                      skipped=True) for g in gpus]
-    table = compare_simulation([read_nccl_tests(p) for p in paths], topology, load_calibration(calibration))
-    rows = []
-    for g in gpus:
-        part = table[(table["ranks"] == g) & (table["size"] >= 2**20)]
-        median = float(np.median(np.abs(part["error"])))
-        rows.append(Check("nccl", f"all_reduce {g} GPU{'s' if g > 1 else ''}: median |busbw error|, sizes >= 1 MiB",
-                          0.0, median, 0.10, relative=False,
-                          detail=f"{len(part)} sizes, worst {float(np.abs(part['error']).max()):.1%}; "
-                                 "shipped calibration, Azure ND A100 v4 logs"))
-    return rows
+    return checks
 
 
-register_validator("nccl", _nccl_checks)
+# one area per cluster with shared nccl-tests logs (names listed here, not registered by importing the module)
+for _name in ("azure_ndv4", "alcf_polaris", "h100_cluster01", "h100_ib400_8node"):
+    register_validator(f"nccl:{_name}", _nccl_area(_name))
 
 
 def _megatron_checks() -> list[Check]:

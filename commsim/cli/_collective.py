@@ -18,6 +18,7 @@ from commsim.cli._app import app, console, fail
 from commsim.errors import CommsimError, ConfigError
 from commsim.paths import output_file
 
+_CLUSTERS: dict[tuple[int, tuple[str, ...]], Any] = {}
 _ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8, "int8": 1, "int32": 4, "int64": 8, "fp8": 1}
 
 
@@ -25,27 +26,37 @@ _ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8, "int8": 1, "int32": 4, "
 def collective_command(
     topology: Annotated[str, typer.Option("--topology", "-t", help="Topology YAML file or shorthand "
                                           "(e.g. topologies/azure_ndv4.yaml or switch:8,50GB/s,500ns).")],
-    op: Annotated[str, typer.Option("--op", help="all_reduce, reduce_scatter, all_gather, ...")] = "all_reduce",
-    algo: Annotated[str, typer.Option("--algo", help="auto (NCCL's tuner), an NCCL algorithm (ring, tree) or any "
-                                      "registered schedule (double_binary_tree, halving_doubling, ...).")] = "auto",
+    op: Annotated[str | None, typer.Option("--op", help="all_reduce, reduce_scatter, all_gather, all_to_all, "
+                                           "sendrecv, ... \\[default: all_reduce, or the op of --compare].")] = None,
+    algo: Annotated[str, typer.Option("--algo", help="auto (NCCL's tuner), an NCCL algorithm (ring, tree, nvls, "
+                                      "nvls_tree, p2p) or any registered schedule (double_binary_tree, "
+                                      "halving_doubling, ...).")] = "auto",
     sizes: Annotated[str | None, typer.Option("--sizes", help="MIN:MAX in powers of two, MIN:MAX:xF or a list "
                                               "\\[default: 1KiB:4GiB, or the sizes of --compare].")] = None,
     ranks: Annotated[int | None, typer.Option("--ranks", help="Ranks \\[default: every device, or the ranks of "
                                               "--compare].")] = None,
     servers: Annotated[int | None, typer.Option("--servers", help="Servers: sets a generator's 'servers' "
-                                                "parameter and spreads the ranks over them.")] = None,
-    calibration: Annotated[Path | None, typer.Option("--calibration", help="Calibration YAML "
-                                                     "(commsim calibrate nccl-tests); default: NCCL's "
-                                                     "constants.")] = None,
+                                                "parameter and spreads the ranks over them \\[default: the "
+                                                "topology's, or the hosts of --compare].")] = None,
+    calibration: Annotated[str | None, typer.Option("--calibration", help="Calibration YAML (commsim calibrate "
+                                                    "nccl-tests), or 'none' for NCCL's constants \\[default: "
+                                                    "TOPOLOGY.calibration.yaml beside a topology file, if "
+                                                    "there is one].")] = None,
     protocol: Annotated[str, typer.Option("--protocol", help="auto, LL, LL128 or Simple.")] = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", help="Element type for the count column.")] = "fp32",
-    csv: Annotated[Path | None, typer.Option("--csv", help="Write the table to this CSV (SI units).")] = None,
-    compare: Annotated[Path | None, typer.Option("--compare", help="An nccl-tests log: add its measured time, "
-                                                 "busbw and the error per size.")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="Element type for the count column \\[default: fp32, "
+                                              "or the type of --compare].")] = None,
+    csv: Annotated[Path | None, typer.Option("--csv", help="Write the table(s) to this CSV (SI units; with "
+                                             "several --compare logs, a 'log' column tells them apart).")] = None,
+    compare: Annotated[list[Path] | None, typer.Option("--compare", help="An nccl-tests log (repeat for several): "
+                                                       "op, ranks, servers and sizes come from it; adds its "
+                                                       "measured time, busbw and the error per size, one table "
+                                                       "per log.")] = None,
     estimate: Annotated[bool, typer.Option("--estimate", help="Closed form only, no simulation: instant for "
                                            "any scale, exact on uncongested fabrics.")] = False,
 ) -> None:
     """Simulate OP on the topology for every size; print time, algbw, busbw and the closed form like nccl-tests."""
+    from commsim.collectives.nccl_tests import read_nccl_tests
+
     try:
         for flag, value in (("--servers", servers), ("--ranks", ranks)):
             if value is not None and value < 1:
@@ -53,46 +64,82 @@ def collective_command(
                                   fix=f"give a positive count, or leave {flag} out for the default")
         if csv is not None:
             output_file(csv, field="--csv")
-        table = _run(topology, op, algo, sizes, ranks, servers, calibration, protocol, dtype, compare, estimate)
+        params, used = _calibration(topology, calibration)
+        logs = [read_nccl_tests(path) for path in compare or []]
+        runs = [(log, _run(topology, op, algo, sizes, ranks, servers, params, protocol, dtype, log, estimate))
+                for log in logs] or [(None, _run(topology, op, algo, sizes, ranks, servers, params, protocol,
+                                                 dtype, None, estimate))]
     except CommsimError as error:
         raise fail(error) from None
-    _print(table, op, compare is not None, estimate)
+    for log, table in runs:
+        _print(table, str(table["op"].iloc[0]), log, used, estimate)
     if csv is not None:
-        csv.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(csv, index=False)
+        tables = [t.assign(log=log.name) if log is not None and len(runs) > 1 else t for log, t in runs]
+        pd.concat(tables, ignore_index=True).to_csv(csv, index=False)
         console.print(f"wrote [bold]{escape(str(csv))}[/]")
 
 
-def _run(topology: str, op: str, algo: str, sizes: str | None, ranks: int | None, servers: int | None,
-         calibration: Path | None, protocol: str, dtype: str, compare: Path | None,
-         estimate: bool = False) -> pd.DataFrame:
+def default_calibration(topology: str) -> Path | None:
+    """``<name>.calibration.yaml`` beside a topology file ``<name>.yaml``, if it exists."""
+    path = Path(topology)
+    if path.suffix not in (".yaml", ".yml") or not path.is_file():
+        return None
+    beside = path.with_name(f"{path.stem}.calibration.yaml")
+    return beside if beside.is_file() else None
+
+
+def _calibration(topology: str, calibration: str | None) -> tuple[Any, str]:
+    """The NCCL parameters to use and a sentence saying which they are."""
+    from commsim.collectives.nccl import NCCL_DEFAULTS, resolve_parameters
+
+    if calibration is not None and calibration.strip().lower() == "none":
+        return NCCL_DEFAULTS, "NCCL's default constants (--calibration none)"
+    if calibration is not None:
+        return resolve_parameters(Path(calibration)), f"calibration {calibration}"
+    beside = default_calibration(topology)
+    if beside is None:
+        return NCCL_DEFAULTS, "NCCL's default constants (no calibration beside the topology)"
+    return resolve_parameters(beside), f"calibration {beside} (beside the topology; --calibration none to turn off)"
+
+
+def _agree(flag: str, given: int | str | None, logged: int | str, log: Any) -> int | str:
+    """A value given on the command line must agree with what the log says."""
+    if given is not None and given != logged:
+        raise ConfigError(field=flag, value=given, rule=f"disagrees with {log.name}, which measures {logged}",
+                          fix=f"drop {flag} (it is taken from the log) or compare a log of that run")
+    return logged
+
+
+def _run(topology: str, op: str | None, algo: str, sizes: str | None, ranks: int | None, servers: int | None,
+         params: Any, protocol: str, dtype: str | None, log: Any, estimate: bool = False) -> pd.DataFrame:
     from commsim.collectives.calibrate import topology_for
-    from commsim.collectives.nccl import NCCL_OPS, resolve_parameters
-    from commsim.collectives.nccl_tests import read_nccl_tests
+    from commsim.collectives.nccl import NCCL_OPS
     from commsim.network.loader import load_topology
     from commsim.units import parse_size_range
 
+    dtype = dtype or (log.dtype if log is not None and log.dtype in _ELEMENT else "fp32")
     if dtype not in _ELEMENT:
         raise ConfigError(field="--dtype", value=dtype, rule="is not an element type",
                           fix=f"use one of {', '.join(_ELEMENT)}")
-    log = read_nccl_tests(compare) if compare is not None else None
     if log is not None:
-        if log.op != op:
-            raise ConfigError(field="--compare", value=str(compare), rule=f"measures {log.op}, not {op}",
-                              fix=f"pass --op {log.op} or a log of {op}")
-        ranks = ranks or log.ranks
-        servers = servers or log.servers
+        op = str(_agree("--op", op, log.op, log))
+        ranks = int(_agree("--ranks", ranks, log.ranks, log))
+        servers = int(_agree("--servers", servers, log.servers, log))
+    op = op or "all_reduce"
+    if servers is not None and servers < 1:
+        raise ConfigError(field="--servers", value=servers, rule="must be at least 1", fix="give a server count")
     size_list = parse_size_range(sizes, field="--sizes") if sizes else (
         log.measured()["size"].astype(float).tolist() if log is not None else parse_size_range("1KiB:4GiB"))
     topo = topology_for(topology, servers) if servers else load_topology(topology)
-    params = resolve_parameters(calibration)
+    nccl = op in NCCL_OPS and algo in ("auto", "ring", "tree", "nvls", "nvls_tree", "p2p")
+    simulated = _nccl(topo, op, size_list, ranks, servers, params, algo, protocol) if nccl and not estimate else []
     rows = []
-    for size in size_list:
-        row: dict[str, Any] = {"size": int(size), "count": int(size // _ELEMENT[dtype]), "dtype": dtype}
+    for i, size in enumerate(size_list):
+        row: dict[str, Any] = {"op": op, "size": int(size), "count": int(size // _ELEMENT[dtype]), "dtype": dtype}
         if estimate:
             row |= _estimate(topo, op, size, ranks, servers, params, algo, protocol)
-        elif op in NCCL_OPS and algo in ("auto", "ring", "tree"):
-            row |= _nccl(topo, op, size, ranks, servers, params, algo, protocol)
+        elif nccl:
+            row |= simulated[i]
         else:  # any registered schedule, with the protocol's costs (ops NCCL's tuner does not cover: a ring)
             row |= _schedule(topo, op, size, ranks, servers, params, "ring" if algo == "auto" else algo, protocol)
         rows.append(row)
@@ -114,14 +161,15 @@ def _group(topo: Any, ranks: int | None, servers: int | None) -> Any:
     return ranks if not servers else spread_group(topo, ranks, servers)
 
 
-def _nccl(topo: Any, op: str, size: float, ranks: int | None, servers: int | None, params: Any, algo: str,
-          protocol: str) -> dict[str, Any]:
-    from commsim.collectives.nccl_run import simulate_nccl
+def _nccl(topo: Any, op: str, sizes: list[float], ranks: int | None, servers: int | None, params: Any, algo: str,
+          protocol: str) -> list[dict[str, Any]]:
+    from commsim.collectives.nccl_run import simulate_nccl_sizes
 
-    r = simulate_nccl(topo, op, size, ranks=_group(topo, ranks, servers), calibration=params, algorithm=algo,
-                      protocol=protocol)
-    return {"ranks": r.ranks, "algorithm": r.algorithm, "protocol": r.protocol, "channels": r.channels,
-            "time_s": r.time, "algbw_Bps": r.algbw, "busbw_Bps": r.busbw, "closed_form_s": r.predicted}
+    results = simulate_nccl_sizes(topo, op, sizes, ranks=_group(topo, ranks, servers), calibration=params,
+                                  algorithm=algo, protocol=protocol)
+    return [{"ranks": r.ranks, "algorithm": r.algorithm, "protocol": r.protocol, "channels": r.channels,
+             "time_s": r.time, "algbw_Bps": r.algbw, "busbw_Bps": r.busbw, "closed_form_s": r.predicted}
+            for r in results]
 
 
 def _estimate(topo: Any, op: str, size: float, ranks: int | None, servers: int | None, params: Any, algo: str,
@@ -133,8 +181,12 @@ def _estimate(topo: Any, op: str, size: float, ranks: int | None, servers: int |
     from commsim.collectives.nccl_run import collective_config, spread_group
 
     group = spread_group(topo, ranks, servers) if (ranks and servers) else resolve_group(topo, ranks)
-    if op in NCCL_OPS and algo in ("auto", "ring", "tree"):
-        choice = tune(describe_cluster(topo, group), op, size, params, algorithm=algo, protocol=protocol)
+    if op in NCCL_OPS and algo in ("auto", "ring", "tree", "nvls", "nvls_tree", "p2p"):
+        key = (id(topo), tuple(group))
+        if key not in _CLUSTERS:  # measuring the paths is the costly part: once per topology and group
+            _CLUSTERS.clear()
+            _CLUSTERS[key] = describe_cluster(topo, group)
+        choice = tune(_CLUSTERS[key], op, size, params, algorithm=algo, protocol=protocol)
         time, algorithm, proto, channels = choice.time, choice.algorithm, choice.protocol, choice.channels
     else:
         proto = "Simple" if protocol == "auto" else protocol
@@ -175,11 +227,13 @@ def _us(value: float) -> str:
     return f"{us:.0f}" if us >= 1e4 else f"{us:.1f}" if us >= 1e3 else f"{us:.2f}"
 
 
-def _print(table: pd.DataFrame, op: str, compared: bool, estimated: bool = False) -> None:
+def _print(table: pd.DataFrame, op: str, log: Any, used: str, estimated: bool = False) -> None:
+    compared = log is not None
     first = table.iloc[0]
     how = "estimated from the closed form" if estimated else "simulated"
-    view = Table(title=f"{op} on {int(first['ranks'])} ranks, {how} (time in us, bandwidth in GB/s = 1e9 B/s)",
-                 box=box.SIMPLE_HEAD, pad_edge=False)
+    against = f" vs {log.name} ({log.servers} server(s) x {log.ranks_per_server} GPUs)" if compared else ""
+    view = Table(title=escape(f"{op} on {int(first['ranks'])} ranks{against}, {how} (time in us, bandwidth in GB/s "
+                              "= 1e9 B/s)"), box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("size (B)", "count", "algo/proto", "time", "algbw", "busbw", "closed form"):
         view.add_column(name, justify="right", no_wrap=True)
     if compared:
@@ -196,9 +250,10 @@ def _print(table: pd.DataFrame, op: str, compared: bool, estimated: bool = False
         view.add_row(*cells)
     # a pipe or file gets the whole table (rich would squeeze it to 80 columns)
     (console if console.is_terminal else Console(width=132, highlight=False)).print(view)
+    console.print(f"NCCL model: {escape(used)}", soft_wrap=True)
     if compared:
         big = table[(table["size"] >= 2**20) & np.isfinite(table["error"])]
         if len(big):
-            console.print(f"median |error| over sizes >= 1 MiB: {np.median(np.abs(big['error'])) * 100:.1f}% "
-                          f"(max {np.max(np.abs(big['error'])) * 100:.1f}%, {len(big)} sizes); error = measured "
-                          "time / simulated time - 1 = relative busbw error")
+            console.print(f"{escape(log.name)}: median |error| over sizes >= 1 MiB: "
+                          f"{np.median(np.abs(big['error'])) * 100:.1f}% (max {np.max(np.abs(big['error'])) * 100:.1f}%,"
+                          f" {len(big)} sizes); error = measured time / simulated time - 1 = relative busbw error")

@@ -6,13 +6,14 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from commsim.collectives import all_to_all, halving_doubling, hierarchical, kary_tree, ring, star, tree
+from commsim.collectives import all_to_all, halving_doubling, hierarchical, kary_tree, ring, sendrecv, star, tree
 from commsim.collectives._schedule import Schedule
 from commsim.errors import ConfigError
 
 __all__ = ["OPS", "ALGORITHMS", "register", "build_schedule", "algorithms_for"]
 
-OPS: tuple[str, ...] = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broadcast", "reduce")
+OPS: tuple[str, ...] = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broadcast", "reduce",
+                        "sendrecv")
 """The collective operations commsim knows."""
 
 Builder = Callable[..., Schedule]
@@ -60,3 +61,4 @@ register("all_to_all", "direct", all_to_all.all_to_all)
 register("all_reduce", "star", star.star_all_reduce)
 register("all_reduce", "hierarchical", hierarchical.hierarchical_all_reduce)
 register("all_reduce", "kary_tree", kary_tree.kary_tree_all_reduce)
+register("sendrecv", "direct", sendrecv.sendrecv)

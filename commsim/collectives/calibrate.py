@@ -11,9 +11,11 @@ on small runs predicts larger runs of the same cluster. Parameters the logs
 cannot inform (remote hops without a multi-server log, the copy without a
 one-rank log) keep their starting values.
 
-The fit minimises, over every row of every log, ``log(predicted / measured
-time)`` (rows of 1 MiB and more weigh 1, smaller ones 0.3) plus a weak pull
-towards the starting values, with a bounded Levenberg-Marquardt in numpy.
+The fit minimises, over every row of every log, a soft-L1 loss (quadratic up to
+3 %, linear beyond) of ``log(predicted / measured time)`` (rows of 1 MiB and
+more weigh 1, smaller ones 0.3) plus a weak pull towards the starting values,
+with a bounded Levenberg-Marquardt in numpy. A fit that leaves a parameter at
+its bound is refused: the model then lacks a mechanism the logs show.
 Errors are reported as nccl-tests would see them: ``measured time / predicted
 time - 1`` is the relative error of the predicted bus bandwidth (and of algbw).
 
@@ -29,7 +31,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -38,6 +40,7 @@ from pydantic import Field
 from commsim.collectives.closed_form import bus_factor
 from commsim.collectives.nccl import (
     NCCL_DEFAULTS,
+    P2P_OPS,
     PROTOCOLS,
     Cluster,
     NcclParameters,
@@ -45,17 +48,19 @@ from commsim.collectives.nccl import (
     describe_cluster,
     model_algorithms,
     predict_many,
+    protocols_of,
 )
-from commsim.collectives.nccl_run import simulate_nccl, spread_group
+from commsim.collectives.nccl_run import simulate_nccl_sizes, spread_group
 from commsim.collectives.nccl_tests import NcclTestsLog
 from commsim.config import StrictModel, dump_yaml, load_yaml, validate
 from commsim.errors import ConfigError
 from commsim.network.loader import load_topology
 from commsim.network.topology import Topology
-from commsim.units import Duration, format_time
+from commsim.units import Bandwidth, Duration, format_time
 
-__all__ = ["NAMES", "CalibrationFit", "compare_model", "compare_simulation", "fit_nccl", "leave_one_out",
-           "load_calibration", "params_from_vector", "save_calibration", "topology_for", "vector_from_params"]
+__all__ = ["LATENCY_SIZES", "NAMES", "CalibrationFit", "at_bounds", "compare_model", "compare_simulation", "fit_nccl",
+           "informed_parameters", "leave_one_out", "leave_scale_out", "load_calibration", "params_from_vector",
+           "save_calibration", "scale_of", "summarise", "topology_for", "vector_from_params"]
 
 # name -> (lower, upper bound); latencies in seconds
 _BOUNDS: dict[str, tuple[float, float]] = {}
@@ -72,14 +77,29 @@ _BOUNDS["local_efficiency"] = (0.05, 1.0)
 _BOUNDS["remote_efficiency"] = (0.05, 1.0)
 _BOUNDS["copy_launch"] = (0.1e-6, 100e-6)
 _BOUNDS["copy_efficiency"] = (0.05, 1.0)
+# NVLink SHARP inside H100 servers, and the point-to-point collectives across servers
+_BOUNDS["nvls_efficiency"] = (0.05, 1.0)
+_BOUNDS["nvls_latency"] = (0.1e-6, 200e-6)
+_BOUNDS["p2p_efficiency"] = (0.02, 1.0)
+_BOUNDS["p2p_local_efficiency"] = (0.05, 1.0)
+_BOUNDS["p2p_peer_bandwidth"] = (0.5e9, 2e12)
 
 NAMES: tuple[str, ...] = tuple(_BOUNDS)
 """Every parameter the fit may move (Simple's bandwidth factor is 1 by definition)."""
 
 _REMOTE = {"network_latency", "remote_efficiency"}
 _COPY = {"copy_launch", "copy_efficiency"}
+_NVLS = {"nvls_efficiency", "nvls_latency"}
+_P2P = {"p2p_efficiency", "p2p_peer_bandwidth"}
+_RING = {n for n in _BOUNDS if n.startswith(("LL.", "LL128.")) or n == "local_efficiency"}
+# (Simple's launch, a fixed cost per call, stays free: large calls show it as their intercept)
+_LATENCY = {n for n in _BOUNDS if n.endswith(("launch", "latency")) or n.startswith(("LL.", "LL128."))} - {
+    "copy_launch"}
+LATENCY_SIZES = 4.0 * 2**20
+"""Logs need sizes below this (bytes) to inform latencies and the low-latency protocols."""
 _PRIOR = 0.01  # weight of the pull towards the starting values (log scale)
 _SMALL = 0.3   # weight of rows below 1 MiB
+_ROBUST = 0.03  # residual (log time) where the loss turns from quadratic to linear
 
 
 def network_latency(params: NcclParameters) -> float:
@@ -95,6 +115,8 @@ def vector_from_params(names: Sequence[str], params: NcclParameters) -> np.ndarr
         head, _, attr = name.partition(".")
         if name == "network_latency":
             out.append(network_latency(params))
+        elif name == "p2p_local_efficiency" and params.p2p_local_efficiency is None:
+            out.append(params.local_efficiency)
         else:
             out.append(getattr(params.protocols[head], attr) if attr else getattr(params, head))
     return np.array(out, dtype=float)
@@ -155,12 +177,18 @@ def _case(log: NcclTestsLog, topology: Any) -> _Case:
 
 
 def _envelope(case: _Case, params: NcclParameters) -> tuple[np.ndarray, list[str]]:
-    """Predicted time of every size under the tuner's choice, and that choice."""
+    """Predicted time of every size under the tuner's choice (or the forced one), and that choice."""
     if case.cluster.ranks == 1:
         return predict_many(case.cluster, case.log.op, case.sizes, params), ["copy"] * len(case.sizes)
     labels, times = [], []
-    for algorithm in model_algorithms(case.log.op, case.cluster):
-        for protocol in PROTOCOLS:
+    algorithms = model_algorithms(case.log.op, case.cluster)
+    if params.algorithm != "auto" and params.algorithm in algorithms:
+        algorithms = [params.algorithm]
+    for algorithm in algorithms:
+        protocols = protocols_of(algorithm)
+        if params.protocol != "auto" and params.protocol in protocols:
+            protocols = (params.protocol,)
+        for protocol in protocols:
             times.append(predict_many(case.cluster, case.log.op, case.sizes, params, algorithm=algorithm,
                                       protocol=protocol))
             labels.append(f"{algorithm}/{protocol}")
@@ -194,25 +222,77 @@ def summarise(errors: pd.DataFrame) -> pd.DataFrame:
                          "sizes": grouped.size()})
 
 
+def informed_parameters(cases: Sequence[_Case]) -> tuple[str, ...]:
+    """The parameters the logs can inform; the others keep their starting values.
+
+    Network costs need a log across servers; the copy a one-rank log; the ring
+    protocols and link efficiencies a log of a ring collective; NVLS a log NCCL
+    could run with NVLS; the point-to-point costs a log of all-to-all or send/recv
+    across servers, and the per-peer cap a send/recv across servers (all-to-all
+    talks to many peers at once). Latencies and the LL/LL128 bandwidth factors
+    need sizes below ``LATENCY_SIZES``.
+    """
+    rings = [c for c in cases if c.cluster.ranks > 1 and c.log.op not in P2P_OPS]
+    multi = any(c.cluster.servers > 1 for c in cases)
+    single = any(c.cluster.ranks == 1 for c in cases)
+    several = any(c.cluster.ranks > 1 for c in cases)
+    nvls = any(a.startswith("nvls") for c in rings for a in model_algorithms(c.log.op, c.cluster))
+    p2p = any(c.log.op in P2P_OPS and c.cluster.servers > 1 for c in cases)
+    peer = any(c.log.op == "sendrecv" and c.cluster.servers > 1 for c in cases)
+    # inside a server the point-to-point rate shows only where no NIC is slower: single-server logs
+    p2p_local = any(c.log.op in P2P_OPS and c.cluster.servers == 1 and c.cluster.ranks > 1 for c in cases)
+    # latencies and the low-latency protocols show only where a call takes tens of microseconds: without sizes
+    # below LATENCY_SIZES they keep NCCL's constants
+    small = any(c.cluster.ranks > 1 and c.sizes.min() < LATENCY_SIZES for c in cases)
+    wanted = []
+    for n in NAMES:
+        ok = ((multi or n not in _REMOTE) and (single or n not in _COPY) and (several or n in _COPY)
+              and (rings or n not in _RING) and (nvls or n not in _NVLS) and (p2p or n not in _P2P)
+              and (peer or n != "p2p_peer_bandwidth") and (p2p_local or n != "p2p_local_efficiency")
+              and (small or n not in _LATENCY))
+        if ok:
+            wanted.append(n)
+    return tuple(wanted)
+
+
+def at_bounds(free: Sequence[str], params: NcclParameters, margin: float = 0.002) -> list[str]:
+    """Fitted parameters within ``margin`` (fraction of their range) of a bound, with the bound they hit.
+
+    A parameter pressed against its bound means the model lacks a mechanism the
+    logs show; such a fit is refused rather than written.
+    """
+    values = vector_from_params(free, params)
+    hit = []
+    for name, value in zip(free, values.tolist(), strict=True):
+        lo, hi = _BOUNDS[name]
+        if value <= lo + margin * (hi - lo):
+            hit.append(f"{name} = {value:.4g} at its lower bound {lo:.4g}")
+        elif value >= hi - margin * (hi - lo):
+            hit.append(f"{name} = {value:.4g} at its upper bound {hi:.4g}")
+    return hit
+
+
 def fit_nccl(logs: Iterable[NcclTestsLog], topology: Any, *, initial: NcclParameters = NCCL_DEFAULTS,
-             iterations: int = 300) -> CalibrationFit:
+             iterations: int = 300, allow_bounds: bool = False) -> CalibrationFit:
     """Fit the model to ``logs`` measured on ``topology`` (file, shorthand or Topology).
 
     Each log is placed on ``topology`` with its server count (a generator's
     ``servers`` parameter is overridden) and its ranks spread evenly over them.
+    A fit with a parameter at its bound is refused (``ConfigError`` naming them)
+    unless ``allow_bounds``.
     """
     logs = list(logs)
     if not logs:
         raise ConfigError(field="logs", value=[], rule="is empty", fix="give at least one nccl-tests log")
     cases = [_case(log, topology) for log in logs]
-    multi = any(c.cluster.servers > 1 for c in cases)
-    single = any(c.cluster.ranks == 1 for c in cases)
-    several = any(c.cluster.ranks > 1 for c in cases)
-    free = tuple(n for n in NAMES if (multi or n not in _REMOTE) and (single or n not in _COPY)
-                 and (several or n in _COPY))
+    free = informed_parameters(cases)
     lo = np.array([_BOUNDS[n][0] for n in free])
     hi = np.array([_BOUNDS[n][1] for n in free])
-    x0 = np.clip(vector_from_params(free, initial), lo + 1e-3 * (hi - lo), hi - 1e-3 * (hi - lo))
+    start = vector_from_params(free, initial)
+    # an absent cap (infinite) starts low, where it binds and the logs can move it; a cap that never binds would
+    # have no gradient
+    start = np.where(np.isfinite(start), start, 10.0 * lo)
+    x0 = np.clip(start, lo + 1e-3 * (hi - lo), hi - 1e-3 * (hi - lo))
 
     def to_x(u: np.ndarray) -> np.ndarray:
         return lo + (hi - lo) / (1.0 + np.exp(-np.clip(u, -50.0, 50.0)))
@@ -224,15 +304,28 @@ def fit_nccl(logs: Iterable[NcclTestsLog], topology: Any, *, initial: NcclParame
     def residuals(u: np.ndarray) -> np.ndarray:
         x = to_x(u)
         params = params_from_vector(free, x, initial)
-        parts = [c.weights * np.log(_envelope(c, params)[0] / c.times) for c in cases]
+        parts = [_soft_l1(c.weights * np.log(_envelope(c, params)[0] / c.times)) for c in cases]
         parts.append(_PRIOR * np.log(x / x0))
         return np.concatenate(parts)
 
     u, cost, done = _levenberg_marquardt(residuals, to_u(x0), iterations)
     names = ", ".join(log.name for log in logs)
     params = params_from_vector(free, to_x(u), initial, source=f"fit to {names}")
+    hit = at_bounds(free, params)
+    if hit and not allow_bounds:
+        raise ConfigError(field="calibration", value=", ".join(h.split(" = ")[0] for h in hit),
+                          rule=f"is a fit to {names} with parameters pressed against their bounds ({'; '.join(hit)}): "
+                               "the model lacks a mechanism these logs show (or the topology's link rates are wrong)",
+                          fix="check the topology against the hardware of the logs (NICs per GPU, link rates), "
+                              "fit fewer logs, or pass allow_bounds=True to inspect the fit anyway")
     return CalibrationFit(params=params, free=free, errors=compare_model(logs, topology, params), cost=cost,
                           iterations=done)
+
+
+def _soft_l1(r: np.ndarray) -> np.ndarray:
+    """Soft-L1 residuals: quadratic within ``_ROBUST`` (relative), linear beyond, so that a few sizes the model
+    does not describe (a benchmark's warm-up ramp) pull less on the parameters than the rest."""
+    return np.sign(r) * np.sqrt(2.0 * _ROBUST * _ROBUST * (np.sqrt(1.0 + (r / _ROBUST) ** 2) - 1.0))
 
 
 def _levenberg_marquardt(f: Any, u: np.ndarray, iterations: int) -> tuple[np.ndarray, float, int]:
@@ -297,11 +390,10 @@ def compare_simulation(logs: Iterable[NcclTestsLog], topology: Any, params: Nccl
         keep = case.sizes >= min_size
         case = replace(case, sizes=case.sizes[keep], times=case.times[keep], weights=case.weights[keep])
         topo = topology_for(topology, log.servers)
-        times, choice = [], []
-        for size in case.sizes.tolist():
-            r = simulate_nccl(topo, log.op, size, ranks=log.ranks, servers=log.servers, calibration=params)
-            times.append(r.time)
-            choice.append("copy" if r.ranks == 1 else f"{r.algorithm}/{r.protocol}")
+        results = simulate_nccl_sizes(topo, log.op, case.sizes.tolist(), ranks=log.ranks, servers=log.servers,
+                                      calibration=params)
+        times = [r.time for r in results]
+        choice = ["copy" if r.ranks == 1 else f"{r.algorithm}/{r.protocol}" for r in results]
         table = _table(case, np.array(times), choice, "predicted_time")
         keep_rows = log.measured()["size"].to_numpy() >= min_size
         table["measured_busbw"] = log.measured()["busbw"].to_numpy()[keep_rows]
@@ -311,20 +403,54 @@ def compare_simulation(logs: Iterable[NcclTestsLog], topology: Any, params: Nccl
 
 def leave_one_out(logs: Sequence[NcclTestsLog], topology: Any, *, initial: NcclParameters = NCCL_DEFAULTS,
                   iterations: int = 300) -> pd.DataFrame:
-    """Fit on all logs but one and predict the one left out, for each log; the held-out rows."""
+    """Fit on all logs but one and predict the one left out, for each log; the held-out rows.
+
+    The fits are checks, not calibrations: one with a parameter at its bound is
+    used anyway and named in the ``bounds`` column.
+    """
     out = []
     for i, held in enumerate(logs):
         rest = [log for j, log in enumerate(logs) if j != i]
         if not rest:
             continue
-        fit = fit_nccl(rest, topology, initial=initial, iterations=iterations)
-        table = compare_model([held], topology, fit.params)
-        table["fitted_on"] = ", ".join(log.name for log in rest)
-        out.append(table)
+        out.append(_predict_held(rest, [held], topology, initial, iterations))
     if not out:
         raise ConfigError(field="logs", value=len(logs), rule="needs at least two logs to leave one out",
                           fix="give two or more nccl-tests logs")
     return pd.concat(out, ignore_index=True)
+
+
+def scale_of(log: NcclTestsLog) -> int:
+    """The scale of a log for the leave-one-scale-out check: its GPU count."""
+    return log.ranks
+
+
+def leave_scale_out(logs: Sequence[NcclTestsLog], topology: Any, *, initial: NcclParameters = NCCL_DEFAULTS,
+                    iterations: int = 300) -> pd.DataFrame:
+    """Fit on the logs of every scale but the largest and predict the largest (every op measured there).
+
+    This is the question a user asks of a calibration: fitted on small runs,
+    does it predict the big one? Needs logs at two scales or more; the fit is
+    a check (a parameter at its bound is named in ``bounds``, not refused).
+    """
+    scales = sorted({scale_of(log) for log in logs})
+    if len(scales) < 2:
+        raise ConfigError(field="logs", value=[log.name for log in logs],
+                          rule=f"all measure one scale ({scales[0]} GPUs), so none can be left out",
+                          fix="give logs of at least two GPU counts (e.g. 8 and 32 GPUs)")
+    largest = scales[-1]
+    held = [log for log in logs if scale_of(log) == largest]
+    rest = [log for log in logs if scale_of(log) != largest]
+    return _predict_held(rest, held, topology, initial, iterations)
+
+
+def _predict_held(rest: Sequence[NcclTestsLog], held: Sequence[NcclTestsLog], topology: Any,
+                  initial: NcclParameters, iterations: int) -> pd.DataFrame:
+    fit = fit_nccl(rest, topology, initial=initial, iterations=iterations, allow_bounds=True)
+    table = compare_model(held, topology, fit.params)
+    table["fitted_on"] = ", ".join(log.name for log in rest)
+    table["bounds"] = "; ".join(at_bounds(fit.free, fit.params))
+    return table
 
 
 # ---------------------------------------------------------------------------------------------------- files
@@ -344,6 +470,23 @@ class _DeviceCopyFile(StrictModel):
     efficiency: _Fraction
 
 
+class _NvlsFile(StrictModel):
+    efficiency: _Fraction = NCCL_DEFAULTS.nvls_efficiency
+    latency: _Time = NCCL_DEFAULTS.nvls_latency
+
+
+class _P2PFile(StrictModel):
+    efficiency: _Fraction = 1.0
+    local_efficiency: _Fraction | None = None
+    peer_bandwidth: Annotated[Bandwidth, Field(gt=0)] | None = None
+
+
+class _EnvironmentFile(StrictModel):
+    algorithm: Literal["auto", "ring", "tree", "nvls", "nvls_tree"] = "auto"
+    protocol: Literal["auto", "LL", "LL128", "Simple"] = "auto"
+    note: str = ""
+
+
 class CalibrationFile(StrictModel):
     """A calibration file: the NCCL model's parameters with units, and where they came from."""
 
@@ -351,11 +494,16 @@ class CalibrationFile(StrictModel):
     description: str = ""
     topology: str = ""
     fitted_on: list[str] = []
+    fitted: list[str] = []
     protocols: dict[str, _ProtocolFile]
     local_efficiency: _Fraction
     remote_efficiency: _Fraction
     device_copy: _DeviceCopyFile
+    nvls: _NvlsFile = _NvlsFile()
+    p2p: _P2PFile = _P2PFile()
+    environment: _EnvironmentFile = _EnvironmentFile()
     quality: dict[str, dict[str, float]] = {}
+    leave_scale_out: dict[str, dict[str, float]] = {}
 
 
 def load_calibration(path: str | Path) -> NcclParameters:
@@ -374,7 +522,11 @@ def load_calibration(path: str | Path) -> NcclParameters:
     return NcclParameters(
         protocols={p: ProtocolCosts(**spec.protocols[p].model_dump()) for p in PROTOCOLS},
         local_efficiency=spec.local_efficiency, remote_efficiency=spec.remote_efficiency,
-        copy_launch=spec.device_copy.launch, copy_efficiency=spec.device_copy.efficiency, source=str(path))
+        copy_launch=spec.device_copy.launch, copy_efficiency=spec.device_copy.efficiency,
+        nvls_efficiency=spec.nvls.efficiency, nvls_latency=spec.nvls.latency, p2p_efficiency=spec.p2p.efficiency,
+        p2p_local_efficiency=spec.p2p.local_efficiency,
+        p2p_peer_bandwidth=math.inf if spec.p2p.peer_bandwidth is None else spec.p2p.peer_bandwidth,
+        algorithm=spec.environment.algorithm, protocol=spec.environment.protocol, source=str(path))
 
 
 def _t(value: float) -> str:
@@ -383,7 +535,8 @@ def _t(value: float) -> str:
 
 def save_calibration(params: NcclParameters, path: str | Path, *, topology: str = "",
                      fitted_on: Sequence[str] = (), quality: pd.DataFrame | None = None,
-                     description: str = "") -> None:
+                     description: str = "", held_out: pd.DataFrame | None = None,
+                     environment_note: str = "", fitted: Sequence[str] = ()) -> None:
     """Write ``params`` as a calibration YAML (times with units, fractions as numbers)."""
     data: dict[str, Any] = {
         "kind": "commsim/nccl-calibration",
@@ -391,19 +544,34 @@ def save_calibration(params: NcclParameters, path: str | Path, *, topology: str 
                                       "once per call; hop latencies: per ring/tree step inside a server and between "
                                       "servers, on top of the topology's route latency; bandwidth_factor: share of "
                                       "Simple's bandwidth; efficiencies: fraction of the link the Simple protocol "
-                                      "reaches; device_copy: the one-rank out-of-place copy.",
+                                      "reaches; device_copy: the one-rank out-of-place copy; nvls: NVLink SHARP "
+                                      "inside a server; p2p: all-to-all and send/recv (NIC and NVLink fractions, the "
+                                      "most one peer connection moves across servers); environment: an algorithm or "
+                                      "protocol the runs forced. quality: the fit's |busbw error| over sizes >= 1 "
+                                      "MiB per log; leave_scale_out: the largest scale predicted by a fit to the "
+                                      "smaller ones; fitted: the parameters the logs informed (the others keep "
+                                      "NCCL's constants or the defaults).",
         "topology": topology,
         "fitted_on": list(fitted_on),
+        "fitted": list(fitted),
         "protocols": {p: {"launch": _t(c.launch), "hop_latency": _t(c.hop_latency),
                           "remote_hop_latency": _t(c.remote_hop_latency),
                           "bandwidth_factor": round(c.bandwidth_factor, 5)} for p, c in params.protocols.items()},
         "local_efficiency": round(params.local_efficiency, 5),
         "remote_efficiency": round(params.remote_efficiency, 5),
         "device_copy": {"launch": _t(params.copy_launch), "efficiency": round(params.copy_efficiency, 5)},
+        "nvls": {"efficiency": round(params.nvls_efficiency, 5), "latency": _t(params.nvls_latency)},
+        "p2p": {"efficiency": round(params.p2p_efficiency, 5)},
+        "environment": {"algorithm": params.algorithm, "protocol": params.protocol, "note": environment_note},
     }
-    if quality is not None:
-        data["quality"] = {str(name): {k: (round(float(v), 4) if isinstance(v, float) else int(v))
-                                       for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
-                           for name, row in quality.to_dict("index").items()}
+    if params.p2p_local_efficiency is not None:
+        data["p2p"]["local_efficiency"] = round(params.p2p_local_efficiency, 5)
+    if math.isfinite(params.p2p_peer_bandwidth):
+        data["p2p"]["peer_bandwidth"] = f"{params.p2p_peer_bandwidth / 1e9:.5g} GB/s"
+    for key, table in (("quality", quality), ("leave_scale_out", held_out)):
+        if table is not None:
+            data[key] = {str(name): {k: (round(float(v), 4) if isinstance(v, float) else int(v))
+                                     for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+                         for name, row in table.to_dict("index").items()}
     dump_yaml(data, path)
 

@@ -35,7 +35,7 @@ def register_closed_form(op: str, algorithm: str, fn: ClosedForm) -> None:
 def bus_factor(op: str, n: int) -> float:
     """nccl-tests' bus-bandwidth factor: busbw = algbw x factor."""
     if n <= 1:
-        return 1.0 if op in ("broadcast", "reduce") else 0.0
+        return 1.0 if op in ("broadcast", "reduce", "sendrecv") else 0.0
     return {
         "all_reduce": 2.0 * (n - 1) / n,
         "reduce_scatter": (n - 1) / n,
@@ -43,6 +43,7 @@ def bus_factor(op: str, n: int) -> float:
         "all_to_all": (n - 1) / n,
         "broadcast": 1.0,
         "reduce": 1.0,
+        "sendrecv": 1.0,
     }[op]
 
 

@@ -65,15 +65,23 @@ from commsim.network.topology import Topology
 __all__ = [
     "NCCL_DEFAULTS",
     "NCCL_OPS",
+    "P2P_OPS",
+    "PIPELINE_CHUNK",
     "PROTOCOLS",
+    "RAMP_BYTES",
     "Choice",
     "Cluster",
     "NcclParameters",
     "ProtocolCosts",
     "describe_cluster",
     "model_algorithms",
+    "nvls_chunks",
+    "nvls_stages",
+    "p2p_rates",
+    "ring_channels",
     "predict",
     "predict_many",
+    "protocols_of",
     "resolve_parameters",
     "schedule_of",
     "steps_of",
@@ -83,8 +91,22 @@ __all__ = [
 PROTOCOLS: tuple[str, ...] = ("LL", "LL128", "Simple")
 """NCCL's protocols, lowest latency first."""
 
-NCCL_OPS: tuple[str, ...] = ("all_reduce", "reduce_scatter", "all_gather")
-"""Collectives the model covers (those NCCL runs as rings or trees)."""
+NCCL_OPS: tuple[str, ...] = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "sendrecv")
+"""Collectives the model covers: rings, trees and NVLS for the first three, point-to-point for the others."""
+
+P2P_OPS: tuple[str, ...] = ("all_to_all", "sendrecv")
+"""Collectives NCCL runs as point-to-point sends and receives (no ring, no tree)."""
+
+RAMP_BYTES: dict[str, float] = {"LL": 512 * 8.0, "LL128": 640 * 8.0, "Simple": 512 * 64.0}
+"""Bytes per rank one ring channel needs before NCCL adds another (threads x per-thread threshold).
+
+NCCL drops channels while ``bytes < channels x threads x threshold x ranks`` (the
+thread thresholds of ``src/graph/tuning.cc`` and ``enqueue.cc``: 8 B for LL and
+LL128, 64 B for Simple, with 512/640/512 threads), so a small message runs on fewer
+rings and, across servers, on fewer NICs."""
+
+PIPELINE_CHUNK = 4.0 * 2**20
+"""Bytes per NVLS pipeline chunk: the reduction and the multicast of consecutive chunks overlap."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +144,16 @@ class NcclParameters:
     link's bandwidth the Simple protocol achieves. ``copy_launch`` and
     ``copy_efficiency``: a one-rank collective copies its buffer on the device
     (``2 x bytes`` of memory traffic at ``efficiency x`` the memory bandwidth).
+    ``nvls_efficiency`` / ``nvls_latency``: NVLink SHARP (NVLS) all-reduce inside
+    a server, the fraction of the NVLink bandwidth it reaches and its extra latency
+    (NCCL: 0.85 on Hopper, 25 us). ``p2p_efficiency``: fraction of a NIC the
+    point-to-point collectives (all-to-all, send/recv) reach across servers;
+    ``p2p_local_efficiency``: the same inside a server, as a fraction of the
+    NVLink (``None``: ``local_efficiency``, as the rings reach);
+    ``p2p_peer_bandwidth``: the most one peer connection moves across servers,
+    bytes/s (NCCL spreads a peer's data over only a few channels).
+    ``algorithm`` / ``protocol``: what the run's environment forced
+    (``NCCL_ALGO`` / ``NCCL_PROTO``), ``auto`` for NCCL's tuner.
     ``source`` says where the numbers come from.
     """
 
@@ -130,6 +162,13 @@ class NcclParameters:
     remote_efficiency: float = 1.0
     copy_launch: float = 4e-6
     copy_efficiency: float = 0.8
+    nvls_efficiency: float = 0.85
+    nvls_latency: float = 25e-6
+    p2p_efficiency: float = 1.0
+    p2p_local_efficiency: float | None = None
+    p2p_peer_bandwidth: float = math.inf
+    algorithm: str = "auto"
+    protocol: str = "auto"
     source: str = "NCCL defaults"
 
     def __post_init__(self) -> None:
@@ -142,6 +181,20 @@ class NcclParameters:
             if not 0 < value <= 1:
                 raise ConfigError(field=name, value=value, rule="must be in (0, 1]",
                                   fix="give the achieved fraction of the link or memory bandwidth, e.g. 0.8")
+        for name in ("nvls_efficiency", "p2p_efficiency", "p2p_local_efficiency"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value <= 1:
+                raise ConfigError(field=name, value=value, rule="must be in (0, 1]",
+                                  fix="give the achieved fraction of the link bandwidth, e.g. 0.8")
+        if not self.p2p_peer_bandwidth > 0:
+            raise ConfigError(field="p2p_peer_bandwidth", value=self.p2p_peer_bandwidth, rule="must be > 0",
+                              fix="give bytes/s (a unit string in a calibration file, e.g. '25 GB/s')")
+        if not (math.isfinite(self.nvls_latency) and self.nvls_latency >= 0):
+            raise ConfigError(field="nvls_latency", value=self.nvls_latency, rule="must be a finite time >= 0",
+                              fix="give a latency in seconds, e.g. 25e-6")
+        if self.protocol not in ("auto", *PROTOCOLS):
+            raise ConfigError(field="protocol", value=self.protocol, rule="is not an NCCL protocol",
+                              fix=f"use auto or one of {', '.join(PROTOCOLS)}")
         if not (math.isfinite(self.copy_launch) and self.copy_launch >= 0):
             raise ConfigError(field="copy_launch", value=self.copy_launch, rule="must be a finite time >= 0",
                               fix="give the launch latency of a device copy in seconds, e.g. 4e-6")
@@ -192,7 +245,12 @@ class Cluster:
     direction of one rank's path to a local / remote peer, latencies the routes'
     seconds. ``rails`` is how many ranks of a server can reach other servers on
     disjoint bottlenecks (one NIC per GPU: all of them). ``memory_bandwidth`` is
-    rank 0's device memory bandwidth (for the one-rank copy).
+    rank 0's device memory bandwidth (for the one-rank copy). ``nvls``: the
+    switch inside the servers reduces and multicasts (NVLink SHARP, a switch
+    node with ``nvls: true``); ``switches`` names that switch of every server.
+    ``local_port_bandwidth``: what rank 0 can send to all its local peers at once,
+    bytes/s (the sum of the distinct first links of its paths to them: one
+    NVSwitch port, or every link of a direct NVLink mesh).
     """
 
     ranks: int
@@ -206,6 +264,9 @@ class Cluster:
     remote_latency: float
     rails: int
     memory_bandwidth: float
+    nvls: bool = False
+    switches: tuple[str, ...] = ()
+    local_port_bandwidth: float = math.nan
 
 
 def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
@@ -237,11 +298,26 @@ def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
         bandwidth = float(compiled.edge_bandwidth[list(path)].min()) if path else math.inf
         return bandwidth, router.latency(path), path
 
-    local_bw, local_lat = math.inf, 0.0
+    local_bw, local_lat, nvls = math.inf, 0.0, False
     pair = next(((i, j) for i in range(len(group)) for j in range(i + 1, len(group)) if server[i] == server[j]),
                 None)
     if pair is not None:
-        local_bw, local_lat, _ = measure(group[pair[0]], group[pair[1]])
+        local_bw, local_lat, local_path = measure(group[pair[0]], group[pair[1]])
+        # NVLS needs every local hop to go through one switch that can reduce and multicast
+        inner = router.nodes_of(local_path)[1:-1]
+        nvls = len(inner) == 1 and bool(nodes[compiled.names[inner[0]]].get("nvls", False))
+    port = math.nan
+    if pair is not None:
+        firsts = {router.path(group[0], group[j])[0] for j in range(1, len(group)) if server[j] == server[0]}
+        port = float(compiled.edge_bandwidth[list(firsts)].sum()) if firsts else math.nan
+    switches: list[str] = []
+    for s in range(len(order) if nvls else 0):
+        members = [group[i] for i in range(len(group)) if server[i] == s]
+        inner = router.nodes_of(router.path(members[0], members[1]))[1:-1] if len(members) > 1 else []
+        if len(inner) != 1 or not nodes[compiled.names[inner[0]]].get("nvls", False):
+            nvls, switches = False, []
+            break
+        switches.append(compiled.names[inner[0]])
     remote_bw, remote_lat, rails = math.inf, 0.0, 1
     if servers > 1:
         first = [i for i in range(len(group)) if server[i] == 0]
@@ -257,7 +333,8 @@ def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
     spec = device_spec(topology.device_spec(group[0]), field=f"devices.{group[0]}")
     return Cluster(ranks=len(group), servers=servers, ranks_per_server=per_server, server=server, local=local,
                    local_bandwidth=local_bw, remote_bandwidth=remote_bw, local_latency=local_lat,
-                   remote_latency=remote_lat, rails=rails, memory_bandwidth=float(spec.memory_bandwidth))
+                   remote_latency=remote_lat, rails=rails, memory_bandwidth=float(spec.memory_bandwidth),
+                   nvls=nvls, switches=tuple(switches), local_port_bandwidth=port)
 
 
 # ---------------------------------------------------------------------------------------------------- time models
@@ -266,32 +343,47 @@ def steps_of(op: str, n: int) -> int:
     return 2 * (n - 1) if op == "all_reduce" else n - 1
 
 
-def ring_channels(cluster: Cluster) -> int:
-    """Channels the ring uses: one per rail across servers (so every NIC carries one), else one."""
-    return cluster.rails if cluster.servers > 1 else 1
+def ring_channels(cluster: Cluster, nbytes: Any = None, protocol: str = "Simple") -> Any:
+    """Channels the ring uses: one per rail across servers (so every NIC carries one), else one.
+
+    With ``nbytes`` the channel ramp applies: a channel needs
+    ``ranks x RAMP_BYTES[protocol]`` bytes, so small messages use fewer rings (and
+    fewer NICs). Returns an int, or an array for an array of sizes.
+    """
+    full = cluster.rails if cluster.servers > 1 else 1
+    if nbytes is None:
+        return full
+    ramp = np.floor(np.asarray(nbytes, dtype=float) / (cluster.ranks * RAMP_BYTES[protocol]))
+    channels = np.clip(ramp, 1, full).astype(np.int64)
+    return int(channels) if channels.ndim == 0 else channels
 
 
-def _ring_time(cluster: Cluster, op: str, nbytes: Any, costs: ProtocolCosts, params: NcclParameters) -> Any:
-    n, c = cluster.ranks, ring_channels(cluster)
+def _ring_time(cluster: Cluster, op: str, nbytes: Any, costs: ProtocolCosts, params: NcclParameters,
+               protocol: str) -> Any:
+    n = cluster.ranks
+    c = np.asarray(ring_channels(cluster, nbytes, protocol), dtype=float)
     chunk = nbytes / (n * c)
     per_step: Any = 0.0
     if cluster.ranks_per_server > 1:
         # channels leaving the server at this rank do not use its local port
-        sharing = c if cluster.servers == 1 else max(1, c - math.ceil(c / cluster.ranks_per_server))
+        sharing = c if cluster.servers == 1 else np.maximum(1.0, c - np.ceil(c / cluster.ranks_per_server))
         rate = cluster.local_bandwidth * params.local_efficiency * costs.bandwidth_factor / sharing
         per_step = costs.hop_latency + cluster.local_latency + chunk / rate
     if cluster.servers > 1:
-        rate = cluster.remote_bandwidth * params.remote_efficiency * costs.bandwidth_factor / math.ceil(
+        rate = cluster.remote_bandwidth * params.remote_efficiency * costs.bandwidth_factor / np.ceil(
             c / cluster.rails)
         per_step = np.maximum(per_step, costs.remote_hop_latency + cluster.remote_latency + chunk / rate)
     return costs.launch + steps_of(op, n) * per_step
 
 
-def _tree_time(cluster: Cluster, op: str, nbytes: Any, costs: ProtocolCosts, params: NcclParameters) -> Any:
+def _tree_time(cluster: Cluster, op: str, nbytes: Any, costs: ProtocolCosts, params: NcclParameters,
+               protocol: str) -> Any:
     from commsim.collectives.closed_form import hierarchical_all_reduce_time
 
     local = cluster.local_bandwidth * params.local_efficiency * costs.bandwidth_factor
-    remote = cluster.remote_bandwidth * params.remote_efficiency * costs.bandwidth_factor
+    # every GPU carries its rail's share across servers: GPUs that share a NIC share its bandwidth
+    remote = cluster.remote_bandwidth * min(1.0, cluster.rails / cluster.ranks_per_server) \
+        * params.remote_efficiency * costs.bandwidth_factor
     times = [hierarchical_all_reduce_time(cluster.ranks, float(size), alpha=costs.hop_latency + cluster.local_latency,
                                           bandwidth=local, alpha_inter=costs.remote_hop_latency + cluster.remote_latency,
                                           bandwidth_inter=remote, ranks_per_node=cluster.ranks_per_server,
@@ -300,17 +392,98 @@ def _tree_time(cluster: Cluster, op: str, nbytes: Any, costs: ProtocolCosts, par
     return costs.launch + np.array(times).reshape(np.shape(nbytes))
 
 
-TimeModel = Callable[[Cluster, str, Any, ProtocolCosts, NcclParameters], Any]
+def nvls_chunks(nbytes: float) -> int:
+    """Pipeline chunks of an NVLS all-reduce of ``nbytes`` (chunks of ``PIPELINE_CHUNK``, at most 64)."""
+    return int(min(64, max(1, math.ceil(nbytes / PIPELINE_CHUNK))))
+
+
+def nvls_stages(cluster: Cluster, params: NcclParameters, costs: ProtocolCosts) -> tuple[float, float]:
+    """Seconds per byte of a chunk: the NVLS reduce (and, alike, the multicast) and the exchange between servers.
+
+    Every GPU sends the chunk to the switch, which reduces it, and the ``1 / L``
+    share it is in charge of once more to be multicast; it receives that share
+    reduced and the whole chunk multicast: ``(1 + 1 / L) chunk / (NVLink x
+    nvls_efficiency)`` each way, the two ways overlapping (so NVLS reaches a busbw
+    of ``2 (L - 1) / (L + 1)`` of NVLink, against ``1`` for a ring). Across servers each GPU carries ``1 / ranks_per_server`` of the
+    chunk on its NIC ``2 (M - 1) / M`` times (a reduce-scatter and an all-gather
+    among the ``M`` servers on its rail: once with two servers, which swap halves,
+    nearly twice with many, as NCCL's tuner charges its tree).
+    """
+    intra = (1.0 + 1.0 / cluster.ranks_per_server) / (cluster.local_bandwidth * params.nvls_efficiency)
+    if cluster.servers == 1:
+        return intra, 0.0
+    per_gpu_nic = cluster.remote_bandwidth * min(1.0, cluster.rails / cluster.ranks_per_server)
+    trips = 2.0 * (cluster.servers - 1) / cluster.servers
+    return intra, trips / (cluster.ranks_per_server * per_gpu_nic * params.remote_efficiency
+                           * costs.bandwidth_factor)
+
+
+def _nvls_time(cluster: Cluster, op: str, nbytes: Any, costs: ProtocolCosts, params: NcclParameters,
+               protocol: str) -> Any:
+    """NVLS (one server) and NVLS-tree (across servers): chunks pipelined through reduce, exchange, multicast."""
+    intra, inter = nvls_stages(cluster, params, costs)
+    latency = costs.launch + params.nvls_latency + 2 * cluster.local_latency
+    if cluster.servers > 1:
+        # the exchange between servers is two direct hops (scatter, gather) on the critical path
+        latency += 2 * (costs.remote_hop_latency + cluster.remote_latency)
+    out = []
+    for size in np.atleast_1d(nbytes).tolist():
+        k = nvls_chunks(size)
+        stages = np.array([intra, inter, intra]) * size / k
+        out.append(latency + k * stages.max() + stages.sum() - stages.max())
+    return np.array(out).reshape(np.shape(nbytes))
+
+
+def p2p_rates(cluster: Cluster, op: str, params: NcclParameters, costs: ProtocolCosts) -> tuple[float, float]:
+    """Bytes/s a rank's point-to-point traffic reaches inside its server and across servers.
+
+    Inside a server a rank reaches ``p2p_local_efficiency`` of its NVLink port
+    (all-to-all sends to every local peer at once; send/recv uses one path).
+    Across servers a GPU gets its share of the server's NICs (``rails /
+    ranks_per_server`` of a NIC when GPUs share NICs) at ``p2p_efficiency``, and
+    each peer connection at most ``p2p_peer_bandwidth``: all-to-all talks to
+    ``ranks - ranks_per_server`` remote peers at once, send/recv to one.
+    """
+    efficiency = params.local_efficiency if params.p2p_local_efficiency is None else params.p2p_local_efficiency
+    port = cluster.local_port_bandwidth if math.isfinite(cluster.local_port_bandwidth) else cluster.local_bandwidth
+    local = (port if op == "all_to_all" else cluster.local_bandwidth) * efficiency * costs.bandwidth_factor
+    # all-to-all: every GPU of a server sends at once and they share the NICs; send/recv: one GPU per server (the
+    # last in rank order) sends to the next server, alone on its NIC
+    shared = min(1.0, cluster.rails / cluster.ranks_per_server) if op == "all_to_all" else 1.0
+    nic = cluster.remote_bandwidth * shared
+    peers = cluster.ranks - cluster.ranks_per_server if op == "all_to_all" else 1
+    remote = min(nic * params.p2p_efficiency * costs.bandwidth_factor, max(1, peers) * params.p2p_peer_bandwidth)
+    return local, remote
+
+
+def _p2p_time(cluster: Cluster, op: str, nbytes: Any, costs: ProtocolCosts, params: NcclParameters,
+              protocol: str) -> Any:
+    """All-to-all: ``1/n`` of the buffer to every peer at once; send/recv: the buffer to the next rank."""
+    n, per = cluster.ranks, cluster.ranks_per_server
+    local_rate, remote_rate = p2p_rates(cluster, op, params, costs)
+    local_hop = costs.hop_latency + cluster.local_latency
+    remote_hop = costs.remote_hop_latency + cluster.remote_latency
+    if op == "all_to_all":
+        local = local_hop + nbytes * (per - 1) / n / local_rate if per > 1 else 0.0
+        remote = remote_hop + nbytes * (n - per) / n / remote_rate if cluster.servers > 1 else 0.0
+        return costs.launch + np.maximum(local, remote)
+    crosses = bool(np.any(cluster.server != np.roll(cluster.server, -1)))
+    return costs.launch + (remote_hop + nbytes / remote_rate if crosses else local_hop + nbytes / local_rate)
+
+
+TimeModel = Callable[[Cluster, str, Any, ProtocolCosts, NcclParameters, str], Any]
 
 
 @dataclass(frozen=True)
 class _Algorithm:
-    """An NCCL algorithm: the registry schedule that runs it, its ops, its time model, where it applies."""
+    """An NCCL algorithm: the registry schedule that runs it (``None``: its own driver), its ops, its time
+    model, its protocols and where it applies."""
 
-    schedule: str
+    schedule: str | None
     ops: tuple[str, ...]
     time: TimeModel
     applies: Callable[[Cluster], bool]
+    protocols: tuple[str, ...] = PROTOCOLS
 
 
 def _even_servers(cluster: Cluster) -> bool:
@@ -318,24 +491,37 @@ def _even_servers(cluster: Cluster) -> bool:
     return cluster.servers > 1 and bool(np.all(counts == cluster.ranks_per_server))
 
 
+_RING_OPS = ("all_reduce", "reduce_scatter", "all_gather")
 _MODELS: dict[str, _Algorithm] = {
-    "ring": _Algorithm("ring", NCCL_OPS, _ring_time, lambda _c: True),
+    "ring": _Algorithm("ring", _RING_OPS, _ring_time, lambda _c: True),
     # NCCL's tree: a chain inside each server and a double binary tree across servers, each tree carrying half the
     # data. The registry's closest schedule is `hierarchical` with an inter-node double binary tree: the same hop
     # count (2 (L - 1) local + 2 log2 M remote) and the same rails; NCCL uses it across servers only.
     "tree": _Algorithm("hierarchical", ("all_reduce",), _tree_time, _even_servers),
+    # NVLink SHARP inside one server (NCCL disables plain NVLS across servers without CollNet) and NVLS-tree across
+    # them; Simple protocol only, as in NCCL
+    "nvls": _Algorithm(None, ("all_reduce",), _nvls_time,
+                       lambda c: c.nvls and c.servers == 1 and c.ranks_per_server > 2, ("Simple",)),
+    "nvls_tree": _Algorithm(None, ("all_reduce",), _nvls_time,
+                            lambda c: c.nvls and _even_servers(c) and c.ranks_per_server > 2, ("Simple",)),
+    "p2p": _Algorithm("direct", P2P_OPS, _p2p_time, lambda _c: True, ("Simple",)),
 }
 """NCCL's algorithms by name."""
 
 
 def model_algorithms(op: str, cluster: Cluster | None = None) -> list[str]:
     """NCCL algorithms the model can time and the simulator can run for ``op`` (on ``cluster``)."""
-    return [name for name, a in _MODELS.items() if op in a.ops and (op, a.schedule) in ALGORITHMS
-            and (cluster is None or a.applies(cluster))]
+    return [name for name, a in _MODELS.items() if op in a.ops
+            and (a.schedule is None or (op, a.schedule) in ALGORITHMS) and (cluster is None or a.applies(cluster))]
 
 
-def schedule_of(algorithm: str) -> str:
-    """The registry schedule that runs NCCL's ``algorithm``."""
+def protocols_of(algorithm: str) -> tuple[str, ...]:
+    """Protocols NCCL runs ``algorithm`` with (NVLS and point-to-point: Simple only)."""
+    return _MODELS[algorithm].protocols
+
+
+def schedule_of(algorithm: str) -> str | None:
+    """The registry schedule that runs NCCL's ``algorithm`` (``None``: a driver of its own)."""
     return _MODELS[algorithm].schedule
 
 
@@ -369,9 +555,12 @@ def predict_many(cluster: Cluster, op: str, sizes: np.ndarray, params: NcclParam
         raise ConfigError(field="algorithm", value=algorithm, rule=f"has no NCCL model for {op} on "
                           f"{cluster.ranks} ranks over {cluster.servers} server(s)",
                           fix=f"use one of {', '.join(model_algorithms(op, cluster))} or 'auto'")
+    if protocol not in protocols_of(algorithm):
+        raise ConfigError(field="protocol", value=protocol, rule=f"is not a protocol of NCCL's {algorithm}",
+                          fix=f"use {' or '.join(protocols_of(algorithm))}")
     model = _MODELS[algorithm].time
-    return np.broadcast_to(np.asarray(model(cluster, op, sizes, params.protocols[protocol], params), dtype=float),
-                           sizes.shape).copy()
+    return np.broadcast_to(np.asarray(model(cluster, op, sizes, params.protocols[protocol], params, protocol),
+                                      dtype=float), sizes.shape).copy()
 
 
 def _check(op: str, protocol: str, nbytes: float) -> None:
@@ -416,13 +605,14 @@ def tune(cluster: Cluster, op: str, nbytes: float, params: NcclParameters | None
     if cluster.ranks == 1:
         return Choice(op, "copy", "Simple" if protocol == "auto" else protocol, 1,
                       _copy_time(cluster, nbytes, params))
+    algorithm = params.algorithm if algorithm == "auto" else algorithm
+    protocol = params.protocol if protocol == "auto" else protocol
     algorithms = model_algorithms(op, cluster) if algorithm == "auto" else [algorithm]
-    protocols = list(PROTOCOLS) if protocol == "auto" else [protocol]
     if not algorithms:
         raise ConfigError(field="op", value=op, rule="has no algorithm the NCCL model can time",
                           fix=f"use one of {', '.join(NCCL_OPS)}")
     candidates = {(a, p): predict(cluster, op, nbytes, params, algorithm=a, protocol=p)
-                  for a in algorithms for p in protocols}
+                  for a in algorithms for p in (protocols_of(a) if protocol == "auto" else [protocol])}
     (best_a, best_p), best = min(candidates.items(), key=lambda item: item[1])
-    channels = ring_channels(cluster) if best_a == "ring" else 1
+    channels = ring_channels(cluster, nbytes, best_p) if best_a == "ring" else 1
     return Choice(op, best_a, best_p, channels, best, candidates)

@@ -30,23 +30,26 @@ from simpy.events import Event
 
 from commsim.collectives._executor import CollectiveConfig, CollectiveRun
 from commsim.collectives._registry import build_schedule
-from commsim.collectives._schedule import Schedule, Step
+from commsim.collectives._schedule import Dep, Schedule, Step
 from commsim.collectives.closed_form import bus_factor
 from commsim.collectives.nccl import (
     Choice,
     Cluster,
     NcclParameters,
     describe_cluster,
+    nvls_chunks,
+    p2p_rates,
     resolve_parameters,
     schedule_of,
     tune,
 )
+from commsim.collectives.nvls import nvls_schedule
 from commsim.devices.device import start_kernels
 from commsim.errors import ConfigError
 from commsim.network.topology import Topology
 
-__all__ = ["NcclResult", "channel_orders", "collective_config", "nccl_schedule", "run_nccl", "simulate_nccl",
-           "spread_group"]
+__all__ = ["PXN_CHUNKS", "STEP_LIMIT", "NcclResult", "channel_orders", "collective_config", "nccl_schedule",
+           "rail_local", "run_nccl", "simulate_nccl", "simulate_nccl_sizes", "spread_group"]
 
 
 def channel_orders(cluster: Cluster, channels: int) -> np.ndarray:
@@ -56,7 +59,9 @@ def channel_orders(cluster: Cluster, channels: int) -> np.ndarray:
     leaves from; consecutive servers hand over on the same local index (rail).
     Entry ranks alternate between ``a = c`` and ``b = c + 1`` (mod ranks per
     server) for channel ``c``, and an odd server count ends on ``c + 2``, so no
-    hand-over crosses rails when a server has 3 or more ranks.
+    hand-over crosses rails when a server has 3 or more ranks. When GPUs share
+    NICs (fewer rails than ranks per server), channel ``c`` enters every server at
+    the first GPU behind NIC ``c mod rails`` and leaves from the last one.
 
     >>> from commsim.network.loader import load_topology
     >>> topo = load_topology("rail_optimized:2,4,50GB/s")
@@ -72,6 +77,16 @@ def channel_orders(cluster: Cluster, channels: int) -> np.ndarray:
     position = np.full((m, per), -1, dtype=np.int64)
     position[cluster.server, cluster.local] = np.arange(n)
     orders = np.empty((channels, n), dtype=np.int64)
+    if cluster.rails < per and per % cluster.rails == 0:
+        # GPUs share NICs (GPUs r g .. r g + g - 1 behind NIC r): channel c enters every server at the first GPU of
+        # NIC c mod rails and leaves from the last, so each channel crosses between servers on one NIC of its own
+        group = per // cluster.rails
+        for c in range(channels):
+            first = (c % cluster.rails) * group
+            last = first + group - 1
+            locals_ = [first, *[x for x in range(per) if x not in (first, last)]] + ([last] if last != first else [])
+            orders[c] = position[:, locals_].ravel()
+        return orders
     for c in range(channels):
         a, b, d = c % per, (c + 1) % per, (c + 2) % per
         entry = [a if k % 2 == 0 else b for k in range(m)]
@@ -117,18 +132,89 @@ def nccl_schedule(cluster: Cluster, choice: Choice, nbytes: float) -> Schedule:
         position = np.empty(cluster.ranks, dtype=np.int64)
         position[cluster.server * per + cluster.local] = np.arange(cluster.ranks)
         return _relabel(schedule, np.tile(position, (choice.channels, 1)))
+    if choice.algorithm == "p2p":
+        return rail_local(build_schedule(choice.op, "direct", cluster.ranks, nbytes), cluster)
+    if choice.algorithm in ("nvls", "nvls_tree"):
+        # positions n.. are the servers' NVLink switches (run_nccl appends them to the group)
+        return nvls_schedule(cluster.server, cluster.local, nbytes, chunks=nvls_chunks(nbytes))
     raise ConfigError(field="algorithm", value=choice.algorithm, rule="has no schedule mapping",
-                      fix="use 'ring' or 'tree'")
+                      fix="use 'ring', 'tree', 'nvls', 'nvls_tree' or 'p2p'")
 
 
-def collective_config(params: NcclParameters, protocol: str, **options: Any) -> CollectiveConfig:
-    """The protocol's costs as an executor configuration (``options`` go to CollectiveConfig)."""
+STEP_LIMIT = 20_000
+"""Transfers above which a schedule runs in the executor's ``flows`` mode (one flow per connection)."""
+
+PXN_CHUNKS = 8
+"""Chunks a PXN send is forwarded in (the NVLink hop of one overlaps the rail hop of the previous)."""
+
+
+def rail_local(schedule: Schedule, cluster: Cluster) -> Schedule:
+    """NCCL's PXN: a send to another server on another rail first crosses NVLink to the sender's peer on the
+    receiver's rail, which sends it on that rail, so no transfer leaves its rail (no spine hop).
+
+    Applies to one-step schedules (point-to-point collectives) on servers with one
+    NIC per GPU; anything else is returned unchanged.
+    """
+    counts = np.bincount(cluster.server)
+    rails_per_gpu = cluster.servers > 1 and cluster.rails == cluster.ranks_per_server > 1
+    if not rails_per_gpu or np.any(counts != cluster.ranks_per_server) or len(schedule.steps) != 1:
+        return schedule
+    (step,) = schedule.steps
+    position = np.empty((cluster.servers, cluster.ranks_per_server), dtype=np.int64)
+    position[cluster.server, cluster.local] = np.arange(cluster.ranks)
+    src, dst = step.src, step.dst
+    cross = (cluster.server[src] != cluster.server[dst]) & (cluster.local[src] != cluster.local[dst])
+    if not cross.any():
+        return schedule
+    proxy = position[cluster.server[src], cluster.local[dst]]
+    moved = np.flatnonzero(cross)
+    k = PXN_CHUNKS
+    # the proxy forwards chunk j while the next one crosses NVLink: a pipeline of k chunks per moved send
+    sizes = np.where(cross, step.nbytes / k, step.nbytes)
+    steps = [Step(src=src, dst=np.where(cross, proxy, dst), nbytes=sizes, phase=f"{step.phase} (to rail 0)")]
+    whole = np.arange(moved.size)
+    first = [0]
+    for j in range(1, k):
+        first.append(len(steps))
+        steps.append(Step(src=src[moved], dst=proxy[moved], nbytes=step.nbytes[moved] / k,
+                          deps=(Dep(first[j - 1], moved if j == 1 else whole),), phase=f"{step.phase} (to rail {j})"))
+    for j in range(k):
+        deps = (Dep(first[j], moved if j == 0 else whole),) + ((Dep(len(steps) - 1, whole),) if j else ())
+        steps.append(Step(src=proxy[moved], dst=dst[moved], nbytes=step.nbytes[moved] / k, deps=deps,
+                          phase=f"{step.phase} (on rail {j})"))
+    return Schedule(schedule.op, schedule.algorithm, schedule.ranks, schedule.nbytes, steps,
+                    notes=f"PXN: {moved.size} sends moved to the receiver's rail in {k} chunks; "
+                          f"{schedule.notes}".rstrip("; "))
+
+
+def collective_config(params: NcclParameters, protocol: str, *, algorithm: str = "ring", op: str = "all_reduce",
+                      cluster: Cluster | None = None, **options: Any) -> CollectiveConfig:
+    """The protocol's costs as an executor configuration (``options`` go to CollectiveConfig).
+
+    NVLS runs its reduce and multicast at ``nvls_efficiency`` of NVLink after
+    ``nvls_latency``; point-to-point runs at the NIC share of
+    :func:`~commsim.collectives.nccl.p2p_rates` across servers (needs ``cluster``).
+    """
     costs = params.protocols[protocol]
     options.setdefault("record", "none")
-    return CollectiveConfig(step_latency=costs.hop_latency, remote_step_latency=costs.remote_hop_latency,
-                            bandwidth_efficiency=params.local_efficiency * costs.bandwidth_factor,
-                            remote_efficiency=params.remote_efficiency * costs.bandwidth_factor,
-                            launch_latency=costs.launch, **options)
+    local = params.local_efficiency * costs.bandwidth_factor
+    remote = params.remote_efficiency * costs.bandwidth_factor
+    launch, step, remote_step = costs.launch, costs.hop_latency, costs.remote_hop_latency
+    if algorithm in ("nvls", "nvls_tree"):
+        # chunks pipeline: the protocol latencies are paid once (launch and the two hops between servers), not per
+        # chunk; the routes' own latencies stay on every transfer
+        local, step, remote_step = params.nvls_efficiency, 0.0, 0.0
+        hops = 2 * costs.remote_hop_latency if cluster is not None and cluster.servers > 1 else 0.0
+        launch = costs.launch + params.nvls_latency + hops
+    elif algorithm == "p2p" and cluster is not None:
+        rates = p2p_rates(cluster, op, params, costs)
+        own = params.local_efficiency if params.p2p_local_efficiency is None else params.p2p_local_efficiency
+        local = own * costs.bandwidth_factor
+        if cluster.servers > 1:
+            shared = min(1.0, cluster.rails / cluster.ranks_per_server) if op == "all_to_all" else 1.0
+            remote = min(1.0, rates[1] / (cluster.remote_bandwidth * shared))
+    return CollectiveConfig(step_latency=step, remote_step_latency=remote_step,
+                            bandwidth_efficiency=local, remote_efficiency=remote, launch_latency=launch, **options)
 
 
 @dataclass(frozen=True)
@@ -184,7 +270,9 @@ def run_nccl(sim: Any, op: str, group: list[str], nbytes: float, params: Any = N
     """Start ``op`` on ``group`` in a running simulation the way the NCCL model would run it.
 
     Returns the run (its ``done`` event fires at the end, ``time`` is its
-    duration) and the tuner's choice. ``options`` go to the CollectiveConfig.
+    duration) and the tuner's choice. ``options`` go to the CollectiveConfig;
+    ``mode="auto"`` (the default) runs schedules of more than ``STEP_LIMIT``
+    transfers as one flow per connection.
     """
     params = resolve_parameters(params)
     cluster = cluster or describe_cluster(sim.topology, group)
@@ -192,8 +280,13 @@ def run_nccl(sim: Any, op: str, group: list[str], nbytes: float, params: Any = N
     if cluster.ranks == 1:
         return _Copy(sim, group[0], nbytes, params), choice
     schedule = nccl_schedule(cluster, choice, nbytes)
-    run = CollectiveRun(sim, schedule, group, collective_config(params, choice.protocol, **options),
-                        label=label or f"{op}/{choice.algorithm}/{choice.protocol}")
+    if options.get("mode", "auto") == "auto":
+        # big schedules run as one flow per connection (exact for rings on uncongested paths, see CollectiveConfig)
+        options["mode"] = "flows" if sum(len(step) for step in schedule.steps) > STEP_LIMIT else "steps"
+    config = collective_config(params, choice.protocol, algorithm=choice.algorithm, op=op, cluster=cluster,
+                               **options)
+    members = list(group) + (list(cluster.switches) if choice.algorithm in ("nvls", "nvls_tree") else [])
+    run = CollectiveRun(sim, schedule, members, config, label=label or f"{op}/{choice.algorithm}/{choice.protocol}")
     run.start()
     return run, choice
 
@@ -236,6 +329,20 @@ def simulate_nccl(topology: Any, op: str, nbytes: float, *, ranks: Any = None, s
     :class:`NcclParameters` (default: NCCL's constants); ``overrides`` go to the
     topology generator (``{"servers": 4}``).
     """
+    return simulate_nccl_sizes(topology, op, [nbytes], ranks=ranks, servers=servers, calibration=calibration,
+                               algorithm=algorithm, protocol=protocol, seed=seed, overrides=overrides)[0]
+
+
+def simulate_nccl_sizes(topology: Any, op: str, sizes: list[float], *, ranks: Any = None,
+                        servers: int | None = None, calibration: Any = None, algorithm: str = "auto",
+                        protocol: str = "auto", seed: int = 0,
+                        overrides: dict[str, Any] | None = None) -> list[NcclResult]:
+    """:func:`simulate_nccl` for every size in ``sizes`` (bytes), one call after another in one simulation.
+
+    Each call starts when the previous one ends, so none shares the fabric with
+    another and each is timed alone, as nccl-tests times its sizes; the routes
+    found for one size serve the next (what makes thousands of ranks affordable).
+    """
     from commsim.collectives.api import resolve_group
     from commsim.network.loader import load_topology
     from commsim.simulation import Simulation
@@ -248,11 +355,24 @@ def simulate_nccl(topology: Any, op: str, nbytes: float, *, ranks: Any = None, s
     params = resolve_parameters(calibration)
     cluster = describe_cluster(topo, group)
     sim = Simulation(topo, seed=seed, record_usage=False)
-    run, choice = run_nccl(sim, op, group, nbytes, params, algorithm=algorithm, protocol=protocol, cluster=cluster)
+    runs: list[tuple[Any, Choice]] = []
+
+    def start(index: int) -> None:
+        run, choice = run_nccl(sim, op, group, sizes[index], params, algorithm=algorithm, protocol=protocol,
+                               cluster=cluster)
+        runs.append((run, choice))
+        if index + 1 < len(sizes):
+            run.done.callbacks.append(lambda _ev: start(index + 1))
+
+    if sizes:
+        start(0)
     sim.run()
-    time = run.time
-    algbw = nbytes / time if time > 0 else math.inf
-    return NcclResult(op=op, algorithm=choice.algorithm, protocol=choice.protocol, channels=choice.channels,
-                      ranks=cluster.ranks, servers=cluster.servers, size=nbytes, time=time, algbw=algbw,
-                      busbw=algbw * bus_factor(op, cluster.ranks), predicted=choice.time,
-                      wire_bytes=run.wire_bytes)
+    results = []
+    for nbytes, (run, choice) in zip(sizes, runs, strict=True):
+        time = run.time
+        algbw = nbytes / time if time > 0 else math.inf
+        results.append(NcclResult(op=op, algorithm=choice.algorithm, protocol=choice.protocol,
+                                  channels=choice.channels, ranks=cluster.ranks, servers=cluster.servers, size=nbytes,
+                                  time=time, algbw=algbw, busbw=algbw * bus_factor(op, cluster.ranks),
+                                  predicted=choice.time, wire_bytes=run.wire_bytes))
+    return results

@@ -24,12 +24,14 @@ from pydantic import Field, ValidationError, validate_call
 
 from commsim.config import config_error_from
 from commsim.limits import MAX_TOPOLOGY_NODES, check_limit
+from commsim.network.dragonfly import dragonfly
 from commsim.network.topology import Topology
 from commsim.units import Bandwidth, Duration
 
 __all__ = [
     "GENERATORS",
     "build",
+    "dragonfly",
     "fat_tree",
     "fully_connected",
     "home_router_edge",
@@ -129,9 +131,10 @@ def _server(
     nvlink_bandwidth: float,
     nvlink_latency: float,
     switch_latency: float,
+    nvls: bool = False,
 ) -> list[str]:
     switch_name = f"nvsw{server}"
-    topo.add_node(switch_name, "switch", latency=switch_latency, server=server)
+    topo.add_node(switch_name, "switch", latency=switch_latency, server=server, nvls=nvls)
     names = []
     for g in range(gpus):
         name = f"gpu{server * gpus + g}"
@@ -250,8 +253,12 @@ def rail_optimized(
     oversubscription: Ratio = 1.0,
     link_latency: NonNegativeDuration = 500e-9,
     switch_latency: NonNegativeDuration = 300e-9,
+    nvls: bool = False,
 ) -> Topology:
     """Multi-GPU servers with one NIC per GPU, each NIC wired to the leaf of its rail.
+
+    ``nvls``: the servers' NVSwitch reduces and multicasts (NVLink SHARP, third-
+    generation NVSwitch of HGX H100 and later), so NCCL's NVLS algorithms apply.
 
     Rail ``r`` gathers NIC ``r`` of every server. With ``nic_ports=2`` each NIC has
     two ports wired to leaves of two planes (``leafA*`` and ``leafB*``), as in
@@ -288,7 +295,8 @@ def rail_optimized(
                         topo.add_link(leaf, f"spine{s}", bandwidth=down / (spines * oversubscription),
                                       latency=link_latency, tier="spine")
     for server in range(servers):
-        gpus = _server(topo, server, gpus_per_server, device, nvlink_bandwidth, nvlink_latency, nvswitch_latency)
+        gpus = _server(topo, server, gpus_per_server, device, nvlink_bandwidth, nvlink_latency, nvswitch_latency,
+                       nvls)
         for rail, gpu in enumerate(gpus):
             nic = f"nic{server}.{rail}"
             topo.add_node(nic, "nic", server=server, rail=rail)
@@ -391,6 +399,7 @@ GENERATORS: dict[str, Callable[..., Topology]] = {
     "torus": torus,
     "home_router_edge": home_router_edge,
     "wan": wan,
+    "dragonfly": dragonfly,
 }
 
 

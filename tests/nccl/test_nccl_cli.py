@@ -112,3 +112,98 @@ def test_estimate_mode_gives_the_closed_form_without_simulating(tmp_path):
     simulated = simulate_collective("switch:8,50GB/s,500ns", "all_reduce", 64 * 2**20,
                                     algorithm="halving_doubling", config=config)
     assert abs(row["time_s"] / simulated.time - 1) < 1e-9  # the run includes the launch latency too
+
+
+# ------------------------------------------------------------------------------ calibration beside the topology
+def test_calibration_beside_the_topology_is_used_by_default_and_none_turns_it_off(tmp_path: Path) -> None:
+    runs = {}
+    for flag in ([], ["--calibration", "none"], ["--calibration", str(CALIBRATION)]):
+        out = tmp_path / f"{len(flag)}.csv"
+        result = runner.invoke(app, ["collective", "-t", str(TOPOLOGY), "--sizes", "1GiB", "--csv", str(out), *flag])
+        assert result.exit_code == 0, result.output
+        runs[tuple(flag)] = (result.output, float(pd.read_csv(out)["time_s"].iloc[0]))
+    default, none, explicit = runs[()], runs[("--calibration", "none")], runs[("--calibration", str(CALIBRATION))]
+    assert "beside the topology" in default[0] and "azure_ndv4.calibration.yaml" in default[0]
+    assert "NCCL's default constants (--calibration none)" in none[0]
+    assert default[1] == explicit[1] and none[1] < 0.9 * default[1]  # raw links are faster than the fitted ones
+
+
+def test_compare_takes_op_ranks_and_servers_from_each_log(log_paths: dict[int, Path], tmp_path: Path) -> None:
+    out = tmp_path / "two.csv"
+    result = runner.invoke(app, ["collective", "-t", str(TOPOLOGY), "--compare", str(log_paths[8]), "--compare",
+                                 str(log_paths[16]), "--sizes", "1MiB,1GiB", "--csv", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "vs all_reduce_8gpu.log (1 server(s) x 8 GPUs)" in result.output
+    assert "vs all_reduce_16gpu.log (2 server(s) x 8 GPUs)" in result.output
+    assert result.output.count("median |error|") == 2
+    table = pd.read_csv(out)
+    for column in ("size", "time_s", "busbw_Bps", "measured_busbw_Bps", "error", "log"):
+        assert column in table.columns
+    assert table.groupby("log")["ranks"].first().to_dict() == {"all_reduce_8gpu.log": 8, "all_reduce_16gpu.log": 16}
+    assert (table["error"] == table["measured_time_s"] / table["time_s"] - 1).all()
+
+
+def test_compare_refuses_flags_that_contradict_the_log(log_paths: dict[int, Path]) -> None:
+    for flags, field in ((["--ranks", "4"], "--ranks"), (["--op", "all_gather"], "--op"),
+                         (["--servers", "3"], "--servers")):
+        result = runner.invoke(app, ["collective", "-t", str(TOPOLOGY), "--compare", str(log_paths[16]), *flags])
+        assert result.exit_code == 2, result.output
+        assert f"{field} =" in result.output and "all_reduce_16gpu.log" in result.output and "Fix:" in result.output
+
+
+def test_compare_on_each_new_cluster_runs_from_its_log(tmp_path: Path) -> None:
+    from nccl_data import CLUSTERS
+
+    for name, log in (("alcf_polaris", "alltoall_8gpu.log"), ("h100_cluster01", "sendrecv_20gpu_10x2.log"),
+                      ("h100_ib400_8node", "all_reduce_16gpu.log")):
+        cluster = CLUSTERS[name]
+        path = cluster.data / log
+        if not path.is_file():
+            pytest.skip(f"{path} is not checked out")
+        out = tmp_path / f"{name}.csv"
+        result = runner.invoke(app, ["collective", "-t", str(cluster.topology), "--compare", str(path),
+                                     "--sizes", "256MiB", "--csv", str(out)])
+        assert result.exit_code == 0, result.output
+        row = pd.read_csv(out).iloc[0]
+        assert abs(row["error"]) < 0.10, (name, row["error"])
+        assert f"{name}.calibration.yaml (beside the topology" in result.output.replace("\n", "")
+
+
+def test_calibrate_refuses_a_fit_with_parameters_at_their_bounds(log_paths: dict[int, Path], tmp_path: Path) -> None:
+    # a topology whose NICs are 40x too fast: the network efficiency would have to fall below its bound
+    fast = tmp_path / "fast.yaml"
+    fast.write_text(TOPOLOGY.read_text().replace("port_bandwidth: 200 Gbps", "port_bandwidth: 8000 Gbps")
+                    .replace("pcie_bandwidth: 31.5 GB/s", "pcie_bandwidth: 2000 GB/s"))
+    out = tmp_path / "cal.yaml"
+    result = runner.invoke(app, ["calibrate", "nccl-tests", str(log_paths[16]), "-t", str(fast), "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    message = result.output.replace("\n", " ")
+    assert "pressed against their bounds" in message and "remote_efficiency" in message and "Fix:" in message
+    assert not out.exists()
+
+
+def test_calibrate_reports_leave_one_scale_out_and_records_it(log_paths: dict[int, Path], tmp_path: Path) -> None:
+    out = tmp_path / "cal.yaml"
+    result = runner.invoke(app, ["calibrate", "nccl-tests", str(log_paths[4]), str(log_paths[8]), "-t",
+                                 str(TOPOLOGY), "-o", str(out), "--proto", "Simple"])
+    assert result.exit_code == 0, result.output
+    assert "leave-one-scale-out: 8 GPUs predicted by a fit to 4 GPUs" in result.output.replace("\n", " ")
+    text = out.read_text()
+    assert "leave_scale_out:" in text and "protocol: Simple" in text
+    assert load_calibration(out).protocol == "Simple"
+
+
+@pytest.mark.parametrize("servers", ["0", "-1"])
+def test_collective_refuses_a_server_count_below_one(servers: str) -> None:
+    result = runner.invoke(app, ["collective", "-t", str(TOPOLOGY), "--servers", servers, "--sizes", "1MiB"])
+    assert result.exit_code == 2 and "--servers" in result.output and "at least 1" in result.output
+
+
+def test_compare_rejects_a_log_whose_ngpus_disagrees_with_its_rank_lines(log_paths: dict[int, Path],
+                                                                          tmp_path: Path) -> None:
+    edited = tmp_path / "all_reduce_16gpu.log"
+    edited.write_text(log_paths[16].read_text().replace("nThread 1 nGpus 1", "nThread 1 nGpus 8", 1))
+    result = runner.invoke(app, ["collective", "-t", str(TOPOLOGY), "--compare", str(edited)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    message = " ".join(result.output.split())
+    assert "nGpus 8" in message and "1 of the 16 rank lines" in message and "Fix:" in message

@@ -8,7 +8,8 @@ import importlib
 import pytest
 
 MODULES = ["commsim.collectives.nccl_tests", "commsim.collectives.nccl", "commsim.collectives.nccl_run",
-           "commsim.collectives.calibrate"]
+           "commsim.collectives.calibrate", "commsim.collectives.nvls", "commsim.collectives.sendrecv",
+           "commsim.network.dragonfly"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -71,7 +71,8 @@ def test_tuner_candidates_and_forced_choices(calibrated) -> None:
     with pytest.raises(ConfigError, match="not an NCCL protocol"):
         tune(c, "all_reduce", 1e6, calibrated, protocol="LL64")
     with pytest.raises(ConfigError, match="not covered by the NCCL model"):
-        tune(c, "all_to_all", 1e6, calibrated)
+        tune(c, "broadcast", 1e6, calibrated)
+    assert tune(c, "all_to_all", 1e6, calibrated).algorithm == "p2p"  # point-to-point, Simple only
     with pytest.raises(ConfigError, match="has no NCCL model"):
         tune(_cluster(1), "all_reduce", 1e6, calibrated, algorithm="tree")
 

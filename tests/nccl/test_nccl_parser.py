@@ -9,7 +9,7 @@ import pytest
 from commsim.collectives.nccl_tests import parse_nccl_tests, read_nccl_tests
 from commsim.errors import ConfigError
 
-HEADER = """# nThread 1 nGpus 4 minBytes 1048576 maxBytes 4194304 step: 2(factor) warmup iters: 5 iters: 20 validation: 1
+HEADER = """# nThread 1 nGpus 2 minBytes 1048576 maxBytes 4194304 step: 2(factor) warmup iters: 5 iters: 20 validation: 1
 #
 # Using devices
 #   Rank  0 Pid  10 on host-a device  0 [0x07] A100-SXM4-40GB
@@ -132,3 +132,66 @@ def test_inconsistent_rows_name_the_line(old: str, new: str, expected: str) -> N
 def test_extra_field_names_the_layout() -> None:
     with pytest.raises(ConfigError, match="has 13 fields where the column header announces 12"):
         parse_nccl_tests(_broken("sum    100.0", "sum  7  100.0"))
+
+
+# ---------------------------------------------------------------------------------------------- what the log says
+def test_prefixes_anywhere_on_a_line_split_the_streams() -> None:
+    # rank 1's stdout interleaved into rank 0's lines: the host name must not swallow the prefix
+    lines = (HEADER + ROWS + FOOTER).splitlines()
+    lines[4] = lines[4].replace("A100-SXM4-40GB", "A100-SXM4-40GB[1,1]<stdout>:host-b:11:11 [1] NCCL INFO Bootstrap")
+    lines[6] = "[1,3]<stderr>:host-b:11:11 [1] NCCL INFO NET/IB : Using [0]mlx5_0:1/IB[1,0]<stdout>:" + lines[6]
+    text = "\n".join(f"[1,0]<stdout>:{line}" for line in lines)
+    log = parse_nccl_tests(text, source="all_reduce_4gpu.log")
+    assert (log.ranks, log.servers, log.ranks_per_server) == (4, 2, 2)
+    assert log.hosts == ("host-a", "host-a", "host-b", "host-b")
+
+
+def test_ngpus_disagreeing_with_the_rank_lines_is_a_clear_error() -> None:
+    text = HEADER.replace("nGpus 2", "nGpus 4") + ROWS + FOOTER
+    with pytest.raises(ConfigError) as info:
+        parse_nccl_tests(text, source="run.log")
+    message = str(info.value)
+    assert "nGpus 4" in message and "process 10 on host-a" in message and "2 of the 4 rank lines" in message
+    assert "line 4" in message and "Fix:" in message
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("all_reduce_8gpu.log", "names 8 GPUs, but the log's rank lines give 4"),
+    ("all_reduce_4gpu_1x4.log", "names 1 servers x 4 GPUs, but the rank lines give 2 host(s) with up to 2 GPU(s)"),
+])
+def test_file_name_disagreeing_with_the_rank_lines_is_a_clear_error(name: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_nccl_tests(HEADER + ROWS + FOOTER, source=name)
+    assert expected in str(info.value) and name in str(info.value) and "Fix:" in str(info.value)
+
+
+def test_missing_or_repeated_ranks_are_clear_errors() -> None:
+    skipped = HEADER.replace("#   Rank  1 Pid  10 on host-a device  1 [0x0b] A100-SXM4-40GB\n", "")
+    with pytest.raises(ConfigError, match="skip rank 1"):
+        parse_nccl_tests(skipped + ROWS + FOOTER)
+    repeated = HEADER.replace("Rank  3 Pid  11 on host-b", "Rank  3 Pid  11 on host-b").replace(
+        "#\n#      ", "#   Rank  2 Pid  12 on host-c device  0 [0x07] A100-SXM4-40GB\n#\n#      ", 1)
+    with pytest.raises(ConfigError, match="lists rank 2 a second time"):
+        parse_nccl_tests(repeated + ROWS + FOOTER)
+
+
+def test_zero_byte_rows_are_left_out() -> None:
+    rows = ("           0             0     float    none      -1     0.23    0.00    0.00      0     0.24    0.00"
+            "    0.00      0\n")
+    header = HEADER.replace("redop     time", "redop    root     time")
+    body = "\n".join(" ".join([*r.split()[:4], "-1", *r.split()[4:]]) for r in ROWS.strip().splitlines())
+    log = parse_nccl_tests(header + rows + rows + body + "\n" + FOOTER)
+    assert log.measured()["size"].tolist() == [2**20, 2**21, 2**22]
+
+
+def test_every_shared_log_parses_including_the_mpi_prefixed_one() -> None:
+    from nccl_data import CLUSTERS
+
+    paths = [p for c in CLUSTERS.values() for p in sorted(c.data.glob("*.log"))]
+    if not paths:
+        pytest.skip("the shared nccl-tests logs are not checked out")
+    prefixed = [p for p in paths if "<stdout>:" in p.read_text()]
+    assert prefixed, "the Azure 16-GPU log carries MPI prefixes"
+    for path in paths:
+        log = read_nccl_tests(path)
+        assert log.ranks >= 1 and log.servers >= 1 and len(log.measured()) >= 10, path.name

@@ -87,6 +87,7 @@ SMALL = {
     "torus": {"dims": [3, 2, 2]},
     "home_router_edge": {"devices": 5, "devices_per_router": 2},
     "wan": {"datacenters": 3, "devices_per_dc": 2},
+    "dragonfly": {"servers": 6, "servers_per_switch": 2, "switches_per_group": 2, "global_links": 1},
 }
 
 
