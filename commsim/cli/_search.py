@@ -6,12 +6,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from commsim.cli._app import app, console, err_console
 from commsim.cli._progress import progress_bar
 from commsim.cli._train import ParamOption, TopologyOption, load_cluster, topology_params
 from commsim.errors import ConfigError
+from commsim.paths import output_dir
 from commsim.units import format_bytes, format_time
 
 
@@ -28,8 +30,16 @@ def _ints(text: str | None, field: str) -> list[int] | None:
     return values
 
 
-def _words(text: str | None) -> list[str] | None:
-    return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
+def _choices(text: str | None, field: str, allowed: dict[str, object]) -> list[object] | None:
+    """A comma-separated list of named choices, each one of ``allowed`` (name -> value)."""
+    if text is None:
+        return None
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    wrong = [name for name in names if name not in allowed]
+    if not names or wrong:
+        raise ConfigError(field=field, value=text, rule=f"needs a comma-separated list of {', '.join(allowed)}",
+                          fix=f"give e.g. {field} {','.join(allowed)}")
+    return [allowed[name] for name in names]
 
 
 @app.command("search")
@@ -48,6 +58,8 @@ def search_command(
     virtual: Annotated[str | None, typer.Option("--virtual-stages", help="Virtual pipeline stages, e.g. 1,2,4.")
                        ] = None,
     recompute: Annotated[str | None, typer.Option("--recompute", help="none,selective,full.")] = None,
+    distributed_optimizer: Annotated[str | None, typer.Option("--distributed-optimizer",
+                                                              help="false,true (ZeRO-1 or not).")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Local worker processes.")] = 2,
     dask: Annotated[str | None, typer.Option("--dask", help="Address of an existing Dask scheduler.")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Directory for search.csv and "
@@ -63,8 +75,11 @@ def search_command(
     spec = load_model(model)
     load_cluster(topology, params)  # a bad topology or parameter fails here, before any work starts
     space = SearchSpace(tp=_ints(tp, "--tp"), pp=_ints(pp, "--pp"), micro_batch_size=_ints(micro, "--micro-batch-sizes"),
-                        virtual_pipeline_stages=_ints(virtual, "--virtual-stages"), recompute=_words(recompute))
-    csv_path = output / "search.csv"
+                        virtual_pipeline_stages=_ints(virtual, "--virtual-stages"),
+                        recompute=_choices(recompute, "--recompute", {m: m for m in ("none", "selective", "full")}),
+                        distributed_optimizer=_choices(distributed_optimizer, "--distributed-optimizer",
+                                                       {"false": False, "true": True}))
+    csv_path = output_dir(output, field="--output") / "search.csv"
     try:
         with progress_bar(f"searching layouts of {spec.name}") as update:
             result = search(spec, topology, global_batch=global_batch, gpus=num_gpus, topology_params=topology_params(params),
@@ -77,7 +92,7 @@ def search_command(
         if len(finished):
             write_search_dashboard(rank_table(finished.to_dict("records")), output / "search.html",
                                    title=f"{spec.name}: layout search (interrupted)")
-        err_console.print(f"interrupted: the {len(finished)} rows that finished are in {csv_path}")
+        err_console.print(f"interrupted: the {len(finished)} rows that finished are in {escape(str(csv_path))}")
         raise typer.Exit(130) from None
     table = result.table
     table.to_csv(csv_path, index=False)
@@ -96,4 +111,4 @@ def search_command(
     console.print(shown)
     for note in result.notes:
         console.print(f"[dim]note: {note}[/]")
-    console.print(f"table: [bold]{csv_path}[/]  dashboard: [bold]{dashboard}[/]")
+    console.print(f"table: [bold]{escape(str(csv_path))}[/]  dashboard: [bold]{escape(str(dashboard))}[/]")

@@ -81,7 +81,8 @@ def test_search_ranks_and_writes_csv_and_dashboard(tmp_path: Path) -> None:
     model.write_text(yaml.safe_dump({"name": "tiny", "layers": 4, "hidden": 512, "heads": 8, "ffn_hidden": 2048,
                                      "vocab": 8000, "max_seq_len": 256}))
     result = runner.invoke(app, ["search", "--model", str(model), *TOPOLOGY, "--global-batch-size", "16",
-                                 "--tp", "1,2,3", "--pp", "1,2", "--micro-batch-sizes", "1,2", "-j", "1",
+                                 "--tp", "1,2,3", "--pp", "1,2", "--micro-batch-sizes", "1,2", "--virtual-stages", "1",
+                                 "--recompute", "none", "--distributed-optimizer", "false", "-j", "1",
                                  "-o", str(tmp_path / "s")])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(tmp_path / "s" / "search.csv")
@@ -122,3 +123,11 @@ def test_help_of_train_and_search() -> None:
         result = runner.invoke(app, command)
         assert result.exit_code == 0 and "Usage" in result.output
     assert "ignored with a stated reason" in runner.invoke(app, ["train", "--help"]).output
+
+
+def test_search_refuses_an_unknown_recompute_choice_before_any_work(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["search", "--model", "llama-2-7b", *TOPOLOGY, "--global-batch-size", "16",
+                                 "--recompute", "none,sometimes", "-o", str(tmp_path / "s")])
+    assert result.exit_code == 2
+    assert "--recompute" in result.output and "none, selective, full" in result.output
+    assert not (tmp_path / "s" / "search.csv").exists()
