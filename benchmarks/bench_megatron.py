@@ -6,17 +6,16 @@ Cases (each in a fresh subprocess, so its peak memory is its own):
 
 ``gpt3-175b``
     GPT-3 175B, TP 8 × PP 8 × DP 1, 64 micro-batches of 1, sequence parallelism,
-    on 8 DGX A100 80 GB servers (rail-optimised: NVLink 300 GB/s per GPU, one
-    200 Gb/s HDR NIC per GPU, one leaf per rail). Selective recomputation is
-    added when the training generator has the ``recompute`` field. Targets:
-    ≤ 5 s wall, ≤ 2 GB.
+    on 8 DGX A100 80 GB servers (``topologies/dgx_a100.yaml``: the calibrated
+    per-kernel compute model, NVLink 300 GB/s per GPU, one 200 Gb/s HDR NIC
+    per GPU), selective recomputation. Targets: ≤ 5 s wall, ≤ 2 GB.
 ``gpt-1t``
     A 1T GPT (128 layers, hidden 25,600, 160 heads, Narayanan et al. 2021's
     largest), TP 8 × PP 64 × DP 6, 512 micro-batches, on 3,072 GPUs (384 such
     servers, 32 per leaf, 16 spines). Target: ≤ 60 s.
 ``search-70b``
     ``commsim search``'s engine over the layouts of Llama-2 70B on 128 H100
-    (16 servers, NVLink 450 GB/s, 400 Gb/s NICs), global batch 1,024 sequences
+    (``topologies/dgx_h100.yaml`` with 16 servers), global batch 1,024 sequences
     of 4,096 tokens, ``--jobs`` processes. Target: ≥ 1,000 layouts in ≤ 2 min
     on 2 cores. ``--search-limit N`` predicts only the first N runnable layouts
     (the rate is what the target needs).
@@ -40,27 +39,29 @@ from typing import Any
 CASES = ("gpt3-175b", "gpt-1t", "search-70b")
 
 
-def _dgx_a100(servers: int, per_leaf: int, spines: int) -> Any:
-    from commsim.network.generators import rail_optimized
+TOPOLOGIES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "topologies")
 
-    return rail_optimized(servers=servers, gpus_per_server=8, device="a100_sxm4_80gb", nvlink_bandwidth="300 GB/s",
-                          port_bandwidth="200 Gbps", servers_per_leaf=per_leaf, spines=spines)
+
+def _dgx_a100(servers: int, per_leaf: int, spines: int) -> Any:
+    """``topologies/dgx_a100.yaml`` (A100 80 GB with the calibrated per-kernel compute model) at this size."""
+    from commsim.network.loader import load_topology
+
+    return load_topology(os.path.join(TOPOLOGIES, "dgx_a100.yaml"),
+                         overrides={"servers": servers, "servers_per_leaf": per_leaf, "spines": spines})
 
 
 def _step(spec: Any, config: dict[str, Any], topology: Any) -> dict[str, Any]:
     from commsim.collectives import CollectiveConfig
     from commsim.simulation import Simulation
-    from commsim.workloads import TrainingConfig
     from commsim.workloads.prediction import predict_training_step
 
-    if "recompute" in TrainingConfig.model_fields:
-        config = {**config, "recompute": "selective"}
+    config = {**config, "recompute": "selective"}
     t0, c0 = time.perf_counter(), time.process_time()
     out = predict_training_step(spec, config, lambda: Simulation(topology, record_usage=False),
                                 collective=CollectiveConfig(mode="flows"))
     return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "replayed": out.replayed,
             "metrics": {k: v for k, (v, _) in out.metrics.items()}, "notes": out.notes,
-            "recompute": config.get("recompute", "(field not in this build)")}
+            "recompute": config["recompute"]}
 
 
 def run_case(name: str, jobs: int, limit: int | None) -> dict[str, Any]:
@@ -87,9 +88,7 @@ def _search(jobs: int, limit: int | None) -> dict[str, Any]:
     from commsim.workloads.models import load_model
 
     spec = load_model("llama-2-70b")
-    params = {"servers": 16, "gpus_per_server": 8, "device": "h100_sxm", "nvlink_bandwidth": "450 GB/s",
-              "port_bandwidth": "400 Gbps", "servers_per_leaf": 16, "spines": 1}
-    source = {"generator": "rail_optimized", "params": params}
+    source = os.path.join(TOPOLOGIES, "dgx_h100.yaml")
     runnable, rejected = search_module.enumerate_candidates(spec, 128, 1024, 4096)
     t0, c0 = time.perf_counter(), time.process_time()
     result = _search_on(search_module, spec, source, jobs, limit)
@@ -106,17 +105,9 @@ def _search(jobs: int, limit: int | None) -> dict[str, Any]:
             "notes": result.notes}
 
 
-def _search_on(search_module: Any, spec: Any, source: dict[str, Any], jobs: int, limit: int | None) -> Any:
-    import tempfile
-
-    import yaml
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "cluster.yaml")
-        with open(path, "w", encoding="utf-8") as handle:
-            yaml.safe_dump({"name": "h100-128", **source}, handle)
-        return search_module.search(spec, path, global_batch=1024, seq_len=4096, jobs=jobs,
-                                    limit=limit)
+def _search_on(search_module: Any, spec: Any, source: str, jobs: int, limit: int | None) -> Any:
+    return search_module.search(spec, source, global_batch=1024, seq_len=4096, jobs=jobs, limit=limit,
+                                topology_params={"servers": 16})
 
 
 def main() -> None:
