@@ -137,17 +137,27 @@ def _cluster(topology: str, params: tuple[tuple[str, Any], ...]) -> Any:
 def predict_candidate(model: dict[str, Any], topology: str, params: tuple[tuple[str, Any], ...],
                       layout: dict[str, Any], seq_len: int, replay: dict[str, Any]) -> dict[str, Any]:
     """Predict one layout in whatever process gets it: its row (``status`` ok, or rejected with the reason)."""
+    from commsim.devices import device_spec
     from commsim.simulation import Simulation
+    from commsim.workloads import training_memory
     from commsim.workloads.prediction import predict_training_step
 
     cluster = _cluster(topology, params)
     config = {k: v for k, v in layout.items() if k in TrainingConfig.model_fields}
     config.update(seq_len=seq_len, sequence_parallel=layout["tp"] > 1)
+    spec = TransformerSpec(**model)
     try:
-        out = predict_training_step(TransformerSpec(**model), config,
-                                    lambda: Simulation(cluster, record_usage=False), **replay)
+        # the step's peak memory by hand (the replay allocates exactly this): a layout that cannot fit is
+        # rejected before any replay
+        first = device_spec(cluster.device_spec(cluster.devices[0]))
+        training_memory(spec, config).require_fit(first.memory, first.name)
+        out = predict_training_step(spec, config, lambda: Simulation(cluster, record_usage=False), **replay)
     except OutOfMemoryError as error:
         return {**layout, "status": "rejected", "reason": "does not fit in memory: " + str(error).split(". Fix")[0]}
+    except ConfigError as error:
+        if error.field == "memory per GPU":
+            return {**layout, "status": "rejected", "reason": f"does not fit in memory: {error.value} ({error.rule})"}
+        return {**layout, "status": "rejected", "reason": str(error)}
     except CommsimError as error:
         return {**layout, "status": "rejected", "reason": str(error)}
     row = {**layout, "status": "ok", "reason": ""}
