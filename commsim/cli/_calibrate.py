@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
-import pandas as pd
 import typer
 from rich.table import Table
 
@@ -14,6 +13,8 @@ from commsim.cli._app import calibrate_app, console, fail
 from commsim.errors import CommsimError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from commsim.collectives.nccl import NcclParameters
 
 
@@ -86,5 +87,5 @@ def _print_details(errors: pd.DataFrame) -> None:
         view.add_row(row["log"], str(row["size"]), row["choice"], f"{row['measured_time'] * 1e6:.2f}",
                      f"{row['predicted_time'] * 1e6:.2f}", f"{row['measured_busbw'] / 1e9:.2f}",
                      f"{row['predicted_busbw'] / 1e9:.2f}",
-                     f"{row['error'] * 100:+.1f}%" if np.isfinite(row["error"]) else "-")
+                     f"{row['error'] * 100:+.1f}%" if math.isfinite(row["error"]) else "-")
     console.print(view)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
-import pandas as pd
 import typer
 from rich import box
 from rich.console import Console
@@ -15,6 +13,9 @@ from rich.table import Table
 
 from commsim.cli._app import app, console, fail
 from commsim.errors import CommsimError, ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8, "int8": 1, "int32": 4, "int64": 8, "fp8": 1}
 
@@ -58,6 +59,8 @@ def collective_command(
 def _run(topology: str, op: str, algo: str, sizes: str | None, ranks: int | None, servers: int | None,
          calibration: Path | None, protocol: str, dtype: str, compare: Path | None,
          estimate: bool = False) -> pd.DataFrame:
+    import pandas as pd
+
     from commsim.collectives.calibrate import topology_for
     from commsim.collectives.nccl import NCCL_OPS, resolve_parameters
     from commsim.collectives.nccl_tests import read_nccl_tests
@@ -156,18 +159,20 @@ def _schedule(topo: Any, op: str, size: float, ranks: int | None, servers: int |
 
 
 def _fmt(value: float, scale: float, digits: int = 2) -> str:
-    return "-" if not np.isfinite(value) else f"{value * scale:.{digits}f}"
+    return "-" if not math.isfinite(value) else f"{value * scale:.{digits}f}"
 
 
 def _us(value: float) -> str:
     """Microseconds with nccl-tests' precision (fewer decimals for long times)."""
-    if not np.isfinite(value):
+    if not math.isfinite(value):
         return "-"
     us = value * 1e6
     return f"{us:.0f}" if us >= 1e4 else f"{us:.1f}" if us >= 1e3 else f"{us:.2f}"
 
 
 def _print(table: pd.DataFrame, op: str, compared: bool, estimated: bool = False) -> None:
+    import numpy as np
+
     first = table.iloc[0]
     how = "estimated from the closed form" if estimated else "simulated"
     view = Table(title=f"{op} on {int(first['ranks'])} ranks, {how} (time in us, bandwidth in GB/s = 1e9 B/s)",

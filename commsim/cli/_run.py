@@ -10,7 +10,6 @@ from rich.table import Table
 
 from commsim.cli._app import app, console, err_console
 from commsim.cli._progress import progress_bar
-from commsim.scenario import load_scenario, parse_set, simulate
 from commsim.units import format_bandwidth, format_bytes, format_time
 
 SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a field: PATH=VALUE "
@@ -36,6 +35,8 @@ def run_command(
     table_format: Annotated[str | None, typer.Option("--format", help="Table format: parquet or csv.")] = None,
 ) -> None:
     """Run a scenario: print the summary, write tables, a dashboard and a Perfetto trace."""
+    from commsim.scenario import load_scenario, parse_set, simulate
+
     overrides = {}
     for text in sets or []:
         path, values = parse_set(text)
@@ -75,6 +76,7 @@ def sweep_command(
                                                 "(default: dashboards/<scenario>-sweep).")] = None,
 ) -> None:
     """Run the grid product of --set values in parallel; write one table and a what-if dashboard."""
+    from commsim.scenario import load_scenario, parse_set
     from commsim.sweeps import grid_points, sweep
 
     grid = dict(parse_set(text) for text in sets or [])

@@ -190,7 +190,7 @@ def simulate_collective(topology: Any, op: str, nbytes: float, *, algorithm: str
     config = config or CollectiveConfig()
     sim = Simulation(topo, seed=seed, routing=routing, record_usage=False)
     run = run_collective(sim, op, group, nbytes, algorithm=algorithm, config=config, **params)
-    sim.run()
+    sim.advance()
     time = run.time
     algbw = nbytes / time if time > 0 else float("inf")
     closed = float("nan")

@@ -1,7 +1,14 @@
 """Devices: what accelerators and CPUs compute, hold in memory and move."""
 
-from commsim.devices.memory import MemoryPool
-from commsim.devices.presets import PRESETS
-from commsim.devices.spec import DTYPES, DeviceSpec, device_spec
+from commsim._lazy import lazy_exports
+
+# imported on first use: `import commsim` must not pay for what a run may never need
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "MemoryPool": "commsim.devices.memory",
+    "PRESETS": "commsim.devices.presets",
+    "DTYPES": "commsim.devices.spec",
+    "DeviceSpec": "commsim.devices.spec",
+    "device_spec": "commsim.devices.spec",
+})
 
 __all__ = ["DTYPES", "PRESETS", "DeviceSpec", "MemoryPool", "device_spec"]
