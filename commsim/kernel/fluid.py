@@ -47,6 +47,10 @@ DoneCallback = Callable[[np.ndarray, np.ndarray], None]
 _FLUSH_PRIORITY = 2  # after SimPy's URGENT (0) and NORMAL (1): every change of an instant is in
 _DONE_RTOL = 1e-12  # remaining work below this fraction of the amount counts as done
 _MAX_LOCAL_ROUNDS = 8  # growth rounds of a local update before solving the whole component
+# past these rounds only a small set keeps growing: on a densely coupled fabric a set that is still
+# wrong after two rounds usually spreads over the component, and failing late costs more than the solve
+_CHEAP_LOCAL_ROUNDS = 2
+_CHEAP_LOCAL_SET = 64
 
 
 @dataclass
@@ -772,7 +776,7 @@ class FluidKernel:
         limit = max(256, (self.stats.activities_started - self.stats.activities_completed) // 8)
         member = np.zeros(self._slots, dtype=bool)
         for done_rounds in range(1, _MAX_LOCAL_ROUNDS + 1):
-            if acts.size > limit:
+            if acts.size > limit or (done_rounds > _CHEAP_LOCAL_ROUNDS and acts.size > _CHEAP_LOCAL_SET):
                 return None
             counts = self._trip_count[acts]
             ipos = self._offsets(acts, counts)
