@@ -34,7 +34,7 @@ from commsim.errors import ConfigError
 from commsim.kernel import ActivityBatch, FluidKernel
 from commsim.results.recorder import Recorder
 
-__all__ = ["Device", "kernel_activity", "start_kernels"]
+__all__ = ["Device", "kernel_activity", "kernel_resources", "start_kernels", "start_kernels_on"]
 
 
 def kernel_activity(spec: DeviceSpec, flops: float, nbytes: float, dtype: str,
@@ -208,28 +208,51 @@ def start_kernels(
     ``flops[i]`` and ``nbytes[i]`` are the work of the kernel on ``devices[i]``;
     ``on_done(ids, tags)`` receives the positions in ``devices`` as tags.
     """
-    n = len(devices)
-    flops = np.broadcast_to(np.asarray(flops, dtype=float), (n,))
-    nbytes = np.broadcast_to(np.asarray(nbytes, dtype=float), (n,))
-    if n == 0:
+    if len(devices) == 0:
         raise ConfigError(field="devices", value=[], rule="is empty", fix="give at least one device")
-    kernel = devices[0].kernel
-    spec_rate = {}
-    amount = np.empty(n)
-    coefs = np.empty((n, 2))
+    compute, memory, rate = kernel_resources(devices, dtype=dtype, efficiency=efficiency)
+    return start_kernels_on(devices[0].kernel, compute, memory, rate, flops, nbytes, on_done=on_done,
+                            describe=describe)
+
+
+def kernel_resources(devices: list[Device], *, dtype: str = "bf16",
+                     efficiency: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per device: its compute resource, its memory resource and its sustained FLOP/s for ``dtype``.
+
+    Callers that launch kernels on the same devices again and again (a collective's
+    reductions, step after step) keep these and call :func:`start_kernels_on`.
+    """
+    spec_rate: dict[int, float] = {}
+    rate = np.empty(len(devices))
     for i, device in enumerate(devices):
         key = id(device.spec)
         if key not in spec_rate:
             eff = device.spec.efficiency if efficiency is None else efficiency
             spec_rate[key] = device.spec.peak(dtype) * eff
-        rate = spec_rate[key]
-        if nbytes[i] > 0:
-            amount[i] = nbytes[i]
-            coefs[i] = (flops[i] / nbytes[i] / rate, 1.0)
-        else:
-            amount[i] = flops[i]
-            coefs[i] = (1.0 / rate, 0.0)
-    resources = np.array([(d.compute_resource, d.memory_resource) for d in devices], dtype=np.int64)
+        rate[i] = spec_rate[key]
+    compute = np.array([d.compute_resource for d in devices], dtype=np.int64)
+    memory = np.array([d.memory_resource for d in devices], dtype=np.int64)
+    return compute, memory, rate
+
+
+def start_kernels_on(kernel: FluidKernel, compute: np.ndarray, memory: np.ndarray, rate: np.ndarray,
+                     flops: np.ndarray, nbytes: np.ndarray, *, on_done: Any = None,
+                     describe: Any = None) -> ActivityBatch:
+    """:func:`start_kernels` on resources and rates from :func:`kernel_resources`, without a loop per device.
+
+    A kernel with memory traffic is limited by its bytes (its FLOP are charged per
+    byte to the compute resource); one without is pure compute.
+    """
+    n = compute.shape[0]
+    flops = np.broadcast_to(np.asarray(flops, dtype=float), (n,))
+    nbytes = np.broadcast_to(np.asarray(nbytes, dtype=float), (n,))
+    moves = nbytes > 0
+    amount = np.where(moves, nbytes, flops)
+    coefs = np.empty((n, 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        coefs[:, 0] = np.where(moves, flops / nbytes / rate, 1.0 / rate)
+    coefs[:, 1] = moves
+    resources = np.stack((compute, memory), axis=1)
     # a kernel without memory traffic does not consume the memory resource
     keep = coefs.reshape(-1) > 0
     counts = keep.reshape(n, 2).sum(axis=1)
