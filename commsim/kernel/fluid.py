@@ -51,6 +51,8 @@ _MAX_LOCAL_ROUNDS = 8  # growth rounds of a local update before solving the whol
 # wrong after two rounds usually spreads over the component, and failing late costs more than the solve
 _CHEAP_LOCAL_ROUNDS = 2
 _CHEAP_LOCAL_SET = 64
+# after k local updates failed in a row, the next 2^k - 1 removal-only flushes solve at once (k <= this)
+_MAX_SKIP_DOUBLINGS = 5
 
 
 @dataclass
@@ -167,6 +169,8 @@ class FluidKernel:
         self._slow = False
         self._caponly: list[np.ndarray] = []  # new activities with no resource, until their first solve
         self._theta = math.inf  # lowest fair level the pending changes can affect
+        self._local_misses = 0  # local updates that failed in a row
+        self._local_skips = 0  # removal-only flushes left that skip the local update
         self._flush_pending = False
         self._pending: Event | None = None  # the one wake-up for the next completion
         self._pending_time = math.inf
@@ -594,8 +598,16 @@ class FluidKernel:
         touched = None
         if not self._mixed_priorities():
             touched = self._disjoint_update()
-            if touched is None:
+            if touched is None and self._local_skips and not self._new_ranges and 0.0 < theta < math.inf:
+                # local updates of removals kept failing (a densely coupled fabric): go straight to the solve
+                self._local_skips -= 1
+            elif touched is None:
                 touched = self._local_update(seeds, theta)
+                if touched is None:
+                    self._local_misses = min(self._local_misses + 1, _MAX_SKIP_DOUBLINGS)
+                    self._local_skips = (1 << self._local_misses) - 1
+                else:
+                    self._local_misses = 0
         # the level rule holds for removals alone: a new activity can slow anybody it meets
         only_removals = not self._new_ranges
         self._new_ranges, self._freed, self._slow = [], [], False
