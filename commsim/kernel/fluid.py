@@ -274,7 +274,7 @@ class FluidKernel:
         prios = np.broadcast_to(np.asarray(priority, dtype=np.int64), (n,))
         caps = np.broadcast_to(np.asarray(cap, dtype=float), (n,))
         tag_arr = np.arange(n, dtype=np.int64) if tags is None else np.asarray(tags, dtype=np.int64).reshape(-1)
-        self._check_start(amount, indptr, flat_res, flat_coef, weights, caps, tag_arr)
+        empty = self._check_start(amount, indptr, flat_res, flat_coef, weights, caps, tag_arr)
 
         batch_id = self._next_batch_id
         self._next_batch_id += 1
@@ -300,8 +300,8 @@ class FluidKernel:
             return batch
         self._batches[batch_id] = batch
         self._count_classes(np.asarray(prios), +1)
-        if flat_res.shape[0] == 0 or np.any(np.diff(indptr) == 0):
-            self._caponly.append(slots[np.diff(indptr) == 0])
+        if empty.any():
+            self._caponly.append(slots[empty])
         self._mark_dirty(flat_res)
         if flat_res.shape[0] == 0:
             self._request_flush()
@@ -416,7 +416,8 @@ class FluidKernel:
         return times, np.concatenate(self._usage_res), np.concatenate(self._usage_load)
 
     # ------------------------------------------------------------------ internals
-    def _check_start(self, amount, indptr, flat_res, flat_coef, weights, caps, tags) -> None:
+    def _check_start(self, amount, indptr, flat_res, flat_coef, weights, caps, tags) -> np.ndarray:
+        """Raise on bad input; return which activities have no resource."""
         # min/max and a finite sum are a few passes for a batch of thousands (this runs every step)
         n = amount.shape[0]
         if n and (amount.min() < 0 or not np.isfinite(amount.sum())):
@@ -440,6 +441,7 @@ class FluidKernel:
                               fix="give each activity at least one resource or a rate cap")
         if tags.shape[0] != n:
             raise ValueError("start: one tag per activity is required")
+        return empty
 
     def _alloc_slots(self, n: int) -> np.ndarray:
         taken: list[np.ndarray] = []
@@ -650,13 +652,13 @@ class FluidKernel:
         pieces = [slice(a, b) for _, a, b in self._new_ranges]
         if not all(self._t_live[p].all() for p in pieces):
             return None  # some were stopped before their first solve
-        res = np.concatenate([self._t_res[p] for p in pieces])
+        res = self._t_res[pieces[0]] if len(pieces) == 1 else np.concatenate([self._t_res[p] for p in pieces])
         if res.size == 0 or np.any(self._res_live[res] != 1):
             return None  # shared by two of them, or with someone else
         counts = self._trip_count[acts]
         if np.any(counts == 0):
             return None  # activities with only a cap go the usual way
-        coef = np.concatenate([self._t_coef[p] for p in pieces])
+        coef = self._t_coef[pieces[0]] if len(pieces) == 1 else np.concatenate([self._t_coef[p] for p in pieces])
         # maxmin._unshared in global numbering: calling it would need local index arrays, which cost
         # about 20% of a 4,096-GPU ring all-reduce (measured), so the few lines are kept here
         starts = np.cumsum(counts) - counts
@@ -1023,7 +1025,7 @@ def _as_csr(resources, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _flatten(coefs, nnz: int) -> np.ndarray:
     if isinstance(coefs, np.ndarray) and coefs.ndim == 1:
-        flat = coefs.astype(float)
+        flat = coefs.astype(float, copy=False)  # start() copies it into the incidence arrays
     else:
         flat = np.fromiter((c for cs in coefs for c in cs), dtype=float)
     if flat.shape[0] != nnz:
