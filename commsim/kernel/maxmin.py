@@ -142,12 +142,12 @@ def _fill(
     while t_res.size:
         demand = np.bincount(t_res, weights=t_cw, minlength=n_res)
         with np.errstate(divide="ignore", invalid="ignore"):
-            t_level = residual[t_res] / demand[t_res]
+            t_level = (residual / demand)[t_res]  # divided per resource: the same quotients, fewer of them
         a_min = np.minimum.reduceat(t_level, starts)
         a_level = np.minimum(a_min, a_cap)
         # A resource is a local bottleneck when none of its activities can settle lower elsewhere.
         t_a_level = np.repeat(a_level, counts)
-        blocked = np.bincount(t_res, weights=t_a_level < t_level * low, minlength=n_res)
+        blocked = np.bincount(t_res[t_a_level < t_level * low], minlength=n_res)
         on_bottleneck = blocked[t_res] == 0
         a_res = np.maximum.reduceat(np.where(on_bottleneck, t_res, -1), starts)
         by_cap = a_cap <= a_min * high
