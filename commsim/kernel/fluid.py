@@ -65,6 +65,8 @@ class KernelStats:
     activities_completed: int = 0
     solved_activities: int = 0
     local_rounds: int = 0
+    local_fallbacks: int = 0  # local updates that grew too large and handed over to a full solve
+    local_skips: int = 0  # removal-only recomputations that went straight to the solve (back-off)
     largest_component: int = 0
     solve_seconds: float = 0.0
 
@@ -603,9 +605,11 @@ class FluidKernel:
             if touched is None and self._local_skips and not self._new_ranges and 0.0 < theta < math.inf:
                 # local updates of removals kept failing (a densely coupled fabric): go straight to the solve
                 self._local_skips -= 1
+                self.stats.local_skips += 1
             elif touched is None:
                 touched = self._local_update(seeds, theta)
                 if touched is None:
+                    self.stats.local_fallbacks += 1
                     self._local_misses = min(self._local_misses + 1, _MAX_SKIP_DOUBLINGS)
                     self._local_skips = (1 << self._local_misses) - 1
                 else:
