@@ -53,6 +53,7 @@ _CHEAP_LOCAL_ROUNDS = 2
 _CHEAP_LOCAL_SET = 64
 # after k local updates failed in a row, the next 2^k - 1 removal-only flushes solve at once (k <= this)
 _MAX_SKIP_DOUBLINGS = 5
+_SCAN_INCIDENCES = 4096  # below this many incidences a local update scans them instead of using the index
 
 
 @dataclass
@@ -734,6 +735,11 @@ class FluidKernel:
         activities on those resources, not every incidence of the run.
         """
         n = self._n_trip
+        if n <= _SCAN_INCIDENCES:
+            # few incidences: one scan is cheaper than keeping an index
+            mark = np.zeros(self.resource_count, dtype=bool)
+            mark[resources] = True
+            return np.flatnonzero(mark[self._t_res[:n]] & self._t_live[:n])
         end = self._index_end
         if end < 0 or n - end > max(1024, end // 8) or self._index_ptr.shape[0] != self.resource_count + 1:
             self._build_index()
