@@ -2,6 +2,7 @@
 
     python benchmarks/bench_kernel.py            # 1,000 / 10,000 / 100,000 flows
     python benchmarks/bench_kernel.py 1000 10000  # chosen sizes
+    python benchmarks/bench_kernel.py --profile 10000 0   # cProfile of one case (flows, load; 0: all at t=0)
 
 Workload: permutation traffic on a k=16 fat-tree (1,024 hosts, 400 Gbps links):
 host i sends to a random other host, a new random permutation every 1,024 flows;
@@ -14,6 +15,7 @@ are computed before the clock starts and reported separately.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import resource
@@ -92,6 +94,16 @@ def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--case":
         print(json.dumps(case(int(sys.argv[2]), float(sys.argv[3]))))
         return
+    if len(sys.argv) > 2 and sys.argv[1] == "--profile":
+        import cProfile
+        import pstats
+
+        flows, load = int(sys.argv[2]), float(sys.argv[3]) if len(sys.argv) > 3 else 0.5
+        profiler = cProfile.Profile()
+        row = profiler.runcall(case, flows, load)
+        print(json.dumps(row))
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        return
     sizes = [int(a) for a in sys.argv[1:]] or [1_000, 10_000, 100_000]
     print(f"raw SimPy: {raw_simpy():,.0f} timeouts/s")
     print(f"{'flows':>8} {'arrivals':>10} {'routing s':>10} {'wall s':>8} {'cpu s':>8} {'compl./s':>10} "
@@ -107,11 +119,11 @@ def main() -> None:
             rows.append(r)
             print(f"{flows:>8,} {label:>10} {r['routing_s']:>10.2f} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} "
                   f"{r['completions_per_s']:>10,.0f} {r['rate_recomputations']:>8,} {r['peak_rss_mb']:>8.0f}")
-    poisson = [r for r in rows if r["load"] > 0]
-    if len(poisson) >= 2:
-        a, b = poisson[0], poisson[-1]
-        exponent = math.log(b["cpu_s"] / a["cpu_s"]) / math.log(b["flows"] / a["flows"])
-        print(f"cost growth (Poisson arrivals): cpu ~ flows^{exponent:.2f}")
+    for label, group in (("Poisson arrivals", [r for r in rows if r["load"] > 0]),
+                         ("all at t=0", [r for r in rows if r["load"] == 0])):
+        for a, b in itertools.pairwise(group):
+            exponent = math.log(b["cpu_s"] / a["cpu_s"]) / math.log(b["flows"] / a["flows"])
+            print(f"cost growth ({label}, {a['flows']:,} -> {b['flows']:,} flows): cpu ~ flows^{exponent:.2f}")
 
 
 if __name__ == "__main__":

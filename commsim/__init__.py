@@ -11,25 +11,33 @@ The curated public API. Run a scenario file::
 or build a :class:`Simulation` yourself and push transfers and kernels through it.
 """
 
-from commsim.collectives import CollectiveConfig, simulate_collective
-from commsim.errors import (
-    CommsimError,
-    ConfigError,
-    OutOfMemoryError,
-    RoutingError,
-    SimulationError,
-    StallError,
-    TopologyError,
-    TraceError,
-    UnitError,
-)
-from commsim.network import Topology
-from commsim.network.loader import load_topology
-from commsim.results import Result
-from commsim.scenario import RunResult, Scenario, load_scenario, simulate
-from commsim.simulation import Simulation
-from commsim.sweeps import SweepResult, sweep
-from commsim.units import parse_quantity
+from commsim._lazy import lazy_exports
+
+# where each public name lives; imported on first use so that `import commsim` stays instant
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "CollectiveConfig": "commsim.collectives._executor",
+    "simulate_collective": "commsim.collectives.api",
+    "CommsimError": "commsim.errors",
+    "ConfigError": "commsim.errors",
+    "OutOfMemoryError": "commsim.errors",
+    "RoutingError": "commsim.errors",
+    "SimulationError": "commsim.errors",
+    "StallError": "commsim.errors",
+    "TopologyError": "commsim.errors",
+    "TraceError": "commsim.errors",
+    "UnitError": "commsim.errors",
+    "Topology": "commsim.network.topology",
+    "load_topology": "commsim.network.loader",
+    "Result": "commsim.results.result",
+    "RunResult": "commsim.scenario.runner",
+    "simulate": "commsim.scenario.runner",
+    "Scenario": "commsim.scenario.spec",
+    "load_scenario": "commsim.scenario.spec",
+    "Simulation": "commsim.simulation",
+    "SweepResult": "commsim.sweeps",
+    "sweep": "commsim.sweeps",
+    "parse_quantity": "commsim.units",
+})
 
 __version__ = "0.1.0"
 

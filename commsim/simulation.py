@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import simpy
 from simpy.core import EmptySchedule
 
@@ -30,7 +29,9 @@ from commsim.network.network import Network
 from commsim.network.routing import RoutingPolicy
 from commsim.network.topology import Topology
 from commsim.results.recorder import Recorder
-from commsim.results.result import Result, usage_table
+
+if TYPE_CHECKING:
+    from commsim.results.result import Result
 
 __all__ = ["Simulation"]
 
@@ -126,6 +127,11 @@ class Simulation:
         raises :class:`~commsim.errors.StallError` naming them (the partial result
         is attached); ``"report"`` returns the result with the stalls in ``events``.
         """
+        self.advance(until, on_stall=on_stall)
+        return self.result()
+
+    def advance(self, until: float | None = None, *, on_stall: str = "raise") -> None:
+        """Run like :meth:`run` without building the result tables (callers that only need times)."""
         if self._nominal is None:
             self._nominal = self.kernel.capacity(np.arange(self.kernel.resource_count)).copy()
         if until is None and self.faults.pending:
@@ -138,10 +144,8 @@ class Simulation:
         descriptions = self.kernel.describe(stalled) if stalled.size else []
         for text in descriptions:
             self.recorder.event(self.env.now, "stall", text, "can never finish")
-        result = self.result()
         if descriptions and until is None and on_stall == "raise":
-            raise StallError(self.env.now, descriptions, result, self.failed_components())
-        return result
+            raise StallError(self.env.now, descriptions, self.result(), self.failed_components())
 
     def failed_components(self) -> list[str]:
         """The links down and devices failed now, as ``link a-b`` and ``device d`` (for stall reports)."""
@@ -164,6 +168,10 @@ class Simulation:
 
     def result(self) -> Result:
         """The result tables as of now."""
+        import pandas as pd  # the tables need pandas; a run that never builds them does not
+
+        from commsim.results.result import Result, usage_table
+
         nominal = self._nominal if self._nominal is not None else self.kernel.capacity(
             np.arange(self.kernel.resource_count))
         times, res, load = self.kernel.usage_log()

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
-import pandas as pd
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -16,6 +15,8 @@ from commsim.errors import CommsimError
 from commsim.paths import output_file
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from commsim.collectives.nccl import NcclParameters
 
 
@@ -93,7 +94,7 @@ def _print_parameters(params: NcclParameters, free: tuple[str, ...]) -> None:
     console.print(f"local link efficiency {params.local_efficiency:.4f}, remote link efficiency "
                   f"{params.remote_efficiency:.4f}, one-rank copy {format_time(params.copy_launch)} + "
                   f"{params.copy_efficiency:.4f} of memory bandwidth")
-    peer = "none" if not np.isfinite(params.p2p_peer_bandwidth) else f"{params.p2p_peer_bandwidth / 1e9:.2f} GB/s"
+    peer = "none" if not math.isfinite(params.p2p_peer_bandwidth) else f"{params.p2p_peer_bandwidth / 1e9:.2f} GB/s"
     local_p2p = "as rings" if params.p2p_local_efficiency is None else f"{params.p2p_local_efficiency:.4f}"
     console.print(f"NVLS efficiency {params.nvls_efficiency:.4f} + {format_time(params.nvls_latency)}; "
                   f"point-to-point: NIC {params.p2p_efficiency:.4f}, NVLink {local_p2p}, per-peer cap {peer}")
@@ -119,5 +120,5 @@ def _print_details(errors: pd.DataFrame) -> None:
         view.add_row(row["log"], str(row["size"]), row["choice"], f"{row['measured_time'] * 1e6:.2f}",
                      f"{row['predicted_time'] * 1e6:.2f}", f"{row['measured_busbw'] / 1e9:.2f}",
                      f"{row['predicted_busbw'] / 1e9:.2f}",
-                     f"{row['error'] * 100:+.1f}%" if np.isfinite(row["error"]) else "-")
+                     f"{row['error'] * 100:+.1f}%" if math.isfinite(row["error"]) else "-")
     console.print(view)

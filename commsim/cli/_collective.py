@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
-import pandas as pd
 import typer
 from rich import box
 from rich.console import Console
@@ -17,6 +15,9 @@ from rich.table import Table
 from commsim.cli._app import app, console, fail
 from commsim.errors import CommsimError, ConfigError
 from commsim.paths import output_file
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _CLUSTERS: dict[tuple[int, tuple[str, ...]], Any] = {}
 _ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "fp64": 8, "int8": 1, "int32": 4, "int64": 8, "fp8": 1}
@@ -55,6 +56,8 @@ def collective_command(
                                            "any scale, exact on uncongested fabrics.")] = False,
 ) -> None:
     """Simulate OP on the topology for every size; print time, algbw, busbw and the closed form like nccl-tests."""
+    import pandas as pd
+
     from commsim.collectives.nccl_tests import read_nccl_tests
 
     try:
@@ -112,6 +115,8 @@ def _agree(flag: str, given: int | str | None, logged: int | str, log: Any) -> i
 
 def _run(topology: str, op: str | None, algo: str, sizes: str | None, ranks: int | None, servers: int | None,
          params: Any, protocol: str, dtype: str | None, log: Any, estimate: bool = False) -> pd.DataFrame:
+    import pandas as pd
+
     from commsim.collectives.calibrate import topology_for
     from commsim.collectives.nccl import NCCL_OPS
     from commsim.network.loader import load_topology
@@ -216,18 +221,19 @@ def _schedule(topo: Any, op: str, size: float, ranks: int | None, servers: int |
 
 
 def _fmt(value: float, scale: float, digits: int = 2) -> str:
-    return "-" if not np.isfinite(value) else f"{value * scale:.{digits}f}"
+    return "-" if not math.isfinite(value) else f"{value * scale:.{digits}f}"
 
 
 def _us(value: float) -> str:
     """Microseconds with nccl-tests' precision (fewer decimals for long times)."""
-    if not np.isfinite(value):
+    if not math.isfinite(value):
         return "-"
     us = value * 1e6
     return f"{us:.0f}" if us >= 1e4 else f"{us:.1f}" if us >= 1e3 else f"{us:.2f}"
 
 
 def _print(table: pd.DataFrame, op: str, log: Any, used: str, estimated: bool = False) -> None:
+    import numpy as np
     compared = log is not None
     first = table.iloc[0]
     how = "estimated from the closed form" if estimated else "simulated"

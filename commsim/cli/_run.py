@@ -100,6 +100,7 @@ def sweep_command(
                                                     "if it does not change (repeatable).")] = None,
 ) -> None:
     """Run the grid product of --set values in parallel; write one table and a what-if dashboard."""
+    from commsim.scenario import load_scenario
     from commsim.sweeps import grid_points, sweep
 
     grid = _set_grid(sets)

@@ -6,17 +6,30 @@
 (8, 786.4)
 """
 
-from commsim.collectives._executor import CollectiveConfig, CollectiveRun
-from commsim.collectives._registry import ALGORITHMS, OPS, algorithms_for, build_schedule, register
-from commsim.collectives._schedule import Dep, Schedule, Step
-from commsim.collectives.api import (
-    CollectiveResult,
-    resolve_group,
-    ring_path_parameters,
-    run_collective,
-    simulate_collective,
-)
-from commsim.collectives.closed_form import CLOSED_FORMS, bus_factor, closed_form_time, register_closed_form
+from commsim._lazy import lazy_exports
+
+# imported on first use: `import commsim` must not pay for what a run may never need
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "CollectiveConfig": "commsim.collectives._executor",
+    "CollectiveRun": "commsim.collectives._executor",
+    "ALGORITHMS": "commsim.collectives._registry",
+    "OPS": "commsim.collectives._registry",
+    "algorithms_for": "commsim.collectives._registry",
+    "build_schedule": "commsim.collectives._registry",
+    "register": "commsim.collectives._registry",
+    "Dep": "commsim.collectives._schedule",
+    "Schedule": "commsim.collectives._schedule",
+    "Step": "commsim.collectives._schedule",
+    "CollectiveResult": "commsim.collectives.api",
+    "resolve_group": "commsim.collectives.api",
+    "ring_path_parameters": "commsim.collectives.api",
+    "run_collective": "commsim.collectives.api",
+    "simulate_collective": "commsim.collectives.api",
+    "CLOSED_FORMS": "commsim.collectives.closed_form",
+    "bus_factor": "commsim.collectives.closed_form",
+    "closed_form_time": "commsim.collectives.closed_form",
+    "register_closed_form": "commsim.collectives.closed_form",
+})
 
 __all__ = [
     "ALGORITHMS",

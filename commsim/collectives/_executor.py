@@ -17,7 +17,7 @@ import numpy as np
 from simpy.events import Event
 
 from commsim.collectives._schedule import Schedule, Step, aggregate
-from commsim.devices.device import start_kernels
+from commsim.devices.device import kernel_resources, start_kernels, start_kernels_on
 from commsim.errors import ConfigError
 from commsim.network.network import RouteSet
 
@@ -137,6 +137,7 @@ class CollectiveRun:
         self.wire_bytes = 0.0
         self._nodes = np.array([sim.network.router.node(g) for g in group], dtype=np.int64)
         self._devices = [sim.devices[g] for g in group] if config.reduction else []
+        self._reducers: tuple[np.ndarray, np.ndarray, np.ndarray] | bool | None = None
         self._left = sum(len(s) for s in schedule.steps)
         # a tiled schedule (see _schedule.tile) runs several independent groups; each may finish on its own
         self._copy_size = schedule.ranks // copies
@@ -278,10 +279,20 @@ class CollectiveRun:
         if step.reduce and self.config.reduction:
             element = _ELEMENT_BYTES[self.config.dtype]
             size = step.nbytes[entries]
-            devices = [self._devices[d] for d in step.dst[entries].tolist()]
-            start_kernels(devices, size / element, 3.0 * size, dtype=self.config.dtype,
-                          on_done=lambda _ids, tags: self._complete(k, entries[tags]),
-                          describe=lambda tag: f"reduction of {self.label} step {k} on {devices[tag].name}")
+            if self._reducers is None:
+                # resources and rates of every rank's device, looked up once, not once per transfer and step
+                # (False: calibrated devices, whose compute model times each reduction)
+                self._reducers = kernel_resources(self._devices, dtype=self.config.dtype) or False
+            dst = step.dst[entries]
+            done = lambda _ids, tags: self._complete(k, entries[tags])  # noqa: E731
+            describe = lambda tag: f"reduction of {self.label} step {k} on {self._devices[dst[tag]].name}"  # noqa: E731
+            if self._reducers is False:
+                start_kernels([self._devices[d] for d in dst.tolist()], size / element, 3.0 * size,
+                              dtype=self.config.dtype, on_done=done, describe=describe)
+            else:
+                compute, memory, rate = self._reducers
+                start_kernels_on(self.sim.kernel, compute[dst], memory[dst], rate[dst], size / element, 3.0 * size,
+                                 on_done=done, describe=describe)
         else:
             self._complete(k, entries)
 

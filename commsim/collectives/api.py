@@ -196,7 +196,7 @@ def simulate_collective(topology: Any, op: str, nbytes: float, *, algorithm: str
     if faults:
         sim.schedule_faults(faults)
     run = run_collective(sim, op, group, nbytes, algorithm=algorithm, config=config, **params)
-    sim.run()
+    sim.advance()
     time = run.time
     algbw = nbytes / time if time > 0 else float("inf")
     closed = float("nan")

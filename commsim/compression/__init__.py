@@ -27,55 +27,67 @@ pass). :func:`evaluate` compares compressors on them; :func:`convergence_check`
 trains a small model with each one and reports loss against bytes sent.
 """
 
-from commsim.compression._base import Compressor, Exchange
-from commsim.compression._convergence import (
-    CONVERGENCE_COMPRESSORS,
-    DEFAULT_LEARNING_RATES,
-    convergence_check,
-    convergence_summary,
-)
-from commsim.compression._cost import CompressionCost, ComputeCost, MeasuredCost, measure_cost
-from commsim.compression._dense import BF16, FP16, NoCompression
-from commsim.compression._dgc import DGC, DGC_WARMUP_DENSITIES
-from commsim.compression._evaluate import evaluate
-from commsim.compression._federated import Scafcom, Scallion
-from commsim.compression._fedzip import FedZip
-from commsim.compression._feedback import ErrorFeedback
-from commsim.compression._huffman import HuffmanCode
-from commsim.compression._liec import LIECSGD
-from commsim.compression._models import TinyConvNet, TinyTransformerLM
-from commsim.compression._payload import (
-    FP32_BYTES,
-    Bits,
-    Coding,
-    CollectiveFit,
-    DeltaVarint,
-    Field,
-    Huffman,
-    Message,
-    Payload,
-    Raw,
-)
-from commsim.compression._powersgd import PowerSGD
-from commsim.compression._quantize import FP4E2M1, FP4E3M0, BlockwiseInt8
-from commsim.compression._registry import (
-    DEFAULT_COMPRESSORS,
-    available_compressors,
-    describe_compressors,
-    make_compressor,
-    make_compressors,
-    parse_spec,
-)
-from commsim.compression._sign import ScaledSign, SignSGD
-from commsim.compression._sources import (
-    load_tensors,
-    model_gradients,
-    parse_shape,
-    resnet18_shapes,
-    synthetic_tensors,
-)
-from commsim.compression._sparse import RandomK, Threshold, TopK
-from commsim.compression._stochastic import QSGD, TernGrad
+from commsim._lazy import lazy_exports
+
+# imported on first use: `import commsim` must not pay for what a run may never need
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "Compressor": "commsim.compression._base",
+    "Exchange": "commsim.compression._base",
+    "CONVERGENCE_COMPRESSORS": "commsim.compression._convergence",
+    "DEFAULT_LEARNING_RATES": "commsim.compression._convergence",
+    "convergence_check": "commsim.compression._convergence",
+    "convergence_summary": "commsim.compression._convergence",
+    "CompressionCost": "commsim.compression._cost",
+    "ComputeCost": "commsim.compression._cost",
+    "MeasuredCost": "commsim.compression._cost",
+    "measure_cost": "commsim.compression._cost",
+    "BF16": "commsim.compression._dense",
+    "FP16": "commsim.compression._dense",
+    "NoCompression": "commsim.compression._dense",
+    "DGC": "commsim.compression._dgc",
+    "DGC_WARMUP_DENSITIES": "commsim.compression._dgc",
+    "evaluate": "commsim.compression._evaluate",
+    "Scafcom": "commsim.compression._federated",
+    "Scallion": "commsim.compression._federated",
+    "FedZip": "commsim.compression._fedzip",
+    "ErrorFeedback": "commsim.compression._feedback",
+    "HuffmanCode": "commsim.compression._huffman",
+    "LIECSGD": "commsim.compression._liec",
+    "TinyConvNet": "commsim.compression._models",
+    "TinyTransformerLM": "commsim.compression._models",
+    "FP32_BYTES": "commsim.compression._payload",
+    "Bits": "commsim.compression._payload",
+    "Coding": "commsim.compression._payload",
+    "CollectiveFit": "commsim.compression._payload",
+    "DeltaVarint": "commsim.compression._payload",
+    "Field": "commsim.compression._payload",
+    "Huffman": "commsim.compression._payload",
+    "Message": "commsim.compression._payload",
+    "Payload": "commsim.compression._payload",
+    "Raw": "commsim.compression._payload",
+    "PowerSGD": "commsim.compression._powersgd",
+    "FP4E2M1": "commsim.compression._quantize",
+    "FP4E3M0": "commsim.compression._quantize",
+    "BlockwiseInt8": "commsim.compression._quantize",
+    "DEFAULT_COMPRESSORS": "commsim.compression._registry",
+    "available_compressors": "commsim.compression._registry",
+    "describe_compressors": "commsim.compression._registry",
+    "make_compressor": "commsim.compression._registry",
+    "make_compressors": "commsim.compression._registry",
+    "parse_spec": "commsim.compression._registry",
+    "ScaledSign": "commsim.compression._sign",
+    "SignSGD": "commsim.compression._sign",
+    "load_tensors": "commsim.compression._sources",
+    "model_gradients": "commsim.compression._sources",
+    "parse_shape": "commsim.compression._sources",
+    "resnet18_shapes": "commsim.compression._sources",
+    "synthetic_tensors": "commsim.compression._sources",
+    "RandomK": "commsim.compression._sparse",
+    "Threshold": "commsim.compression._sparse",
+    "TopK": "commsim.compression._sparse",
+    "QSGD": "commsim.compression._stochastic",
+    "TernGrad": "commsim.compression._stochastic",
+})
 
 __all__ = [
     "BF16",

@@ -35,7 +35,7 @@ from commsim.errors import ConfigError
 from commsim.kernel import ActivityBatch, FluidKernel
 from commsim.results.recorder import Recorder
 
-__all__ = ["Device", "kernel_activity", "launch_delay", "start_kernels"]
+__all__ = ["Device", "kernel_activity", "kernel_resources", "launch_delay", "start_kernels", "start_kernels_on"]
 
 
 def kernel_activity(spec: DeviceSpec, flops: float, nbytes: float, dtype: str,
@@ -229,11 +229,16 @@ def start_kernels(
     ``kernel`` says what it is, for devices with a compute model;
     ``on_done(ids, tags)`` receives the positions in ``devices`` as tags.
     """
+    if len(devices) == 0:
+        raise ConfigError(field="devices", value=[], rule="is empty", fix="give at least one device")
+    if kernel is None:
+        reducers = kernel_resources(devices, dtype=dtype, efficiency=efficiency)
+        if reducers is not None:
+            return start_kernels_on(devices[0].kernel, *reducers, flops, nbytes, on_done=on_done, describe=describe)
+    # devices with a compute model (or a kernel shape to time): each distinct spec and work through the model
     n = len(devices)
     flops = np.broadcast_to(np.asarray(flops, dtype=float), (n,))
     nbytes = np.broadcast_to(np.asarray(nbytes, dtype=float), (n,))
-    if n == 0:
-        raise ConfigError(field="devices", value=[], rule="is empty", fix="give at least one device")
     fluid = devices[0].kernel
     amount = np.empty(n)
     coefs = np.empty((n, 2))
@@ -250,4 +255,56 @@ def start_kernels(
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     return fluid.start(amount, (indptr, resources.reshape(-1)[keep]), coefs.reshape(-1)[keep], tags=np.arange(n),
+                        on_done=on_done, describe=describe)
+
+
+def kernel_resources(devices: list[Device], *, dtype: str = "bf16",
+                     efficiency: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per device: its compute resource, its memory resource and its sustained FLOP/s for ``dtype``.
+
+    None when a device has a per-kernel compute model (and no ``efficiency`` is
+    imposed): its kernels are timed one spec at a time by :func:`start_kernels`.
+
+    Callers that launch kernels on the same devices again and again (a collective's
+    reductions, step after step) keep these and call :func:`start_kernels_on`.
+    """
+    spec_rate: dict[int, float] = {}
+    rate = np.empty(len(devices))
+    for i, device in enumerate(devices):
+        key = id(device.spec)
+        if key not in spec_rate:
+            if efficiency is None and device.spec.kernel_model() is not None:
+                return None     # a calibrated device times each kernel through its model: start_kernels
+            eff = device.spec.efficiency if efficiency is None else efficiency
+            spec_rate[key] = device.spec.peak(dtype) * eff
+        rate[i] = spec_rate[key]
+    compute = np.array([d.compute_resource for d in devices], dtype=np.int64)
+    memory = np.array([d.memory_resource for d in devices], dtype=np.int64)
+    return compute, memory, rate
+
+
+def start_kernels_on(kernel: FluidKernel, compute: np.ndarray, memory: np.ndarray, rate: np.ndarray,
+                     flops: np.ndarray, nbytes: np.ndarray, *, on_done: Any = None,
+                     describe: Any = None) -> ActivityBatch:
+    """:func:`start_kernels` on resources and rates from :func:`kernel_resources`, without a loop per device.
+
+    A kernel with memory traffic is limited by its bytes (its FLOP are charged per
+    byte to the compute resource); one without is pure compute.
+    """
+    n = compute.shape[0]
+    flops = np.broadcast_to(np.asarray(flops, dtype=float), (n,))
+    nbytes = np.broadcast_to(np.asarray(nbytes, dtype=float), (n,))
+    moves = nbytes > 0
+    amount = np.where(moves, nbytes, flops)
+    coefs = np.empty((n, 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        coefs[:, 0] = np.where(moves, flops / nbytes / rate, 1.0 / rate)
+    coefs[:, 1] = moves
+    resources = np.stack((compute, memory), axis=1)
+    # a kernel without memory traffic does not consume the memory resource
+    keep = coefs.reshape(-1) > 0
+    counts = keep.reshape(n, 2).sum(axis=1)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return kernel.start(amount, (indptr, resources.reshape(-1)[keep]), coefs.reshape(-1)[keep], tags=np.arange(n),
                         on_done=on_done, describe=describe)

@@ -1,6 +1,13 @@
 """The simulation kernel: SimPy's clock plus fluid max-min sharing of resources."""
 
-from commsim.kernel.fluid import ActivityBatch, FluidKernel, KernelStats
-from commsim.kernel.maxmin import max_min_rates
+from commsim._lazy import lazy_exports
+
+# imported on first use: `import commsim` must not pay for what a run may never need
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "ActivityBatch": "commsim.kernel.fluid",
+    "FluidKernel": "commsim.kernel.fluid",
+    "KernelStats": "commsim.kernel.fluid",
+    "max_min_rates": "commsim.kernel.maxmin",
+})
 
 __all__ = ["ActivityBatch", "FluidKernel", "KernelStats", "max_min_rates"]

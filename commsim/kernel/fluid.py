@@ -47,6 +47,13 @@ DoneCallback = Callable[[np.ndarray, np.ndarray], None]
 _FLUSH_PRIORITY = 2  # after SimPy's URGENT (0) and NORMAL (1): every change of an instant is in
 _DONE_RTOL = 1e-12  # remaining work below this fraction of the amount counts as done
 _MAX_LOCAL_ROUNDS = 8  # growth rounds of a local update before solving the whole component
+# past these rounds only a small set keeps growing: on a densely coupled fabric a set that is still
+# wrong after two rounds usually spreads over the component, and failing late costs more than the solve
+_CHEAP_LOCAL_ROUNDS = 2
+_CHEAP_LOCAL_SET = 64
+# after k local updates failed in a row, the next 2^k - 1 removal-only flushes solve at once (k <= this)
+_MAX_SKIP_DOUBLINGS = 5
+_SCAN_INCIDENCES = 4096  # below this many incidences a local update scans them instead of using the index
 
 
 @dataclass
@@ -59,6 +66,8 @@ class KernelStats:
     activities_completed: int = 0
     solved_activities: int = 0
     local_rounds: int = 0
+    local_fallbacks: int = 0  # local updates that grew too large and handed over to a full solve
+    local_skips: int = 0  # removal-only recomputations that went straight to the solve (back-off)
     largest_component: int = 0
     solve_seconds: float = 0.0
 
@@ -152,12 +161,19 @@ class FluidKernel:
         self._dirty: list[np.ndarray] = []
         self._classes: dict[int, int] = {}  # running activities per priority class
         self._res_live = np.zeros(0, dtype=np.int64)  # live incidences per resource
+        # incidence positions grouped by resource (a CSR built over positions < _index_end; later
+        # positions are scanned), so a local update reads the activities of a few resources only
+        self._index_order = np.zeros(0, dtype=np.int64)
+        self._index_ptr = np.zeros(1, dtype=np.int64)
+        self._index_end = -1  # -1: not built
         # what changed since the last flush, for the fast path of disjoint batches
         self._new_ranges: list[tuple[np.ndarray, int, int]] = []
         self._freed: list[np.ndarray] = []
         self._slow = False
         self._caponly: list[np.ndarray] = []  # new activities with no resource, until their first solve
         self._theta = math.inf  # lowest fair level the pending changes can affect
+        self._local_misses = 0  # local updates that failed in a row
+        self._local_skips = 0  # removal-only flushes left that skip the local update
         self._flush_pending = False
         self._pending: Event | None = None  # the one wake-up for the next completion
         self._pending_time = math.inf
@@ -261,7 +277,7 @@ class FluidKernel:
         prios = np.broadcast_to(np.asarray(priority, dtype=np.int64), (n,))
         caps = np.broadcast_to(np.asarray(cap, dtype=float), (n,))
         tag_arr = np.arange(n, dtype=np.int64) if tags is None else np.asarray(tags, dtype=np.int64).reshape(-1)
-        self._check_start(amount, indptr, flat_res, flat_coef, weights, caps, tag_arr)
+        empty = self._check_start(amount, indptr, flat_res, flat_coef, weights, caps, tag_arr)
 
         batch_id = self._next_batch_id
         self._next_batch_id += 1
@@ -287,8 +303,8 @@ class FluidKernel:
             return batch
         self._batches[batch_id] = batch
         self._count_classes(np.asarray(prios), +1)
-        if flat_res.shape[0] == 0 or np.any(np.diff(indptr) == 0):
-            self._caponly.append(slots[np.diff(indptr) == 0])
+        if empty.any():
+            self._caponly.append(slots[empty])
         self._mark_dirty(flat_res)
         if flat_res.shape[0] == 0:
             self._request_flush()
@@ -403,7 +419,8 @@ class FluidKernel:
         return times, np.concatenate(self._usage_res), np.concatenate(self._usage_load)
 
     # ------------------------------------------------------------------ internals
-    def _check_start(self, amount, indptr, flat_res, flat_coef, weights, caps, tags) -> None:
+    def _check_start(self, amount, indptr, flat_res, flat_coef, weights, caps, tags) -> np.ndarray:
+        """Raise on bad input; return which activities have no resource."""
         # min/max and a finite sum are a few passes for a batch of thousands (this runs every step)
         n = amount.shape[0]
         if n and (amount.min() < 0 or not np.isfinite(amount.sum())):
@@ -427,6 +444,7 @@ class FluidKernel:
                               fix="give each activity at least one resource or a rate cap")
         if tags.shape[0] != n:
             raise ValueError("start: one tag per activity is required")
+        return empty
 
     def _alloc_slots(self, n: int) -> np.ndarray:
         taken: list[np.ndarray] = []
@@ -489,6 +507,7 @@ class FluidKernel:
         self._new_ranges.append((slots, start, end))
 
     def _compact_incidences(self, extra: int) -> None:
+        self._index_end = -1  # positions move: the resource index is rebuilt when next needed
         if self._new_ranges:
             self._slow = True  # incidence positions move: the ranges noted for the fast path are gone
         n = self._n_trip
@@ -584,8 +603,18 @@ class FluidKernel:
         touched = None
         if not self._mixed_priorities():
             touched = self._disjoint_update()
-            if touched is None:
-                touched = self._local_update(seeds, theta, live, t_act, t_res, t_coef)
+            if touched is None and self._local_skips and not self._new_ranges and 0.0 < theta < math.inf:
+                # local updates of removals kept failing (a densely coupled fabric): go straight to the solve
+                self._local_skips -= 1
+                self.stats.local_skips += 1
+            elif touched is None:
+                touched = self._local_update(seeds, theta)
+                if touched is None:
+                    self.stats.local_fallbacks += 1
+                    self._local_misses = min(self._local_misses + 1, _MAX_SKIP_DOUBLINGS)
+                    self._local_skips = (1 << self._local_misses) - 1
+                else:
+                    self._local_misses = 0
         # the level rule holds for removals alone: a new activity can slow anybody it meets
         only_removals = not self._new_ranges
         self._new_ranges, self._freed, self._slow = [], [], False
@@ -628,13 +657,13 @@ class FluidKernel:
         pieces = [slice(a, b) for _, a, b in self._new_ranges]
         if not all(self._t_live[p].all() for p in pieces):
             return None  # some were stopped before their first solve
-        res = np.concatenate([self._t_res[p] for p in pieces])
+        res = self._t_res[pieces[0]] if len(pieces) == 1 else np.concatenate([self._t_res[p] for p in pieces])
         if res.size == 0 or np.any(self._res_live[res] != 1):
             return None  # shared by two of them, or with someone else
         counts = self._trip_count[acts]
         if np.any(counts == 0):
             return None  # activities with only a cap go the usual way
-        coef = np.concatenate([self._t_coef[p] for p in pieces])
+        coef = self._t_coef[pieces[0]] if len(pieces) == 1 else np.concatenate([self._t_coef[p] for p in pieces])
         # maxmin._unshared in global numbering: calling it would need local index arrays, which cost
         # about 20% of a 4,096-GPU ring all-reduce (measured), so the few lines are kept here
         starts = np.cumsum(counts) - counts
@@ -698,7 +727,46 @@ class FluidKernel:
             self._set_rates(acts, rates, _global_ids(res_ids, bottleneck))
         return res_in
 
-    def _local_update(self, seeds, theta, live, t_act, t_res, t_coef) -> np.ndarray | None:
+    def _positions_on(self, resources: np.ndarray) -> np.ndarray:
+        """Positions of the live incidences on ``resources`` (unique, sorted ids), in position order.
+
+        Reads the resource index for positions it covers and scans only the
+        incidences appended since it was built, so the cost follows the
+        activities on those resources, not every incidence of the run.
+        """
+        n = self._n_trip
+        if n <= _SCAN_INCIDENCES:
+            # few incidences: one scan is cheaper than keeping an index
+            mark = np.zeros(self.resource_count, dtype=bool)
+            mark[resources] = True
+            return np.flatnonzero(mark[self._t_res[:n]] & self._t_live[:n])
+        end = self._index_end
+        if end < 0 or n - end > max(1024, end // 8) or self._index_ptr.shape[0] != self.resource_count + 1:
+            self._build_index()
+            end = n
+        ptr = self._index_ptr
+        lo = ptr[resources]
+        counts = ptr[resources + 1] - lo
+        total = int(counts.sum())
+        pos = self._index_order[np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(total)]
+        if end < n:
+            mark = np.zeros(self.resource_count, dtype=bool)
+            mark[resources] = True
+            pos = np.concatenate((pos, end + np.flatnonzero(mark[self._t_res[end:n]])))
+        pos = pos[self._t_live[pos]]
+        pos.sort()
+        return pos
+
+    def _build_index(self) -> None:
+        n = self._n_trip
+        live = np.flatnonzero(self._t_live[:n])
+        res = self._t_res[live]
+        self._index_order = live[np.argsort(res, kind="stable")]
+        self._index_ptr = np.zeros(self.resource_count + 1, dtype=np.int64)
+        np.cumsum(np.bincount(res, minlength=self.resource_count), out=self._index_ptr[1:])
+        self._index_end = n
+
+    def _local_update(self, seeds: np.ndarray, theta: float) -> np.ndarray | None:
         """Solve a small set of activities again and grow it until the result is provably exact.
 
         Most changes move the rates of a handful of activities. Starting from the
@@ -711,47 +779,48 @@ class FluidKernel:
         and solves again. Activities below ``theta`` (the lowest level of an
         activity removed at this instant) cannot change: progressive filling is
         the same below that level, so they are left out of the starting set.
+        Everything here reads the incidences of the set and of its resources
+        only (through the resource index), never the whole fabric.
 
         Returns the resources whose load may have changed, or None when the set
         grew too often (the caller then solves the whole component).
         """
-        hw = self._high_water
         level = self._level
         low = 1.0 - 1e-9
-        in_set = np.zeros(hw, dtype=bool)
-        mark = np.zeros(self.resource_count, dtype=bool)
-        mark[seeds] = True
-        start = live & mark[t_res]
+        res_ids = np.unique(seeds)
+        start = self._positions_on(res_ids)
+        first = self._t_act[start]
         if 0.0 < theta < math.inf:
-            start &= level[t_act] >= theta * low
-        in_set[t_act[start]] = True
+            first = first[level[first] >= theta * low]
         fresh = self._fresh_caponly()
-        if not start.any() and fresh.size == 0:
-            return mark  # only removals that left their resources idle: nobody else changes
-        in_set[fresh] = True
+        if first.size == 0 and fresh.size == 0:
+            return self._resource_mask(res_ids)  # only removals that left their resources idle
+        acts = np.unique(np.concatenate((first, fresh)))
         # past this size a local solve costs more than solving what the change can reach at once
         limit = max(256, (self.stats.activities_started - self.stats.activities_completed) // 8)
+        member = np.zeros(self._slots, dtype=bool)
         for done_rounds in range(1, _MAX_LOCAL_ROUNDS + 1):
-            acts = np.flatnonzero(in_set)
-            if acts.size > limit:
+            if acts.size > limit or (done_rounds > _CHEAP_LOCAL_ROUNDS and acts.size > _CHEAP_LOCAL_SET):
                 return None
-            trip_in = live & in_set[t_act]
-            res_in = mark.copy()
-            res_in[t_res[trip_in]] = True
+            counts = self._trip_count[acts]
+            ipos = self._offsets(acts, counts)
+            ipos.sort()  # position order, as a scan of the incidence arrays meets them
+            res_ids = np.union1d(res_ids, self._t_res[ipos])
             if acts.size == 0:
-                return res_in
-            res_ids = np.flatnonzero(res_in)
-            local_res = np.cumsum(res_in) - 1
-            local_act = np.cumsum(in_set) - 1
+                return self._resource_mask(res_ids)
+            i_res = np.searchsorted(res_ids, self._t_res[ipos])
+            i_act = np.searchsorted(acts, self._t_act[ipos])
+            i_coef = self._t_coef[ipos]
             # everybody else on these resources keeps its rate and its share
-            other = live & res_in[t_res] & ~trip_in
-            o_res = local_res[t_res[other]]
-            o_act = t_act[other]
-            held = np.bincount(o_res, weights=t_coef[other] * self._rate[o_act], minlength=res_ids.shape[0])
+            opos = self._positions_on(res_ids)
+            member[acts] = True
+            opos = opos[~member[self._t_act[opos]]]
+            member[acts] = False
+            o_res = np.searchsorted(res_ids, self._t_res[opos])
+            o_act = self._t_act[opos]
+            o_coef = self._t_coef[opos]
+            held = np.bincount(o_res, weights=o_coef * self._rate[o_act], minlength=res_ids.shape[0])
             capacity = np.maximum(self._capacity[res_ids] - held, 0.0)
-            i_res = local_res[t_res[trip_in]]
-            i_act = local_act[t_act[trip_in]]
-            i_coef = t_coef[trip_in]
             bneck = np.empty(acts.size, dtype=np.int64)
             rates = max_min_rates(i_act, i_res, i_coef, self._weight[acts], self._cap[acts], self._prio[acts],
                                   capacity, bneck)
@@ -760,7 +829,7 @@ class FluidKernel:
                 self._settle(acts)
                 self._set_rates(acts, rates, _global_ids(res_ids, bneck))
                 self.stats.local_rounds += done_rounds
-                return res_in
+                return self._resource_mask(res_ids)
             new_level = rates / self._weight[acts]
             # the highest level of the activities held at their rates, per resource
             other_max = np.full(res_ids.shape[0], -math.inf)
@@ -772,23 +841,26 @@ class FluidKernel:
             top = other_max.copy()
             np.maximum.at(top, i_res, new_level[i_act])
             saturated = load >= self._capacity[res_ids] * low
-            outsiders = np.unique(o_act) if o_act.size else o_act
+            outsiders = np.unique(o_act)
             b = self._bottleneck[outsiders]
-            here = (b >= 0) & res_in[np.maximum(b, 0)]
-            lb = local_res[np.maximum(b, 0)]
+            lb = np.minimum(np.searchsorted(res_ids, b), res_ids.shape[0] - 1)
+            here = (b >= 0) & (res_ids[lb] == b)
             bad_out = here & ~(saturated[lb] & (level[outsiders] >= top[lb] * low))
             if not bad_in.any() and not bad_out.any():
                 self._settle(acts)
                 self._set_rates(acts, rates, _global_ids(res_ids, bneck))
                 self.stats.local_rounds += done_rounds
-                return res_in
+                return self._resource_mask(res_ids)
             grow = np.zeros(res_ids.shape[0], dtype=bool)
             grow[bneck[bad_in]] = True
             grow[lb[bad_out]] = True
-            in_set[o_act[grow[o_res]]] = True
-            in_set[outsiders[bad_out]] = True
-            mark = res_in
+            acts = np.union1d(acts, np.concatenate((o_act[grow[o_res]], outsiders[bad_out])))
         return None
+
+    def _resource_mask(self, res_ids: np.ndarray) -> np.ndarray:
+        mark = np.zeros(self.resource_count, dtype=bool)
+        mark[res_ids] = True
+        return mark
 
     def _fresh_caponly(self) -> np.ndarray:
         """Activities without resources that have not been given their rate yet."""
@@ -963,7 +1035,7 @@ def _as_csr(resources, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _flatten(coefs, nnz: int) -> np.ndarray:
     if isinstance(coefs, np.ndarray) and coefs.ndim == 1:
-        flat = coefs.astype(float)
+        flat = coefs.astype(float, copy=False)  # start() copies it into the incidence arrays
     else:
         flat = np.fromiter((c for cs in coefs for c in cs), dtype=float)
     if flat.shape[0] != nnz:

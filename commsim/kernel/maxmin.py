@@ -132,19 +132,22 @@ def _fill(
     t_cw = t_coef * weight[t_act]
     low = 1.0 - TIE_TOLERANCE
     high = 1.0 + TIE_TOLERANCE
-    while t_act.size:
+    if not t_act.size:
+        return
+    # per activity (in incidence order): its id, incidence count and cap level; filtered as they freeze
+    starts = np.flatnonzero(np.concatenate(([True], t_act[1:] != t_act[:-1])))
+    counts = np.diff(np.append(starts, t_act.size))
+    a_ids = t_act[starts]
+    a_cap = cap[a_ids] / weight[a_ids]
+    while t_res.size:
         demand = np.bincount(t_res, weights=t_cw, minlength=n_res)
         with np.errstate(divide="ignore", invalid="ignore"):
-            t_level = residual[t_res] / demand[t_res]
-        starts = np.flatnonzero(np.concatenate(([True], t_act[1:] != t_act[:-1])))
-        counts = np.diff(np.append(starts, t_act.size))
-        a_ids = t_act[starts]
+            t_level = (residual / demand)[t_res]  # divided per resource: the same quotients, fewer of them
         a_min = np.minimum.reduceat(t_level, starts)
-        a_cap = cap[a_ids] / weight[a_ids]
         a_level = np.minimum(a_min, a_cap)
         # A resource is a local bottleneck when none of its activities can settle lower elsewhere.
         t_a_level = np.repeat(a_level, counts)
-        blocked = np.bincount(t_res, weights=t_a_level < t_level * low, minlength=n_res)
+        blocked = np.bincount(t_res[t_a_level < t_level * low], minlength=n_res)
         on_bottleneck = blocked[t_res] == 0
         a_res = np.maximum.reduceat(np.where(on_bottleneck, t_res, -1), starts)
         by_cap = a_cap <= a_min * high
@@ -157,7 +160,10 @@ def _fill(
         np.subtract(residual, used, out=residual)
         np.maximum(residual, 0.0, out=residual)
         keep = ~t_fix
-        t_act, t_res, t_cw = t_act[keep], t_res[keep], t_cw[keep]
+        t_res, t_cw = t_res[keep], t_cw[keep]
+        a_open = ~a_fix
+        a_ids, a_cap, counts = a_ids[a_open], a_cap[a_open], counts[a_open]
+        starts = np.cumsum(counts) - counts
 
 
 def _small(

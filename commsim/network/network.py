@@ -257,7 +257,8 @@ class Network:
         """
         n = len(routes)
         size = np.broadcast_to(np.asarray(nbytes, dtype=float), (n,)).copy()
-        if np.any(~np.isfinite(size)) or np.any(size < 0):
+        # two reductions: NaN fails the first test, an infinity one of them
+        if n and not (size.min() >= 0 and np.isfinite(size.max())):
             raise ConfigError(field="bytes", value=float(size[~(np.isfinite(size) & (size >= 0))][0]),
                               rule="must be a finite size >= 0", fix="give a non-negative message size")
         if routes.generation != self._generation:
@@ -278,13 +279,16 @@ class Network:
         if np.all(empty):
             self._deliver(batch, np.arange(n), now)
             return batch
-        moving = np.flatnonzero(~empty)
         if empty.any():
+            moving = np.flatnonzero(~empty)
             # a transfer to itself with no resources is a no-op delivered at once
             self._deliver(batch, np.flatnonzero(empty), now)
             indptr, res, coef = self._csr(batch, moving)
-        caps = np.broadcast_to(np.asarray(cap, dtype=float), (n,))[moving]
-        kb = self.kernel.start(size[moving], (indptr, res), coef, weight=weight, priority=priority, cap=caps,
+            caps = np.broadcast_to(np.asarray(cap, dtype=float), (n,))[moving]
+            moving_size = size[moving]
+        else:
+            moving, caps, moving_size = np.arange(n), cap, size
+        kb = self.kernel.start(moving_size, (indptr, res), coef, weight=weight, priority=priority, cap=caps,
                                tags=moving, on_done=lambda ids, tags: self._arrived(batch, tags),
                                describe=lambda tag: self._describe(batch, tag))
         kb.owner = batch

@@ -7,56 +7,58 @@
 128
 """
 
-from commsim.workloads._dtypes import DTYPE_BYTES, Dtype, dtype_bytes
-from commsim.workloads._index import TraceIndex
-from commsim.workloads._validate import validate_against, validate_trace
-from commsim.workloads.chakra import import_chakra
-from commsim.workloads.chakra_et import export_chakra
-from commsim.workloads.generators import (
-    InferenceConfig,
-    StageMemory,
-    TrainingConfig,
-    TrainingMemory,
-    inference_trace,
-    interleaved_one_f_one_b,
-    one_f_one_b,
-    pipeline_schedule,
-    training_memory,
-    training_trace,
-)
-from commsim.workloads.kineto import import_pytorch_profile
-from commsim.workloads.models import (
-    Gemm,
-    TransformerSpec,
-    catalog_names,
-    gemm_backward,
-    layer_gemms,
-    layer_parameter_shapes,
-    load_model,
-    parameter_count,
-    parameter_shapes,
-    parameters_by_layer,
-    tp_shard,
-)
-from commsim.workloads.sources import load_any_trace
-from commsim.workloads.trace import (
-    AllocOp,
-    CollectiveOp,
-    ComputeOp,
-    DelayOp,
-    DiskReadOp,
-    FreeOp,
-    Op,
-    Program,
-    RecvOp,
-    SendOp,
-    Trace,
-    dump_trace,
-    load_trace,
-    parse_trace,
-    save_trace,
-    trace_json_schema,
-)
+from commsim._lazy import lazy_exports
+
+# imported on first use: `import commsim` must not pay for what a run may never need
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "DTYPE_BYTES": "commsim.workloads._dtypes",
+    "Dtype": "commsim.workloads._dtypes",
+    "dtype_bytes": "commsim.workloads._dtypes",
+    "TraceIndex": "commsim.workloads._index",
+    "validate_against": "commsim.workloads._validate",
+    "validate_trace": "commsim.workloads._validate",
+    "import_chakra": "commsim.workloads.chakra",
+    "export_chakra": "commsim.workloads.chakra_et",
+    "InferenceConfig": "commsim.workloads.generators",
+    "StageMemory": "commsim.workloads.generators",
+    "TrainingConfig": "commsim.workloads.generators",
+    "TrainingMemory": "commsim.workloads.generators",
+    "inference_trace": "commsim.workloads.generators",
+    "interleaved_one_f_one_b": "commsim.workloads.generators",
+    "one_f_one_b": "commsim.workloads.generators",
+    "pipeline_schedule": "commsim.workloads.generators",
+    "training_memory": "commsim.workloads.generators",
+    "training_trace": "commsim.workloads.generators",
+    "import_pytorch_profile": "commsim.workloads.kineto",
+    "Gemm": "commsim.workloads.models",
+    "TransformerSpec": "commsim.workloads.models",
+    "catalog_names": "commsim.workloads.models",
+    "gemm_backward": "commsim.workloads.models",
+    "layer_gemms": "commsim.workloads.models",
+    "layer_parameter_shapes": "commsim.workloads.models",
+    "load_model": "commsim.workloads.models",
+    "parameter_count": "commsim.workloads.models",
+    "parameter_shapes": "commsim.workloads.models",
+    "parameters_by_layer": "commsim.workloads.models",
+    "tp_shard": "commsim.workloads.models",
+    "load_any_trace": "commsim.workloads.sources",
+    "AllocOp": "commsim.workloads.trace",
+    "CollectiveOp": "commsim.workloads.trace",
+    "ComputeOp": "commsim.workloads.trace",
+    "DelayOp": "commsim.workloads.trace",
+    "DiskReadOp": "commsim.workloads.trace",
+    "FreeOp": "commsim.workloads.trace",
+    "Op": "commsim.workloads.trace",
+    "Program": "commsim.workloads.trace",
+    "RecvOp": "commsim.workloads.trace",
+    "SendOp": "commsim.workloads.trace",
+    "Trace": "commsim.workloads.trace",
+    "dump_trace": "commsim.workloads.trace",
+    "load_trace": "commsim.workloads.trace",
+    "parse_trace": "commsim.workloads.trace",
+    "save_trace": "commsim.workloads.trace",
+    "trace_json_schema": "commsim.workloads.trace",
+})
 
 __all__ = [
     "DTYPE_BYTES",
