@@ -14,7 +14,6 @@ from commsim.cli._progress import progress_bar
 from commsim.errors import ConfigError, SimulationError
 from commsim.limits import allow_large
 from commsim.paths import output_dir
-from commsim.scenario import load_scenario, parse_set, simulate
 from commsim.units import format_quantity
 
 SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a field: PATH=VALUE "
@@ -40,6 +39,8 @@ def run_command(
     Exit codes: 0 done, 2 bad input (nothing simulated), 3 the simulation could not
     finish (a stall: the tables up to the stall are written).
     """
+    from commsim.scenario import load_scenario, simulate
+
     grid = _set_grid(sets)
     overrides = {}
     for path, values in grid.items():
@@ -77,6 +78,8 @@ def run_command(
 
 def _set_grid(sets: list[str] | None) -> dict[str, list]:
     """The ``--set`` options as ``{path: values}``; a path given twice is an error, not a silent override."""
+    from commsim.scenario import parse_set
+
     grid: dict[str, list] = {}
     for text in sets or []:
         path, values = parse_set(text)

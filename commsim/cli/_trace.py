@@ -6,28 +6,22 @@ import json
 from collections import Counter
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from commsim import workloads  # names load on first use, so `commsim --help` does not pay for them
 from commsim.cli._app import console, trace_app
 from commsim.config import load_yaml
 from commsim.errors import ConfigError
 from commsim.limits import MAX_RANKS, check_limit
 from commsim.paths import output_file
 from commsim.units import format_bytes, format_quantity, parse_quantity
-from commsim.workloads import (
-    import_chakra,
-    inference_trace,
-    load_trace,
-    save_trace,
-    trace_json_schema,
-    training_trace,
-    validate_against,
-    validate_trace,
-)
-from commsim.workloads.trace import Trace
+
+if TYPE_CHECKING:
+    from commsim.workloads.trace import Trace
 
 
 class Mode(str, Enum):
@@ -42,7 +36,7 @@ def schema(
     output: Path | None = typer.Option(None, "-o", "--output", help="Write the schema to this file instead of stdout."),
 ) -> None:
     """Print the JSON Schema of the trace format."""
-    text = json.dumps(trace_json_schema(), indent=2)
+    text = json.dumps(workloads.trace_json_schema(), indent=2)
     if output is None:
         typer.echo(text)
     else:
@@ -95,7 +89,7 @@ def generate(
     check_limit("--tp/--pp/--dp", (tp, pp, dp), tp * pp * dp, MAX_RANKS, "ranks",
                 fix="use smaller parallel degrees")
     if mode is Mode.training:
-        trace = training_trace(
+        trace = workloads.training_trace(
             model, tp=tp, pp=pp, dp=dp, micro_batch_size=micro_batch_size, num_micro_batches=micro_batches,
             seq_len=seq_len, dtype=dtype, grad_dtype=grad_dtype,
             bucket_size=parse_quantity(bucket_size, "bytes", field="--bucket-size"),
@@ -107,11 +101,11 @@ def generate(
         if pp != 1 or dp != 1:
             raise ConfigError(field="--pp/--dp", value=(pp, dp), rule="apply to training only",
                               fix="leave them at 1 for --mode inference (inference traces are tensor-parallel)")
-        trace = inference_trace(model, tp=tp, batch_size=batch_size, prompt_len=prompt_len,
+        trace = workloads.inference_trace(model, tp=tp, batch_size=batch_size, prompt_len=prompt_len,
                                 decode_steps=decode_steps, dtype=dtype, tp_algorithm=tp_algorithm,
                                 flash_attention=not no_flash, strict_heads=not loose_heads)
-    validate_trace(trace)
-    size = save_trace(trace, output, indent=indent)
+    workloads.validate_trace(trace)
+    size = workloads.save_trace(trace, output, indent=indent)
     console.print(f"wrote [bold]{escape(str(output))}[/] ({format_bytes(size)})")
     _summary(trace)
 
@@ -122,13 +116,13 @@ def validate_cmd(
     devices: int | None = typer.Option(None, "--devices", help="Also check that the ranks fit N devices."),
 ) -> None:
     """Check a trace file against every rule of the format and summarise it."""
-    trace = load_trace(file)
+    trace = workloads.load_trace(file)
     if devices is not None:
         if devices < 1:
             raise ConfigError(field="--devices", value=devices, rule="must be at least 1",
                               fix="give the number of devices the trace should run on")
         try:
-            validate_against(trace, devices)
+            workloads.validate_against(trace, devices)
         except ConfigError as error:
             raise error.with_source(str(file)) from None
     console.print(f"[green]valid[/]: {escape(str(file))}")
@@ -166,8 +160,8 @@ def import_chakra_cmd(
                               rule="is not a mapping of group names to rank lists",
                               fix="write e.g. {\"0\": [0, 1, 2, 3]}")
         groups = {str(k): [int(r) for r in v] for k, v in data.items()}
-    trace = import_chakra(files, ranks=rank_list, process_groups=groups, dtype=dtype)
-    size = save_trace(trace, output, indent=indent)
+    trace = workloads.import_chakra(files, ranks=rank_list, process_groups=groups, dtype=dtype)
+    size = workloads.save_trace(trace, output, indent=indent)
     console.print(f"wrote [bold]{escape(str(output))}[/] ({format_bytes(size)})")
     _summary(trace)
 
@@ -202,7 +196,7 @@ def import_pytorch_cmd(
 
     output_file(output, field="--output")
     trace = import_pytorch_profile(files)
-    size = save_trace(trace, output, indent=indent)
+    size = workloads.save_trace(trace, output, indent=indent)
     console.print(f"wrote [bold]{output}[/] ({format_bytes(size)})")
     _summary(trace)
 
