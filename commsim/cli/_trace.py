@@ -102,12 +102,10 @@ def generate(
             raise ConfigError(field="--pp/--dp", value=(pp, dp), rule="apply to training only",
                               fix="leave them at 1 for --mode inference (inference traces are tensor-parallel)")
         trace = workloads.inference_trace(model, tp=tp, batch_size=batch_size, prompt_len=prompt_len,
-                                decode_steps=decode_steps, dtype=dtype, tp_algorithm=tp_algorithm,
-                                flash_attention=not no_flash, strict_heads=not loose_heads)
+                                          decode_steps=decode_steps, dtype=dtype, tp_algorithm=tp_algorithm,
+                                          flash_attention=not no_flash, strict_heads=not loose_heads)
     workloads.validate_trace(trace)
-    size = workloads.save_trace(trace, output, indent=indent)
-    console.print(f"wrote [bold]{escape(str(output))}[/] ({format_bytes(size)})")
-    _summary(trace)
+    _write(trace, output, indent)
 
 
 @trace_app.command("validate")
@@ -161,9 +159,7 @@ def import_chakra_cmd(
                               fix="write e.g. {\"0\": [0, 1, 2, 3]}")
         groups = {str(k): [int(r) for r in v] for k, v in data.items()}
     trace = workloads.import_chakra(files, ranks=rank_list, process_groups=groups, dtype=dtype)
-    size = workloads.save_trace(trace, output, indent=indent)
-    console.print(f"wrote [bold]{escape(str(output))}[/] ({format_bytes(size)})")
-    _summary(trace)
+    _write(trace, output, indent)
 
 
 @trace_app.command("export-chakra")
@@ -196,8 +192,13 @@ def import_pytorch_cmd(
 
     output_file(output, field="--output")
     trace = import_pytorch_profile(files)
+    _write(trace, output, indent)
+
+
+def _write(trace: Trace, output: Path, indent: int | None) -> None:
+    """Save ``trace`` as JSON at ``output``, say so and summarise it."""
     size = workloads.save_trace(trace, output, indent=indent)
-    console.print(f"wrote [bold]{output}[/] ({format_bytes(size)})")
+    console.print(f"wrote [bold]{escape(str(output))}[/] ({format_bytes(size)})")
     _summary(trace)
 
 

@@ -249,13 +249,7 @@ def start_kernels(
             known[key] = kernel_activity(device.spec, key[1], key[2], dtype, efficiency, kernel)
         amount[i], coefs[i] = known[key]
     resources = np.array([(d.compute_resource, d.memory_resource) for d in devices], dtype=np.int64)
-    # a kernel without memory traffic does not consume the memory resource
-    keep = coefs.reshape(-1) > 0
-    counts = keep.reshape(n, 2).sum(axis=1)
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    return fluid.start(amount, (indptr, resources.reshape(-1)[keep]), coefs.reshape(-1)[keep], tags=np.arange(n),
-                        on_done=on_done, describe=describe)
+    return _start_batch(fluid, amount, coefs, resources, on_done, describe)
 
 
 def kernel_resources(devices: list[Device], *, dtype: str = "bf16",
@@ -300,7 +294,13 @@ def start_kernels_on(kernel: FluidKernel, compute: np.ndarray, memory: np.ndarra
     with np.errstate(divide="ignore", invalid="ignore"):
         coefs[:, 0] = np.where(moves, flops / nbytes / rate, 1.0 / rate)
     coefs[:, 1] = moves
-    resources = np.stack((compute, memory), axis=1)
+    return _start_batch(kernel, amount, coefs, np.stack((compute, memory), axis=1), on_done, describe)
+
+
+def _start_batch(kernel: FluidKernel, amount: np.ndarray, coefs: np.ndarray, resources: np.ndarray, on_done: Any,
+                 describe: Any) -> ActivityBatch:
+    """One activity per row: ``amount[i]`` of work on ``resources[i]`` (compute, memory) at ``coefs[i]``."""
+    n = amount.shape[0]
     # a kernel without memory traffic does not consume the memory resource
     keep = coefs.reshape(-1) > 0
     counts = keep.reshape(n, 2).sum(axis=1)
