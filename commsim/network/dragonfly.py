@@ -18,38 +18,35 @@ global hop.
 from __future__ import annotations
 
 import itertools
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import Field, validate_call
+from pydantic import validate_call
 
+from commsim.network._params import GENERATOR_CALL, NonNegativeDuration, PositiveBandwidth, PositiveInt
 from commsim.network.topology import Topology
-from commsim.units import Bandwidth, Duration
 
 __all__ = ["dragonfly"]
 
-_PositiveInt = Annotated[int, Field(gt=0)]
-_Bandwidth = Annotated[Bandwidth, Field(gt=0)]
-_Latency = Annotated[Duration, Field(ge=0)]
 
 
-@validate_call(validate_return=False, config={"arbitrary_types_allowed": True})
+@validate_call(**GENERATOR_CALL)
 def dragonfly(
-    servers: _PositiveInt = 2,
-    gpus_per_server: _PositiveInt = 4,
-    nics_per_server: _PositiveInt = 2,
+    servers: PositiveInt = 2,
+    gpus_per_server: PositiveInt = 4,
+    nics_per_server: PositiveInt = 2,
     device: Any = "a100_sxm4_40gb",
-    nvlink_bandwidth: _Bandwidth = 100e9,
-    nvlink_latency: _Latency = 350e-9,
-    pcie_bandwidth: _Bandwidth = 31.5e9,
-    pcie_latency: _Latency = 500e-9,
-    nic_bandwidth: _Bandwidth = 25e9,
-    servers_per_switch: _PositiveInt = 16,
-    switches_per_group: _PositiveInt = 8,
-    local_bandwidth: _Bandwidth = 25e9,
-    global_links: _PositiveInt = 4,
-    global_bandwidth: _Bandwidth = 25e9,
-    link_latency: _Latency = 500e-9,
-    switch_latency: _Latency = 350e-9,
+    nvlink_bandwidth: PositiveBandwidth = 100e9,
+    nvlink_latency: NonNegativeDuration = 350e-9,
+    pcie_bandwidth: PositiveBandwidth = 31.5e9,
+    pcie_latency: NonNegativeDuration = 500e-9,
+    nic_bandwidth: PositiveBandwidth = 25e9,
+    servers_per_switch: PositiveInt = 16,
+    switches_per_group: PositiveInt = 8,
+    local_bandwidth: PositiveBandwidth = 25e9,
+    global_links: PositiveInt = 4,
+    global_bandwidth: PositiveBandwidth = 25e9,
+    link_latency: NonNegativeDuration = 500e-9,
+    switch_latency: NonNegativeDuration = 350e-9,
 ) -> Topology:
     """``servers`` servers on a dragonfly; bandwidths are per direction, bytes/s (or unit strings).
 

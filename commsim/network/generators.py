@@ -24,9 +24,9 @@ from pydantic import Field, ValidationError, validate_call
 
 from commsim.config import config_error_from
 from commsim.limits import MAX_TOPOLOGY_NODES, check_limit
+from commsim.network._params import GENERATOR_CALL, NonNegativeDuration, PositiveBandwidth, PositiveInt, Ratio
 from commsim.network.dragonfly import dragonfly
 from commsim.network.topology import Topology
-from commsim.units import Bandwidth, Duration
 
 __all__ = [
     "GENERATORS",
@@ -44,11 +44,6 @@ __all__ = [
     "wan",
 ]
 
-PositiveInt = Annotated[int, Field(gt=0)]
-Ratio = Annotated[float, Field(ge=1.0)]
-PositiveBandwidth = Annotated[Bandwidth, Field(gt=0)]
-NonNegativeDuration = Annotated[Duration, Field(ge=0)]
-_CALL = {"validate_return": False, "config": {"arbitrary_types_allowed": True}}
 
 
 def _expect(field: str, value: Any, nodes_and_links: int) -> None:
@@ -67,7 +62,7 @@ def _devices(topo: Topology, count: int, device: Any, *, prefix: str = "gpu", st
     return names
 
 
-@validate_call(**_CALL)
+@validate_call(**GENERATOR_CALL)
 def ring(
     n: Annotated[int, Field(ge=2)] = 8,
     bandwidth: PositiveBandwidth = 75e9,
@@ -88,7 +83,7 @@ def ring(
     return topo
 
 
-@validate_call(**_CALL)
+@validate_call(**GENERATOR_CALL)
 def fully_connected(
     n: Annotated[int, Field(ge=2)] = 8,
     bandwidth: PositiveBandwidth = 50e9,
@@ -105,7 +100,7 @@ def fully_connected(
     return topo
 
 
-@validate_call(**_CALL)
+@validate_call(**GENERATOR_CALL)
 def switch(
     n: PositiveInt = 8,
     bandwidth: PositiveBandwidth = 50e9,
@@ -144,7 +139,7 @@ def _server(
     return names
 
 
-@validate_call(**_CALL)
+@validate_call(**GENERATOR_CALL)
 def nvswitch_node(
     gpus: PositiveInt = 8,
     device: Any = "h100_sxm",
@@ -164,7 +159,7 @@ def nvswitch_node(
     return topo
 
 
-@validate_call(**_CALL)
+@validate_call(**GENERATOR_CALL)
 def leaf_spine(
     leaves: PositiveInt = 4,
     spines: PositiveInt = 2,
@@ -196,7 +191,7 @@ def leaf_spine(
     return topo
 
 
-@validate_call(**_CALL)
+@validate_call(**GENERATOR_CALL)
 def fat_tree(
     k: Annotated[int, Field(ge=2, multiple_of=2)] = 4,
     bandwidth: PositiveBandwidth = 50e9,
@@ -236,7 +231,7 @@ def fat_tree(
     return topo
 
 
-@validate_call(**_CALL)
+@validate_call(**GENERATOR_CALL)
 def rail_optimized(
     servers: PositiveInt = 4,
     gpus_per_server: PositiveInt = 8,
@@ -308,7 +303,7 @@ def rail_optimized(
     return topo
 
 
-@validate_call(**_CALL)
+@validate_call(**GENERATOR_CALL)
 def torus(
     dims: Annotated[list[Annotated[int, Field(ge=2)]], Field(min_length=1, max_length=3)] = [4, 4],  # noqa: B006
     bandwidth: PositiveBandwidth = 50e9,
@@ -334,7 +329,7 @@ def torus(
     return topo
 
 
-@validate_call(**_CALL)
+@validate_call(**GENERATOR_CALL)
 def home_router_edge(
     devices: Annotated[int, Field(ge=2)] = 8,
     bandwidth: PositiveBandwidth = 300e6 / 8,
@@ -362,7 +357,7 @@ def home_router_edge(
     return topo
 
 
-@validate_call(**_CALL)
+@validate_call(**GENERATOR_CALL)
 def wan(
     datacenters: Annotated[int, Field(ge=2)] = 2,
     devices_per_dc: PositiveInt = 8,
