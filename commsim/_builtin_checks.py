@@ -78,26 +78,23 @@ for _name in ("azure_ndv4", "alcf_polaris", "h100_cluster01", "h100_ib400_8node"
 
 def _megatron_checks() -> list[Check]:
     """The shipped A100 compute model against the 2020 Megatron-LM DGX A100 iteration times (when present)."""
-    import os
-    from pathlib import Path
-
     from commsim.devices import load_compute_model
     from commsim.workloads.megatron_calibration import (
+        DGX_A100_TOPOLOGY,
         MegatronSetup,
         leave_one_out,
         predict_rows,
         read_megatron_csv,
+        shared_table,
     )
 
-    repo = Path(__file__).resolve().parents[1]
-    default = repo.parent / "shared" / "data" / "megatron-lm-2020-scaling" / "iteration_time.csv"
-    path = Path(os.environ.get("COMMSIM_MEGATRON_DATA", default))
+    path = shared_table()
     if not path.is_file():
         return [Check("megatron", "DGX A100 iteration times", 0.0, float("nan"), 0.05, relative=False,
                       detail=f"measured table not found at {path} (set COMMSIM_MEGATRON_DATA)", skipped=True)]
     rows = read_megatron_csv(path)
-    setup = MegatronSetup(topology=repo / "topologies" / "dgx_a100.yaml",
-                          nccl_calibration=repo / "topologies" / "dgx_a100.calibration.yaml")
+    setup = MegatronSetup(topology=DGX_A100_TOPOLOGY,
+                          nccl_calibration=DGX_A100_TOPOLOGY.with_suffix(".calibration.yaml"))
     model = load_compute_model("a100_40gb")
     checks = []
     for p in predict_rows(rows, model, setup):

@@ -11,19 +11,16 @@ from rich.table import Table
 from commsim.cli._app import calibrate_app, console, fail
 from commsim.errors import CommsimError
 
-_REPO = Path(__file__).resolve().parents[2]
-_CSV = _REPO.parent / "shared" / "data" / "megatron-lm-2020-scaling" / "iteration_time.csv"
-_TOPOLOGY = _REPO / "topologies" / "dgx_a100.yaml"
-
 
 @calibrate_app.command("megatron")
 def megatron_command(
-    csv: Annotated[Path, typer.Argument(help="Megatron-LM 2020 scaling table (iteration_time.csv); its DGX A100 "
-                                        "rows are used.")] = _CSV,
+    csv: Annotated[Path | None, typer.Argument(help="Megatron-LM 2020 scaling table (iteration_time.csv); its DGX "
+                                               "A100 rows are used \\[default: $COMMSIM_MEGATRON_DATA, else "
+                                               "../shared/data beside the checkout].")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Compute-model data file to write.")] = Path(
         "compute_model.yaml"),
-    topology: Annotated[Path, typer.Option("--topology", "-t", help="The DGX A100 topology the rows ran on.")] = (
-        _TOPOLOGY),
+    topology: Annotated[Path | None, typer.Option("--topology", "-t", help="The DGX A100 topology the rows ran on "
+                                                  "\\[default: topologies/dgx_a100.yaml of the checkout].")] = None,
     nccl: Annotated[Path | None, typer.Option("--nccl-calibration", help="NCCL calibration for its collectives "
                                               "(default: the .calibration.yaml beside the topology).")] = None,
     device: Annotated[str, typer.Option("--device", help="GPU preset the rows ran on (the tables predate the "
@@ -41,16 +38,21 @@ def megatron_command(
 ) -> None:
     """Fit the GEMM main-loop and HBM efficiencies to the DGX A100 rows of CSV; write -o."""
     from commsim.devices import load_compute_model
+    from commsim.paths import output_file
     from commsim.workloads.megatron_calibration import (
+        DGX_A100_TOPOLOGY,
         MegatronSetup,
         fit_megatron,
         leave_one_out,
         read_megatron_csv,
         save_compute_model,
+        shared_table,
     )
 
+    topology = topology or DGX_A100_TOPOLOGY
     try:
-        rows = read_megatron_csv(csv)
+        output_file(output, field="--output")
+        rows = read_megatron_csv(csv or shared_table())
         setup = MegatronSetup(topology=topology, nccl_calibration=nccl or topology.with_suffix(".calibration.yaml"),
                               device=device, recompute=recompute, micro_batch_size=micro_batch_size,
                               tp_overlap=tp_overlap)

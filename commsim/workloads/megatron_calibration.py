@@ -55,6 +55,7 @@ from commsim.workloads.models import TransformerSpec
 from commsim.workloads.trace import Trace
 
 __all__ = [
+    "DGX_A100_TOPOLOGY",
     "FIT_PARAMETERS",
     "MegatronFit",
     "MegatronRow",
@@ -66,7 +67,20 @@ __all__ = [
     "predict_rows",
     "read_megatron_csv",
     "save_compute_model",
+    "shared_table",
 ]
+
+_CHECKOUT = Path(__file__).resolve().parents[2]
+DGX_A100_TOPOLOGY = _CHECKOUT / "topologies" / "dgx_a100.yaml"
+"""The DGX A100 topology the rows ran on (in the checkout; topologies are not yet package data)."""
+
+
+def shared_table() -> Path:
+    """The 2020 table: ``$COMMSIM_MEGATRON_DATA`` if set, else ``../shared/data`` beside the checkout."""
+    import os
+
+    default = _CHECKOUT.parent / "shared" / "data" / "megatron-lm-2020-scaling" / "iteration_time.csv"
+    return Path(os.environ.get("COMMSIM_MEGATRON_DATA", default))
 
 FIT_PARAMETERS: dict[str, tuple[float, float]] = {
     "gemm_efficiency": (0.2, 1.0),

@@ -7,7 +7,6 @@ The fit tests replay the four one-server DGX A100 rows of ../shared/data/megatro
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -19,21 +18,21 @@ from commsim.validation import run_validation
 from commsim.workloads import training_trace
 from commsim.workloads._costs import block_costs
 from commsim.workloads.megatron_calibration import (
+    DGX_A100_TOPOLOGY,
     FIT_PARAMETERS,
     MegatronRow,
     MegatronSetup,
     as_megatron_2020,
     fit_megatron,
     read_megatron_csv,
+    shared_table,
 )
 from commsim.workloads.models import TransformerSpec
 from commsim.workloads.trace import dump_trace, parse_trace
 
-REPO = Path(__file__).resolve().parents[2]
-CSV = REPO.parent / "shared" / "data" / "megatron-lm-2020-scaling" / "iteration_time.csv"
+CSV = shared_table()
 needs_data = pytest.mark.skipif(not CSV.is_file(), reason="shared Megatron-LM table not present")
-SETUP = MegatronSetup(topology=REPO / "topologies" / "dgx_a100.yaml",
-                      nccl_calibration=REPO / "topologies" / "dgx_a100.calibration.yaml")
+SETUP = MegatronSetup(topology=DGX_A100_TOPOLOGY, nccl_calibration=DGX_A100_TOPOLOGY.with_suffix(".calibration.yaml"))
 TINY = TransformerSpec(name="tiny", layers=2, hidden=64, heads=4, ffn_hidden=256, vocab=128, max_seq_len=32)
 
 
