@@ -22,7 +22,8 @@ groups). The import keeps what a network what-if needs:
 * **order and overlap**: each stream runs its ops in recorded order. An op
   that starts after a collective ended, on a stream that sat idle while that
   collective finished, waited for it: it depends on the collective (and only
-  the part of the gap after the collective's end is host time). A collective
+  the part of the gap after the collective's end is host time; a gloo waiter may
+  resume up to :data:`GLOO_COMPLETION_SKEW` before the recorded end). A collective
   depends, on every compute stream, on the last op (or host gap) that ended
   before it started.
   So replaying on the recorded network keeps the recorded order, and a slower
@@ -44,7 +45,7 @@ from typing import Any
 from commsim.errors import TraceError
 from commsim.workloads.trace import CollectiveOp, DelayOp, Program, Trace, _OpBase
 
-__all__ = ["import_pytorch_profile", "profile_files"]
+__all__ = ["GLOO_COMPLETION_SKEW", "import_pytorch_profile", "profile_files"]
 
 _GLOO = {"all_reduce": "all_reduce", "allreduce": "all_reduce", "broadcast": "broadcast", "reduce": "reduce",
          "all_gather": "all_gather", "allgather": "all_gather", "_allgather_base": "all_gather",
@@ -59,6 +60,10 @@ _ELEMENT_BYTES = {"float": 4, "c10::float": 4, "double": 8, "c10::half": 2, "hal
                   "unsigned char": 1, "bool": 1, "c10::float8_e4m3fn": 1, "c10::float8_e5m2": 1}
 _GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
 _HOST_GAP = 1e-6   # shorter host gaps are timer noise; they are left out
+# gloo completes a collective's future (waking the thread that waits on it) before its worker thread closes
+# the profiler range, so on a busy host the waiter can resume up to a scheduler time slice (Linux CFS:
+# 0.75-3 ms) before the recorded end. A resume that early on an idle stream is still a wait.
+GLOO_COMPLETION_SKEW = 2e-3
 
 
 def profile_files(spec: str | Path) -> list[Path]:
@@ -203,7 +208,7 @@ def _program(compute: list[_Event], comms: list[_Event], params: list[dict[str, 
     ops: list[_OpBase] = []
     last_end: dict[str, float] = {}          # stream -> end time of its last op
     ended: dict[str, list[tuple[float, str]]] = {}    # compute stream -> (end, id) of its ops and gaps, in order
-    done_comms: list[tuple[float, str]] = []          # (end, id) of collectives, in start order
+    done_comms: list[tuple[float, str, float]] = []   # (end, id, completion skew) of collectives, in start order
     counter = 0
     for _, is_comm, ev in timeline:
         counter += 1
@@ -223,14 +228,14 @@ def _program(compute: list[_Event], comms: list[_Event], params: list[dict[str, 
             ops.append(CollectiveOp(id=op_id, name=f"{op} {size:.0f} B", stream=f"comm:{pg}", op=op, bytes=size,
                                     group="world" if group == world else group, deps=deps,
                                     tags={"recorded_start": ev.start, "recorded_end": ev.end, "source": ev.kind}))
-            done_comms.append((ev.end, op_id))
+            done_comms.append((ev.end, op_id, GLOO_COMPLETION_SKEW if ev.kind == "gloo" else 0.0))
             last_end[ops[-1].stream] = ev.end
             continue
         previous = last_end.get(ev.stream)
         deps: list[str] = []
         host_from = origin if previous is None else previous   # ranks start where they started in the recording
         if previous is not None:
-            waited = [(end, cid) for end, cid in done_comms if previous <= end <= ev.start]
+            waited = [(end, cid) for end, cid, skew in done_comms if previous <= end <= ev.start + skew]
             if waited:   # this stream sat idle until a collective finished: it waited for it
                 end, cid = max(waited)
                 deps.append(cid)

@@ -2,7 +2,7 @@
 
 Run as a script: ``python record_profile.py OUT_DIR PORT``; writes ``OUT_DIR/rank0.json`` and
 ``rank1.json``. Each rank trains a two-layer MLP under DistributedDataParallel for two steps
-(gradient all-reduce overlapping the backward pass), then runs an all-reduce and a broadcast.
+(gradient all-reduce overlapping the backward pass), then runs an all-reduce (which rank 1 joins 20 ms late) and a broadcast.
 The ranks are forked, so torch is imported once.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 
 def _rank(rank: int, world: int, port: int, out: str) -> None:
@@ -33,6 +34,8 @@ def _rank(rank: int, world: int, port: int, out: str) -> None:
             loss.backward()
             opt.step()
         t = torch.ones(1000)
+        if rank == 1:
+            time.sleep(0.02)    # rank 0 sits idle in the next all-reduce: a wait the import must find
         dist.all_reduce(t)
         dist.broadcast(t, 0)
     prof.export_chrome_trace(os.path.join(out, f"rank{rank}.json"))
