@@ -83,6 +83,8 @@ _BOUNDS["nvls_latency"] = (0.1e-6, 200e-6)
 _BOUNDS["p2p_efficiency"] = (0.02, 1.0)
 _BOUNDS["p2p_local_efficiency"] = (0.05, 1.0)
 _BOUNDS["p2p_peer_bandwidth"] = (0.5e9, 2e12)
+# one point-to-point channel (one thread block copying over NVLink) inside a server, bytes/s
+_BOUNDS["p2p_channel_bandwidth"] = (1e9, 400e9)
 
 NAMES: tuple[str, ...] = tuple(_BOUNDS)
 """Every parameter the fit may move (Simple's bandwidth factor is 1 by definition)."""
@@ -92,9 +94,10 @@ _COPY = {"copy_launch", "copy_efficiency"}
 _NVLS = {"nvls_efficiency", "nvls_latency"}
 _P2P = {"p2p_efficiency", "p2p_peer_bandwidth"}
 _RING = {n for n in _BOUNDS if n.startswith(("LL.", "LL128.")) or n == "local_efficiency"}
-# (Simple's launch, a fixed cost per call, stays free: large calls show it as their intercept)
+# Simple's launch, a fixed cost per call, stays free: large calls show it as their intercept (with the ring's
+# latency hidden behind its slices, per-step latencies no longer masquerade as one)
 _LATENCY = {n for n in _BOUNDS if n.endswith(("launch", "latency")) or n.startswith(("LL.", "LL128."))} - {
-    "copy_launch"}
+    "copy_launch", "Simple.launch"}
 LATENCY_SIZES = 4.0 * 2**20
 """Logs need sizes below this (bytes) to inform latencies and the low-latency protocols."""
 _PRIOR = 0.01  # weight of the pull towards the starting values (log scale)
@@ -229,13 +232,16 @@ def informed_parameters(cases: Sequence[_Case]) -> tuple[str, ...]:
     protocols and link efficiencies a log of a ring collective; NVLS a log NCCL
     could run with NVLS; the point-to-point costs a log of all-to-all or send/recv
     across servers, and the per-peer cap a send/recv across servers (all-to-all
-    talks to many peers at once). Latencies and the LL/LL128 bandwidth factors
+    talks to many peers at once); the point-to-point NVLink efficiency and channel
+    rate a single-server log of all-to-all or send/recv. Latencies and the LL/LL128 bandwidth factors
     need sizes below ``LATENCY_SIZES``.
     """
     rings = [c for c in cases if c.cluster.ranks > 1 and c.log.op not in P2P_OPS]
     multi = any(c.cluster.servers > 1 for c in cases)
     single = any(c.cluster.ranks == 1 for c in cases)
     several = any(c.cluster.ranks > 1 for c in cases)
+    # a ring across servers runs at the slower of NVLink and NIC: only a log inside one server tells them apart
+    inside = any(c.cluster.servers == 1 and c.cluster.ranks > 1 for c in rings)
     nvls = any(a.startswith("nvls") for c in rings for a in model_algorithms(c.log.op, c.cluster))
     p2p = any(c.log.op in P2P_OPS and c.cluster.servers > 1 for c in cases)
     peer = any(c.log.op == "sendrecv" and c.cluster.servers > 1 for c in cases)
@@ -247,8 +253,9 @@ def informed_parameters(cases: Sequence[_Case]) -> tuple[str, ...]:
     wanted = []
     for n in NAMES:
         ok = ((multi or n not in _REMOTE) and (single or n not in _COPY) and (several or n in _COPY)
-              and (rings or n not in _RING) and (nvls or n not in _NVLS) and (p2p or n not in _P2P)
-              and (peer or n != "p2p_peer_bandwidth") and (p2p_local or n != "p2p_local_efficiency")
+              and (rings or n not in _RING) and (inside or n != "local_efficiency") and (nvls or n not in _NVLS) and (p2p or n not in _P2P)
+              and (peer or n != "p2p_peer_bandwidth")
+              and (p2p_local or n not in ("p2p_local_efficiency", "p2p_channel_bandwidth"))
               and (small or n not in _LATENCY))
         if ok:
             wanted.append(n)
@@ -479,6 +486,8 @@ class _P2PFile(StrictModel):
     efficiency: _Fraction = 1.0
     local_efficiency: _Fraction | None = None
     peer_bandwidth: Annotated[Bandwidth, Field(gt=0)] | None = None
+    channels: Annotated[int, Field(ge=1)] = NCCL_DEFAULTS.p2p_channels
+    channel_bandwidth: Annotated[Bandwidth, Field(gt=0)] | None = None
 
 
 class _EnvironmentFile(StrictModel):
@@ -526,6 +535,8 @@ def load_calibration(path: str | Path) -> NcclParameters:
         nvls_efficiency=spec.nvls.efficiency, nvls_latency=spec.nvls.latency, p2p_efficiency=spec.p2p.efficiency,
         p2p_local_efficiency=spec.p2p.local_efficiency,
         p2p_peer_bandwidth=math.inf if spec.p2p.peer_bandwidth is None else spec.p2p.peer_bandwidth,
+        p2p_channels=spec.p2p.channels,
+        p2p_channel_bandwidth=math.inf if spec.p2p.channel_bandwidth is None else spec.p2p.channel_bandwidth,
         algorithm=spec.environment.algorithm, protocol=spec.environment.protocol, source=str(path))
 
 
@@ -546,7 +557,8 @@ def save_calibration(params: NcclParameters, path: str | Path, *, topology: str 
                                       "Simple's bandwidth; efficiencies: fraction of the link the Simple protocol "
                                       "reaches; device_copy: the one-rank out-of-place copy; nvls: NVLink SHARP "
                                       "inside a server; p2p: all-to-all and send/recv (NIC and NVLink fractions, the "
-                                      "most one peer connection moves across servers); environment: an algorithm or "
+                                      "most one peer connection moves across servers, NCCL's point-to-point channels "
+                                      "and the most one moves inside a server); environment: an algorithm or "
                                       "protocol the runs forced. quality: the fit's |busbw error| over sizes >= 1 "
                                       "MiB per log; leave_scale_out: the largest scale predicted by a fit to the "
                                       "smaller ones; fitted: the parameters the logs informed (the others keep "
@@ -568,6 +580,9 @@ def save_calibration(params: NcclParameters, path: str | Path, *, topology: str 
         data["p2p"]["local_efficiency"] = round(params.p2p_local_efficiency, 5)
     if math.isfinite(params.p2p_peer_bandwidth):
         data["p2p"]["peer_bandwidth"] = f"{params.p2p_peer_bandwidth / 1e9:.5g} GB/s"
+    if math.isfinite(params.p2p_channel_bandwidth):
+        data["p2p"]["channels"] = params.p2p_channels
+        data["p2p"]["channel_bandwidth"] = f"{params.p2p_channel_bandwidth / 1e9:.5g} GB/s"
     for key, table in (("quality", quality), ("leave_scale_out", held_out)):
         if table is not None:
             data[key] = {str(name): {k: (round(float(v), 4) if isinstance(v, float) else int(v))

@@ -69,16 +69,23 @@ __all__ = [
     "PIPELINE_CHUNK",
     "PROTOCOLS",
     "RAMP_BYTES",
+    "RING_SLICES",
+    "RING_SLICE_BYTES",
     "Choice",
     "Cluster",
     "NcclParameters",
     "ProtocolCosts",
+    "RingLatency",
     "describe_cluster",
     "model_algorithms",
     "nvls_chunks",
     "nvls_stages",
+    "P2P_NET_CHUNK",
+    "P2P_NVL_CHUNK",
+    "p2p_channels",
     "p2p_rates",
     "ring_channels",
+    "ring_latency",
     "predict",
     "predict_many",
     "protocols_of",
@@ -104,6 +111,22 @@ NCCL drops channels while ``bytes < channels x threads x threshold x ranks`` (th
 thread thresholds of ``src/graph/tuning.cc`` and ``enqueue.cc``: 8 B for LL and
 LL128, 64 B for Simple, with 512/640/512 threads), so a small message runs on fewer
 rings and, across servers, on fewer NICs."""
+
+P2P_NVL_CHUNK = 512.0 * 2**10
+"""Bytes of one point-to-point step on one server (NCCL's ``NCCL_P2P_NVL_CHUNKSIZE`` default, ``src/init.cc``)."""
+
+P2P_NET_CHUNK = 128.0 * 2**10
+"""Bytes of one point-to-point step when the communicator spans servers (``NCCL_P2P_NET_CHUNKSIZE`` default)."""
+
+_P2P_PER_BATCH = 8  # NCCL_MAX_DEV_WORK_P2P_PER_BATCH: peers one batch of point-to-point work serves at once
+
+RING_SLICES: dict[str, int] = {"LL": 1, "LL128": 1, "Simple": 2}
+"""Slices a ring step's chunk is sent in (Simple: ``ALLREDUCE_CHUNKSTEPS / ALLREDUCE_SLICESTEPS`` of NCCL)."""
+
+RING_SLICE_BYTES: dict[str, float] = {"LL": 32.0 * 2**10, "LL128": 576_000.0, "Simple": 1.0 * 2**20}
+"""Most data bytes of one ring slice: a step of the protocol's buffer (``buffSize / NCCL_STEPS``; LL carries 8 data
+bytes per 16-byte line of its 512 KiB buffer, LL128 120 of 128 bytes of its 4.9 MB one), two steps for Simple
+(``ALLREDUCE_SLICESTEPS``, 4 MiB buffer), from NCCL's ``src/include/device.h``, ``collectives.h`` and ``init.cc``."""
 
 PIPELINE_CHUNK = 4.0 * 2**20
 """Bytes per NVLS pipeline chunk: the reduction and the multicast of consecutive chunks overlap."""
@@ -152,6 +175,10 @@ class NcclParameters:
     NVLink (``None``: ``local_efficiency``, as the rings reach);
     ``p2p_peer_bandwidth``: the most one peer connection moves across servers,
     bytes/s (NCCL spreads a peer's data over only a few channels).
+    ``p2p_channels``: NCCL's point-to-point channel count (``p2pnChannels``, 32 on
+    an NVSwitch H100 server); ``p2p_channel_bandwidth``: the most one of those
+    channels (one thread block copying) moves inside a server, bytes/s
+    (``inf``: no cap); with it a small send uses few channels (:func:`p2p_channels`).
     ``algorithm`` / ``protocol``: what the run's environment forced
     (``NCCL_ALGO`` / ``NCCL_PROTO``), ``auto`` for NCCL's tuner.
     ``source`` says where the numbers come from.
@@ -167,6 +194,8 @@ class NcclParameters:
     p2p_efficiency: float = 1.0
     p2p_local_efficiency: float | None = None
     p2p_peer_bandwidth: float = math.inf
+    p2p_channels: int = 32
+    p2p_channel_bandwidth: float = math.inf
     algorithm: str = "auto"
     protocol: str = "auto"
     source: str = "NCCL defaults"
@@ -189,6 +218,12 @@ class NcclParameters:
         if not self.p2p_peer_bandwidth > 0:
             raise ConfigError(field="p2p_peer_bandwidth", value=self.p2p_peer_bandwidth, rule="must be > 0",
                               fix="give bytes/s (a unit string in a calibration file, e.g. '25 GB/s')")
+        if not self.p2p_channel_bandwidth > 0:
+            raise ConfigError(field="p2p_channel_bandwidth", value=self.p2p_channel_bandwidth, rule="must be > 0",
+                              fix="give bytes/s (a unit string in a calibration file, e.g. '20 GB/s')")
+        if not (isinstance(self.p2p_channels, int) and self.p2p_channels >= 1):
+            raise ConfigError(field="p2p_channels", value=self.p2p_channels, rule="must be a whole number >= 1",
+                              fix="give NCCL's point-to-point channel count, e.g. 32 (NCCL prints it at init)")
         if not (math.isfinite(self.nvls_latency) and self.nvls_latency >= 0):
             raise ConfigError(field="nvls_latency", value=self.nvls_latency, rule="must be a finite time >= 0",
                               fix="give a latency in seconds, e.g. 25e-6")
@@ -358,22 +393,73 @@ def ring_channels(cluster: Cluster, nbytes: Any = None, protocol: str = "Simple"
     return int(channels) if channels.ndim == 0 else channels
 
 
+@dataclass(frozen=True)
+class RingLatency:
+    """Per-step protocol latencies of a ring after the part its slices hide, and the part paid once (seconds).
+
+    ``local`` / ``remote``: what every step still waits on a hop inside a server /
+    between servers (the route's latency comes on top); ``once``: the rest, paid
+    once per call (the pipeline's fill). Arrays when sizes are.
+    """
+
+    local: Any
+    remote: Any
+    once: Any
+
+
+def _ring_rates(cluster: Cluster, channels: Any, params: NcclParameters, costs: ProtocolCosts) -> tuple[Any, Any]:
+    """Bytes/s of one channel's hop inside a server and between servers (``inf`` where there is none)."""
+    local: Any = math.inf
+    if cluster.ranks_per_server > 1:
+        # channels leaving the server at this rank do not use its local port
+        sharing = channels if cluster.servers == 1 else np.maximum(1.0, channels - np.ceil(
+            channels / cluster.ranks_per_server))
+        local = cluster.local_bandwidth * params.local_efficiency * costs.bandwidth_factor / sharing
+    remote: Any = math.inf
+    if cluster.servers > 1:
+        remote = cluster.remote_bandwidth * params.remote_efficiency * costs.bandwidth_factor / np.ceil(
+            channels / cluster.rails)
+    return local, remote
+
+
+def ring_latency(cluster: Cluster, nbytes: Any, params: NcclParameters, protocol: str) -> RingLatency:
+    """How much of a ring step's protocol latency the step's own slices hide.
+
+    NCCL sends a ring step's chunk ``C`` in slices (Simple: two per chunk, at most
+    ``RING_SLICE_BYTES``; LL and LL128: steps of their buffer, ``RING_SLICE_BYTES``
+    of data each) and forwards a slice as soon as it has arrived, with up to
+    ``NCCL_STEPS`` of them in flight: the latency of the next slice overlaps the
+    transfer of the current one. Per step only ``max(0, latency - (C - slice) /
+    rate)`` stays exposed; the hidden rest is paid once, when the pipeline fills.
+    A step then takes ``max(latency + slice / rate, C / rate)`` instead of
+    ``latency + C / rate``: latency-bound steps shorten by the transfer of the
+    other slices, bandwidth-bound ones pay the latency only once per call.
+    """
+    channels = np.asarray(ring_channels(cluster, nbytes, protocol), dtype=float)
+    chunk = np.asarray(nbytes, dtype=float) / (cluster.ranks * channels)
+    piece = np.minimum(chunk / RING_SLICES[protocol], RING_SLICE_BYTES[protocol])
+    local_rate, remote_rate = _ring_rates(cluster, channels, params, params.protocols[protocol])
+    costs = params.protocols[protocol]
+    local = np.maximum(0.0, costs.hop_latency - (chunk - piece) / local_rate)
+    remote = np.maximum(0.0, costs.remote_hop_latency - (chunk - piece) / remote_rate)
+    hidden_local = costs.hop_latency - local if cluster.ranks_per_server > 1 else 0.0
+    hidden_remote = costs.remote_hop_latency - remote if cluster.servers > 1 else 0.0
+    return RingLatency(local=local, remote=remote, once=np.maximum(hidden_local, hidden_remote))
+
+
 def _ring_time(cluster: Cluster, op: str, nbytes: Any, costs: ProtocolCosts, params: NcclParameters,
                protocol: str) -> Any:
     n = cluster.ranks
     c = np.asarray(ring_channels(cluster, nbytes, protocol), dtype=float)
     chunk = nbytes / (n * c)
+    local_rate, remote_rate = _ring_rates(cluster, c, params, costs)
+    exposed = ring_latency(cluster, nbytes, params, protocol)
     per_step: Any = 0.0
     if cluster.ranks_per_server > 1:
-        # channels leaving the server at this rank do not use its local port
-        sharing = c if cluster.servers == 1 else np.maximum(1.0, c - np.ceil(c / cluster.ranks_per_server))
-        rate = cluster.local_bandwidth * params.local_efficiency * costs.bandwidth_factor / sharing
-        per_step = costs.hop_latency + cluster.local_latency + chunk / rate
+        per_step = exposed.local + cluster.local_latency + chunk / local_rate
     if cluster.servers > 1:
-        rate = cluster.remote_bandwidth * params.remote_efficiency * costs.bandwidth_factor / np.ceil(
-            c / cluster.rails)
-        per_step = np.maximum(per_step, costs.remote_hop_latency + cluster.remote_latency + chunk / rate)
-    return costs.launch + steps_of(op, n) * per_step
+        per_step = np.maximum(per_step, exposed.remote + cluster.remote_latency + chunk / remote_rate)
+    return costs.launch + exposed.once + steps_of(op, n) * per_step
 
 
 def _tree_time(cluster: Cluster, op: str, nbytes: Any, costs: ProtocolCosts, params: NcclParameters,
@@ -434,19 +520,62 @@ def _nvls_time(cluster: Cluster, op: str, nbytes: Any, costs: ProtocolCosts, par
     return np.array(out).reshape(np.shape(nbytes))
 
 
-def p2p_rates(cluster: Cluster, op: str, params: NcclParameters, costs: ProtocolCosts) -> tuple[float, float]:
+def _pow2_down(x: int) -> int:
+    return 1 << (max(1, x).bit_length() - 1)
+
+
+def p2p_channels(cluster: Cluster, op: str, nbytes: float, params: NcclParameters) -> int:
+    """Channels NCCL stripes one peer's point-to-point send of ``nbytes`` (the op's whole buffer) over.
+
+    NCCL's rules (``src/graph/paths.cc``, ``src/enqueue.cc``, v2.2x): of its
+    ``p2p_channels`` channels a peer gets at most all (at most ``channels /
+    ceil(ranks / 8)`` across servers); a send starts on ``channels / ranks``
+    (halved to a power of two) and doubles them while a channel's part exceeds
+    the largest part (32 steps of ``P2P_NVL_CHUNK`` on one server, one step of
+    ``P2P_NET_CHUNK`` across servers); tiny sends use one channel per smallest
+    part (an eighth / half of a step). All-to-all sends ``1 / ranks`` of the
+    buffer to each peer, send/recv all of it to one.
+    """
+    total = params.p2p_channels
+    most = total
+    if cluster.servers > 1:
+        while most * math.ceil(cluster.ranks / _P2P_PER_BATCH) > total and most > 1:
+            most //= 2
+    least = _pow2_down(most)
+    while least * cluster.ranks > total and least > 1:
+        least //= 2
+    step = P2P_NVL_CHUNK if cluster.servers == 1 else P2P_NET_CHUNK
+    min_part, max_part = (step / 8, step * 32) if cluster.servers == 1 else (step / 2, step)
+    peer_bytes = nbytes / cluster.ranks if op == "all_to_all" else nbytes
+    channels = max(1, min(least, math.ceil(peer_bytes / min_part)))
+    while max(min_part, peer_bytes / channels) > max_part and channels <= most // 2:
+        channels *= 2
+    return channels
+
+
+def p2p_rates(cluster: Cluster, op: str, params: NcclParameters, costs: ProtocolCosts,
+              nbytes: Any = None) -> tuple[Any, Any]:
     """Bytes/s a rank's point-to-point traffic reaches inside its server and across servers.
 
     Inside a server a rank reaches ``p2p_local_efficiency`` of its NVLink port
-    (all-to-all sends to every local peer at once; send/recv uses one path).
-    Across servers a GPU gets its share of the server's NICs (``rails /
+    (all-to-all sends to every local peer at once; send/recv uses one path),
+    and with ``nbytes`` (the op's buffer) at most ``p2p_channel_bandwidth`` per
+    channel of :func:`p2p_channels` per local peer (an array of sizes gives
+    arrays). Across servers a GPU gets its share of the server's NICs (``rails /
     ranks_per_server`` of a NIC when GPUs share NICs) at ``p2p_efficiency``, and
     each peer connection at most ``p2p_peer_bandwidth``: all-to-all talks to
     ``ranks - ranks_per_server`` remote peers at once, send/recv to one.
     """
     efficiency = params.local_efficiency if params.p2p_local_efficiency is None else params.p2p_local_efficiency
     port = cluster.local_port_bandwidth if math.isfinite(cluster.local_port_bandwidth) else cluster.local_bandwidth
-    local = (port if op == "all_to_all" else cluster.local_bandwidth) * efficiency * costs.bandwidth_factor
+    local: Any = (port if op == "all_to_all" else cluster.local_bandwidth) * efficiency * costs.bandwidth_factor
+    if nbytes is not None and math.isfinite(params.p2p_channel_bandwidth):
+        peers = cluster.ranks_per_server - 1 if op == "all_to_all" else 1
+        sizes = np.asarray(nbytes, dtype=float)
+        channels = np.array([p2p_channels(cluster, op, size, params) for size in sizes.ravel().tolist()],
+                            dtype=float).reshape(sizes.shape)
+        local = np.minimum(local, max(1, peers) * channels * params.p2p_channel_bandwidth)
+        local = float(local) if np.ndim(local) == 0 else local
     # all-to-all: every GPU of a server sends at once and they share the NICs; send/recv: one GPU per server (the
     # last in rank order) sends to the next server, alone on its NIC
     shared = min(1.0, cluster.rails / cluster.ranks_per_server) if op == "all_to_all" else 1.0
@@ -460,7 +589,7 @@ def _p2p_time(cluster: Cluster, op: str, nbytes: Any, costs: ProtocolCosts, para
               protocol: str) -> Any:
     """All-to-all: ``1/n`` of the buffer to every peer at once; send/recv: the buffer to the next rank."""
     n, per = cluster.ranks, cluster.ranks_per_server
-    local_rate, remote_rate = p2p_rates(cluster, op, params, costs)
+    local_rate, remote_rate = p2p_rates(cluster, op, params, costs, nbytes)
     local_hop = costs.hop_latency + cluster.local_latency
     remote_hop = costs.remote_hop_latency + cluster.remote_latency
     if op == "all_to_all":

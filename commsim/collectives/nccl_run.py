@@ -40,6 +40,7 @@ from commsim.collectives.nccl import (
     nvls_chunks,
     p2p_rates,
     resolve_parameters,
+    ring_latency,
     schedule_of,
     tune,
 )
@@ -188,12 +189,16 @@ def rail_local(schedule: Schedule, cluster: Cluster) -> Schedule:
 
 
 def collective_config(params: NcclParameters, protocol: str, *, algorithm: str = "ring", op: str = "all_reduce",
-                      cluster: Cluster | None = None, **options: Any) -> CollectiveConfig:
+                      cluster: Cluster | None = None, nbytes: float | None = None,
+                      **options: Any) -> CollectiveConfig:
     """The protocol's costs as an executor configuration (``options`` go to CollectiveConfig).
 
+    A ring (given ``cluster`` and the buffer's ``nbytes``) waits per step only on
+    the latency its slices do not hide (:func:`~commsim.collectives.nccl.ring_latency`).
     NVLS runs its reduce and multicast at ``nvls_efficiency`` of NVLink after
     ``nvls_latency``; point-to-point runs at the NIC share of
-    :func:`~commsim.collectives.nccl.p2p_rates` across servers (needs ``cluster``).
+    :func:`~commsim.collectives.nccl.p2p_rates` across servers (needs ``cluster``) and, given the
+    buffer's ``nbytes``, inside a server at most what its point-to-point channels move.
     """
     costs = params.protocols[protocol]
     options.setdefault("record", "none")
@@ -206,10 +211,16 @@ def collective_config(params: NcclParameters, protocol: str, *, algorithm: str =
         local, step, remote_step = params.nvls_efficiency, 0.0, 0.0
         hops = 2 * costs.remote_hop_latency if cluster is not None and cluster.servers > 1 else 0.0
         launch = costs.launch + params.nvls_latency + hops
+    elif algorithm == "ring" and cluster is not None and nbytes is not None:
+        # a step's slices hide part of its latency; the hidden part is paid once (see ring_latency)
+        exposed = ring_latency(cluster, nbytes, params, protocol)
+        step, remote_step, launch = float(exposed.local), float(exposed.remote), costs.launch + float(exposed.once)
     elif algorithm == "p2p" and cluster is not None:
         rates = p2p_rates(cluster, op, params, costs)
         own = params.local_efficiency if params.p2p_local_efficiency is None else params.p2p_local_efficiency
-        local = own * costs.bandwidth_factor
+        # a small send runs on few channels: the same links, a smaller share of them
+        capped = rates[0] if nbytes is None else p2p_rates(cluster, op, params, costs, nbytes)[0]
+        local = own * costs.bandwidth_factor * capped / rates[0]
         if cluster.servers > 1:
             shared = min(1.0, cluster.rails / cluster.ranks_per_server) if op == "all_to_all" else 1.0
             remote = min(1.0, rates[1] / (cluster.remote_bandwidth * shared))
@@ -284,7 +295,7 @@ def run_nccl(sim: Any, op: str, group: list[str], nbytes: float, params: Any = N
         # big schedules run as one flow per connection (exact for rings on uncongested paths, see CollectiveConfig)
         options["mode"] = "flows" if sum(len(step) for step in schedule.steps) > STEP_LIMIT else "steps"
     config = collective_config(params, choice.protocol, algorithm=choice.algorithm, op=op, cluster=cluster,
-                               **options)
+                               nbytes=nbytes, **options)
     members = list(group) + (list(cluster.switches) if choice.algorithm in ("nvls", "nvls_tree") else [])
     run = CollectiveRun(sim, schedule, members, config, label=label or f"{op}/{choice.algorithm}/{choice.protocol}")
     run.start()
