@@ -310,14 +310,14 @@ def fit_nccl(logs: Iterable[NcclTestsLog], topology: Any, *, initial: NcclParame
 
     def residuals(u: np.ndarray) -> np.ndarray:
         x = to_x(u)
-        params = params_from_vector(free, x, initial)
+        params = _tied(free, params_from_vector(free, x, initial))
         parts = [_soft_l1(c.weights * np.log(_envelope(c, params)[0] / c.times)) for c in cases]
         parts.append(_PRIOR * np.log(x / x0))
         return np.concatenate(parts)
 
     u, cost, done = _levenberg_marquardt(residuals, to_u(x0), iterations)
     names = ", ".join(log.name for log in logs)
-    params = params_from_vector(free, to_x(u), initial, source=f"fit to {names}")
+    params = _tied(free, params_from_vector(free, to_x(u), initial, source=f"fit to {names}"))
     hit = at_bounds(free, params)
     if hit and not allow_bounds:
         raise ConfigError(field="calibration", value=", ".join(h.split(" = ")[0] for h in hit),
@@ -327,6 +327,19 @@ def fit_nccl(logs: Iterable[NcclTestsLog], topology: Any, *, initial: NcclParame
                               "fit fewer logs, or pass allow_bounds=True to inspect the fit anyway")
     return CalibrationFit(params=params, free=free, errors=compare_model(logs, topology, params), cost=cost,
                           iterations=done)
+
+
+def _tied(free: Sequence[str], params: NcclParameters) -> NcclParameters:
+    """Without a log across servers, the NIC reached at the fraction the logs show of NVLink.
+
+    Nothing then shows how much of a NIC the Simple protocol reaches; the best
+    guess is the fraction it reaches of the other link class, not the whole link.
+    (The converse is not assumed: without a one-server log the NVLink efficiency
+    keeps its default, as H100 servers reach more of NVLink than of their NICs.)
+    """
+    if "local_efficiency" in free and "remote_efficiency" not in free:
+        return replace(params, remote_efficiency=params.local_efficiency)
+    return params
 
 
 def _soft_l1(r: np.ndarray) -> np.ndarray:

@@ -80,7 +80,6 @@ __all__ = [
     "model_algorithms",
     "nvls_chunks",
     "nvls_stages",
-    "P2P_NET_CHUNK",
     "P2P_NVL_CHUNK",
     "p2p_channels",
     "p2p_rates",
@@ -114,11 +113,6 @@ rings and, across servers, on fewer NICs."""
 
 P2P_NVL_CHUNK = 512.0 * 2**10
 """Bytes of one point-to-point step on one server (NCCL's ``NCCL_P2P_NVL_CHUNKSIZE`` default, ``src/init.cc``)."""
-
-P2P_NET_CHUNK = 128.0 * 2**10
-"""Bytes of one point-to-point step when the communicator spans servers (``NCCL_P2P_NET_CHUNKSIZE`` default)."""
-
-_P2P_PER_BATCH = 8  # NCCL_MAX_DEV_WORK_P2P_PER_BATCH: peers one batch of point-to-point work serves at once
 
 RING_SLICES: dict[str, int] = {"LL": 1, "LL128": 1, "Simple": 2}
 """Slices a ring step's chunk is sent in (Simple: ``ALLREDUCE_CHUNKSTEPS / ALLREDUCE_SLICESTEPS`` of NCCL)."""
@@ -525,30 +519,23 @@ def _pow2_down(x: int) -> int:
 
 
 def p2p_channels(cluster: Cluster, op: str, nbytes: float, params: NcclParameters) -> int:
-    """Channels NCCL stripes one peer's point-to-point send of ``nbytes`` (the op's whole buffer) over.
+    """Channels NCCL stripes one peer's point-to-point send of ``nbytes`` (the op's whole buffer) over, in one server.
 
-    NCCL's rules (``src/graph/paths.cc``, ``src/enqueue.cc``, v2.2x): of its
-    ``p2p_channels`` channels a peer gets at most all (at most ``channels /
-    ceil(ranks / 8)`` across servers); a send starts on ``channels / ranks``
-    (halved to a power of two) and doubles them while a channel's part exceeds
-    the largest part (32 steps of ``P2P_NVL_CHUNK`` on one server, one step of
-    ``P2P_NET_CHUNK`` across servers); tiny sends use one channel per smallest
-    part (an eighth / half of a step). All-to-all sends ``1 / ranks`` of the
-    buffer to each peer, send/recv all of it to one.
+    NCCL's rules for a communicator inside one server (``src/enqueue.cc``, v2.2x):
+    a send starts on ``p2p_channels / ranks`` channels (halved to a power of two)
+    and doubles them, up to ``p2p_channels``, while a channel's part exceeds 32
+    steps of ``P2P_NVL_CHUNK`` (16 MiB); a tiny send uses one channel per eighth
+    of a step. All-to-all sends ``1 / ranks`` of the buffer to each peer, send/recv
+    all of it to one.
     """
-    total = params.p2p_channels
-    most = total
-    if cluster.servers > 1:
-        while most * math.ceil(cluster.ranks / _P2P_PER_BATCH) > total and most > 1:
-            most //= 2
+    most = params.p2p_channels
     least = _pow2_down(most)
-    while least * cluster.ranks > total and least > 1:
+    while least * cluster.ranks > most and least > 1:
         least //= 2
-    step = P2P_NVL_CHUNK if cluster.servers == 1 else P2P_NET_CHUNK
-    min_part, max_part = (step / 8, step * 32) if cluster.servers == 1 else (step / 2, step)
+    min_part, max_part = P2P_NVL_CHUNK / 8, P2P_NVL_CHUNK * 32
     peer_bytes = nbytes / cluster.ranks if op == "all_to_all" else nbytes
     channels = max(1, min(least, math.ceil(peer_bytes / min_part)))
-    while max(min_part, peer_bytes / channels) > max_part and channels <= most // 2:
+    while peer_bytes / channels > max_part and channels <= most // 2:
         channels *= 2
     return channels
 
@@ -559,9 +546,10 @@ def p2p_rates(cluster: Cluster, op: str, params: NcclParameters, costs: Protocol
 
     Inside a server a rank reaches ``p2p_local_efficiency`` of its NVLink port
     (all-to-all sends to every local peer at once; send/recv uses one path),
-    and with ``nbytes`` (the op's buffer) at most ``p2p_channel_bandwidth`` per
-    channel of :func:`p2p_channels` per local peer (an array of sizes gives
-    arrays). Across servers a GPU gets its share of the server's NICs (``rails /
+    and, in a one-server communicator given ``nbytes`` (the op's buffer), at most
+    ``p2p_channel_bandwidth`` per channel of :func:`p2p_channels` per peer (an
+    array of sizes gives arrays; across servers ``p2p_peer_bandwidth`` caps the
+    peers instead). Across servers a GPU gets its share of the server's NICs (``rails /
     ranks_per_server`` of a NIC when GPUs share NICs) at ``p2p_efficiency``, and
     each peer connection at most ``p2p_peer_bandwidth``: all-to-all talks to
     ``ranks - ranks_per_server`` remote peers at once, send/recv to one.
@@ -569,7 +557,7 @@ def p2p_rates(cluster: Cluster, op: str, params: NcclParameters, costs: Protocol
     efficiency = params.local_efficiency if params.p2p_local_efficiency is None else params.p2p_local_efficiency
     port = cluster.local_port_bandwidth if math.isfinite(cluster.local_port_bandwidth) else cluster.local_bandwidth
     local: Any = (port if op == "all_to_all" else cluster.local_bandwidth) * efficiency * costs.bandwidth_factor
-    if nbytes is not None and math.isfinite(params.p2p_channel_bandwidth):
+    if nbytes is not None and math.isfinite(params.p2p_channel_bandwidth) and cluster.servers == 1:
         peers = cluster.ranks_per_server - 1 if op == "all_to_all" else 1
         sizes = np.asarray(nbytes, dtype=float)
         channels = np.array([p2p_channels(cluster, op, size, params) for size in sizes.ravel().tolist()],
@@ -665,8 +653,8 @@ def predict(cluster: Cluster, op: str, nbytes: float, params: NcclParameters | N
     >>> from commsim.network.loader import load_topology
     >>> topo = load_topology("nvswitch_node:8,300GB/s,350ns")
     >>> c = describe_cluster(topo, topo.devices)
-    >>> round(predict(c, "all_reduce", 2.0**30) * 1e6, 1)  # 8.4 + 14 x (3.4 + 0.85 + 128 MiB / 300 GB/s) us
-    6331.4
+    >>> round(predict(c, "all_reduce", 2.0**30) * 1e6, 1)  # 8.4 + 3.4 + 14 x (0.85 + 128 MiB / 300 GB/s) us
+    6287.2
     """
     return float(predict_many(cluster, op, np.array([nbytes]), params, algorithm=algorithm, protocol=protocol)[0])
 

@@ -16,7 +16,7 @@ traffic), as NCCL does for an out-of-place call on one rank.
 
 >>> r = simulate_nccl("nvswitch_node:8,300GB/s,350ns", "all_reduce", 2.0**30, protocol="Simple")
 >>> r.protocol, r.channels, round(r.time * 1e6, 1), round(r.predicted * 1e6, 1)
-('Simple', 1, 6331.4, 6331.4)
+('Simple', 1, 6287.2, 6287.2)
 """
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ def collective_config(params: NcclParameters, protocol: str, *, algorithm: str =
         own = params.local_efficiency if params.p2p_local_efficiency is None else params.p2p_local_efficiency
         # a small send runs on few channels: the same links, a smaller share of them
         capped = rates[0] if nbytes is None else p2p_rates(cluster, op, params, costs, nbytes)[0]
-        local = own * costs.bandwidth_factor * capped / rates[0]
+        local = own * costs.bandwidth_factor * (capped / rates[0] if math.isfinite(rates[0]) else 1.0)
         if cluster.servers > 1:
             shared = min(1.0, cluster.rails / cluster.ranks_per_server) if op == "all_to_all" else 1.0
             remote = min(1.0, rates[1] / (cluster.remote_bandwidth * shared))

@@ -185,12 +185,12 @@ def test_calibrate_refuses_a_fit_with_parameters_at_their_bounds(log_paths: dict
 def test_calibrate_reports_leave_one_scale_out_and_records_it(log_paths: dict[int, Path], tmp_path: Path) -> None:
     out = tmp_path / "cal.yaml"
     result = runner.invoke(app, ["calibrate", "nccl-tests", str(log_paths[4]), str(log_paths[8]), "-t",
-                                 str(TOPOLOGY), "-o", str(out), "--proto", "Simple"])
+                                 str(TOPOLOGY), "-o", str(out), "--algo", "ring"])
     assert result.exit_code == 0, result.output
     assert "leave-one-scale-out: 8 GPUs predicted by a fit to 4 GPUs" in result.output.replace("\n", " ")
     text = out.read_text()
-    assert "leave_scale_out:" in text and "protocol: Simple" in text
-    assert load_calibration(out).protocol == "Simple"
+    assert "leave_scale_out:" in text and "algorithm: ring" in text
+    assert load_calibration(out).algorithm == "ring"
 
 
 @pytest.mark.parametrize("servers", ["0", "-1"])

@@ -152,6 +152,14 @@ def test_predict_matches_hand_calculation() -> None:
     c = describe_cluster(load_topology("nvswitch_node:8,300GB/s,350ns"), load_topology(
         "nvswitch_node:8,300GB/s,350ns").devices)
     costs = NCCL_DEFAULTS.protocols["Simple"]
-    hop = costs.hop_latency + 0.85e-6 + 2**30 / 8 / 300e9
-    assert predict(c, "all_reduce", 2.0**30) == pytest.approx(costs.launch + 14 * hop, rel=1e-12)
-    assert math.isclose(predict(c, "all_gather", 2.0**30), costs.launch + 7 * hop, rel_tol=1e-12)
+    # a 128 MiB step hides the 3.4 us step latency behind its second slice: paid once, not per step
+    hop = 0.85e-6 + 2**30 / 8 / 300e9
+    once = costs.launch + costs.hop_latency
+    assert predict(c, "all_reduce", 2.0**30) == pytest.approx(once + 14 * hop, rel=1e-12)
+    assert math.isclose(predict(c, "all_gather", 2.0**30), once + 7 * hop, rel_tol=1e-12)
+    # a 64 KiB all-reduce (8 KiB steps, two 4 KiB slices) is latency-bound: each step shows the latency less the
+    # second slice's transfer, the hidden rest is paid once
+    step, piece = 2.0**16 / 8, 2.0**16 / 16
+    exposed = costs.hop_latency - (step - piece) / 300e9
+    small = costs.launch + (costs.hop_latency - exposed) + 14 * (exposed + 0.85e-6 + step / 300e9)
+    assert predict(c, "all_reduce", 2.0**16, algorithm="ring") == pytest.approx(small, rel=1e-12)
