@@ -33,24 +33,17 @@ SCALE_OUT_MEDIAN = 0.10
 # logs whose fit misses the 5 % median, with what is achieved (a regression past it fails); see the README's
 # validation table for why
 FIT_MISSES = {
-    ("azure_ndv4", "all_reduce_2gpu.log"): 0.055,
-    ("alcf_polaris", "all_gather_32gpu.log"): 0.065,
-    ("alcf_polaris", "all_gather_8gpu.log"): 0.060,
-    ("alcf_polaris", "all_reduce_32gpu.log"): 0.175,
-    ("alcf_polaris", "all_reduce_8gpu.log"): 0.052,
-    ("alcf_polaris", "alltoall_32gpu.log"): 0.054,
-    ("h100_cluster01", "all_gather_4gpu_1x4.log"): 0.055,
-    ("h100_cluster01", "alltoall_4gpu_1x4.log"): 0.052,
-    ("h100_cluster01", "alltoall_8gpu_1x8.log"): 0.054,
-    ("h100_cluster01", "reduce_scatter_4gpu_1x4.log"): 0.076,
-    ("h100_cluster01", "sendrecv_4gpu_1x4.log"): 0.080,
-    ("h100_cluster01", "sendrecv_8gpu_1x8.log"): 0.080,
+    ("alcf_polaris", "all_reduce_32gpu.log"): 0.167,
+    ("alcf_polaris", "alltoall_32gpu.log"): 0.052,
+    ("h100_cluster01", "reduce_scatter_4gpu_1x4.log"): 0.058,
 }
 SCALE_OUT_MISSES = {
-    # the only multi-server log is the largest: without it the network costs are NCCL's constants on raw links
-    ("azure_ndv4", "all_reduce_16gpu.log"): 0.33,
-    ("alcf_polaris", "all_gather_32gpu.log"): 0.108,
-    ("alcf_polaris", "all_reduce_32gpu.log"): 0.261,
+    # the only multi-server log is the largest: without it the NIC is taken at the NVLink's fitted efficiency
+    ("azure_ndv4", "all_reduce_16gpu.log"): 0.151,
+    # 8 GPUs show 40-70 us per Simple ring step on Polaris's libfabric path, 32 GPUs 50: the fit to 8 GPUs ends at
+    # the 50 us bound of a step's latency
+    ("alcf_polaris", "all_gather_32gpu.log"): 0.137,
+    ("alcf_polaris", "all_reduce_32gpu.log"): 0.175,
 }
 # what the shared logs are, as their READMEs and file names say: (op, GPUs, servers, GPUs per server)
 EXPECTED_LAYOUT = {

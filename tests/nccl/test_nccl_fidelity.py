@@ -20,16 +20,16 @@ from commsim.collectives.calibrate import (
 # calibration that moves any of them by more than TOLERANCE points fails. For 1 GPU busbw is 0 by definition
 # and the error is that of algbw (the same time ratio).
 EXPECTED = {
-    1: [+3.4, +3.4, +2.3, +4.6, +5.3, +5.7, +6.6, +3.8, +1.7, +3.3, +3.1, +4.0, +2.9, +2.0, -0.6, -4.6, -13.3, -10.8,
-        -4.8, +2.2, -0.7, -1.6, +0.4, +0.6, +0.3, +0.4, +0.7, +0.4],
-    2: [-4.8, -4.5, -3.6, -4.4, -5.1, -6.6, +1.0, -3.4, -1.4, +0.5, +7.4, +43.5, +50.9, +69.3, +79.6, +57.4, -1.2,
-        +0.4, +5.4, -0.5, +2.6, -5.4, +4.9, +5.5, +10.2, +10.2, +9.8, +7.4],
-    4: [+2.4, +1.7, +1.8, -0.2, -0.0, +0.6, -1.7, -0.4, +2.5, -2.5, -3.9, -11.1, -0.3, -3.0, -11.0, -12.7, -12.9,
-        -0.0, -1.8, -4.5, +0.0, +0.5, -6.3, -0.7, -1.7, +0.0, -0.6, -0.9],
-    8: [+5.0, +3.6, +5.9, +1.8, +5.6, +3.3, +2.5, +6.7, +1.7, +2.0, -0.1, -2.3, -4.4, -15.6, -25.4, -31.0, -18.3,
-        -4.5, +1.6, -1.2, +0.9, +10.2, +4.8, -6.5, -0.8, -3.5, -2.8, -3.6],
-    16: [-12.9, -10.0, -5.9, -1.2, +14.6, +15.4, +27.7, -0.8, -1.8, +2.1, +6.0, +7.3, -6.0, -9.5, +4.1, -6.8, -3.2,
-        -5.3, +1.1, +0.3, +1.8, -0.2, +0.7, +0.7, +0.2],
+    1: [+3.4, +3.4, +2.3, +4.6, +5.3, +5.7, +6.6, +3.8, +1.7, +3.3, +3.1, +4.0, +2.9, +2.0, -0.6, -4.6, -13.3,
+        -10.8, -4.8, +2.2, -0.7, -1.6, +0.4, +0.6, +0.3, +0.4, +0.7, +0.4],
+    2: [-4.9, -4.6, -3.7, -4.5, -5.2, -6.7, +0.9, -3.6, -1.5, +0.3, +7.1, +42.9, +49.8, +67.5, +85.3, +59.1,
+        -1.7, -1.7, +4.4, -0.0, +5.1, -3.7, +1.5, +3.5, +9.1, +9.6, +9.6, +7.3],
+    4: [+2.6, +2.0, +2.0, -0.0, +0.2, +0.8, -1.5, -0.2, +2.7, -2.3, -3.9, -11.2, -0.6, -3.7, -12.1, -5.4, -14.5,
+        -1.3, -1.9, -2.3, +4.2, -0.7, -8.2, -1.8, -2.3, -0.2, -0.7, -0.9],
+    8: [+5.4, +4.0, +6.4, +2.2, +6.1, +3.7, +3.0, +7.1, +2.1, +2.4, +0.2, -2.1, -4.4, -15.9, -26.0, -31.9, -19.2,
+        -4.9, +2.3, +1.0, +6.2, +8.6, +3.7, -7.1, -1.0, -3.6, -2.8, -3.5],
+    16: [-14.5, -11.6, -7.6, -3.1, +12.4, +13.0, +25.0, -3.1, -3.7, +0.7, +5.8, +8.8, -2.9, -11.7, -3.2, -8.2,
+        +0.2, -3.0, +2.3, +0.9, +2.1, -0.1, +0.7, +0.6, +0.2],
 }
 TOLERANCE = 1.0  # percentage points
 
@@ -78,6 +78,6 @@ def test_held_out_logs_are_predicted(logs) -> None:
     # single-server logs predicted from the others: within 10 % median
     for g in (2, 4, 8):
         assert held[f"all_reduce_{g}gpu.log"]["median_abs_error"] <= 0.10
-    # without any multi-server log the network costs stay at NCCL's constants on the raw 200 Gb/s links, so the
-    # 16-GPU run is predicted too fast; its measured busbw needs the fitted network efficiency
-    assert held["all_reduce_16gpu.log"]["median_abs_error"] > 0.2
+    # without any multi-server log the NIC is taken at the NVLink's fitted efficiency (0.75; the 16-GPU log shows
+    # 0.64), so the 16-GPU run is predicted about 15 % too fast; its measured busbw needs the fitted NIC efficiency
+    assert 0.10 < held["all_reduce_16gpu.log"]["median_abs_error"] <= 0.16
