@@ -9,7 +9,8 @@ efficiency. None depends on the size or the GPU count: the step counts, chunk
 sizes and the tuner's choice bring the scale dependence, so a calibration fitted
 on small runs predicts larger runs of the same cluster. Parameters the logs
 cannot inform (remote hops without a multi-server log, the copy without a
-one-rank log) keep their starting values.
+one-rank log) keep their starting values, except the NIC's efficiency, which
+without a multi-server log takes the NVLink's.
 
 The fit minimises, over every row of every log, a soft-L1 loss (quadratic up to
 3 %, linear beyond) of ``log(predicted / measured time)`` (rows of 1 MiB and
@@ -229,12 +230,14 @@ def informed_parameters(cases: Sequence[_Case]) -> tuple[str, ...]:
     """The parameters the logs can inform; the others keep their starting values.
 
     Network costs need a log across servers; the copy a one-rank log; the ring
-    protocols and link efficiencies a log of a ring collective; NVLS a log NCCL
-    could run with NVLS; the point-to-point costs a log of all-to-all or send/recv
-    across servers, and the per-peer cap a send/recv across servers (all-to-all
-    talks to many peers at once); the point-to-point NVLink efficiency and channel
-    rate a single-server log of all-to-all or send/recv. Latencies and the LL/LL128 bandwidth factors
-    need sizes below ``LATENCY_SIZES``.
+    protocols a log of a ring collective, the NVLink efficiency one inside a
+    single server (across servers a ring shows only the slower link class); NVLS
+    a log NCCL could run with NVLS; the point-to-point costs a log of all-to-all
+    or send/recv across servers, and the per-peer cap a send/recv across servers
+    (all-to-all talks to many peers at once); the point-to-point NVLink
+    efficiency and channel rate a single-server log of all-to-all or send/recv.
+    Latencies and the LL/LL128 bandwidth factors need sizes below
+    ``LATENCY_SIZES``, except Simple's launch (the intercept every log shows).
     """
     rings = [c for c in cases if c.cluster.ranks > 1 and c.log.op not in P2P_OPS]
     multi = any(c.cluster.servers > 1 for c in cases)

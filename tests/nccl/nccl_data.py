@@ -58,3 +58,13 @@ def log_path(gpus: int) -> Path:
     if not path.is_file():
         pytest.skip(f"measured nccl-tests logs not found at {DATA} (the shared data set is not checked out)")
     return path
+
+
+def spread_cluster(topology: Path, servers: int, per: int):
+    """The NCCL model's view of ``servers x per`` ranks spread evenly over ``servers`` servers of ``topology``."""
+    from commsim.collectives.calibrate import topology_for
+    from commsim.collectives.nccl import describe_cluster
+    from commsim.collectives.nccl_run import spread_group
+
+    topo = topology_for(topology, servers)
+    return describe_cluster(topo, spread_group(topo, servers * per, servers))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from nccl_data import CLUSTERS
+from nccl_data import CLUSTERS, spread_cluster
 
 from commsim.collectives.calibrate import load_calibration, topology_for
 from commsim.collectives.nccl import (
@@ -26,13 +26,8 @@ H100 = CLUSTERS["h100_cluster01"].topology
 POLARIS = CLUSTERS["alcf_polaris"].topology
 
 
-def _cluster(topology, servers: int, per: int):
-    topo = topology_for(topology, servers)
-    return describe_cluster(topo, spread_group(topo, servers * per, servers))
-
-
 def test_channel_ramp_uses_fewer_rings_and_nics_for_small_messages() -> None:
-    c = _cluster(H100, 4, 8)
+    c = spread_cluster(H100, 4, 8)
     assert c.rails == 8 and ring_channels(c) == 8
     small = 32 * RAMP_BYTES["Simple"] * 2  # bytes for 2 channels on 32 ranks
     assert ring_channels(c, small, "Simple") == 2 and ring_channels(c, 2.0**30, "Simple") == 8
@@ -41,19 +36,19 @@ def test_channel_ramp_uses_fewer_rings_and_nics_for_small_messages() -> None:
 
 
 def test_nvls_only_where_the_switch_reduces() -> None:
-    h100 = _cluster(H100, 1, 8)
+    h100 = spread_cluster(H100, 1, 8)
     assert h100.nvls and len(h100.switches) == 1
     assert model_algorithms("all_reduce", h100) == ["ring", "nvls"]
-    across = _cluster(H100, 2, 8)
+    across = spread_cluster(H100, 2, 8)
     assert model_algorithms("all_reduce", across) == ["ring", "tree", "nvls_tree"]
     assert model_algorithms("all_gather", across) == ["ring"]
-    a100 = _cluster(CLUSTERS["azure_ndv4"].topology, 1, 8)
+    a100 = spread_cluster(CLUSTERS["azure_ndv4"].topology, 1, 8)
     assert not a100.nvls and "nvls" not in model_algorithms("all_reduce", a100)
 
 
 @pytest.mark.parametrize("per", [4, 8])
 def test_nvls_busbw_is_2_l_minus_1_over_l_plus_1_of_nvlink(per: int) -> None:
-    c = _cluster(H100, 1, per)
+    c = spread_cluster(H100, 1, per)
     size = 2.0**34
     t = tune(c, "all_reduce", size, NCCL_DEFAULTS, algorithm="nvls").time
     busbw = size / t * 2 * (per - 1) / per
@@ -83,7 +78,7 @@ def test_nvls_schedule_moves_each_byte_once_per_link() -> None:
 
 
 def test_pxn_keeps_point_to_point_on_its_rail() -> None:
-    c = _cluster(H100, 2, 8)
+    c = spread_cluster(H100, 2, 8)
     moved = rail_local(sendrecv(16, 1e6), c)
     moved.check()
     assert len(moved.steps) == 2 * PXN_CHUNKS
@@ -106,9 +101,9 @@ def test_simulated_point_to_point_matches_its_closed_form(op: str) -> None:
 
 def test_send_recv_across_servers_is_capped_per_peer() -> None:
     params = load_calibration(CLUSTERS["h100_cluster01"].calibration)
-    one_peer = tune(_cluster(H100, 10, 1), "sendrecv", 2.0**30, params).time
+    one_peer = tune(spread_cluster(H100, 10, 1), "sendrecv", 2.0**30, params).time
     assert 2.0**30 / one_peer == pytest.approx(params.p2p_peer_bandwidth, rel=0.02)
-    many = tune(_cluster(H100, 10, 1), "all_to_all", 2.0**30, params).time
+    many = tune(spread_cluster(H100, 10, 1), "all_to_all", 2.0**30, params).time
     assert 2.0**30 * 9 / 10 / many > 1.5 * params.p2p_peer_bandwidth  # nine peers at once fill the NIC
 
 

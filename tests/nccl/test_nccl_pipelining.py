@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nccl_data import CLUSTERS
+from nccl_data import CLUSTERS, spread_cluster
 
 from commsim.collectives.calibrate import (
     fit_nccl,
@@ -28,7 +28,7 @@ from commsim.collectives.nccl import (
     ring_channels,
     ring_latency,
 )
-from commsim.collectives.nccl_run import simulate_nccl, spread_group
+from commsim.collectives.nccl_run import simulate_nccl
 from commsim.collectives.nccl_tests import read_nccl_tests
 from commsim.errors import ConfigError
 from commsim.network.loader import load_topology
@@ -37,17 +37,12 @@ POLARIS = CLUSTERS["alcf_polaris"].topology
 H100 = CLUSTERS["h100_cluster01"].topology
 
 
-def _cluster(topology, servers: int, per: int):
-    topo = topology_for(topology, servers)
-    return describe_cluster(topo, spread_group(topo, servers * per, servers))
-
-
 # ---------------------------------------------------------------------------------------------- ring latency hiding
 @settings(max_examples=60, deadline=None)
 @given(size=st.floats(min_value=64.0, max_value=2.0**34), protocol=st.sampled_from(["LL", "LL128", "Simple"]))
 def test_hidden_and_exposed_latency_add_up_to_the_step_latency(size: float, protocol: str) -> None:
     params = load_calibration(CLUSTERS["alcf_polaris"].calibration)
-    c = _cluster(POLARIS, 2, 4)
+    c = spread_cluster(POLARIS, 2, 4)
     lat = ring_latency(c, size, params, protocol)
     costs = params.protocols[protocol]
     assert 0.0 <= float(lat.remote) <= costs.remote_hop_latency
@@ -72,7 +67,7 @@ def test_a_step_takes_the_larger_of_latency_plus_slice_and_chunk_transfer() -> N
 
 
 def test_bandwidth_bound_rings_pay_the_step_latency_once() -> None:
-    c = _cluster(POLARIS, 8, 4)
+    c = spread_cluster(POLARIS, 8, 4)
     params = load_calibration(CLUSTERS["alcf_polaris"].calibration)
     big = ring_latency(c, 2.0**30, params, "Simple")
     assert float(big.remote) == 0.0 and float(big.local) == 0.0
@@ -95,7 +90,7 @@ def test_polaris_all_gather_at_128_mib_and_up_overlaps_latency_and_transfer() ->
     same parameters, is more than 5 % slow."""
     log = read_nccl_tests(CLUSTERS["alcf_polaris"].data / "all_gather_32gpu.log")
     params = load_calibration(CLUSTERS["alcf_polaris"].calibration)
-    c = _cluster(POLARIS, 8, 4)
+    c = spread_cluster(POLARIS, 8, 4)
     costs = params.protocols["Simple"]
     rows = log.measured()
     checked = 0
@@ -116,7 +111,7 @@ def test_polaris_all_gather_at_128_mib_and_up_overlaps_latency_and_transfer() ->
 # ---------------------------------------------------------------------------------------------- p2p channel ramp
 def test_p2p_channels_follow_nccls_rules_inside_a_server() -> None:
     params = replace(NCCL_DEFAULTS, p2p_channel_bandwidth=20e9)
-    four, eight = _cluster(H100, 1, 4), _cluster(H100, 1, 8)
+    four, eight = spread_cluster(H100, 1, 4), spread_cluster(H100, 1, 8)
     mib = 2.0**20
     # send/recv: 32 / ranks channels until a channel's part passes 16 MiB, then doubling up to 32
     assert [p2p_channels(four, "sendrecv", s * mib, params) for s in (32, 64, 128, 256, 512, 4096)] == \
@@ -129,7 +124,7 @@ def test_p2p_channels_follow_nccls_rules_inside_a_server() -> None:
 
 def test_a_small_send_inside_a_server_is_capped_by_its_channels() -> None:
     params = load_calibration(CLUSTERS["h100_cluster01"].calibration)
-    c = _cluster(H100, 1, 8)
+    c = spread_cluster(H100, 1, 8)
     costs = params.protocols["Simple"]
     small, _ = p2p_rates(c, "sendrecv", params, costs, 2.0**25)
     large, _ = p2p_rates(c, "sendrecv", params, costs, 2.0**33)
