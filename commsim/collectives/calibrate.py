@@ -256,7 +256,8 @@ def informed_parameters(cases: Sequence[_Case]) -> tuple[str, ...]:
     wanted = []
     for n in NAMES:
         ok = ((multi or n not in _REMOTE) and (single or n not in _COPY) and (several or n in _COPY)
-              and (rings or n not in _RING) and (inside or n != "local_efficiency") and (nvls or n not in _NVLS) and (p2p or n not in _P2P)
+              and (rings or n not in _RING) and (inside or n != "local_efficiency")
+              and (nvls or n not in _NVLS) and (p2p or n not in _P2P)
               and (peer or n != "p2p_peer_bandwidth")
               and (p2p_local or n not in ("p2p_local_efficiency", "p2p_channel_bandwidth"))
               and (small or n not in _LATENCY))

@@ -25,7 +25,8 @@ algorithm, so the scale dependence is the algorithm's, not a fitted one:
 
 * ``ring``: ``2 (n - 1)`` steps of ``bytes / (n x channels)`` for all-reduce
   (``n - 1`` for reduce-scatter and all-gather), one channel per rail across
-  servers, each step as slow as its slowest hop;
+  servers, each step as slow as its slowest hop; a step's slices hide part of its
+  hop latency, which is then paid once per call (:func:`ring_latency`);
 * ``tree`` (all-reduce across servers): NCCL's chain inside a server and double
   binary tree across servers, run as the registry's ``hierarchical`` schedule
   with an inter-node double binary tree (same hop count ``2 (L - 1)`` local +
@@ -65,6 +66,7 @@ from commsim.network.topology import Topology
 __all__ = [
     "NCCL_DEFAULTS",
     "NCCL_OPS",
+    "P2P_NVL_CHUNK",
     "P2P_OPS",
     "PIPELINE_CHUNK",
     "PROTOCOLS",
@@ -80,7 +82,6 @@ __all__ = [
     "model_algorithms",
     "nvls_chunks",
     "nvls_stages",
-    "P2P_NVL_CHUNK",
     "p2p_channels",
     "p2p_rates",
     "ring_channels",
