@@ -1,18 +1,22 @@
-"""Ring all-reduces as queue-pair flows on the fabric, with ECMP or C4P paths.
+"""Ring all-reduces of C4's jobs on the fabric as ordinary collectives, with ECMP or C4P paths.
 
 A ring all-reduce of ``S`` bytes over ``n`` ranks moves ``2 (n - 1) / n x S`` bytes
 over every ring connection ``i -> i + 1``. NCCL/ACCL carry a connection on
 ``qps`` queue pairs (QPs), each a flow with its own ECMP hash, and split the
-bytes evenly over them. This module sends every QP's bytes as one fluid flow
-after the latency of the ring's ``2 (n - 1)`` steps -- the *flows* mode of
-:mod:`commsim.collectives`, kept per QP (the collective executor merges a
-connection's channels into one flow in that mode) -- so that one QP pinned to a
-congested port or uplink slows its ring exactly as a hash collision does.
+bytes evenly over them. Each ring is the shared ring all-reduce schedule with
+``qps`` channels run by :class:`~commsim.collectives.CollectiveRun` in *flows*
+mode with one flow per connection and channel (``channel_flows``): every QP's
+bytes are one fluid flow after the latency of the ring's ``2 (n - 1)`` steps,
+so one QP pinned to a congested port or uplink slows its ring exactly as a hash
+collision does.
 
-Rings start when all their members have arrived (``start`` per ring); per-QP
-start and delivery times are kept, which is what C4D's per-connection timing
-monitor sees. With ``routing="planned"`` a :class:`~commsim.systems.c4.planner.C4PRouter`
-plans every QP before the first byte moves.
+Rings start when all their members have arrived (``start`` per ring); a
+:class:`~commsim.collectives.TransferObserver` keeps per-QP start and delivery
+times and paths, which is what C4D's per-connection timing monitor sees. With
+``routing="planned"`` a :class:`~commsim.systems.c4.planner.C4PRouter` becomes the
+network's router (:meth:`~commsim.network.network.Network.use_router`) and plans
+every QP the collectives will send before the first byte moves. Faults
+(:mod:`commsim.faults` models) are applied by the simulation's fault injector.
 
 >>> from commsim.network.generators import rail_optimized
 >>> topo = rail_optimized(servers=4, gpus_per_server=1, nic_ports=2, port_bandwidth=25e9, spines=1,
@@ -27,14 +31,16 @@ plans every QP before the first byte moves.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from commsim.collectives import CollectiveConfig, CollectiveRun, build_schedule
 from commsim.errors import ConfigError
+from commsim.network.network import TransferBatch
 from commsim.network.topology import Topology
 from commsim.simulation import Simulation
 from commsim.systems.c4.planner import C4PRouter
@@ -135,13 +141,13 @@ class RingSim:
         Software latency of each ring step, seconds (route latency comes from the topology).
     record_usage:
         Keep link-load changes for the dashboard's utilisation view.
-    key_base:
-        Offset of the QPs' ECMP keys (a different communicator hashes differently).
+    faults:
+        Faults (:mod:`commsim.faults` models or mappings) at times from the start of the run.
     """
 
     def __init__(self, topology: Topology, rings: Sequence[Ring], *, qps: int = 2, routing: Routing = "ecmp",
                  seed: int = 0, replan: bool = True, reroute: bool = False, step_latency: float = 0.0,
-                 record_usage: bool = False, key_base: int = 0) -> None:
+                 record_usage: bool = False, faults: Iterable[Any] = ()) -> None:
         if qps < 1:
             raise ConfigError(field="qps", value=qps, rule="must be at least 1", fix="use 1 or more QPs per connection")
         if routing not in ("ecmp", "planned"):
@@ -153,45 +159,69 @@ class RingSim:
         self.step_latency = float(step_latency)
         self.sim = Simulation(topology, seed=seed, record_usage=record_usage, reroute=reroute)
         self.network = self.sim.network
-        self.env = self.sim.env
-        src, dst, ring_of, pos, qp, nbytes = [], [], [], [], [], []
+        config = CollectiveConfig(mode="flows", channel_flows=True, step_latency=self.step_latency, record="none")
+        self.runs: list[CollectiveRun | None] = []
+        self._row: list[np.ndarray] = []
+        ring_of, pos, qp, src, dst, nbytes, keys, src_node, dst_node = ([] for _ in range(9))
+        at = 0
         for r, ring in enumerate(self.rings):
             n = len(ring.members)
             if n < 2:
+                self.runs.append(None)
+                self._row.append(np.zeros(0, dtype=np.int64))
                 continue
-            per_qp = ring.connection_bytes / qps
-            for i in range(n):
-                for q in range(qps):
-                    src.append(ring.members[i])
-                    dst.append(ring.members[(i + 1) % n])
-                    ring_of.append(r)
-                    pos.append(i)
-                    qp.append(q)
-                    nbytes.append(per_qp)
+            schedule = build_schedule("all_reduce", "ring", n, ring.nbytes, channels=qps)
+            run = CollectiveRun(self.sim, schedule, list(ring.members), config, label=ring.label or "c4 ring",
+                                observer=self)
+            step = run.schedule.steps[0]   # flows mode: one step, one entry per connection and QP
+            s_node, d_node, key = run.flows()
+            order = np.lexsort((step.channel, step.src))    # rows by ring position, then QP
+            row = np.empty_like(order)
+            row[order] = at + np.arange(order.shape[0])
+            self.runs.append(run)
+            self._row.append(row)
+            at += order.shape[0]
+            ring_of += [r] * order.shape[0]
+            pos += step.src[order].tolist()
+            qp += step.channel[order].tolist()
+            src += [ring.members[i] for i in step.src[order].tolist()]
+            dst += [ring.members[i] for i in step.dst[order].tolist()]
+            nbytes += step.nbytes[order].tolist()
+            keys += key[order].tolist()
+            src_node += s_node[order].tolist()
+            dst_node += d_node[order].tolist()
         self.src = src
         self.dst = dst
         self.ring_of = np.array(ring_of, dtype=np.int64)
         self.pos = np.array(pos, dtype=np.int64)
         self.qp = np.array(qp, dtype=np.int64)
         self.nbytes = np.array(nbytes, dtype=float)
-        self.key = key_base + np.arange(len(src), dtype=np.int64) * 7919 + 1
+        self.key = np.array(keys, dtype=np.int64)
         self.router: C4PRouter | None = None
         if routing == "planned":
             self.router = C4PRouter(topology, seed=seed, replan=replan)
-            self.network.router = self.router
-            self.router.plan(src, dst, self.key)
+            self.network.use_router(self.router)
+            self.router.plan(src_node, dst_node, self.key)
+        self.sim.schedule_faults(faults)
         self.start_time = np.full(len(src), math.nan)
         self.end_time = np.full(len(src), math.nan)
-        self.paths: list[tuple[int, ...]] = [()] * len(src)
         self.ring_start = np.full(len(self.rings), math.nan)
         self.ring_latency = np.zeros(len(self.rings))
         self._started = False
-        self._batches: list[tuple[np.ndarray, object]] = []
+        self._batches: list[tuple[np.ndarray, TransferBatch]] = []
 
-    # ------------------------------------------------------------------ faults
-    def at(self, time: float, action: Callable[[], None]) -> None:
-        """Run ``action`` at simulated ``time`` (e.g. a link failure during the collective)."""
-        self.env.timeout(max(0.0, time - self.env.now)).callbacks.append(lambda _ev: action())
+    # ------------------------------------------------------------------ the collectives' transfers
+    def sent(self, run: CollectiveRun, step: int, entries: np.ndarray, batch: TransferBatch) -> None:
+        """Observer: a ring's QPs left (their routes decide the ring's latency)."""
+        r = self.runs.index(run)
+        rows = self._row[r][entries]
+        self.start_time[rows] = self.sim.env.now
+        self.ring_latency[r] = self.rings[r].depth * (self.step_latency + float(batch.routes.latency.max(initial=0.0)))
+        self._batches.append((rows, batch))
+
+    def done(self, run: CollectiveRun, step: int, entries: np.ndarray, time: float) -> None:
+        """Observer: QPs of a ring delivered their bytes."""
+        self.end_time[self._row[self.runs.index(run)][entries]] = time
 
     # ------------------------------------------------------------------ running
     def start(self, ring_start: Sequence[float] | np.ndarray | None = None) -> None:
@@ -202,58 +232,31 @@ class RingSim:
                               fix="give a start time for every ring")
         self.ring_start = starts.copy()
         self._started = True
-        for r, t in enumerate(starts.tolist()):
-            members = np.flatnonzero(self.ring_of == r)
-            if math.isnan(t) or members.size == 0:
-                continue
-            self.env.timeout(max(0.0, t - self.env.now)).callbacks.append(
-                lambda _ev, r=r, m=members: self._launch(r, m))
-
-    def _launch(self, r: int, members: np.ndarray) -> None:
-        routes = self.network.routes([self.src[i] for i in members.tolist()],
-                                     [self.dst[i] for i in members.tolist()], self.key[members])
-        depth = self.rings[r].depth
-        latency = depth * self.step_latency + (depth - 1) * float(routes.latency.max(initial=0.0))
-        self.ring_latency[r] = latency + float(routes.latency.max(initial=0.0))
-        self.env.timeout(latency).callbacks.append(lambda _ev: self._send(members, routes))
-
-    def _send(self, members: np.ndarray, routes: object) -> None:
-        now = self.env.now
-        self.start_time[members] = now
-        batch = self.network.send(routes, self.nbytes[members], label="c4 ring",
-                                  on_delivered=lambda idx: self._delivered(members[idx]), record=False)
-        for j, i in enumerate(members.tolist()):
-            self.paths[i] = batch.routes.paths[j]
-        self._batches.append((members, batch))
-
-    def _delivered(self, qps: np.ndarray) -> None:
-        self.end_time[qps] = self.env.now
+        for t, run in zip(starts.tolist(), self.runs, strict=True):
+            if run is not None and not math.isnan(t):
+                self.sim.env.timeout(max(0.0, t - self.sim.env.now)).callbacks.append(lambda _ev, c=run: c.start())
 
     def run(self, until: float | None = None) -> RingResult:
         """Run to the end (stalled QPs stay unfinished: ``end`` NaN) and summarise."""
         if not self._started:
             self.start()
         result = self.sim.run(until=until, on_stall="report")
-        # paths may have moved (re-routing); take the final ones
-        for members, batch in self._batches:
-            for j, i in enumerate(members.tolist()):
-                self.paths[i] = batch.routes.paths[j]
+        paths: list[tuple[int, ...]] = [()] * len(self.src)
+        for rows, batch in self._batches:   # the final paths (flows may have been re-routed)
+            for j, i in enumerate(rows.tolist()):
+                paths[i] = batch.routes.paths[j] or ()
         n_edges = self.network.compiled.edge_src.shape[0]
         flows = np.zeros(n_edges, dtype=np.int64)
         volume = np.zeros(n_edges)
-        for i, path in enumerate(self.paths):
+        for i, path in enumerate(paths):
             if path:
                 flows[list(path)] += 1
                 volume[list(path)] += self.nbytes[i]
-        ring_time = np.full(len(self.rings), math.nan)
-        for r in range(len(self.rings)):
-            members = self.ring_of == r
-            if members.any() and not math.isnan(self.ring_start[r]) and not np.isnan(self.end_time[members]).any():
-                ring_time[r] = float(self.end_time[members].max()) - self.ring_start[r]
+        ring_time = np.array([c.time if c is not None and c.done.triggered else math.nan for c in self.runs])
         qps = pd.DataFrame({
             "ring": self.ring_of, "job": [self.rings[r].job for r in self.ring_of.tolist()], "pos": self.pos,
             "qp": self.qp, "src": self.src, "dst": self.dst, "key": self.key, "bytes": self.nbytes,
-            "start": self.start_time, "end": self.end_time, "path": self.paths,
+            "start": self.start_time, "end": self.end_time, "path": paths,
         })
         return RingResult(qps=qps, ring_start=self.ring_start.copy(), ring_time=ring_time,
                           ring_latency=self.ring_latency.copy(), edge_flows=flows, edge_bytes=volume,
