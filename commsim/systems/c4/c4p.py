@@ -34,6 +34,7 @@ import pandas as pd
 
 from commsim.collectives import CollectiveConfig, simulate_collective
 from commsim.errors import ConfigError
+from commsim.faults import LinkDown
 from commsim.network.topology import Topology
 from commsim.systems.c4.layout import dp_rings, place_jobs, rail_rings, server_devices
 from commsim.systems.c4.model import ComputeProfile, compute_profile, iteration_time
@@ -138,8 +139,12 @@ def _failed_links(topology: Topology, planned: RingResult, given: list[tuple[str
 
 
 def run_c4p(topology: Topology, params: C4Params, *, seed: int = 0, step_latency: float = 0.0,
-            progress: Progress | None = None) -> C4PResult:
-    """Run the C4P comparison for ``params.c4p`` on ``topology``."""
+            progress: Progress | None = None, faults: list[Any] | None = None) -> C4PResult:
+    """Run the C4P comparison for ``params.c4p`` on ``topology``.
+
+    ``faults`` (:mod:`commsim.faults` link models, times from each collective's start)
+    hit every variant's fabric, on top of the failure variants' own failed link.
+    """
     p = params.c4p
     job = params.job
     servers = server_devices(topology)
@@ -182,10 +187,10 @@ def run_c4p(topology: Topology, params: C4Params, *, seed: int = 0, step_latency
     def simulate(name: str, routing: str, s: int, fail: list[tuple[str, str]], replan: bool, record: bool) -> None:
         nonlocal step
         for coll, rings in (("dp", dp_ring_list), ("hierarchical", hier_ring_list)):
+            down = [LinkDown(at=0.0, link=link) for link in fail]   # after planning: C4P re-plans around them
             sim = RingSim(topology, rings, qps=p.qps, routing=routing, seed=s, replan=replan,
-                          step_latency=step_latency, record_usage=record and coll == "dp")
-            for a, b in fail:
-                sim.network.fail_link(a, b)
+                          step_latency=step_latency, record_usage=record and coll == "dp",
+                          faults=[*(faults or []), *down])
             runs[(name, coll)] = sim.run()
         step += 1
         if progress is not None:

@@ -93,11 +93,12 @@ class C4DSetup:
     used_links: list[tuple[str, str]]
     qp_src: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     qp_dst: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    fabric_faults: list[Any] = field(default_factory=list)
 
-    def ring_sim(self, **kw: Any) -> RingSim:
-        """A fresh simulation of the job's data-parallel rings."""
+    def ring_sim(self, faults: list[Any] | None = None) -> RingSim:
+        """A fresh simulation of the job's data-parallel rings with the fabric's faults and ``faults``."""
         return RingSim(self.topology, self.rings, qps=self.qps, routing=self.params.routing, seed=self.seed,
-                       reroute=False, step_latency=self.step_latency, **kw)
+                       reroute=False, step_latency=self.step_latency, faults=[*self.fabric_faults, *(faults or [])])
 
     def iteration_with(self, ring: RingResult | None = None, compute_scale: float = 1.0) -> float:
         """Iteration time (s) with these rings (default healthy) and compute ``compute_scale`` times slower."""
@@ -109,8 +110,12 @@ class C4DSetup:
 
 
 def build_setup(topology: Topology, params: C4DParams, job: JobModel, *, seed: int = 0, qps: int = 2,
-                step_latency: float = 0.0) -> C4DSetup:
-    """The C4D job on the first ``params.servers`` servers of ``topology``, with its healthy iteration."""
+                step_latency: float = 0.0, faults: list[Any] | None = None) -> C4DSetup:
+    """The C4D job on the first ``params.servers`` servers of ``topology``, with its healthy iteration.
+
+    ``faults`` (:mod:`commsim.faults` link models, times from the collective's start) are the
+    fabric's state in every iteration simulated, the healthy one included.
+    """
     servers = server_devices(topology)
     if params.servers > len(servers):
         raise ConfigError(field="workload.params.c4d.servers", value=params.servers,
@@ -129,7 +134,7 @@ def build_setup(topology: Topology, params: C4DParams, job: JobModel, *, seed: i
                      devices=devices, rank_of={d: i for i, d in enumerate(devices)},
                      server_of=server_of_device(servers), rings=rings, qps=qps, seed=seed, step_latency=step_latency,
                      profile=profile, healthy=None, iteration=math.nan,  # type: ignore[arg-type]
-                     compute_time=max(profile.backward_end), used_links=[])
+                     compute_time=max(profile.backward_end), used_links=[], fabric_faults=list(faults or []))
     healthy = setup.ring_sim().run()
     setup.healthy = healthy
     setup.iteration = setup.iteration_with(healthy)
