@@ -176,6 +176,22 @@ def test_c4p_comparison_tables(topo, params):
     assert set(out.uplinks["direction"]) == {"up", "down"}
 
 
+def test_the_hierarchical_all_reduce_is_the_shared_one_phase_after_phase(topo):
+    """NVLink phases as the shared ring collectives time them alone; the fabric phase on the planned rail rings."""
+    from commsim.collectives import simulate_collective
+
+    servers = server_devices(topo)
+    ring = Ring(tuple(d for s in servers for d in s), nbytes=2**30, ranks_per_node=2)
+    res = RingSim(topo, [ring], qps=2, routing="planned").run()
+    phases = res.phase_time[0]
+    assert len(phases) == 3 and res.ring_time[0] == pytest.approx(sum(phases))
+    for op, t in (("reduce_scatter", phases[0]), ("all_gather", phases[2])):
+        assert t == pytest.approx(simulate_collective(topo, op, 2**30, algorithm="ring", ranks=servers[0]).time)
+    # rail rings of 1/2 the buffer over 8 servers, both NIC ports busy: 2 x 7/8 x 2^29 B at 50 GB/s
+    assert phases[1] == pytest.approx(res.phase_latency[0][1] + ring.connection_bytes / (2 * PORT), rel=1e-6)
+    assert ring.connection_bytes == pytest.approx(2 * 7 / 8 * 2**29)
+
+
 # ---------------------------------------------------------------------- C4D: detection and localisation
 def test_a_single_slow_link_is_localised_to_that_link(setup, base):
     link = setup.used_links[0]

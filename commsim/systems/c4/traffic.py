@@ -38,7 +38,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from commsim.collectives import CollectiveConfig, CollectiveRun, build_schedule
+from commsim.collectives import CollectiveConfig, CollectiveRun, Schedule, build_schedule
+from commsim.collectives.hierarchical import hierarchical_phases
 from commsim.errors import ConfigError
 from commsim.network.network import TransferBatch
 from commsim.network.topology import Topology
@@ -52,23 +53,37 @@ Routing = Literal["ecmp", "planned"]
 
 @dataclass(frozen=True)
 class Ring:
-    """One ring all-reduce: device names in ring order, the buffer size ``nbytes`` and its job."""
+    """One all-reduce of ``nbytes`` over ``members`` (device names in ring order) for job ``job``.
+
+    A ring all-reduce by default; with ``ranks_per_node`` the shared hierarchical
+    all-reduce (:func:`~commsim.collectives.hierarchical.hierarchical_phases`: ring
+    reduce-scatter in every node, ring all-reduce per rail across nodes, ring
+    all-gather), its phases one after another.
+    """
 
     members: tuple[str, ...]
     nbytes: float
     job: int = 0
     label: str = ""
+    ranks_per_node: int | None = None
 
     @property
     def connection_bytes(self) -> float:
-        """Bytes every connection ``i -> i + 1`` carries: ``2 (n - 1) / n x nbytes``."""
-        n = len(self.members)
-        return 2.0 * (n - 1) / n * self.nbytes if n > 1 else 0.0
+        """Bytes every connection of the ring across the fabric carries: ``2 (m - 1) / m x`` its share.
 
-    @property
-    def depth(self) -> int:
-        """Steps of the ring algorithm, ``2 (n - 1)``."""
-        return 2 * (len(self.members) - 1)
+        ``m`` is the ring's length (the nodes, for a hierarchical all-reduce, whose
+        rail rings carry ``nbytes / ranks_per_node`` each).
+        """
+        local = self.ranks_per_node or 1
+        m = len(self.members) // local
+        return 2.0 * (m - 1) / m * self.nbytes / local if m > 1 else 0.0
+
+    def schedules(self, qps: int) -> list[Schedule]:
+        """The shared schedules of this all-reduce, phase by phase, with ``qps`` channels."""
+        n = len(self.members)
+        if self.ranks_per_node is None:
+            return [build_schedule("all_reduce", "ring", n, self.nbytes, channels=qps)]
+        return hierarchical_phases(n, self.nbytes, ranks_per_node=self.ranks_per_node, channels=qps)
 
 
 @dataclass
@@ -76,8 +91,10 @@ class RingResult:
     """Per-QP and per-ring timing of a :class:`RingSim` run (seconds, NaN = never finished).
 
     ``qps`` has one row per QP: ring, job, position, qp, src, dst (device names),
-    key, bytes, start, end, path (edge tuple). ``ring_start``/``ring_time`` per
-    ring; ``edge_flows``/``edge_bytes`` count QPs and bytes per directed edge of
+    key, phase, bytes, start, end, path (edge tuple). ``ring_start``/``ring_time``/
+    ``ring_latency`` per all-reduce (its latency: what its phases spend before and
+    after their bytes move); ``phase_time``/``phase_latency`` per all-reduce and
+    phase; ``edge_flows``/``edge_bytes`` count QPs and bytes per directed edge of
     the compiled topology; ``result`` is the simulation's result.
     """
 
@@ -85,6 +102,8 @@ class RingResult:
     ring_start: np.ndarray
     ring_time: np.ndarray
     ring_latency: np.ndarray
+    phase_time: list[list[float]]
+    phase_latency: list[list[float]]
     edge_flows: np.ndarray
     edge_bytes: np.ndarray
     rings: list[Ring]
@@ -160,68 +179,64 @@ class RingSim:
         self.sim = Simulation(topology, seed=seed, record_usage=record_usage, reroute=reroute)
         self.network = self.sim.network
         config = CollectiveConfig(mode="flows", channel_flows=True, step_latency=self.step_latency, record="none")
-        self.runs: list[CollectiveRun | None] = []
-        self._row: list[np.ndarray] = []
-        ring_of, pos, qp, src, dst, nbytes, keys, src_node, dst_node = ([] for _ in range(9))
-        at = 0
+        self.phases: list[list[CollectiveRun]] = []
+        self._where: dict[int, tuple[int, int, np.ndarray]] = {}   # id(run) -> (ring, phase, row of each entry)
+        columns: dict[str, list[Any]] = {k: [] for k in ("ring", "phase", "pos", "qp", "src", "dst", "bytes", "key",
+                                                          "src_node", "dst_node")}
         for r, ring in enumerate(self.rings):
-            n = len(ring.members)
-            if n < 2:
-                self.runs.append(None)
-                self._row.append(np.zeros(0, dtype=np.int64))
-                continue
-            schedule = build_schedule("all_reduce", "ring", n, ring.nbytes, channels=qps)
-            run = CollectiveRun(self.sim, schedule, list(ring.members), config, label=ring.label or "c4 ring",
-                                observer=self)
-            step = run.schedule.steps[0]   # flows mode: one step, one entry per connection and QP
-            s_node, d_node, key = run.flows()
-            order = np.lexsort((step.channel, step.src))    # rows by ring position, then QP
-            row = np.empty_like(order)
-            row[order] = at + np.arange(order.shape[0])
-            self.runs.append(run)
-            self._row.append(row)
-            at += order.shape[0]
-            ring_of += [r] * order.shape[0]
-            pos += step.src[order].tolist()
-            qp += step.channel[order].tolist()
-            src += [ring.members[i] for i in step.src[order].tolist()]
-            dst += [ring.members[i] for i in step.dst[order].tolist()]
-            nbytes += step.nbytes[order].tolist()
-            keys += key[order].tolist()
-            src_node += s_node[order].tolist()
-            dst_node += d_node[order].tolist()
-        self.src = src
-        self.dst = dst
-        self.ring_of = np.array(ring_of, dtype=np.int64)
-        self.pos = np.array(pos, dtype=np.int64)
-        self.qp = np.array(qp, dtype=np.int64)
-        self.nbytes = np.array(nbytes, dtype=float)
-        self.key = np.array(keys, dtype=np.int64)
+            runs: list[CollectiveRun] = []
+            for k, schedule in enumerate(ring.schedules(qps) if len(ring.members) > 1 else []):
+                run = CollectiveRun(self.sim, schedule, list(ring.members), config, label=ring.label or "c4 ring",
+                                    observer=self)
+                if runs:   # the next phase starts when this one is done everywhere
+                    runs[-1].done.callbacks.append(lambda _ev, nxt=run: nxt.start())
+                runs.append(run)
+                step = run.schedule.steps[0]   # flows mode: one step, one entry per connection and QP
+                s_node, d_node, key = run.flows()
+                order = np.lexsort((step.channel, step.src))    # rows by position, then QP
+                row = np.empty_like(order)
+                row[order] = len(columns["ring"]) + np.arange(order.shape[0])
+                self._where[id(run)] = (r, k, row)
+                for name, values in (("pos", step.src), ("qp", step.channel), ("bytes", step.nbytes), ("key", key),
+                                     ("src_node", s_node), ("dst_node", d_node)):
+                    columns[name] += values[order].tolist()
+                columns["src"] += [ring.members[i] for i in step.src[order].tolist()]
+                columns["dst"] += [ring.members[i] for i in step.dst[order].tolist()]
+                columns["ring"] += [r] * order.shape[0]
+                columns["phase"] += [k] * order.shape[0]
+            self.phases.append(runs)
+        self.src, self.dst = columns["src"], columns["dst"]
+        self.ring_of = np.array(columns["ring"], dtype=np.int64)
+        self.phase = np.array(columns["phase"], dtype=np.int64)
+        self.pos = np.array(columns["pos"], dtype=np.int64)
+        self.qp = np.array(columns["qp"], dtype=np.int64)
+        self.nbytes = np.array(columns["bytes"], dtype=float)
+        self.key = np.array(columns["key"], dtype=np.int64)
         self.router: C4PRouter | None = None
         if routing == "planned":
             self.router = C4PRouter(topology, seed=seed, replan=replan)
             self.network.use_router(self.router)
-            self.router.plan(src_node, dst_node, self.key)
+            self.router.plan(columns["src_node"], columns["dst_node"], self.key)
         self.sim.schedule_faults(faults)
-        self.start_time = np.full(len(src), math.nan)
-        self.end_time = np.full(len(src), math.nan)
+        self.start_time = np.full(len(self.src), math.nan)
+        self.end_time = np.full(len(self.src), math.nan)
         self.ring_start = np.full(len(self.rings), math.nan)
-        self.ring_latency = np.zeros(len(self.rings))
+        self._latency = [[0.0] * len(runs) for runs in self.phases]
         self._started = False
         self._batches: list[tuple[np.ndarray, TransferBatch]] = []
 
     # ------------------------------------------------------------------ the collectives' transfers
     def sent(self, run: CollectiveRun, step: int, entries: np.ndarray, batch: TransferBatch) -> None:
-        """Observer: a ring's QPs left (their routes decide the ring's latency)."""
-        r = self.runs.index(run)
-        rows = self._row[r][entries]
-        self.start_time[rows] = self.sim.env.now
-        self.ring_latency[r] = self.rings[r].depth * (self.step_latency + float(batch.routes.latency.max(initial=0.0)))
-        self._batches.append((rows, batch))
+        """Observer: QPs of a phase left, after its steps' latency; with their routes', the phase's latency."""
+        r, k, row = self._where[id(run)]
+        now = self.sim.env.now
+        self.start_time[row[entries]] = now
+        self._latency[r][k] = now - run.start_time + float(batch.routes.latency.max(initial=0.0))
+        self._batches.append((row[entries], batch))
 
     def done(self, run: CollectiveRun, step: int, entries: np.ndarray, time: float) -> None:
-        """Observer: QPs of a ring delivered their bytes."""
-        self.end_time[self._row[self.runs.index(run)][entries]] = time
+        """Observer: QPs of a phase delivered their bytes."""
+        self.end_time[self._where[id(run)][2][entries]] = time
 
     # ------------------------------------------------------------------ running
     def start(self, ring_start: Sequence[float] | np.ndarray | None = None) -> None:
@@ -232,9 +247,9 @@ class RingSim:
                               fix="give a start time for every ring")
         self.ring_start = starts.copy()
         self._started = True
-        for t, run in zip(starts.tolist(), self.runs, strict=True):
-            if run is not None and not math.isnan(t):
-                self.sim.env.timeout(max(0.0, t - self.sim.env.now)).callbacks.append(lambda _ev, c=run: c.start())
+        for t, runs in zip(starts.tolist(), self.phases, strict=True):
+            if runs and not math.isnan(t):
+                self.sim.env.timeout(max(0.0, t - self.sim.env.now)).callbacks.append(lambda _ev, c=runs[0]: c.start())
 
     def run(self, until: float | None = None) -> RingResult:
         """Run to the end (stalled QPs stay unfinished: ``end`` NaN) and summarise."""
@@ -252,12 +267,15 @@ class RingSim:
             if path:
                 flows[list(path)] += 1
                 volume[list(path)] += self.nbytes[i]
-        ring_time = np.array([c.time if c is not None and c.done.triggered else math.nan for c in self.runs])
+        phase_time = [[c.time if c.done.triggered else math.nan for c in runs] for runs in self.phases]
+        ring_time = np.array([runs[-1].end_time - start if runs and runs[-1].done.triggered else math.nan
+                              for runs, start in zip(self.phases, self.ring_start.tolist(), strict=True)])
         qps = pd.DataFrame({
-            "ring": self.ring_of, "job": [self.rings[r].job for r in self.ring_of.tolist()], "pos": self.pos,
-            "qp": self.qp, "src": self.src, "dst": self.dst, "key": self.key, "bytes": self.nbytes,
+            "ring": self.ring_of, "job": [self.rings[r].job for r in self.ring_of.tolist()], "phase": self.phase,
+            "pos": self.pos, "qp": self.qp, "src": self.src, "dst": self.dst, "key": self.key, "bytes": self.nbytes,
             "start": self.start_time, "end": self.end_time, "path": paths,
         })
         return RingResult(qps=qps, ring_start=self.ring_start.copy(), ring_time=ring_time,
-                          ring_latency=self.ring_latency.copy(), edge_flows=flows, edge_bytes=volume,
+                          ring_latency=np.array([sum(lat) for lat in self._latency]), phase_time=phase_time,
+                          phase_latency=[list(lat) for lat in self._latency], edge_flows=flows, edge_bytes=volume,
                           rings=self.rings, result=result, sim=self.sim)
