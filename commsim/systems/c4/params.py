@@ -35,6 +35,7 @@ KIND_INFO: dict[str, tuple[str, str, bool]] = {
 """What each fault kind looks like to C4D: its category, the component to isolate, hang or slow."""
 
 Positive = Annotated[Duration, Field(gt=0)]
+Share = Annotated[float, Field(ge=0)]
 NonNegative = Annotated[Duration, Field(ge=0)]
 
 
@@ -48,13 +49,20 @@ class FaultMix(StrictModel):
     assumption of this study.
     """
 
-    gpu_hang: Annotated[float, Field(ge=0)] = 0.55
-    nic_down: Annotated[float, Field(ge=0)] = 0.05
-    link_down: Annotated[float, Field(ge=0)] = 0.05
-    link_flap: Annotated[float, Field(ge=0)] = 0.05
-    slow_link: Annotated[float, Field(ge=0)] = 0.05
-    slow_nic: Annotated[float, Field(ge=0)] = 0.10
-    straggler: Annotated[float, Field(ge=0)] = 0.15
+    gpu_hang: Share = 0.55
+    """A GPU or its process stops (the bulk of the Llama 3 report's interruptions)."""
+    nic_down: Share = 0.05
+    """A NIC dies (both its ports)."""
+    link_down: Share = 0.05
+    """A leaf-spine link dies."""
+    link_flap: Share = 0.05
+    """A leaf-spine link goes down and up again, over and over."""
+    slow_link: Share = 0.05
+    """A leaf-spine link runs degraded."""
+    slow_nic: Share = 0.10
+    """A GPU's PCIe/NIC link runs degraded."""
+    straggler: Share = 0.15
+    """A host computes slower (e.g. thermal throttling)."""
 
     @model_validator(mode="after")
     def _some(self) -> FaultMix:
