@@ -49,14 +49,16 @@ Path = tuple[int, ...]
 
 
 def shortest_paths(router: Router, src: int, dst: int, failed: frozenset[int] | set[int] = frozenset(),
-                   limit: int = 4096) -> list[Path]:
+                   limit: int = 4096, dist: np.ndarray | None = None) -> list[Path]:
     """Every equal-cost shortest path from ``src`` to ``dst`` (edge tuples), avoiding ``failed`` edges.
 
     Only forwarding nodes relay, as in :class:`~commsim.network.routing.Router`;
     at most ``limit`` paths (a two-tier fabric has ports x spines x ports).
+    ``dist`` are the hop counts to ``dst`` with those failures, when known.
     """
     c = router.compiled
-    dist = distances_to(c, dst, failed)
+    if dist is None:
+        dist = distances_to(c, dst, failed)
     if dist[src] < 0:
         return []
     out: list[Path] = []
@@ -111,8 +113,11 @@ class C4PRouter(Router):
             raise ConfigError(field="plan", value=len(keys), rule="needs one source, destination and key per flow",
                               fix="give three sequences of equal length")
         options: list[list[Path]] = []
+        dists: dict[int, np.ndarray] = {}   # many flows share a destination: one search per destination
         for s, d in zip(s_idx, d_idx, strict=True):
-            options.append(shortest_paths(self, s, d, self.failed) if s != d else [()])
+            if d not in dists:
+                dists[d] = distances_to(self.compiled, d, self.failed)
+            options.append(shortest_paths(self, s, d, self.failed, dist=dists[d]) if s != d else [()])
         # 1. ports: NIC egress and ingress edges of each flow, least used first
         port_choice: list[tuple[int, int] | None] = []
         for opts in options:

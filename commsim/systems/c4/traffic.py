@@ -110,19 +110,6 @@ class RingResult:
     result: object = None
     sim: Simulation | None = None
 
-    def busbw(self) -> np.ndarray:
-        """nccl-tests bus bandwidth of each ring, bytes/s: ``2 (n - 1) / n x S / time``."""
-        conn = np.array([r.connection_bytes for r in self.rings])
-        return np.where(self.ring_time > 0, conn / self.ring_time, np.nan)
-
-    def rank_times(self) -> pd.DataFrame:
-        """Per device: when it finished (its last in- or out-QP delivered; NaN if one never did)."""
-        q = self.qps
-        ends = pd.concat([q[["src", "end"]].rename(columns={"src": "device"}),
-                          q[["dst", "end"]].rename(columns={"dst": "device"})])
-        grouped = ends.groupby("device", sort=False)["end"]
-        return pd.DataFrame({"exit": grouped.max(), "stuck": grouped.apply(lambda s: bool(s.isna().any()))})
-
 
 def switch_links(topology: Topology) -> list[tuple[str, str]]:
     """Links between two switches (leaf-spine uplinks), each once as ``(lower tier, upper tier)``."""
