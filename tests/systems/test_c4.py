@@ -407,3 +407,6 @@ def test_device_faults_given_to_the_c4_study_are_refused_and_unknown_links_named
         _small_run(faults=[{"kind": "straggler", "at": 0, "device": "gpu0", "slowdown": 2}])
     with pytest.raises(ConfigError, match=r"faults\[0\]\.link.*is not a link of the topology"):
         _small_run(faults=[{"kind": "link_down", "at": 0, "link": ["gpu0", "gpu1"]}])
+    # a link that dies under running QPs stalls them (RDMA keeps its paths): nothing to measure, said so
+    with pytest.raises(ConfigError, match=r"faults.*stall the C4P dp all-reduce.*duration"):
+        _small_run(faults=[{"kind": "link_down", "at": "1 ms", "link": ["nic0.0", "leafA0.0"]}])

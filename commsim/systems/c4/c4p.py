@@ -188,6 +188,7 @@ def run_c4p(topology: Topology, params: C4Params, *, seed: int = 0, step_latency
                           step_latency=step_latency, record_usage=record and coll == "dp",
                           faults=[*(faults or []), *down])
             runs[(name, coll)] = sim.run()
+            runs[(name, coll)].check_finished(f"the C4P {coll} all-reduce ({name})")
         step += 1
         if progress is not None:
             progress(step, total, f"C4P {name}")

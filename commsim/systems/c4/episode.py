@@ -136,6 +136,7 @@ def build_setup(topology: Topology, params: C4DParams, job: JobModel, *, seed: i
                      profile=profile, healthy=None, iteration=math.nan,  # type: ignore[arg-type]
                      compute_time=max(profile.backward_end), used_links=[], fabric_faults=list(faults or []))
     healthy = setup.ring_sim().run()
+    healthy.check_finished("the C4D job's healthy all-reduce")
     setup.healthy = healthy
     setup.iteration = setup.iteration_with(healthy)
     setup.qp_src = np.array([setup.rank_of[s] for s in healthy.qps["src"]], dtype=np.int64)

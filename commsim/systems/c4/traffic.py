@@ -110,6 +110,20 @@ class RingResult:
     result: object = None
     sim: Simulation | None = None
 
+    def check_finished(self, what: str) -> None:
+        """Raise :class:`~commsim.errors.ConfigError` when an all-reduce of ``what`` never finished.
+
+        Only the scenario's faults can stall these runs (a link down under QPs that
+        keep their paths, or no route left); the study cannot measure anything then.
+        """
+        stuck = [self.rings[r].label or f"ring {r}" for r in np.flatnonzero(np.isnan(self.ring_time)).tolist()]
+        if stuck:
+            raise ConfigError(field="faults", value=", ".join(stuck[:3]),
+                              rule=f"stall {what}: a link failed under running QPs (which keep their paths) "
+                                   "or left no route",
+                              fix="fail links at time 0 (the collectives then route around them) or give the "
+                                  "outage a duration")
+
 
 def switch_links(topology: Topology) -> list[tuple[str, str]]:
     """Links between two switches (leaf-spine uplinks), each once as ``(lower tier, upper tier)``."""
