@@ -35,7 +35,6 @@ KIND_INFO: dict[str, tuple[str, str, bool]] = {
 """What each fault kind looks like to C4D: its category, the component to isolate, hang or slow."""
 
 Positive = Annotated[Duration, Field(gt=0)]
-Share = Annotated[float, Field(ge=0)]
 NonNegative = Annotated[Duration, Field(ge=0)]
 
 
@@ -49,20 +48,13 @@ class FaultMix(StrictModel):
     assumption of this study.
     """
 
-    gpu_hang: Share = 0.55
-    """A GPU or its process stops (the bulk of the Llama 3 report's interruptions)."""
-    nic_down: Share = 0.05
-    """A NIC dies (both its ports)."""
-    link_down: Share = 0.05
-    """A leaf-spine link dies."""
-    link_flap: Share = 0.05
-    """A leaf-spine link goes down and up again, over and over."""
-    slow_link: Share = 0.05
-    """A leaf-spine link runs degraded."""
-    slow_nic: Share = 0.10
-    """A GPU's PCIe/NIC link runs degraded."""
-    straggler: Share = 0.15
-    """A host computes slower (e.g. thermal throttling)."""
+    gpu_hang: float = Field(0.55, ge=0, description="a GPU or its process stops (most Llama 3 interruptions)")
+    nic_down: float = Field(0.05, ge=0, description="a NIC dies (both its ports)")
+    link_down: float = Field(0.05, ge=0, description="a leaf-spine link dies")
+    link_flap: float = Field(0.05, ge=0, description="a leaf-spine link goes down and up, over and over")
+    slow_link: float = Field(0.05, ge=0, description="a leaf-spine link runs degraded")
+    slow_nic: float = Field(0.10, ge=0, description="a GPU's PCIe/NIC link runs degraded")
+    straggler: float = Field(0.15, ge=0, description="a host computes slower (e.g. thermal throttling)")
 
     @model_validator(mode="after")
     def _some(self) -> FaultMix:
