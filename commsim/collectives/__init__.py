@@ -12,6 +12,7 @@ from commsim._lazy import lazy_exports
 __getattr__, __dir__ = lazy_exports(__name__, {
     "CollectiveConfig": "commsim.collectives._executor",
     "CollectiveRun": "commsim.collectives._executor",
+    "TransferObserver": "commsim.collectives._executor",
     "ALGORITHMS": "commsim.collectives._registry",
     "OPS": "commsim.collectives._registry",
     "algorithms_for": "commsim.collectives._registry",
@@ -41,6 +42,7 @@ __all__ = [
     "Dep",
     "Schedule",
     "Step",
+    "TransferObserver",
     "algorithms_for",
     "build_schedule",
     "bus_factor",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 from simpy.events import Event
@@ -19,12 +19,12 @@ from simpy.events import Event
 from commsim.collectives._schedule import Schedule, Step, aggregate
 from commsim.devices.device import kernel_resources, start_kernels, start_kernels_on
 from commsim.errors import ConfigError
-from commsim.network.network import RouteSet
+from commsim.network.network import RouteSet, TransferBatch
 
 if TYPE_CHECKING:
     from commsim.simulation import Simulation
 
-__all__ = ["CollectiveConfig", "CollectiveRun"]
+__all__ = ["CollectiveConfig", "CollectiveRun", "TransferObserver"]
 
 Recording = Literal["rank", "flows", "none"]
 _ELEMENT_BYTES = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1, "fp64": 8}
@@ -68,6 +68,10 @@ class CollectiveConfig:
         ring reduce-scatter/all-gather/all-reduce on uncongested paths, fully
         pipelined for chains, an approximation under contention, and far cheaper
         for big replays.
+    channel_flows:
+        In ``"flows"`` mode, one flow per connection *and channel* (each channel
+        its own ECMP hash, like an RDMA connection's queue pairs) instead of one
+        per connection.
     """
 
     step_latency: float = 0.0
@@ -81,6 +85,7 @@ class CollectiveConfig:
     launch_latency: float = 0.0
     remote_step_latency: float | None = None
     remote_efficiency: float | None = None
+    channel_flows: bool = False
 
     def __post_init__(self) -> None:
         for name in ("launch_latency", "remote_step_latency"):
@@ -108,24 +113,40 @@ class CollectiveConfig:
                               fix="use 'rank', 'flows' or 'none'")
 
 
+class TransferObserver(Protocol):
+    """Sees every transfer of a :class:`CollectiveRun`: when it leaves (with its routes) and when it is done.
+
+    ``entries`` index the step ``step`` of ``run.schedule`` (the aggregated step in
+    ``"flows"`` mode); ``batch.routes.paths`` follow the flows when they are re-routed.
+    """
+
+    def sent(self, run: CollectiveRun, step: int, entries: np.ndarray, batch: TransferBatch) -> None:
+        """``entries`` of ``step`` went to the network as ``batch`` (its flow ``j`` is ``entries[j]``)."""
+
+    def done(self, run: CollectiveRun, step: int, entries: np.ndarray, time: float) -> None:
+        """``entries`` of ``step`` arrived (and were reduced) at ``time``, seconds."""
+
+
 class CollectiveRun:
     """One collective running on ``group`` (device node names, by group position).
 
     Start it with :meth:`start`; ``done`` succeeds when every transfer has arrived
     (and been reduced). ``rank_end[i]`` is when position ``i`` finished its part.
     A schedule tiled over ``copies`` groups calls ``on_copy_done(copy, time)`` as
-    each group finishes.
+    each group finishes. An ``observer`` sees every transfer (per-flow timing and
+    paths, e.g. a per-connection monitor).
     """
 
     def __init__(self, sim: Simulation, schedule: Schedule, group: list[str], config: CollectiveConfig,
-                 *, label: str = "", copies: int = 1, on_copy_done: Callable[[int, float], None] | None = None) -> None:
+                 *, label: str = "", copies: int = 1, on_copy_done: Callable[[int, float], None] | None = None,
+                 observer: TransferObserver | None = None) -> None:
         if len(group) != schedule.ranks:
             raise ConfigError(field="group", value=len(group), rule=f"does not match the schedule's {schedule.ranks} "
                               "ranks", fix="build the schedule for the group size")
         self.sim = sim
         self._depth = 0
         if config.mode == "flows":
-            schedule, self._depth = aggregate(schedule)
+            schedule, self._depth = aggregate(schedule, by_channel=config.channel_flows)
         self.schedule = schedule
         self.group = list(group)
         self.config = config
@@ -143,6 +164,7 @@ class CollectiveRun:
         self._copy_size = schedule.ranks // copies
         self._copy_left = np.full(copies, self._left // copies, dtype=np.int64)
         self._on_copy_done = on_copy_done
+        self._observer = observer
         self._counters: dict[int, np.ndarray] = {}
         self._launched = np.zeros(len(schedule.steps), dtype=np.int64)
         self._dependents: list[list[tuple[int, np.ndarray, np.ndarray]]] = [[] for _ in schedule.steps]
@@ -227,6 +249,8 @@ class CollectiveRun:
                                      record=self.config.record == "flows")
         if sent.routes is not routes and entries.shape[0] == len(step):
             self._routes[self._route_key(step)] = sent.routes  # routed again after a failure: keep the new ones
+        if self._observer is not None:
+            self._observer.sent(self, k, entries, sent)
 
     def _all(self, size: int) -> np.ndarray:
         everything = self._everything.get(size)
@@ -248,17 +272,34 @@ class CollectiveRun:
         parts = [self._route_set(step).resources for step in self.schedule.steps if len(step)]
         return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
 
+    def flows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Source node, destination node and ECMP key of every distinct flow the run will send.
+
+        A router that plans paths (rather than hashing them) plans these before
+        :meth:`start`; the run's transfers then take the planned paths.
+        """
+        parts = [(self._nodes[step.src], self._nodes[step.dst], self._flow_keys(step))
+                 for step in self.schedule.steps if len(step)]
+        if not parts:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, empty
+        src, dst, key = (np.concatenate([p[i] for p in parts]) for i in range(3))
+        _, first = np.unique(np.stack([src, dst, key]), axis=1, return_index=True)
+        first.sort()
+        return src[first], dst[first], key[first]
+
+    def _flow_keys(self, step: Step) -> np.ndarray:
+        # the hash follows the endpoints, so one communicator keeps its paths whatever the batching
+        n = len(self.sim.network.compiled.names)
+        chan = step.channel.astype(np.int64) if isinstance(step.channel, np.ndarray) else step.channel
+        keys = (self.config.flow_key * 64 + np.asarray(chan)) * n * n + self._nodes[step.src] * n + self._nodes[step.dst]
+        return np.broadcast_to(keys, step.src.shape)
+
     def _route_set(self, step: Step) -> RouteSet:
-        channel = step.channel if isinstance(step.channel, np.ndarray) else None
         key = self._route_key(step)
         routes = self._routes.get(key)
         if routes is None:
-            # the hash follows the endpoints, so one communicator keeps its paths whatever the batching
-            n = len(self.sim.network.compiled.names)
-            chan = step.channel if channel is None else channel.astype(np.int64)
-            keys = (self.config.flow_key * 64 + np.asarray(chan)) * n * n + self._nodes[step.src] * n + self._nodes[step.dst]
-            routes = self.sim.network.routes(self._nodes[step.src], self._nodes[step.dst],
-                                             np.broadcast_to(keys, step.src.shape))
+            routes = self.sim.network.routes(self._nodes[step.src], self._nodes[step.dst], self._flow_keys(step))
             self._routes[key] = routes
         return routes
 
@@ -302,6 +343,8 @@ class CollectiveRun:
         self.rank_end[step.dst[entries]] = now
         self.rank_end[step.src[entries]] = np.fmax(self.rank_end[step.src[entries]], now)
         self._left -= entries.shape[0]
+        if self._observer is not None:
+            self._observer.done(self, k, entries, now)
         if self._on_copy_done is not None:
             copies = self._copy_left.shape[0]
             done = np.bincount(step.dst[entries] // self._copy_size, minlength=copies)

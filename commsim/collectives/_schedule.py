@@ -143,7 +143,10 @@ def depth(schedule: Schedule) -> int:
 _AGGREGATED: weakref.WeakKeyDictionary[Schedule, tuple[Schedule, int]] = weakref.WeakKeyDictionary()
 
 
-def aggregate(schedule: Schedule) -> tuple[Schedule, int]:
+_AGGREGATED_BY_CHANNEL: weakref.WeakKeyDictionary[Schedule, tuple[Schedule, int]] = weakref.WeakKeyDictionary()
+
+
+def aggregate(schedule: Schedule, *, by_channel: bool = False) -> tuple[Schedule, int]:
     """One step holding every connection's total bytes, and the depth of the original.
 
     The *flows* mode of the executor sends each connection's bytes as one flow
@@ -151,30 +154,36 @@ def aggregate(schedule: Schedule) -> tuple[Schedule, int]:
     alpha-beta time of ring schedules exactly and treats chains as fully
     pipelined; under contention it shares bandwidth like the steps would on
     average, at a fraction of the cost.
-    Reductions are summed per receiving rank.
+    Reductions are summed per receiving rank. ``by_channel`` keeps one flow per
+    connection *and channel* (each channel its own flow hash, as NCCL's channels
+    or an RDMA connection's queue pairs are), so a channel hashed onto a busy link
+    slows its connection as it would on a real fabric.
     """
-    cached = _AGGREGATED.get(schedule)
+    cache = _AGGREGATED_BY_CHANNEL if by_channel else _AGGREGATED
+    cached = cache.get(schedule)
     if cached is not None:
         return cached
     n = schedule.ranks
-    totals: dict[tuple[int, int], np.ndarray] = {}
-    pair_arrays: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+    totals: dict[tuple[int, int, int], np.ndarray] = {}
+    arrays: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     reduced = np.zeros(n)
     for step in schedule.steps:
-        key = (id(step.src), id(step.dst))
+        channel = step.channel if by_channel else 0
+        key = (id(step.src), id(step.dst), id(channel) if isinstance(channel, np.ndarray) else -1 - int(channel))
         if key not in totals:
             totals[key] = np.zeros(len(step))
-            pair_arrays[key] = (step.src, step.dst)
+            arrays[key] = (step.src, step.dst, np.broadcast_to(np.asarray(channel, dtype=np.int64), step.src.shape))
         totals[key] += step.nbytes
         if step.reduce:
             reduced += np.bincount(step.dst, weights=step.nbytes, minlength=n)
-    src = np.concatenate([pair_arrays[k][0] for k in totals]) if totals else np.zeros(0, dtype=np.int64)
-    dst = np.concatenate([pair_arrays[k][1] for k in totals]) if totals else np.zeros(0, dtype=np.int64)
+    empty = np.zeros(0, dtype=np.int64)
+    src, dst, chan = (np.concatenate([a[i] for a in arrays.values()]) if arrays else empty for i in range(3))
     size = np.concatenate(list(totals.values())) if totals else np.zeros(0)
-    pairs, which = np.unique(src * n + dst, return_inverse=True)
+    pairs, which = np.unique((chan * n + src) * n + dst, return_inverse=True)
     summed = np.bincount(which, weights=size, minlength=pairs.shape[0])
-    step = Step(src=pairs // n, dst=pairs % n, nbytes=summed, reduce=bool(reduced.any()), phase="aggregate")
+    step = Step(src=(pairs // n) % n, dst=pairs % n, nbytes=summed, reduce=bool(reduced.any()),
+                channel=pairs // (n * n) if by_channel else 0, phase="aggregate")
     merged = Schedule(schedule.op, schedule.algorithm, n, schedule.nbytes, [step] if pairs.size else [],
                       notes=f"aggregated; {schedule.notes}".rstrip("; "))
-    _AGGREGATED[schedule] = (merged, depth(schedule))
-    return _AGGREGATED[schedule]
+    cache[schedule] = (merged, depth(schedule))
+    return cache[schedule]

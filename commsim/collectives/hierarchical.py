@@ -39,14 +39,14 @@ from commsim.collectives._pipeline import (
     sequence,
     with_channels,
 )
-from commsim.collectives._schedule import Schedule
+from commsim.collectives._schedule import Schedule, Step
 from commsim.collectives.tree import DBT_CHUNK, double_binary_tree_template
 from commsim.errors import ConfigError
 
 if TYPE_CHECKING:
     from commsim.network.topology import Topology
 
-__all__ = ["hierarchical_all_reduce", "ranks_per_node_of", "ring_template"]
+__all__ = ["PHASE_OPS", "hierarchical_all_reduce", "hierarchical_phases", "ranks_per_node_of", "ring_template"]
 
 
 def ring_template(m: int, reduce: int) -> Template:
@@ -65,9 +65,9 @@ def _check_local(n: int, ranks_per_node: int) -> None:
                           "node holding the same number of ranks")
 
 
-def hierarchical_all_reduce(n: int, nbytes: float, *, ranks_per_node: int, inter: Literal["ring", "tree"] = "ring",
-                            channels: int = 1, chunk_size: float | None = DBT_CHUNK) -> Schedule:
-    """All-reduce in three phases (see the module docstring); ``chunk_size`` only matters for ``inter="tree"``."""
+def _phase_steps(n: int, nbytes: float, ranks_per_node: int, inter: str, channels: int, chunk_size: float | None
+                 ) -> tuple[list[list[Step]], str]:
+    """The steps of the three phases (an empty list for a phase with nothing to do) and a note on the layout."""
     check_common(n, nbytes, channels)
     _check_local(n, ranks_per_node)
     if inter not in ("ring", "tree"):
@@ -96,9 +96,37 @@ def hierarchical_all_reduce(n: int, nbytes: float, *, ranks_per_node: int, inter
             t = with_channels(replicate(double_binary_tree_template(nodes, chunks), rails), channels)
             across = pack(t, chunks, piece / (2 * chunks), phase="inter broadcast", reduce_phase="inter reduce",
                           interner=intern)
-    steps = sequence(n, [intra_rs, across, intra_ag])
-    return Schedule("all_reduce", "hierarchical", n, nbytes, steps,
-                    notes=f"{nodes} nodes x {local} ranks, inter-node {inter}")
+    return [intra_rs, across, intra_ag], f"{nodes} nodes x {local} ranks, inter-node {inter}"
+
+
+def hierarchical_all_reduce(n: int, nbytes: float, *, ranks_per_node: int, inter: Literal["ring", "tree"] = "ring",
+                            channels: int = 1, chunk_size: float | None = DBT_CHUNK) -> Schedule:
+    """All-reduce in three phases (see the module docstring); ``chunk_size`` only matters for ``inter="tree"``."""
+    phases, notes = _phase_steps(n, nbytes, ranks_per_node, inter, channels, chunk_size)
+    return Schedule("all_reduce", "hierarchical", n, nbytes, sequence(n, phases), notes=notes)
+
+
+PHASE_OPS: tuple[str, str, str] = ("reduce_scatter", "all_reduce", "all_gather")
+"""What each phase of the hierarchical all-reduce does: intra-node, across nodes per rail, intra-node."""
+
+
+def hierarchical_phases(n: int, nbytes: float, *, ranks_per_node: int, inter: Literal["ring", "tree"] = "ring",
+                        channels: int = 1, chunk_size: float | None = DBT_CHUNK) -> list[Schedule]:
+    """The phases of :func:`hierarchical_all_reduce` as schedules of their own on the same ``n`` positions.
+
+    Run one after another, each starting when the previous one is done everywhere
+    (a barrier, where :func:`hierarchical_all_reduce` lets every rank go on as
+    soon as it and its peer are done), e.g. each in the executor's *flows* mode:
+    phase times then add up, and the fabric phase can be told apart. Schedule
+    ``op`` names the phase (:data:`PHASE_OPS`); phases with nothing to do (one
+    node, or one rank per node) are left out.
+
+    >>> [(p.op, len(p.steps)) for p in hierarchical_phases(8, 2**20, ranks_per_node=4)]
+    [('reduce_scatter', 3), ('all_reduce', 2), ('all_gather', 3)]
+    """
+    phases, notes = _phase_steps(n, nbytes, ranks_per_node, inter, channels, chunk_size)
+    return [Schedule(op, "hierarchical", n, nbytes, steps, notes=f"{op} phase; {notes}")
+            for op, steps in zip(PHASE_OPS, phases, strict=True) if steps]
 
 
 def ranks_per_node_of(topology: Topology, group: Sequence[str]) -> int:

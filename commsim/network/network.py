@@ -144,6 +144,24 @@ class Network:
         self.bytes_sent = 0.0
         self.bytes_delivered = 0.0
 
+    def use_router(self, router: Router) -> None:
+        """Route every flow from now on with ``router`` (e.g. one that plans paths instead of hashing them).
+
+        The router must be built on this network's topology; the links down now
+        are down for it too, and routes computed before are computed again.
+        """
+        mine, theirs = self.compiled, router.compiled
+        if theirs is not mine and (theirs.names != mine.names or not np.array_equal(theirs.edge_src, mine.edge_src)
+                                   or not np.array_equal(theirs.edge_dst, mine.edge_dst)):
+            raise ConfigError(field="router", value=router.topology.name, rule="is not built on this network's topology",
+                              fix="build the router from the simulation's topology")
+        down = np.flatnonzero(self._down)
+        if down.size:
+            router.fail(down.tolist())
+        self.router = router
+        self._generation += 1
+        self._route_cache.clear()
+
     # ------------------------------------------------------------------ resources
     def link_resource(self, a: str, b: str) -> int:
         """Kernel resource id of the directed link ``a -> b``."""

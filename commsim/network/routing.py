@@ -25,7 +25,7 @@ import numpy as np
 from commsim.errors import ConfigError, RoutingError
 from commsim.network.topology import CompiledTopology, Topology
 
-__all__ = ["Router", "RoutingPolicy", "distances_to", "flow_hash"]
+__all__ = ["Router", "RoutingPolicy", "distances_to", "equal_cost_paths", "flow_hash"]
 
 RoutingPolicy = Literal["ecmp", "shortest"]
 _MASK = (1 << 64) - 1
@@ -75,6 +75,37 @@ def distances_to(topo: CompiledTopology, dst: int, failed: frozenset[int] | set[
         dist[pred] = hops
         frontier = pred[topo.transit[pred]]
     return dist
+
+
+def equal_cost_paths(topo: CompiledTopology, src: int, dst: int, failed: frozenset[int] | set[int] = frozenset(),
+                     *, limit: int = 4096, dist: np.ndarray | None = None) -> list[tuple[int, ...]]:
+    """Every shortest path from ``src`` to ``dst`` (edge tuples) avoiding ``failed`` edges: ECMP's choices.
+
+    Only forwarding nodes relay, as in :class:`Router`; at most ``limit`` paths (a
+    two-tier fabric has ports x spines x ports). ``dist`` are the hop counts to
+    ``dst`` with those failures (:func:`distances_to`), when already known.
+
+    >>> from commsim.network.generators import leaf_spine
+    >>> topo = leaf_spine(leaves=2, spines=2, hosts_per_leaf=1).compile()
+    >>> len(equal_cost_paths(topo, topo.index["gpu0"], topo.index["gpu1"]))   # over spine0 or spine1
+    2
+    """
+    if dist is None:
+        dist = distances_to(topo, dst, failed)
+    if dist[src] < 0:
+        return []
+    out: list[tuple[int, ...]] = []
+    stack: list[tuple[int, tuple[int, ...]]] = [(src, ())]
+    while stack and len(out) < limit:
+        u, prefix = stack.pop()
+        if u == dst:
+            out.append(prefix)
+            continue
+        want = dist[u] - 1
+        for w, e in reversed(topo.out_edges[u]):
+            if dist[w] == want and e not in failed and (w == dst or topo.transit_list[w]):
+                stack.append((w, (*prefix, e)))
+    return out
 
 
 def _in_edge_index(topo: CompiledTopology) -> tuple[np.ndarray, np.ndarray]:

@@ -220,7 +220,7 @@ def simulate(source: Any, *, overrides: dict[str, Any] | None = None, progress: 
         _check_timeline_devices(scenario, topology)
         _check_world(scenario, topology)
     if isinstance(workload, StudyWorkload):
-        run = _run_study(scenario, workload, topology, progress)
+        run = _run_study(scenario, workload, topology, faults, progress)
     elif isinstance(workload, CollectiveWorkload):
         run = _run_collective(scenario, workload, _need_topology(scenario, topology), faults, progress)
     else:
@@ -251,7 +251,9 @@ def scenario_faults(scenario: Scenario, topology: Topology | None) -> list[Any]:
 
     Raises :class:`ConfigError` before anything runs: for ``fault_rates`` without
     ``fault_horizon`` (or the reverse), a fault on a link or device the topology
-    lacks, and faults given to a study, which does not run on the scenario's network.
+    lacks, and faults given to a study that does not apply them (:attr:`Study.accepts_faults
+    <commsim.systems.Study.accepts_faults>`). A study given no scenario topology checks
+    listed faults against the topology it builds.
     """
     if scenario.fault_rates is not None and scenario.fault_horizon is None:
         raise ConfigError(field="fault_horizon", rule="is required with fault_rates",
@@ -260,19 +262,28 @@ def scenario_faults(scenario: Scenario, topology: Topology | None) -> list[Any]:
         raise ConfigError(field="fault_horizon", value=scenario.fault_horizon, rule="has no fault_rates to draw from",
                           fix="add fault_rates (e.g. {link_down: '1 /h'}) or drop fault_horizon")
     given = bool(scenario.faults) or scenario.fault_rates is not None
-    if given and isinstance(scenario.workload, StudyWorkload):
+    study = isinstance(scenario.workload, StudyWorkload)
+    if given and study and not _study_accepts_faults(scenario.workload.study):
         raise ConfigError(field="faults" if scenario.faults else "fault_rates", value=scenario.workload.study,
-                          rule="cannot be applied to a study workload: studies build their own simulations",
+                          rule="cannot be applied to a study workload that does not apply them to its simulations",
                           fix="drop faults/fault_rates from this scenario, or run a trace, training, inference, "
-                              "collective or traffic workload to see their effect")
+                              "collective or traffic workload (or the c4 study) to see their effect")
     if not given:
         return []
-    topology = _need_topology(scenario, topology)
     faults: list[Any] = list(scenario.faults)
+    if study and topology is None and scenario.fault_rates is None:
+        return faults   # the study checks them against the topology it builds
+    topology = _need_topology(scenario, topology)
     check_faults(faults, topology)
     if scenario.fault_rates is not None:
         faults += draw_faults(scenario.fault_rates, topology, scenario.fault_horizon, seed=scenario.seed)
     return faults
+
+
+def _study_accepts_faults(name: str) -> bool:
+    from commsim.systems import get_study
+
+    return bool(get_study(name).accepts_faults)
 
 
 def _simulation(scenario: Scenario, topology: Topology, faults: list[Any]) -> Simulation:
@@ -512,14 +523,14 @@ def _derangement(rng: np.random.Generator, n: int) -> np.ndarray:
     return perm
 
 
-def _run_study(scenario: Scenario, workload: StudyWorkload, topology: Topology | None,
+def _run_study(scenario: Scenario, workload: StudyWorkload, topology: Topology | None, faults: list[Any],
                progress: Progress) -> RunResult:
     from commsim.systems import StudyContext, get_study
 
     study = get_study(workload.study)
     params = study.parse(workload.params)
     ctx = StudyContext(topology=topology, seed=scenario.seed, collective=scenario.collective.config(),
-                       record=scenario.outputs.record, progress=progress, scenario=scenario)
+                       record=scenario.outputs.record, progress=progress, scenario=scenario, faults=faults)
     out = study.run(params, ctx)
     return RunResult(scenario=scenario, metrics=out.metrics, result=out.result, tables=out.tables, csv=out.csv,
                      figures=out.figures, notes=out.notes, topology=topology)

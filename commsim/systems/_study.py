@@ -33,7 +33,8 @@ class StudyContext:
 
     ``topology`` is the scenario's topology (None when the scenario gives none;
     a study then builds its own from its parameters). ``progress(done, total,
-    what)`` moves the progress bar.
+    what)`` moves the progress bar. ``faults`` are the scenario's faults
+    (:mod:`commsim.faults` models), given only to studies that accept them.
     """
 
     topology: Any = None
@@ -42,6 +43,7 @@ class StudyContext:
     record: str = "auto"
     progress: Progress = _no_progress
     scenario: Any = None
+    faults: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -69,6 +71,8 @@ class Study(ABC):
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
     params: ClassVar[type[StrictModel]] = StrictModel
+    accepts_faults: ClassVar[bool] = False
+    """Whether the study applies a scenario's ``faults`` to its simulations (else the scenario is refused)."""
 
     def parse(self, params: dict[str, Any]) -> StrictModel:
         """Validate the scenario's ``params`` mapping (errors are prefixed ``workload.params``)."""

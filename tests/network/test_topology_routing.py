@@ -267,3 +267,20 @@ def test_shorthands_build_the_named_generator():
     assert len(topo.devices) == 6
     topo = load_topology("fat_tree:k=4,bandwidth=400Gbps", overrides={"k": 2})
     assert len(topo.devices) == 2
+
+
+def test_equal_cost_paths_are_every_ecmp_choice_and_avoid_failed_edges():
+    from commsim.network.routing import equal_cost_paths
+
+    topo = leaf_spine(leaves=2, spines=3, hosts_per_leaf=2, bandwidth=50e9)
+    c = topo.compile()
+    src, dst = c.index["gpu0"], c.index["gpu3"]
+    paths = equal_cost_paths(c, src, dst)
+    spines = sorted(c.names[c.edge_dst[p[1]]] for p in paths)
+    assert spines == ["spine0", "spine1", "spine2"] and all(len(p) == 4 for p in paths)
+    router = Router(topo, policy="ecmp", seed=5)
+    assert {router.path("gpu0", "gpu3", key) for key in range(64)} <= set(paths)
+    up = c.edge_index[(c.index["leaf0"], c.index["spine1"])]
+    left = equal_cost_paths(c, src, dst, {up})
+    assert len(left) == 2 and all(up not in p for p in left)
+    assert equal_cost_paths(c, src, dst, {p[0] for p in paths}) == []   # the host's only link is down

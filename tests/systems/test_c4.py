@@ -176,6 +176,22 @@ def test_c4p_comparison_tables(topo, params):
     assert set(out.uplinks["direction"]) == {"up", "down"}
 
 
+def test_the_hierarchical_all_reduce_is_the_shared_one_phase_after_phase(topo):
+    """NVLink phases as the shared ring collectives time them alone; the fabric phase on the planned rail rings."""
+    from commsim.collectives import simulate_collective
+
+    servers = server_devices(topo)
+    ring = Ring(tuple(d for s in servers for d in s), nbytes=2**30, ranks_per_node=2)
+    res = RingSim(topo, [ring], qps=2, routing="planned").run()
+    phases = res.phase_time[0]
+    assert len(phases) == 3 and res.ring_time[0] == pytest.approx(sum(phases))
+    for op, t in (("reduce_scatter", phases[0]), ("all_gather", phases[2])):
+        assert t == pytest.approx(simulate_collective(topo, op, 2**30, algorithm="ring", ranks=servers[0]).time)
+    # rail rings of 1/2 the buffer over 8 servers, both NIC ports busy: 2 x 7/8 x 2^29 B at 50 GB/s
+    assert phases[1] == pytest.approx(res.phase_latency[0][1] + ring.connection_bytes / (2 * PORT), rel=1e-6)
+    assert ring.connection_bytes == pytest.approx(2 * 7 / 8 * 2**29)
+
+
 # ---------------------------------------------------------------------- C4D: detection and localisation
 def test_a_single_slow_link_is_localised_to_that_link(setup, base):
     link = setup.used_links[0]
@@ -356,3 +372,41 @@ def test_study_runs_from_a_scenario_with_tables_figures_and_metrics(tmp_path):
     assert m["c4d_downtime_fraction_c4d"][0] <= m["c4d_downtime_fraction_baseline"][0]
     written = run.write(tmp_path)
     assert (tmp_path / "c4d_breakdown.csv").exists() and written
+
+
+# ---------------------------------------------------------------------- scenario faults reach the study
+def _small_run(**extra):
+    params = {**PARAMS, "c4p": {**PARAMS["c4p"], "ecmp_seeds": 1, "failed_links": []}}
+    return simulate({"name": "c4-faults", "topology": {"generator": "rail_optimized", "params": SMALL},
+                     "workload": {"kind": "study", "study": "c4", "params": params}, **extra})
+
+
+def test_a_scenario_link_fault_changes_the_c4_study_result():
+    """A NIC port at a quarter of its bandwidth slows the planned rings (C4P) and the watched job (C4D)."""
+    clean = _small_run().metrics
+    port = {"kind": "link_degraded", "at": 0, "link": ["nic0.0", "leafA0.0"], "factor": 0.25}
+    faulty = _small_run(faults=[port])
+    hit = faulty.metrics
+    # planned: each port carries one QP of the connection; one at 1/4 makes that QP, so its ring, 4x slower
+    assert hit["c4p_dp_planned_fraction_of_ideal"][0] == pytest.approx(
+        clean["c4p_dp_planned_fraction_of_ideal"][0] / 4, rel=0.02)
+    assert hit["c4p_iteration_planned"][0] > clean["c4p_iteration_planned"][0]
+    assert hit["c4d_healthy_iteration"][0] > clean["c4d_healthy_iteration"][0]
+    assert any("Scenario faults" in note for note in faulty.notes)
+
+
+def test_a_scenario_link_down_changes_the_c4p_comparison():
+    clean = _small_run().metrics
+    down = _small_run(faults=[{"kind": "link_down", "at": 0, "link": ["nic0.0", "leafA0.0"]}]).metrics
+    # the rings route around the dead port: gpu0's connection shares its NIC's other port
+    assert down["c4p_dp_planned_fraction_of_ideal"][0] < clean["c4p_dp_planned_fraction_of_ideal"][0] - 0.1
+
+
+def test_device_faults_given_to_the_c4_study_are_refused_and_unknown_links_named():
+    with pytest.raises(ConfigError, match=r"faults\[0\]\.kind.*not applied by the c4 study"):
+        _small_run(faults=[{"kind": "straggler", "at": 0, "device": "gpu0", "slowdown": 2}])
+    with pytest.raises(ConfigError, match=r"faults\[0\]\.link.*is not a link of the topology"):
+        _small_run(faults=[{"kind": "link_down", "at": 0, "link": ["gpu0", "gpu1"]}])
+    # a link that dies under running QPs stalls them (RDMA keeps its paths): nothing to measure, said so
+    with pytest.raises(ConfigError, match=r"faults.*stall the C4P dp all-reduce.*duration"):
+        _small_run(faults=[{"kind": "link_down", "at": "1 ms", "link": ["nic0.0", "leafA0.0"]}])

@@ -4,11 +4,13 @@ Modules, one concept each:
 
 * :mod:`~commsim.systems.c4.params` -- the study's parameters and their defaults;
 * :mod:`~commsim.systems.c4.model` -- the 22B job and its iteration time (replayed replica + fabric rings);
-* :mod:`~commsim.systems.c4.layout` -- servers, job placement, data-parallel and rail rings;
-* :mod:`~commsim.systems.c4.traffic` -- ring all-reduces QP by QP on the fabric (ECMP or planned);
-* :mod:`~commsim.systems.c4.planner` -- C4P's path planner as a router;
+* :mod:`~commsim.systems.c4.layout` -- servers, job placement, the data-parallel rings;
+* :mod:`~commsim.systems.c4.traffic` -- the jobs' all-reduces (ring or hierarchical) as shared collectives
+  in flows mode, QP by QP, with per-QP timing and paths (ECMP or planned);
+* :mod:`~commsim.systems.c4.planner` -- C4P's path planner as a router the network takes;
 * :mod:`~commsim.systems.c4.c4p` -- ECMP versus planned versus re-planned after a link failure;
-* :mod:`~commsim.systems.c4.episode` -- fault histories and faulty iterations simulated in detail;
+* :mod:`~commsim.systems.c4.episode` -- fault histories and faulty iterations simulated in detail
+  (fabric faults as :mod:`commsim.faults` models);
 * :mod:`~commsim.systems.c4.detector` -- C4D's classification and localisation;
 * :mod:`~commsim.systems.c4.timeline` -- the event-driven long run and its downtime accounting;
 * :mod:`~commsim.systems.c4.c4d` -- C4D versus timeout + manual diagnosis;

@@ -146,10 +146,11 @@ def _episode_row(source: str, kind: str, fault: Fault | None, diag: Diagnosis, t
 
 
 def run_c4d(topology: Topology, params: C4Params, *, seed: int = 0, step_latency: float = 0.0,
-            progress: Progress | None = None) -> C4DResult:
-    """Run the C4D comparison of ``params.c4d`` on ``topology``."""
+            progress: Progress | None = None, faults: list[Any] | None = None) -> C4DResult:
+    """Run the C4D comparison of ``params.c4d`` on ``topology`` (``faults``: the fabric's, see :func:`build_setup`)."""
     p = params.c4d
-    setup = build_setup(topology, p, params.job, seed=seed, qps=params.c4p.qps, step_latency=step_latency)
+    setup = build_setup(topology, p, params.job, seed=seed, qps=params.c4p.qps, step_latency=step_latency,
+                        faults=faults)
     history_rng = np.random.default_rng([seed, 0xC4D])
     noise_rng = np.random.default_rng([seed, 0xC4D, 1])
     history = given_history(setup, p.faults) if p.faults else draw_history(setup, history_rng)

@@ -7,18 +7,17 @@ For every job on the fabric two collectives are simulated QP by QP
   stage, tensor rank), i.e. per rail, over the job's servers, with the gradient
   bytes of a rank (from the replayed training step);
 * **hierarchical** -- an nccl-tests-style all-reduce of ``allreduce_size`` over all
-  the job's GPUs: ring reduce-scatter inside every server (NVLink), ring
-  all-reduce of ``1/8`` of the buffer per rail across servers (the fabric), ring
-  all-gather inside every server; the phases run one after the other, as in
-  :func:`commsim.collectives.hierarchical.hierarchical_all_reduce`. The NVLink
-  phases do not touch the fabric and are the same on every server, so they are
-  simulated once (:func:`commsim.collectives.simulate_collective`).
+  the job's GPUs, the shared hierarchical all-reduce
+  (:func:`commsim.collectives.hierarchical.hierarchical_phases`): ring
+  reduce-scatter inside every server (NVLink), ring all-reduce of ``1/8`` of the
+  buffer per rail across servers (the fabric), ring all-gather inside every
+  server; the phases run one after the other.
 
 Variants: ECMP with ``ecmp_seeds`` hash seeds, planned (C4P), and with a failed
 leaf-spine link: ECMP (switches re-hash), planned without re-planning (broken
 flows fall back to the hash) and planned with re-planning. *Ideal* is the
 alpha-beta time with every NIC at its bonded bandwidth (both ports) and the
-simulated route latency. Iteration times combine the replayed compute path with
+simulated latency (and, for the hierarchical all-reduce, the simulated NVLink phases). Iteration times combine the replayed compute path with
 the simulated data-parallel rings (:func:`~commsim.systems.c4.model.iteration_time`).
 """
 
@@ -32,10 +31,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from commsim.collectives import CollectiveConfig, simulate_collective
 from commsim.errors import ConfigError
+from commsim.faults import LinkDown
 from commsim.network.topology import Topology
-from commsim.systems.c4.layout import dp_rings, place_jobs, rail_rings, server_devices
+from commsim.systems.c4.layout import dp_rings, job_devices, place_jobs, server_devices
 from commsim.systems.c4.model import ComputeProfile, compute_profile, iteration_time
 from commsim.systems.c4.params import C4Params
 from commsim.systems.c4.traffic import Ring, RingResult, RingSim, switch_links
@@ -138,8 +137,12 @@ def _failed_links(topology: Topology, planned: RingResult, given: list[tuple[str
 
 
 def run_c4p(topology: Topology, params: C4Params, *, seed: int = 0, step_latency: float = 0.0,
-            progress: Progress | None = None) -> C4PResult:
-    """Run the C4P comparison for ``params.c4p`` on ``topology``."""
+            progress: Progress | None = None, faults: list[Any] | None = None) -> C4PResult:
+    """Run the C4P comparison for ``params.c4p`` on ``topology``.
+
+    ``faults`` (:mod:`commsim.faults` link models, times from each collective's start)
+    hit every variant's fabric, on top of the failure variants' own failed link.
+    """
     p = params.c4p
     job = params.job
     servers = server_devices(topology)
@@ -166,11 +169,9 @@ def run_c4p(topology: Topology, params: C4Params, *, seed: int = 0, step_latency
         rings = dp_rings(servers, job_servers, tp=job.tp, pp=job.pp, nbytes=profile.dp_bytes, job=j)
         dp_ring_list += rings
         dp_owner += [(j, r // job.tp) for r in range(len(rings))]
-        hier_ring_list += rail_rings(servers, job_servers, p.allreduce_size / local, job=j)
+        hier_ring_list.append(Ring(members=tuple(job_devices(servers, job_servers)), nbytes=p.allreduce_size, job=j,
+                                   label=f"job{j} hierarchical", ranks_per_node=local))
     b_nic = nic_bandwidth(topology, servers[0][0])
-    config = CollectiveConfig(step_latency=step_latency, record="none")
-    intra = {op: simulate_collective(topology, op, p.allreduce_size, algorithm="ring", ranks=servers[0],
-                                     config=config).time for op in ("reduce_scatter", "all_gather")}
 
     variants: list[tuple[str, str, int, bool, bool]] = [
         (f"ecmp (seed {seed + i})", "ecmp", seed + i, False, True) for i in range(p.ecmp_seeds)]
@@ -182,11 +183,12 @@ def run_c4p(topology: Topology, params: C4Params, *, seed: int = 0, step_latency
     def simulate(name: str, routing: str, s: int, fail: list[tuple[str, str]], replan: bool, record: bool) -> None:
         nonlocal step
         for coll, rings in (("dp", dp_ring_list), ("hierarchical", hier_ring_list)):
+            down = [LinkDown(at=0.0, link=link) for link in fail]   # after planning: C4P re-plans around them
             sim = RingSim(topology, rings, qps=p.qps, routing=routing, seed=s, replan=replan,
-                          step_latency=step_latency, record_usage=record and coll == "dp")
-            for a, b in fail:
-                sim.network.fail_link(a, b)
+                          step_latency=step_latency, record_usage=record and coll == "dp",
+                          faults=[*(faults or []), *down])
             runs[(name, coll)] = sim.run()
+            runs[(name, coll)].check_finished(f"the C4P {coll} all-reduce ({name})")
         step += 1
         if progress is not None:
             progress(step, total, f"C4P {name}")
@@ -213,13 +215,13 @@ def run_c4p(topology: Topology, params: C4Params, *, seed: int = 0, step_latency
     for j, job_servers in enumerate(placed):
         gpus = len(job_servers) * local
         mine_dp = [r for r, (owner, _) in enumerate(dp_owner) if owner == j]
-        mine_h = [r for r, ring in enumerate(hier_ring_list) if ring.job == j]
         # ideal: both NIC ports, the simulated route latency
         conn = np.array([dp_ring_list[r].connection_bytes for r in mine_dp])
         ideal_dp = float(np.max(planned_dp.ring_latency[mine_dp] + conn / b_nic))
-        conn_h = hier_ring_list[mine_h[0]].connection_bytes
-        ideal_h = intra["reduce_scatter"] + float(np.max(planned_h.ring_latency[mine_h])) + conn_h / b_nic \
-            + intra["all_gather"]
+        # the NVLink phases as simulated, the fabric phase at its latency plus both NIC ports' bandwidth
+        fabric = 1 if local > 1 else 0    # the phase across servers (after the intra-server reduce-scatter)
+        ideal_h = float(planned_h.ring_time[j] - planned_h.phase_time[j][fabric]
+                        + planned_h.phase_latency[j][fabric] + hier_ring_list[j].connection_bytes / b_nic)
         factor = 2.0 * (gpus - 1) / gpus
         dp_factor = dp_ring_list[mine_dp[0]].connection_bytes / dp_ring_list[mine_dp[0]].nbytes
         for name in names:
@@ -230,7 +232,7 @@ def run_c4p(topology: Topology, params: C4Params, *, seed: int = 0, step_latency
                          "bytes": s_dp, "time": t, "busbw": dp_factor * s_dp / t,
                          "ideal_busbw": dp_factor * s_dp / ideal_dp, "fraction_of_ideal": ideal_dp / t})
             res_h = runs[(name, "hierarchical")]
-            t_h = intra["reduce_scatter"] + float(np.max(res_h.ring_time[mine_h])) + intra["all_gather"]
+            t_h = float(res_h.ring_time[j])
             rows.append({"job": j, "servers": len(job_servers), "collective": "hierarchical", "variant": name,
                          "bytes": p.allreduce_size, "time": t_h, "busbw": factor * p.allreduce_size / t_h,
                          "ideal_busbw": factor * p.allreduce_size / ideal_h, "fraction_of_ideal": ideal_h / t_h})

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from commsim.errors import ConfigError
+from commsim.faults import LinkDegraded, LinkDown
 from commsim.network.topology import Topology
 from commsim.systems.c4.c4p import bucket_time_of
 from commsim.systems.c4.layout import dp_rings, job_devices, server_devices, server_of_device
@@ -92,11 +93,12 @@ class C4DSetup:
     used_links: list[tuple[str, str]]
     qp_src: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     qp_dst: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    fabric_faults: list[Any] = field(default_factory=list)
 
-    def ring_sim(self, **kw: Any) -> RingSim:
-        """A fresh simulation of the job's data-parallel rings."""
+    def ring_sim(self, faults: list[Any] | None = None) -> RingSim:
+        """A fresh simulation of the job's data-parallel rings with the fabric's faults and ``faults``."""
         return RingSim(self.topology, self.rings, qps=self.qps, routing=self.params.routing, seed=self.seed,
-                       reroute=False, step_latency=self.step_latency, **kw)
+                       reroute=False, step_latency=self.step_latency, faults=[*self.fabric_faults, *(faults or [])])
 
     def iteration_with(self, ring: RingResult | None = None, compute_scale: float = 1.0) -> float:
         """Iteration time (s) with these rings (default healthy) and compute ``compute_scale`` times slower."""
@@ -108,8 +110,12 @@ class C4DSetup:
 
 
 def build_setup(topology: Topology, params: C4DParams, job: JobModel, *, seed: int = 0, qps: int = 2,
-                step_latency: float = 0.0) -> C4DSetup:
-    """The C4D job on the first ``params.servers`` servers of ``topology``, with its healthy iteration."""
+                step_latency: float = 0.0, faults: list[Any] | None = None) -> C4DSetup:
+    """The C4D job on the first ``params.servers`` servers of ``topology``, with its healthy iteration.
+
+    ``faults`` (:mod:`commsim.faults` link models, times from the collective's start) are the
+    fabric's state in every iteration simulated, the healthy one included.
+    """
     servers = server_devices(topology)
     if params.servers > len(servers):
         raise ConfigError(field="workload.params.c4d.servers", value=params.servers,
@@ -128,8 +134,9 @@ def build_setup(topology: Topology, params: C4DParams, job: JobModel, *, seed: i
                      devices=devices, rank_of={d: i for i, d in enumerate(devices)},
                      server_of=server_of_device(servers), rings=rings, qps=qps, seed=seed, step_latency=step_latency,
                      profile=profile, healthy=None, iteration=math.nan,  # type: ignore[arg-type]
-                     compute_time=max(profile.backward_end), used_links=[])
+                     compute_time=max(profile.backward_end), used_links=[], fabric_faults=list(faults or []))
     healthy = setup.ring_sim().run()
+    healthy.check_finished("the C4D job's healthy all-reduce")
     setup.healthy = healthy
     setup.iteration = setup.iteration_with(healthy)
     setup.qp_src = np.array([setup.rank_of[s] for s in healthy.qps["src"]], dtype=np.int64)
@@ -248,12 +255,40 @@ def _nic_of(topology: Topology, device: str) -> str:
     return next(n for n in topology.graph.successors(device) if topology.kind(n) == "nic")
 
 
+def _shared_faults(setup: C4DSetup, fault: Fault | None, inject: float
+                   ) -> tuple[list[Any], dict[tuple[str, str], float]]:
+    """The fabric side of a C4D fault as :mod:`commsim.faults` models, and the health a probe of each link shows.
+
+    Degradations hold from the start; a dead NIC or link goes down at ``inject``
+    (a quarter into the transfer), a flapping link for ``flap_down`` from then.
+    Hangs and stragglers act on the ranks' entry times instead (no fabric fault).
+    """
+    p = setup.params
+    if fault is None or fault.kind in ("gpu_hang", "straggler"):
+        return [], {}
+    if fault.kind in ("slow_nic", "nic_down"):
+        nic = _nic_of(setup.topology, fault.device)
+        if fault.kind == "slow_nic":
+            links = [(fault.device, nic)]
+            faults = [LinkDegraded(at=0.0, link=links[0], factor=p.slow_nic_factor)]
+        else:
+            links = [(nic, w) for w in setup.topology.graph.successors(nic) if setup.topology.kind(w) == "switch"]
+            faults = [LinkDown(at=inject, link=link) for link in links]
+    else:
+        assert fault.link is not None
+        links = [fault.link]
+        faults = [{"slow_link": LinkDegraded(at=0.0, link=fault.link, factor=p.slow_link_factor),
+                   "link_down": LinkDown(at=inject, link=fault.link),
+                   "link_flap": LinkDown(at=inject, link=fault.link, duration=p.flap_down)}[fault.kind]]
+    factor = {"slow_nic": p.slow_nic_factor, "slow_link": p.slow_link_factor}.get(fault.kind, 0.0)
+    return faults, {tuple(sorted(link)): factor for link in links}
+
+
 def simulate_episode(setup: C4DSetup, fault: Fault | None) -> EpisodeRun:
     """Simulate the watched collective of one iteration with ``fault`` in place (None: healthy)."""
     p = setup.params
     n = len(setup.devices)
     entry = np.zeros(n)
-    health: dict[tuple[str, str], float] = {}
     if fault is not None and fault.kind == "straggler":
         late = (p.straggler_slowdown - 1.0) * setup.compute_time
         for dev in setup.servers[fault.server]:
@@ -261,30 +296,9 @@ def simulate_episode(setup: C4DSetup, fault: Fault | None) -> EpisodeRun:
     if fault is not None and fault.kind == "gpu_hang":
         entry[setup.rank_of[fault.device]] = math.nan
     starts = np.array([np.max(entry[[setup.rank_of[m] for m in ring.members]]) for ring in setup.rings])
-    sim = setup.ring_sim()
-    net = sim.network
     inject = 0.25 * float(np.nanmax(setup.healthy.ring_time)) + float(np.nanmax(starts)) if n else 0.0
-    if fault is not None:
-        if fault.kind == "slow_nic":
-            nic = _nic_of(setup.topology, fault.device)
-            net.degrade_link(fault.device, nic, p.slow_nic_factor)
-            health[tuple(sorted((fault.device, nic)))] = p.slow_nic_factor
-        elif fault.kind == "slow_link":
-            net.degrade_link(*fault.link, p.slow_link_factor)
-            health[tuple(sorted(fault.link))] = p.slow_link_factor
-        elif fault.kind == "nic_down":
-            nic = _nic_of(setup.topology, fault.device)
-            ports = [w for w in setup.topology.graph.successors(nic) if setup.topology.kind(w) == "switch"]
-            sim.at(inject, lambda: [net.fail_link(nic, w) for w in ports])
-            for w in ports:
-                health[tuple(sorted((nic, w)))] = 0.0
-        elif fault.kind == "link_down":
-            sim.at(inject, lambda: net.fail_link(*fault.link))
-            health[tuple(sorted(fault.link))] = 0.0
-        elif fault.kind == "link_flap":
-            sim.at(inject, lambda: net.fail_link(*fault.link))
-            sim.at(inject + p.flap_down, lambda: net.restore_link(*fault.link))
-            health[tuple(sorted(fault.link))] = 0.0
+    faults, health = _shared_faults(setup, fault, inject)
+    sim = setup.ring_sim(faults=faults)
     sim.start(starts)
     return EpisodeRun(fault=fault, entry=entry, rings=sim.run(), link_health=health)
 

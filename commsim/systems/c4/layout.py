@@ -26,7 +26,7 @@ from commsim.errors import ConfigError
 from commsim.network.topology import Topology
 from commsim.systems.c4.traffic import Ring
 
-__all__ = ["server_devices", "place_jobs", "dp_rings", "rail_rings", "job_devices", "server_of_device"]
+__all__ = ["server_devices", "place_jobs", "dp_rings", "job_devices", "server_of_device"]
 
 
 def server_devices(topology: Topology) -> list[list[str]]:
@@ -107,10 +107,3 @@ def dp_rings(servers: list[list[str]], job_servers: Sequence[int], *, tp: int, p
             rings.append(Ring(members=members, nbytes=float(nbytes[p]), job=job, label=f"job{job} dp p{p} t{t}"))
     return rings
 
-
-def rail_rings(servers: list[list[str]], job_servers: Sequence[int], nbytes: float, job: int = 0) -> list[Ring]:
-    """One ring per rail (local GPU index) over all the job's servers: the inter-node phase of a
-    hierarchical all-reduce."""
-    local = len(servers[0])
-    return [Ring(members=tuple(servers[s][t] for s in job_servers), nbytes=nbytes, job=job,
-                 label=f"job{job} rail {t}") for t in range(local)]

@@ -48,13 +48,13 @@ class FaultMix(StrictModel):
     assumption of this study.
     """
 
-    gpu_hang: Annotated[float, Field(ge=0)] = 0.55
-    nic_down: Annotated[float, Field(ge=0)] = 0.05
-    link_down: Annotated[float, Field(ge=0)] = 0.05
-    link_flap: Annotated[float, Field(ge=0)] = 0.05
-    slow_link: Annotated[float, Field(ge=0)] = 0.05
-    slow_nic: Annotated[float, Field(ge=0)] = 0.10
-    straggler: Annotated[float, Field(ge=0)] = 0.15
+    gpu_hang: float = Field(0.55, ge=0, description="a GPU or its process stops (most Llama 3 interruptions)")
+    nic_down: float = Field(0.05, ge=0, description="a NIC dies (both its ports)")
+    link_down: float = Field(0.05, ge=0, description="a leaf-spine link dies")
+    link_flap: float = Field(0.05, ge=0, description="a leaf-spine link goes down and up, over and over")
+    slow_link: float = Field(0.05, ge=0, description="a leaf-spine link runs degraded")
+    slow_nic: float = Field(0.10, ge=0, description="a GPU's PCIe/NIC link runs degraded")
+    straggler: float = Field(0.15, ge=0, description="a host computes slower (e.g. thermal throttling)")
 
     @model_validator(mode="after")
     def _some(self) -> FaultMix:

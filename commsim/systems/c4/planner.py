@@ -40,37 +40,12 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from commsim.errors import ConfigError, RoutingError
-from commsim.network.routing import Router, distances_to
+from commsim.network.routing import Router, distances_to, equal_cost_paths
 from commsim.network.topology import Topology
 
-__all__ = ["C4PRouter", "shortest_paths"]
+__all__ = ["C4PRouter"]
 
 Path = tuple[int, ...]
-
-
-def shortest_paths(router: Router, src: int, dst: int, failed: frozenset[int] | set[int] = frozenset(),
-                   limit: int = 4096) -> list[Path]:
-    """Every equal-cost shortest path from ``src`` to ``dst`` (edge tuples), avoiding ``failed`` edges.
-
-    Only forwarding nodes relay, as in :class:`~commsim.network.routing.Router`;
-    at most ``limit`` paths (a two-tier fabric has ports x spines x ports).
-    """
-    c = router.compiled
-    dist = distances_to(c, dst, failed)
-    if dist[src] < 0:
-        return []
-    out: list[Path] = []
-    stack: list[tuple[int, Path]] = [(src, ())]
-    while stack and len(out) < limit:
-        u, prefix = stack.pop()
-        if u == dst:
-            out.append(prefix)
-            continue
-        want = dist[u] - 1
-        for w, e in reversed(c.out_edges[u]):
-            if dist[w] == want and e not in failed and (w == dst or c.transit_list[w]):
-                stack.append((w, (*prefix, e)))
-    return out
 
 
 class C4PRouter(Router):
@@ -111,8 +86,11 @@ class C4PRouter(Router):
             raise ConfigError(field="plan", value=len(keys), rule="needs one source, destination and key per flow",
                               fix="give three sequences of equal length")
         options: list[list[Path]] = []
+        dists: dict[int, np.ndarray] = {}   # many flows share a destination: one search per destination
         for s, d in zip(s_idx, d_idx, strict=True):
-            options.append(shortest_paths(self, s, d, self.failed) if s != d else [()])
+            if d not in dists:
+                dists[d] = distances_to(self.compiled, d, self.failed)
+            options.append(equal_cost_paths(self.compiled, s, d, self.failed, dist=dists[d]) if s != d else [()])
         # 1. ports: NIC egress and ingress edges of each flow, least used first
         port_choice: list[tuple[int, int] | None] = []
         for opts in options:
@@ -269,7 +247,7 @@ class C4PRouter(Router):
             np.subtract.at(self.load, list(self.planned[flow]), 1)
         for flow in sorted(broken):
             s, d, _k = flow
-            options = shortest_paths(self, s, d, self.failed)
+            options = equal_cost_paths(self.compiled, s, d, self.failed)
             if not options:
                 raise RoutingError(f"no path left for planned flow {self.compiled.names[s]} -> "
                                    f"{self.compiled.names[d]} after the failure. Fix: restore a link.")

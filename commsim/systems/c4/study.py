@@ -13,6 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from commsim.errors import ConfigError
+from commsim.faults import DeviceFailure, Straggler
 from commsim.network.loader import load_topology
 from commsim.network.topology import Topology
 from commsim.systems._study import Study, StudyContext, StudyOutput
@@ -33,16 +35,30 @@ def _topology(params: C4Params, ctx: StudyContext) -> Topology:
     return load_topology(path)
 
 
+def _fabric_faults(faults: list[Any]) -> list[Any]:
+    """The scenario's faults, all link faults (the study simulates the fabric's collectives, not device compute)."""
+    for i, fault in enumerate(faults):
+        if isinstance(fault, (DeviceFailure, Straggler)):
+            raise ConfigError(field=f"faults[{i}].kind", value=fault.kind,
+                              rule="is not applied by the c4 study: it simulates the fabric's collectives, "
+                                   "not the devices' compute",
+                              fix="use link_down, link_up or link_degraded here, and workload.params.c4d.faults "
+                                  "(gpu_hang, straggler, ...) for node faults")
+    return list(faults)
+
+
 class C4Study(Study):
     """C4D versus timeout + manual diagnosis over a long run; C4P versus ECMP on the fabric."""
 
     name = "c4"
     title = "C4: communication-driven fault isolation (C4D) and traffic planning (C4P)"
     params = C4Params
+    accepts_faults = True
 
     def run(self, params: Any, ctx: StudyContext) -> StudyOutput:
         """Run the parts of the study ``params.part`` selects."""
         topology = _topology(params, ctx)
+        fabric = _fabric_faults(ctx.faults)
         step_latency = float(getattr(ctx.collective, "step_latency", 0.0) or 0.0)
         metrics: dict[str, tuple[float, str]] = {}
         tables: dict[str, pd.DataFrame] = {}
@@ -51,7 +67,8 @@ class C4Study(Study):
         notes: list[str] = []
         result = None
         if params.part in ("both", "c4p"):
-            c4p = run_c4p(topology, params, seed=ctx.seed, step_latency=step_latency, progress=ctx.progress)
+            c4p = run_c4p(topology, params, seed=ctx.seed, step_latency=step_latency, progress=ctx.progress,
+                          faults=fabric)
             metrics.update(c4p.metrics)
             tables.update({"c4p_allreduce": c4p.allreduce, "c4p_iteration": c4p.iteration,
                            "c4p_uplinks": c4p.uplinks, "c4p_ports": c4p.ports})
@@ -65,7 +82,8 @@ class C4Study(Study):
             notes += c4p.notes
             result = c4p.representative.result if c4p.representative is not None else None
         if params.part in ("both", "c4d"):
-            c4d = run_c4d(topology, params, seed=ctx.seed, step_latency=step_latency, progress=ctx.progress)
+            c4d = run_c4d(topology, params, seed=ctx.seed, step_latency=step_latency, progress=ctx.progress,
+                          faults=fabric)
             metrics.update(c4d.metrics)
             faults, breakdown, segments = c4d.faults(), c4d.breakdown(), c4d.segments()
             sens = c4d.sensitivity()
@@ -79,6 +97,9 @@ class C4Study(Study):
             notes += c4d.notes
             if result is None and c4d.representative is not None:
                 result = c4d.representative.rings.result
+        if fabric:
+            notes.append(f"Scenario faults ({len(fabric)}) hit the fabric of every collective simulated, at their "
+                         "times from its start: C4P's variants and C4D's iterations (healthy ones included).")
         return StudyOutput(metrics=metrics, tables=tables, csv=csv, figures=figs, result=result, notes=notes)
 
     # ------------------------------------------------------------------ validation

@@ -1,18 +1,22 @@
-"""Ring all-reduces as queue-pair flows on the fabric, with ECMP or C4P paths.
+"""Ring all-reduces of C4's jobs on the fabric as ordinary collectives, with ECMP or C4P paths.
 
 A ring all-reduce of ``S`` bytes over ``n`` ranks moves ``2 (n - 1) / n x S`` bytes
 over every ring connection ``i -> i + 1``. NCCL/ACCL carry a connection on
 ``qps`` queue pairs (QPs), each a flow with its own ECMP hash, and split the
-bytes evenly over them. This module sends every QP's bytes as one fluid flow
-after the latency of the ring's ``2 (n - 1)`` steps -- the *flows* mode of
-:mod:`commsim.collectives`, kept per QP (the collective executor merges a
-connection's channels into one flow in that mode) -- so that one QP pinned to a
-congested port or uplink slows its ring exactly as a hash collision does.
+bytes evenly over them. Each ring is the shared ring all-reduce schedule with
+``qps`` channels run by :class:`~commsim.collectives.CollectiveRun` in *flows*
+mode with one flow per connection and channel (``channel_flows``): every QP's
+bytes are one fluid flow after the latency of the ring's ``2 (n - 1)`` steps,
+so one QP pinned to a congested port or uplink slows its ring exactly as a hash
+collision does.
 
-Rings start when all their members have arrived (``start`` per ring); per-QP
-start and delivery times are kept, which is what C4D's per-connection timing
-monitor sees. With ``routing="planned"`` a :class:`~commsim.systems.c4.planner.C4PRouter`
-plans every QP before the first byte moves.
+Rings start when all their members have arrived (``start`` per ring); a
+:class:`~commsim.collectives.TransferObserver` keeps per-QP start and delivery
+times and paths, which is what C4D's per-connection timing monitor sees. With
+``routing="planned"`` a :class:`~commsim.systems.c4.planner.C4PRouter` becomes the
+network's router (:meth:`~commsim.network.network.Network.use_router`) and plans
+every QP the collectives will send before the first byte moves. Faults
+(:mod:`commsim.faults` models) are applied by the simulation's fault injector.
 
 >>> from commsim.network.generators import rail_optimized
 >>> topo = rail_optimized(servers=4, gpus_per_server=1, nic_ports=2, port_bandwidth=25e9, spines=1,
@@ -27,14 +31,17 @@ plans every QP before the first byte moves.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from commsim.collectives import CollectiveConfig, CollectiveRun, Schedule, build_schedule
+from commsim.collectives.hierarchical import hierarchical_phases
 from commsim.errors import ConfigError
+from commsim.network.network import TransferBatch
 from commsim.network.topology import Topology
 from commsim.simulation import Simulation
 from commsim.systems.c4.planner import C4PRouter
@@ -46,23 +53,37 @@ Routing = Literal["ecmp", "planned"]
 
 @dataclass(frozen=True)
 class Ring:
-    """One ring all-reduce: device names in ring order, the buffer size ``nbytes`` and its job."""
+    """One all-reduce of ``nbytes`` over ``members`` (device names in ring order) for job ``job``.
+
+    A ring all-reduce by default; with ``ranks_per_node`` the shared hierarchical
+    all-reduce (:func:`~commsim.collectives.hierarchical.hierarchical_phases`: ring
+    reduce-scatter in every node, ring all-reduce per rail across nodes, ring
+    all-gather), its phases one after another.
+    """
 
     members: tuple[str, ...]
     nbytes: float
     job: int = 0
     label: str = ""
+    ranks_per_node: int | None = None
 
     @property
     def connection_bytes(self) -> float:
-        """Bytes every connection ``i -> i + 1`` carries: ``2 (n - 1) / n x nbytes``."""
-        n = len(self.members)
-        return 2.0 * (n - 1) / n * self.nbytes if n > 1 else 0.0
+        """Bytes every connection of the ring across the fabric carries: ``2 (m - 1) / m x`` its share.
 
-    @property
-    def depth(self) -> int:
-        """Steps of the ring algorithm, ``2 (n - 1)``."""
-        return 2 * (len(self.members) - 1)
+        ``m`` is the ring's length (the nodes, for a hierarchical all-reduce, whose
+        rail rings carry ``nbytes / ranks_per_node`` each).
+        """
+        local = self.ranks_per_node or 1
+        m = len(self.members) // local
+        return 2.0 * (m - 1) / m * self.nbytes / local if m > 1 else 0.0
+
+    def schedules(self, qps: int) -> list[Schedule]:
+        """The shared schedules of this all-reduce, phase by phase, with ``qps`` channels."""
+        n = len(self.members)
+        if self.ranks_per_node is None:
+            return [build_schedule("all_reduce", "ring", n, self.nbytes, channels=qps)]
+        return hierarchical_phases(n, self.nbytes, ranks_per_node=self.ranks_per_node, channels=qps)
 
 
 @dataclass
@@ -70,8 +91,10 @@ class RingResult:
     """Per-QP and per-ring timing of a :class:`RingSim` run (seconds, NaN = never finished).
 
     ``qps`` has one row per QP: ring, job, position, qp, src, dst (device names),
-    key, bytes, start, end, path (edge tuple). ``ring_start``/``ring_time`` per
-    ring; ``edge_flows``/``edge_bytes`` count QPs and bytes per directed edge of
+    key, phase, bytes, start, end, path (edge tuple). ``ring_start``/``ring_time``/
+    ``ring_latency`` per all-reduce (its latency: what its phases spend before and
+    after their bytes move); ``phase_time``/``phase_latency`` per all-reduce and
+    phase; ``edge_flows``/``edge_bytes`` count QPs and bytes per directed edge of
     the compiled topology; ``result`` is the simulation's result.
     """
 
@@ -79,24 +102,27 @@ class RingResult:
     ring_start: np.ndarray
     ring_time: np.ndarray
     ring_latency: np.ndarray
+    phase_time: list[list[float]]
+    phase_latency: list[list[float]]
     edge_flows: np.ndarray
     edge_bytes: np.ndarray
     rings: list[Ring]
     result: object = None
     sim: Simulation | None = None
 
-    def busbw(self) -> np.ndarray:
-        """nccl-tests bus bandwidth of each ring, bytes/s: ``2 (n - 1) / n x S / time``."""
-        conn = np.array([r.connection_bytes for r in self.rings])
-        return np.where(self.ring_time > 0, conn / self.ring_time, np.nan)
+    def check_finished(self, what: str) -> None:
+        """Raise :class:`~commsim.errors.ConfigError` when an all-reduce of ``what`` never finished.
 
-    def rank_times(self) -> pd.DataFrame:
-        """Per device: when it finished (its last in- or out-QP delivered; NaN if one never did)."""
-        q = self.qps
-        ends = pd.concat([q[["src", "end"]].rename(columns={"src": "device"}),
-                          q[["dst", "end"]].rename(columns={"dst": "device"})])
-        grouped = ends.groupby("device", sort=False)["end"]
-        return pd.DataFrame({"exit": grouped.max(), "stuck": grouped.apply(lambda s: bool(s.isna().any()))})
+        Only the scenario's faults can stall these runs (a link down under QPs that
+        keep their paths, or no route left); the study cannot measure anything then.
+        """
+        stuck = [self.rings[r].label or f"ring {r}" for r in np.flatnonzero(np.isnan(self.ring_time)).tolist()]
+        if stuck:
+            raise ConfigError(field="faults", value=", ".join(stuck[:3]),
+                              rule=f"stall {what}: a link failed under running QPs (which keep their paths) "
+                                   "or left no route",
+                              fix="fail links at time 0 (the collectives then route around them) or give the "
+                                  "outage a duration")
 
 
 def switch_links(topology: Topology) -> list[tuple[str, str]]:
@@ -135,13 +161,13 @@ class RingSim:
         Software latency of each ring step, seconds (route latency comes from the topology).
     record_usage:
         Keep link-load changes for the dashboard's utilisation view.
-    key_base:
-        Offset of the QPs' ECMP keys (a different communicator hashes differently).
+    faults:
+        Faults (:mod:`commsim.faults` models or mappings) at times from the start of the run.
     """
 
     def __init__(self, topology: Topology, rings: Sequence[Ring], *, qps: int = 2, routing: Routing = "ecmp",
                  seed: int = 0, replan: bool = True, reroute: bool = False, step_latency: float = 0.0,
-                 record_usage: bool = False, key_base: int = 0) -> None:
+                 record_usage: bool = False, faults: Iterable[Any] = ()) -> None:
         if qps < 1:
             raise ConfigError(field="qps", value=qps, rule="must be at least 1", fix="use 1 or more QPs per connection")
         if routing not in ("ecmp", "planned"):
@@ -153,45 +179,65 @@ class RingSim:
         self.step_latency = float(step_latency)
         self.sim = Simulation(topology, seed=seed, record_usage=record_usage, reroute=reroute)
         self.network = self.sim.network
-        self.env = self.sim.env
-        src, dst, ring_of, pos, qp, nbytes = [], [], [], [], [], []
+        config = CollectiveConfig(mode="flows", channel_flows=True, step_latency=self.step_latency, record="none")
+        self.phases: list[list[CollectiveRun]] = []
+        self._where: dict[int, tuple[int, int, np.ndarray]] = {}   # id(run) -> (ring, phase, row of each entry)
+        columns: dict[str, list[Any]] = {k: [] for k in ("ring", "phase", "pos", "qp", "src", "dst", "bytes", "key",
+                                                          "src_node", "dst_node")}
         for r, ring in enumerate(self.rings):
-            n = len(ring.members)
-            if n < 2:
-                continue
-            per_qp = ring.connection_bytes / qps
-            for i in range(n):
-                for q in range(qps):
-                    src.append(ring.members[i])
-                    dst.append(ring.members[(i + 1) % n])
-                    ring_of.append(r)
-                    pos.append(i)
-                    qp.append(q)
-                    nbytes.append(per_qp)
-        self.src = src
-        self.dst = dst
-        self.ring_of = np.array(ring_of, dtype=np.int64)
-        self.pos = np.array(pos, dtype=np.int64)
-        self.qp = np.array(qp, dtype=np.int64)
-        self.nbytes = np.array(nbytes, dtype=float)
-        self.key = key_base + np.arange(len(src), dtype=np.int64) * 7919 + 1
+            runs: list[CollectiveRun] = []
+            for k, schedule in enumerate(ring.schedules(qps) if len(ring.members) > 1 else []):
+                run = CollectiveRun(self.sim, schedule, list(ring.members), config, label=ring.label or "c4 ring",
+                                    observer=self)
+                if runs:   # the next phase starts when this one is done everywhere
+                    runs[-1].done.callbacks.append(lambda _ev, nxt=run: nxt.start())
+                runs.append(run)
+                step = run.schedule.steps[0]   # flows mode: one step, one entry per connection and QP
+                s_node, d_node, key = run.flows()
+                order = np.lexsort((step.channel, step.src))    # rows by position, then QP
+                row = np.empty_like(order)
+                row[order] = len(columns["ring"]) + np.arange(order.shape[0])
+                self._where[id(run)] = (r, k, row)
+                for name, values in (("pos", step.src), ("qp", step.channel), ("bytes", step.nbytes), ("key", key),
+                                     ("src_node", s_node), ("dst_node", d_node)):
+                    columns[name] += values[order].tolist()
+                columns["src"] += [ring.members[i] for i in step.src[order].tolist()]
+                columns["dst"] += [ring.members[i] for i in step.dst[order].tolist()]
+                columns["ring"] += [r] * order.shape[0]
+                columns["phase"] += [k] * order.shape[0]
+            self.phases.append(runs)
+        self.src, self.dst = columns["src"], columns["dst"]
+        self.ring_of = np.array(columns["ring"], dtype=np.int64)
+        self.phase = np.array(columns["phase"], dtype=np.int64)
+        self.pos = np.array(columns["pos"], dtype=np.int64)
+        self.qp = np.array(columns["qp"], dtype=np.int64)
+        self.nbytes = np.array(columns["bytes"], dtype=float)
+        self.key = np.array(columns["key"], dtype=np.int64)
         self.router: C4PRouter | None = None
         if routing == "planned":
             self.router = C4PRouter(topology, seed=seed, replan=replan)
-            self.network.router = self.router
-            self.router.plan(src, dst, self.key)
-        self.start_time = np.full(len(src), math.nan)
-        self.end_time = np.full(len(src), math.nan)
-        self.paths: list[tuple[int, ...]] = [()] * len(src)
+            self.network.use_router(self.router)
+            self.router.plan(columns["src_node"], columns["dst_node"], self.key)
+        self.sim.schedule_faults(faults)
+        self.start_time = np.full(len(self.src), math.nan)
+        self.end_time = np.full(len(self.src), math.nan)
         self.ring_start = np.full(len(self.rings), math.nan)
-        self.ring_latency = np.zeros(len(self.rings))
+        self._latency = [[0.0] * len(runs) for runs in self.phases]
         self._started = False
-        self._batches: list[tuple[np.ndarray, object]] = []
+        self._batches: list[tuple[np.ndarray, TransferBatch]] = []
 
-    # ------------------------------------------------------------------ faults
-    def at(self, time: float, action: Callable[[], None]) -> None:
-        """Run ``action`` at simulated ``time`` (e.g. a link failure during the collective)."""
-        self.env.timeout(max(0.0, time - self.env.now)).callbacks.append(lambda _ev: action())
+    # ------------------------------------------------------------------ the collectives' transfers
+    def sent(self, run: CollectiveRun, step: int, entries: np.ndarray, batch: TransferBatch) -> None:
+        """Observer: QPs of a phase left, after its steps' latency; with their routes', the phase's latency."""
+        r, k, row = self._where[id(run)]
+        now = self.sim.env.now
+        self.start_time[row[entries]] = now
+        self._latency[r][k] = now - run.start_time + float(batch.routes.latency.max(initial=0.0))
+        self._batches.append((row[entries], batch))
+
+    def done(self, run: CollectiveRun, step: int, entries: np.ndarray, time: float) -> None:
+        """Observer: QPs of a phase delivered their bytes."""
+        self.end_time[self._where[id(run)][2][entries]] = time
 
     # ------------------------------------------------------------------ running
     def start(self, ring_start: Sequence[float] | np.ndarray | None = None) -> None:
@@ -202,59 +248,35 @@ class RingSim:
                               fix="give a start time for every ring")
         self.ring_start = starts.copy()
         self._started = True
-        for r, t in enumerate(starts.tolist()):
-            members = np.flatnonzero(self.ring_of == r)
-            if math.isnan(t) or members.size == 0:
-                continue
-            self.env.timeout(max(0.0, t - self.env.now)).callbacks.append(
-                lambda _ev, r=r, m=members: self._launch(r, m))
-
-    def _launch(self, r: int, members: np.ndarray) -> None:
-        routes = self.network.routes([self.src[i] for i in members.tolist()],
-                                     [self.dst[i] for i in members.tolist()], self.key[members])
-        depth = self.rings[r].depth
-        latency = depth * self.step_latency + (depth - 1) * float(routes.latency.max(initial=0.0))
-        self.ring_latency[r] = latency + float(routes.latency.max(initial=0.0))
-        self.env.timeout(latency).callbacks.append(lambda _ev: self._send(members, routes))
-
-    def _send(self, members: np.ndarray, routes: object) -> None:
-        now = self.env.now
-        self.start_time[members] = now
-        batch = self.network.send(routes, self.nbytes[members], label="c4 ring",
-                                  on_delivered=lambda idx: self._delivered(members[idx]), record=False)
-        for j, i in enumerate(members.tolist()):
-            self.paths[i] = batch.routes.paths[j]
-        self._batches.append((members, batch))
-
-    def _delivered(self, qps: np.ndarray) -> None:
-        self.end_time[qps] = self.env.now
+        for t, runs in zip(starts.tolist(), self.phases, strict=True):
+            if runs and not math.isnan(t):
+                self.sim.env.timeout(max(0.0, t - self.sim.env.now)).callbacks.append(lambda _ev, c=runs[0]: c.start())
 
     def run(self, until: float | None = None) -> RingResult:
         """Run to the end (stalled QPs stay unfinished: ``end`` NaN) and summarise."""
         if not self._started:
             self.start()
         result = self.sim.run(until=until, on_stall="report")
-        # paths may have moved (re-routing); take the final ones
-        for members, batch in self._batches:
-            for j, i in enumerate(members.tolist()):
-                self.paths[i] = batch.routes.paths[j]
+        paths: list[tuple[int, ...]] = [()] * len(self.src)
+        for rows, batch in self._batches:   # the final paths (flows may have been re-routed)
+            for j, i in enumerate(rows.tolist()):
+                paths[i] = batch.routes.paths[j] or ()
         n_edges = self.network.compiled.edge_src.shape[0]
         flows = np.zeros(n_edges, dtype=np.int64)
         volume = np.zeros(n_edges)
-        for i, path in enumerate(self.paths):
+        for i, path in enumerate(paths):
             if path:
                 flows[list(path)] += 1
                 volume[list(path)] += self.nbytes[i]
-        ring_time = np.full(len(self.rings), math.nan)
-        for r in range(len(self.rings)):
-            members = self.ring_of == r
-            if members.any() and not math.isnan(self.ring_start[r]) and not np.isnan(self.end_time[members]).any():
-                ring_time[r] = float(self.end_time[members].max()) - self.ring_start[r]
+        phase_time = [[c.time if c.done.triggered else math.nan for c in runs] for runs in self.phases]
+        ring_time = np.array([runs[-1].end_time - start if runs and runs[-1].done.triggered else math.nan
+                              for runs, start in zip(self.phases, self.ring_start.tolist(), strict=True)])
         qps = pd.DataFrame({
-            "ring": self.ring_of, "job": [self.rings[r].job for r in self.ring_of.tolist()], "pos": self.pos,
-            "qp": self.qp, "src": self.src, "dst": self.dst, "key": self.key, "bytes": self.nbytes,
-            "start": self.start_time, "end": self.end_time, "path": self.paths,
+            "ring": self.ring_of, "job": [self.rings[r].job for r in self.ring_of.tolist()], "phase": self.phase,
+            "pos": self.pos, "qp": self.qp, "src": self.src, "dst": self.dst, "key": self.key, "bytes": self.nbytes,
+            "start": self.start_time, "end": self.end_time, "path": paths,
         })
         return RingResult(qps=qps, ring_start=self.ring_start.copy(), ring_time=ring_time,
-                          ring_latency=self.ring_latency.copy(), edge_flows=flows, edge_bytes=volume,
+                          ring_latency=np.array([sum(lat) for lat in self._latency]), phase_time=phase_time,
+                          phase_latency=[list(lat) for lat in self._latency], edge_flows=flows, edge_bytes=volume,
                           rings=self.rings, result=result, sim=self.sim)
