@@ -2,9 +2,9 @@
 
 A :class:`TransformerSpec` describes a decoder-only transformer by its shapes
 (layers, hidden size, heads, grouped-query KV heads, FFN width, vocabulary...).
-The catalog is one YAML file per model in ``workloads/models/`` at the root of
-the repository; :func:`load_model` finds a model by catalog name (or alias) or
-reads any YAML file given by path.
+The catalog is one YAML file per model in ``commsim/workloads/catalog/``, shipped
+inside the package and read with :mod:`importlib.resources`; :func:`load_model`
+finds a model by catalog name (or alias) or reads any YAML file given by path.
 
 >>> spec = load_model("gpt3-175b")
 >>> round(parameter_count(spec) / 1e9, 1)
@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import re
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,8 +51,8 @@ __all__ = [
     "tp_shard",
 ]
 
-CATALOG_DIR = Path(__file__).resolve().parents[2] / "workloads" / "models"
-"""Where the catalog YAML files live (``workloads/models/`` in the repository)."""
+CATALOG_DIR = Path(str(resources.files("commsim.workloads.catalog")))
+"""Where the catalog YAML files live (``commsim/workloads/catalog/`` of the installed package)."""
 
 _COUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*([kKMBGT]?)\s*$")
 _COUNT_SCALE = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
