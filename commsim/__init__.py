@@ -37,9 +37,8 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "SweepResult": "commsim.sweeps",
     "sweep": "commsim.sweeps",
     "parse_quantity": "commsim.units",
+    "__version__": "commsim._version",
 })
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CollectiveConfig",
