@@ -94,10 +94,11 @@ class TopologySpec(StrictModel):
     @model_validator(mode="after")
     def _something(self) -> TopologySpec:
         if self.generator is None and not self.nodes:
-            raise ValueError("has neither a generator nor nodes. Fix: add 'generator:' with 'params:', or list "
-                             "'nodes:' and 'links:'")
+            raise ConfigError(field="topology", rule="has neither a generator nor nodes",
+                              fix="add 'generator:' with 'params:', or list 'nodes:' and 'links:'")
         if self.params and self.generator is None:
-            raise ValueError("gives params without a generator. Fix: add 'generator:' or drop 'params:'")
+            raise ConfigError(field="params", value=self.params, rule="are given without a generator",
+                              fix="add 'generator:' or drop 'params:'")
         return self
 
     def build(self) -> Topology:
@@ -155,7 +156,7 @@ def load_topology(source: Any, *, overrides: dict[str, Any] | None = None) -> To
         text = str(source)
         path = topology_file(text)
         if path is None and Path(text).suffix in (".yaml", ".yml"):
-            raise ConfigError(field="topology", value=text, rule="is not a file and not a shipped topology",
+            raise ConfigError(field="topology", value=text, rule="does not exist and is not a shipped topology",
                               fix=f"check the path (relative to {Path.cwd()}), or name a shipped topology: "
                                   f"{', '.join(shipped_topologies())}")
         if path is not None:

@@ -63,7 +63,8 @@ def _parse_count(value: Any) -> Any:
     if isinstance(value, str):
         match = _COUNT.match(value)
         if not match:
-            raise ValueError(f"is not a parameter count. Fix: write a number such as 175e9 or '175B', not {value!r}")
+            raise ConfigError(field="parameter count", value=value, rule="is not a parameter count",
+                              fix="write a number such as 175e9 or '175B'")
         return float(match.group(1)) * _COUNT_SCALE[match.group(2)]
     return value
 
@@ -127,10 +128,9 @@ class TransformerSpec(StrictModel):
         heads, hidden = data.get("heads"), data.get("hidden")
         if data.get("head_dim") is None and isinstance(heads, int) and isinstance(hidden, int) and heads > 0:
             if hidden % heads:
-                raise ValueError(
-                    f"hidden {hidden} is not a multiple of heads {heads}, so the head width is unknown. "
-                    "Fix: give head_dim explicitly"
-                )
+                raise ConfigError(field="hidden", value=hidden,
+                                  rule=f"is not a multiple of heads ({heads}), so the head width is unknown",
+                                  fix="give head_dim explicitly")
             data["head_dim"] = hidden // heads
         if data.get("default_seq_len") is None and "max_seq_len" in data:
             data["default_seq_len"] = data["max_seq_len"]
@@ -146,8 +146,8 @@ class TransformerSpec(StrictModel):
     def _kv_divides(cls, value: int, info: Any) -> int:
         heads = info.data.get("heads")
         if heads and heads % value:
-            raise ValueError(f"must divide heads ({heads}) for grouped-query attention. "
-                             f"Fix: give a divisor of {heads}, e.g. {heads} or 1")
+            raise ConfigError(field="kv_heads", value=value, rule=f"must divide heads ({heads}) for grouped-query "
+                              "attention", fix=f"give a divisor of {heads}, e.g. {heads} or 1")
         return value
 
     @field_validator("default_seq_len")
@@ -155,7 +155,8 @@ class TransformerSpec(StrictModel):
     def _seq_fits(cls, value: int, info: Any) -> int:
         longest = info.data.get("max_seq_len")
         if longest and value > longest:
-            raise ValueError(f"exceeds max_seq_len ({longest}). Fix: give at most {longest}")
+            raise ConfigError(field="default_seq_len", value=value, rule=f"exceeds max_seq_len ({longest})",
+                              fix=f"give at most {longest}")
         return value
 
     @property
