@@ -27,6 +27,7 @@ import pandas as pd
 
 from commsim.config import StrictModel, validate
 from commsim.errors import ConfigError
+from commsim.extras import missing_extra
 
 __all__ = ["STUDIES", "Study", "StudyContext", "StudyOutput", "get_study", "study_names"]
 
@@ -117,5 +118,12 @@ def get_study(name: str) -> Study:
                           fix=f"use one of {', '.join(sorted(STUDIES))}")
     if name not in _INSTANCES:
         module, _, cls = STUDIES[name].partition(":")
-        _INSTANCES[name] = getattr(importlib.import_module(module), cls)()
+        try:
+            found = importlib.import_module(module)
+        except ModuleNotFoundError as exc:  # a study that needs an optional dependency (compressed_dp: torch)
+            error = missing_extra(exc, field="workload.study", value=name)
+            if error is None:
+                raise
+            raise error from None
+        _INSTANCES[name] = getattr(found, cls)()
     return _INSTANCES[name]
