@@ -19,6 +19,13 @@ def _without_extras(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", BLOCK + code], capture_output=True, text=True, timeout=300)
 
 
+def _output_without_extras(code: str) -> str:
+    """What ``code`` prints without the extras (it must succeed)."""
+    done = _without_extras(code)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def _cli_without_extras(*args: str) -> subprocess.CompletedProcess:
     return _without_extras(f"from commsim.cli import main\nmain({list(args)!r})")
 
@@ -36,10 +43,9 @@ def test_the_compressed_dp_study_without_torch_is_a_missing_extra_and_not_a_fail
             "try:\n    get_study('compressed_dp')\nexcept MissingExtraError as e:\n    print('refused:', e.fix)\n"
             "from commsim.validators import run_validation\n"
             "print('status:', run_validation(['compressed_dp'])['status'].tolist())\n")
-    done = _without_extras(code)
-    assert done.returncode == 0, done.stderr
-    assert "refused: pip install 'commsim[torch]'" in done.stdout
-    assert "status: ['skipped']" in done.stdout
+    out = _output_without_extras(code)
+    assert "refused: pip install 'commsim[torch]'" in out
+    assert "status: ['skipped']" in out
 
 
 def test_the_core_runs_without_torch_and_dask() -> None:
@@ -47,9 +53,7 @@ def test_the_core_runs_without_torch_and_dask() -> None:
             "'workload': {'kind': 'collective', 'sizes': '1GiB'}})\nprint(round(run.metrics['busbw_at_largest'][0] / 1e9))\n"
             "from commsim.systems import get_study\nprint(get_study('streaming_diloco').name)\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'distributed') and sys.modules[m]))")
-    done = _without_extras(code)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["50", "streaming_diloco", "[]"]
+    assert _output_without_extras(code).split() == ["50", "streaming_diloco", "[]"]
 
 
 def test_a_dask_address_without_dask_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
