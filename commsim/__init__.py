@@ -19,6 +19,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "simulate_collective": "commsim.collectives.api",
     "CommsimError": "commsim.errors",
     "ConfigError": "commsim.errors",
+    "MissingExtraError": "commsim.errors",
     "OutOfMemoryError": "commsim.errors",
     "RoutingError": "commsim.errors",
     "SimulationError": "commsim.errors",
@@ -37,14 +38,14 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "SweepResult": "commsim.sweeps",
     "sweep": "commsim.sweeps",
     "parse_quantity": "commsim.units",
+    "__version__": "commsim._version",
 })
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CollectiveConfig",
     "CommsimError",
     "ConfigError",
+    "MissingExtraError",
     "OutOfMemoryError",
     "Result",
     "RoutingError",

@@ -1,18 +1,20 @@
-"""Validation checks of the foundation: max-min sharing and collective closed forms."""
+"""Validation checks of the foundation: max-min sharing, collective closed forms, the Megatron compute model.
+
+:mod:`commsim.validators` lists them as areas; nothing here registers itself.
+"""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 
 from commsim.errors import ConfigError
-from commsim.validation import Check, register_validator, relative_check
+from commsim.validation import Check, relative_check
 
-__all__: list[str] = []
+__all__ = ["closed_form_checks", "kernel_checks", "megatron_checks"]
 
 
-def _kernel_checks() -> list[Check]:
+def kernel_checks() -> list[Check]:
+    """Max-min rates of three small cases against their hand-computed values."""
     from commsim.kernel.maxmin import max_min_rates
 
     rows = []
@@ -32,7 +34,8 @@ def _kernel_checks() -> list[Check]:
     return rows
 
 
-def _closed_form_checks() -> list[Check]:
+def closed_form_checks() -> list[Check]:
+    """Every uncongested collective algorithm against its alpha-beta closed form."""
     from commsim.collectives import CollectiveConfig, algorithms_for, simulate_collective
 
     rows = []
@@ -58,29 +61,12 @@ def _closed_form_checks() -> list[Check]:
     return rows
 
 
-register_validator("kernel", _kernel_checks)
-register_validator("collectives", _closed_form_checks)
-
-
-def _nccl_area(name: str) -> Callable[[], list[Check]]:
-    def checks() -> list[Check]:
-        from commsim.collectives.nccl_validation import cluster_checks
-
-        return cluster_checks(name)
-
-    return checks
-
-
-# one area per cluster with shared nccl-tests logs (names listed here, not registered by importing the module)
-for _name in ("azure_ndv4", "alcf_polaris", "h100_cluster01", "h100_ib400_8node"):
-    register_validator(f"nccl:{_name}", _nccl_area(_name))
-
-
-def _megatron_checks() -> list[Check]:
+def megatron_checks() -> list[Check]:
     """The shipped A100 compute model against the 2020 Megatron-LM DGX A100 iteration times (when present)."""
     from commsim.devices import load_compute_model
     from commsim.workloads.megatron_calibration import (
         DGX_A100_TOPOLOGY,
+        MEGATRON_DATA_VARIABLE,
         MegatronSetup,
         leave_one_out,
         predict_rows,
@@ -91,7 +77,8 @@ def _megatron_checks() -> list[Check]:
     path = shared_table()
     if not path.is_file():
         return [Check("megatron", "DGX A100 iteration times", 0.0, float("nan"), 0.05, relative=False,
-                      detail=f"measured table not found at {path} (set COMMSIM_MEGATRON_DATA)", skipped=True)]
+                      detail=f"not applicable: measured table not found at {path} (set {MEGATRON_DATA_VARIABLE} or "
+                             "COMMSIM_SHARED_DATA)", skipped=True)]
     rows = read_megatron_csv(path)
     setup = MegatronSetup(topology=DGX_A100_TOPOLOGY,
                           nccl_calibration=DGX_A100_TOPOLOGY.with_suffix(".calibration.yaml"))
@@ -110,5 +97,3 @@ def _megatron_checks() -> list[Check]:
                                      "compute-model parameters"))
     return checks
 
-
-register_validator("megatron", _megatron_checks)

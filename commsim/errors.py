@@ -20,6 +20,7 @@ from typing import Any
 __all__ = [
     "CommsimError",
     "ConfigError",
+    "MissingExtraError",
     "OutOfMemoryError",
     "RoutingError",
     "SimulationError",
@@ -110,6 +111,10 @@ class ConfigError(CommsimError, ValueError):
         sep = "" if self.field.startswith("[") else "."
         field = f"{prefix}{sep}{self.field}" if prefix else self.field
         return type(self)(field, self.rule, self.fix, self.value, self.source)
+
+
+class MissingExtraError(ConfigError):
+    """A feature needs an optional dependency that is not installed; ``fix`` names the pip extra."""
 
 
 class UnitError(ConfigError):

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from commsim.errors import CommsimError, ConfigError, SimulationError
+from commsim.extras import require_extra
 from commsim.scenario.runner import as_scenario, check_scenario, simulate
 
 __all__ = ["SweepResult", "sweep", "grid_points", "run_tasks", "RowWriter"]
@@ -192,6 +193,7 @@ _GUARD_FIX = ("in a script, call sweep(jobs > 1) under 'if __name__ == \"__main_
 
 def _on_dask(dask: Any, task: Callable[..., Any], arguments: list[tuple[Any, ...]],
              collect: Callable[[int, Any], None]) -> None:
+    require_extra("dask", field="--dask", value=dask)
     from distributed import Client, as_completed
 
     client = dask if isinstance(dask, Client) else _connect(dask)

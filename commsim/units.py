@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator
 
-from commsim.errors import UnitError
+from commsim.errors import ConfigError, UnitError
 
 __all__ = [
     "Bandwidth",
@@ -111,7 +111,8 @@ def parse_quantity(value: Any, kind: Kind, *, field: str = "quantity") -> float:
     the unit cannot be understood.
     """
     if kind not in _TABLES:
-        raise ValueError(f"unknown quantity kind {kind!r}")
+        raise ConfigError(field="kind", value=kind, rule="is not a quantity kind",
+                          fix=f"use one of {', '.join(_TABLES)}")
     if isinstance(value, bool):
         raise UnitError(field=field, value=value, rule=f"is not a {kind} quantity",
                         fix=f"write a number or a string such as {_EXAMPLES[kind]}")

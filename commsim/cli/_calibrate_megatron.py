@@ -16,11 +16,11 @@ from commsim.errors import CommsimError
 def megatron_command(
     csv: Annotated[Path | None, typer.Argument(help="Megatron-LM 2020 scaling table (iteration_time.csv); its DGX "
                                                "A100 rows are used \\[default: $COMMSIM_MEGATRON_DATA, else "
-                                               "../shared/data beside the checkout].")] = None,
+                                               "$COMMSIM_SHARED_DATA/megatron-lm-2020-scaling, else ../shared/data beside the checkout].")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Compute-model data file to write.")] = Path(
         "compute_model.yaml"),
     topology: Annotated[Path | None, typer.Option("--topology", "-t", help="The DGX A100 topology the rows ran on "
-                                                  "\\[default: topologies/dgx_a100.yaml of the checkout].")] = None,
+                                                  "\\[default: the shipped dgx_a100 topology].")] = None,
     nccl: Annotated[Path | None, typer.Option("--nccl-calibration", help="NCCL calibration for its collectives "
                                               "(default: the .calibration.yaml beside the topology).")] = None,
     device: Annotated[str, typer.Option("--device", help="GPU preset the rows ran on (the tables predate the "
@@ -38,6 +38,7 @@ def megatron_command(
 ) -> None:
     """Fit the GEMM main-loop and HBM efficiencies to the DGX A100 rows of CSV; write -o."""
     from commsim.devices import load_compute_model
+    from commsim.network.shipped import calibration_beside
     from commsim.paths import output_file
     from commsim.workloads.megatron_calibration import (
         DGX_A100_TOPOLOGY,
@@ -53,7 +54,8 @@ def megatron_command(
     try:
         output_file(output, field="--output")
         rows = read_megatron_csv(csv or shared_table())
-        setup = MegatronSetup(topology=topology, nccl_calibration=nccl or topology.with_suffix(".calibration.yaml"),
+        beside = calibration_beside(topology) or topology.with_suffix(".calibration.yaml")
+        setup = MegatronSetup(topology=topology, nccl_calibration=nccl or beside,
                               device=device, recompute=recompute, micro_batch_size=micro_batch_size,
                               tp_overlap=tp_overlap)
         with console.status("fitting (each iteration replays the one-server rows)"):

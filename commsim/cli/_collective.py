@@ -83,12 +83,10 @@ def collective_command(
 
 
 def default_calibration(topology: str) -> Path | None:
-    """``<name>.calibration.yaml`` beside a topology file ``<name>.yaml``, if it exists."""
-    path = Path(topology)
-    if path.suffix not in (".yaml", ".yml") or not path.is_file():
-        return None
-    beside = path.with_name(f"{path.stem}.calibration.yaml")
-    return beside if beside.is_file() else None
+    """``<name>.calibration.yaml`` beside a topology file ``<name>.yaml`` (a path or a shipped name), if it exists."""
+    from commsim.network.shipped import calibration_beside
+
+    return calibration_beside(topology)
 
 
 def _calibration(topology: str, calibration: str | None) -> tuple[Any, str]:

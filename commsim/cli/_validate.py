@@ -20,7 +20,7 @@ def validate_command(
     csv: Annotated[Path | None, typer.Option("--csv", help="Also write the table as CSV.")] = None,
 ) -> None:
     """Check the simulator against closed forms, measurements and the studies' published claims."""
-    from commsim.validation import run_validation
+    from commsim.validators import run_validation
 
     if csv is not None:
         output_file(csv, field="--csv")

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from commsim.errors import ConfigError
+
 __all__ = ["Dep", "Schedule", "Step", "aggregate", "depth", "tile"]
 
 
@@ -80,16 +82,32 @@ class Schedule:
         return float(sum(float(np.sum(s.nbytes)) for s in self.steps))
 
     def check(self) -> None:
-        """Assert the structural rules (used by tests and when building new algorithms)."""
+        """Check the structural rules (used by tests and when building new algorithms).
+
+        Raises :class:`~commsim.errors.ConfigError` naming the step and the rule it breaks.
+        """
         for k, step in enumerate(self.steps):
             n = len(step)
-            assert step.dst.shape == (n,) and step.nbytes.shape == (n,), f"step {k}: misaligned arrays"
-            assert n == 0 or (step.src.min() >= 0 and step.src.max() < self.ranks), f"step {k}: bad src"
-            assert n == 0 or (step.dst.min() >= 0 and step.dst.max() < self.ranks), f"step {k}: bad dst"
+            _require(step.dst.shape == (n,) and step.nbytes.shape == (n,), f"steps[{k}]",
+                     (step.src.shape, step.dst.shape, step.nbytes.shape), "has src, dst and nbytes of different lengths",
+                     "give one source, destination and size per transfer")
+            for name, ends in (("src", step.src), ("dst", step.dst)):
+                _require(n == 0 or (ends.min() >= 0 and ends.max() < self.ranks), f"steps[{k}].{name}",
+                         (int(ends.min()), int(ends.max())) if n else (), f"has a position outside 0..{self.ranks - 1}",
+                         f"use group positions 0..{self.ranks - 1}")
             for dep in step.deps:
-                assert 0 <= dep.step < k, f"step {k}: depends on a later step {dep.step}"
-                assert dep.index.shape == (n,), f"step {k}: dependency index misaligned"
-                assert dep.index.max(initial=-1) < len(self.steps[dep.step]), f"step {k}: dependency out of range"
+                _require(0 <= dep.step < k, f"steps[{k}].deps", dep.step, "names a step that is not an earlier one",
+                         f"depend on steps 0..{k - 1} only")
+                _require(dep.index.shape == (n,), f"steps[{k}].deps", dep.index.shape,
+                         "has an index array of another length than the step", "give one index per transfer")
+                _require(dep.index.max(initial=-1) < len(self.steps[dep.step]), f"steps[{k}].deps",
+                         int(dep.index.max(initial=-1)), f"indexes past the {len(self.steps[dep.step])} transfers of "
+                         f"step {dep.step}", "index transfers of the step depended on")
+
+
+def _require(holds: bool, field: str, value: object, rule: str, fix: str) -> None:
+    if not holds:
+        raise ConfigError(field=field, value=value, rule=rule, fix=fix)
 
 
 def tile(schedule: Schedule, copies: int) -> Schedule:

@@ -11,13 +11,14 @@ Areas whose data set is absent report skipped rows saying where they looked.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from commsim.network.shipped import topologies_folder
+from commsim.shared_data import SHARED_DATA_VARIABLE, shared_data_folder
 from commsim.validation import Check
 
 __all__ = ["NCCL_CLUSTERS", "NcclCluster", "cluster_checks"]
@@ -36,20 +37,15 @@ class NcclCluster:
 
     @property
     def topology(self) -> Path:
-        return _repo() / "topologies" / f"{self.name}.yaml"
+        return topologies_folder() / f"{self.name}.yaml"
 
     @property
     def calibration(self) -> Path:
-        return _repo() / "topologies" / f"{self.name}.calibration.yaml"
+        return topologies_folder() / f"{self.name}.calibration.yaml"
 
     @property
     def data(self) -> Path:
-        root = os.environ.get("COMMSIM_SHARED_DATA")
-        return (Path(root) if root else _repo().parent / "shared" / "data") / self.folder
-
-
-def _repo() -> Path:
-    return Path(__file__).resolve().parents[2]
+        return shared_data_folder(self.folder)
 
 
 NCCL_CLUSTERS: dict[str, NcclCluster] = {c.name: c for c in (
@@ -80,7 +76,7 @@ def cluster_checks(name: str) -> list[Check]:
     paths = sorted(cluster.data.glob("*.log"))
     if not paths or not cluster.calibration.is_file():
         return [Check(area, "median |busbw error| over sizes >= 1 MiB per log", 0.0, float("nan"), FIT_TOLERANCE,
-                      relative=False, detail=f"measured logs not found in {cluster.data} (set COMMSIM_SHARED_DATA)",
+                      relative=False, detail=f"not applicable: measured logs not found in {cluster.data} (set {SHARED_DATA_VARIABLE})",
                       skipped=True)]
     logs = [read_nccl_tests(p) for p in paths]
     params = load_calibration(cluster.calibration)

@@ -28,6 +28,9 @@ trains a small model with each one and reports loss against bytes sent.
 """
 
 from commsim._lazy import lazy_exports
+from commsim.extras import require_extra
+
+require_extra("torch", field="commsim.compression")  # every compressor works on torch tensors
 
 # imported on first use: `import commsim` must not pay for what a run may never need
 __getattr__, __dir__ = lazy_exports(__name__, {

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from commsim.errors import ConfigError
+
 __all__ = [
     "pack_bits",
     "packed_nbytes",
@@ -38,7 +40,8 @@ def packed_nbytes(count: int, width: int) -> int:
 
 def _check_width(width: int) -> None:
     if not 1 <= width <= _MAX_WIDTH:
-        raise ValueError(f"bit width must be in 1..{_MAX_WIDTH}, got {width}")
+        raise ConfigError(field="width", value=width, rule=f"is not a bit width in 1..{_MAX_WIDTH}",
+                          fix=f"give a width from 1 to {_MAX_WIDTH} bits (codes are held in int64)")
 
 
 def pack_bits(codes: torch.Tensor, width: int) -> torch.Tensor:
@@ -75,10 +78,13 @@ def unpack_bits(packed: torch.Tensor, width: int, count: int) -> torch.Tensor:
     """Inverse of :func:`pack_bits`: the first ``count`` codes as an int64 tensor."""
     _check_width(width)
     if packed.dtype != torch.uint8:
-        raise ValueError(f"packed bytes must be uint8, got {packed.dtype}")
+        raise ConfigError(field="packed", value=str(packed.dtype), rule="is not a uint8 tensor",
+                          fix="give the bytes pack_bits returned")
     needed = packed_nbytes(count, width)
     if packed.numel() < needed:
-        raise ValueError(f"{count} codes of {width} bits need {needed} bytes, got {packed.numel()}")
+        raise ConfigError(field="packed", value=f"{packed.numel()} bytes",
+                          rule=f"is too short: {count} codes of {width} bits need {needed} bytes",
+                          fix="give the whole packed stream, or the count and width it was packed with")
     if count == 0:
         return torch.zeros(0, dtype=torch.int64)
     data = packed[:needed]
@@ -110,7 +116,8 @@ def varint_encode(values: torch.Tensor) -> torch.Tensor:
     """
     values = values.reshape(-1).to(torch.int64)
     if values.numel() and int(values.min()) < 0:
-        raise ValueError("varint_encode needs non-negative values")
+        raise ConfigError(field="values", value=int(values.min()), rule="is negative: LEB128 varints are unsigned",
+                          fix="encode non-negative values (delta-code or offset them first)")
     lengths = varint_lengths(values)
     total = int(lengths.sum())
     if total == 0:
@@ -126,12 +133,14 @@ def varint_encode(values: torch.Tensor) -> torch.Tensor:
 def varint_decode(stream: torch.Tensor) -> torch.Tensor:
     """Decode a whole LEB128 stream into an int64 tensor (one value per terminating byte)."""
     if stream.dtype != torch.uint8:
-        raise ValueError(f"varint stream must be uint8, got {stream.dtype}")
+        raise ConfigError(field="stream", value=str(stream.dtype), rule="is not a uint8 tensor",
+                          fix="give the bytes varint_encode returned")
     if stream.numel() == 0:
         return torch.zeros(0, dtype=torch.int64)
     last = (stream & 0x80) == 0
     if not bool(last[-1]):
-        raise ValueError("varint stream ends in the middle of a number")
+        raise ConfigError(field="stream", value=f"{stream.numel()} bytes", rule="ends in the middle of a number",
+                          fix="give the whole varint stream (its last byte has the high bit clear)")
     number = torch.cumsum(last.to(torch.int64), 0) - last.to(torch.int64)
     count = int(last.sum())
     first = torch.ones_like(last)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from commsim.compression._bits import pack_bits, unpack_bits
+from commsim.errors import ConfigError
 
 __all__ = ["HuffmanCode", "huffman_code_lengths"]
 
@@ -93,10 +94,13 @@ class HuffmanCode:
 
     def __post_init__(self) -> None:
         if any(length < 0 or length > _MAX_CODE_LENGTH for length in self.lengths):
-            raise ValueError(f"code lengths must be in 0..{_MAX_CODE_LENGTH}, got {self.lengths}")
+            raise ConfigError(field="lengths", value=self.lengths, rule=f"are not all in 0..{_MAX_CODE_LENGTH}",
+                              fix=f"give code lengths of at most {_MAX_CODE_LENGTH} bits (0 for an unused symbol)")
         kraft = sum(2.0 ** -length for length in self.lengths if length > 0)
         if kraft > 1.0 + 1e-12:
-            raise ValueError(f"code lengths {self.lengths} violate the Kraft inequality (sum {kraft:.6g} > 1)")
+            raise ConfigError(field="lengths", value=self.lengths,
+                              rule=f"violate the Kraft inequality (sum {kraft:.6g} > 1): no prefix code has them",
+                              fix="build the code with HuffmanCode.from_counts, or lengthen some codewords")
 
     @classmethod
     def from_counts(cls, counts: Sequence[int]) -> HuffmanCode:
@@ -153,7 +157,9 @@ class HuffmanCode:
             return torch.zeros(0, dtype=torch.uint8), 0
         lengths = torch.tensor(self.lengths, dtype=torch.int64)[flat]
         if bool((lengths == 0).any()):
-            raise ValueError("a symbol to encode has no codeword (its count was zero)")
+            raise ConfigError(field="symbols", value=int(flat[lengths == 0][0]),
+                              rule="has no codeword (its count was zero)",
+                              fix="build the code from counts that include every symbol to encode")
         codes = torch.tensor(self.codes, dtype=torch.int64)[flat]
         starts = torch.cumsum(lengths, 0) - lengths
         total = int(starts[-1] + lengths[-1])
@@ -173,7 +179,8 @@ class HuffmanCode:
             return torch.zeros(0, dtype=torch.int64)
         width = self.max_length
         if width == 0:
-            raise ValueError("cannot decode with an empty code")
+            raise ConfigError(field="code", value=self.lengths, rule="is empty: it cannot decode anything",
+                              fix="decode with the code the stream was encoded with")
         bits = unpack_bits(stream, 1, nbits)
         # Window of `width` bits starting at every position (zeros past the end).
         padded = torch.cat([bits, bits.new_zeros(width)])
@@ -192,9 +199,11 @@ class HuffmanCode:
             jump = torch.index_select(jump, 0, jump)
         starts = starts[:count].to(torch.int64)
         if int(starts[-1]) >= nbits:
-            raise ValueError(f"stream of {nbits} bits holds fewer than {count} codewords")
+            raise ConfigError(field="stream", value=f"{nbits} bits", rule=f"holds fewer than {count} codewords",
+                              fix="give the whole stream and the count it was encoded with")
         if int(starts[-1] + length_at[starts[-1]]) > nbits:
-            raise ValueError("the last codeword runs past the end of the stream")
+            raise ConfigError(field="stream", value=f"{nbits} bits", rule="ends inside its last codeword",
+                              fix="give the whole stream and the bit count encode returned")
         return symbol_at[starts]
 
     def _canonical_order(self) -> list[int]:

@@ -17,6 +17,8 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
+from commsim.errors import ConfigError
+
 __all__ = ["TinyTransformerLM", "TinyConvNet", "MarkovTokens", "TemplateImages", "SyntheticTask", "make_task"]
 
 
@@ -162,7 +164,8 @@ def make_task(model: str, *, size: str = "small", seed: int = 0) -> tuple[nn.Mod
     or ``tiny`` (fast enough to train with every compressor in the convergence check).
     """
     if model not in ("transformer", "convnet") or size not in ("small", "tiny"):
-        raise ValueError(f"unknown model {model!r} or size {size!r}")
+        raise ConfigError(field="model, size", value=(model, size), rule="is not a tiny model of the convergence check",
+                          fix="use model transformer or convnet, size small or tiny")
     # nn.Module initialisation draws from the global generator: seed it without disturbing the caller's.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

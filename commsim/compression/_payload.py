@@ -34,6 +34,7 @@ import torch
 from commsim.compression._bits import pack_bits, packed_nbytes, unpack_bits, varint_decode, varint_encode
 from commsim.compression._bits import varint_lengths as _varint_lengths
 from commsim.compression._huffman import HuffmanCode
+from commsim.errors import ConfigError
 
 __all__ = [
     "FP32_BYTES",
@@ -173,7 +174,9 @@ class DeltaVarint(Coding):
             return flat
         gaps = torch.diff(flat, prepend=flat.new_tensor([-1])) - 1
         if int(gaps.min()) < 0:
-            raise ValueError("delta coding needs strictly increasing non-negative indices")
+            raise ConfigError(field="indices", value=int(flat[int(torch.argmin(gaps))]),
+                              rule="breaks the order delta coding needs (strictly increasing, non-negative)",
+                              fix="sort the indices and drop duplicates before delta coding")
         return gaps
 
 
@@ -293,7 +296,8 @@ class Payload:
     def __post_init__(self) -> None:
         names = [f.name for f in self.fields]
         if len(set(names)) != len(names):
-            raise ValueError(f"payload field names must be unique, got {names}")
+            raise ConfigError(field="fields", value=names, rule="name a field more than once",
+                              fix="give each payload field its own name")
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.field(name).data

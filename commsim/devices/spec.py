@@ -73,19 +73,23 @@ class DeviceSpec(StrictModel):
     @classmethod
     def _known_dtypes(cls, value: dict[str, float]) -> dict[str, float]:
         if not value:
-            raise ValueError("needs at least one dtype. Fix: give e.g. {bf16: '989 TFLOPS'}")
+            raise ConfigError(field="peak_flops", value=value, rule="needs at least one dtype",
+                              fix="give e.g. {bf16: '989 TFLOPS'}")
         for dtype, flops in value.items():
             if dtype not in DTYPES:
-                raise ValueError(f"has an unknown dtype {dtype!r}. Fix: use one of {', '.join(DTYPES)}")
+                raise ConfigError(field=f"peak_flops.{dtype}", value=dtype, rule="is not a known dtype",
+                                  fix=f"use one of {', '.join(DTYPES)}")
             if not flops > 0:
-                raise ValueError(f"gives {dtype} a peak of {flops}, which is not positive. Fix: give a peak above 0")
+                raise ConfigError(field=f"peak_flops.{dtype}", value=flops, rule="is not positive",
+                                  fix="give a peak above 0")
         return value
 
     @field_validator("compute_model")
     @classmethod
     def _shipped_model(cls, value: str | ComputeModel | None) -> str | ComputeModel | None:
         if isinstance(value, str) and value not in compute_model_names():
-            raise ValueError(f"names no shipped compute model. Fix: use one of {', '.join(compute_model_names())}")
+            raise ConfigError(field="compute_model", value=value, rule="names no shipped compute model",
+                              fix=f"use one of {', '.join(compute_model_names())}")
         return value
 
     def kernel_model(self) -> ComputeModel | None:

@@ -19,7 +19,9 @@ the generated ones)::
       - {a: gpu0, b: gpu1, bandwidth: 450 GB/s, latency: 500 ns}
 
 A shorthand names a generator and its leading parameters:
-``switch:512,50GB/s,500ns`` or ``fat_tree:k=16,bandwidth=400Gbps``.
+``switch:512,50GB/s,500ns`` or ``fat_tree:k=16,bandwidth=400Gbps``. A shipped
+topology is named by its bare name (``dgx_h100``) or as ``topologies/dgx_h100.yaml``
+from any directory (see :mod:`commsim.network.shipped`).
 
 >>> load_topology("ring:8,75GB/s,500ns").link_count
 8
@@ -36,6 +38,7 @@ from commsim.config import StrictModel, load_yaml, validate
 from commsim.devices.spec import device_spec
 from commsim.errors import ConfigError, TopologyError
 from commsim.network.generators import GENERATORS, build
+from commsim.network.shipped import shipped_topologies, topology_file
 from commsim.network.topology import NodeKind, Topology
 from commsim.units import Bandwidth, Duration
 
@@ -91,10 +94,11 @@ class TopologySpec(StrictModel):
     @model_validator(mode="after")
     def _something(self) -> TopologySpec:
         if self.generator is None and not self.nodes:
-            raise ValueError("has neither a generator nor nodes. Fix: add 'generator:' with 'params:', or list "
-                             "'nodes:' and 'links:'")
+            raise ConfigError(field="topology", rule="has neither a generator nor nodes",
+                              fix="add 'generator:' with 'params:', or list 'nodes:' and 'links:'")
         if self.params and self.generator is None:
-            raise ValueError("gives params without a generator. Fix: add 'generator:' or drop 'params:'")
+            raise ConfigError(field="params", value=self.params, rule="are given without a generator",
+                              fix="add 'generator:' or drop 'params:'")
         return self
 
     def build(self) -> Topology:
@@ -150,8 +154,12 @@ def load_topology(source: Any, *, overrides: dict[str, Any] | None = None) -> To
         origin = None
     elif isinstance(source, (str, Path)):
         text = str(source)
-        path = Path(text)
-        if path.suffix in (".yaml", ".yml") or path.exists():
+        path = topology_file(text)
+        if path is None and Path(text).suffix in (".yaml", ".yml"):
+            raise ConfigError(field="topology", value=text, rule="does not exist and is not a shipped topology",
+                              fix=f"check the path (relative to {Path.cwd()}), or name a shipped topology: "
+                                  f"{', '.join(shipped_topologies())}")
+        if path is not None:
             data = load_yaml(path)
             origin = str(path)
             try:
@@ -180,9 +188,11 @@ def _shorthand(text: str) -> TopologySpec:
     generator, _, rest = text.partition(":")
     generator = generator.strip()
     if generator not in GENERATORS:
-        raise ConfigError(field="topology", value=text, rule="is neither a file nor a generator shorthand",
-                          fix=f"give an existing YAML file or GENERATOR:ARGS with GENERATOR one of "
-                              f"{', '.join(GENERATORS)} (e.g. 'switch:512,50GB/s,500ns')")
+        raise ConfigError(field="topology", value=text,
+                          rule="is neither a file, a shipped topology nor a generator shorthand",
+                          fix=f"give an existing YAML file, a shipped topology ({', '.join(shipped_topologies())}) "
+                              f"or GENERATOR:ARGS with GENERATOR one of {', '.join(GENERATORS)} "
+                              "(e.g. 'switch:512,50GB/s,500ns')")
     params: dict[str, Any] = {}
     order = SHORTHAND_ORDER[generator]
     positional = 0

@@ -4,10 +4,20 @@ A study (T3, C4, Streaming DiLoCo, TPI-LLM, compressed data-parallel training)
 is a class with a ``params`` model and a ``run`` method. Scenarios name it with
 ``workload: {kind: study, study: NAME, params: {...}}``; ``commsim validate``
 runs its ``validation`` cases.
+
+The studies are listed in one explicit table, :data:`STUDIES` (name -> the
+``module:Class`` that implements it); a study module is imported only when the
+study is asked for, and importing it registers nothing.
+
+>>> sorted(STUDIES)
+['c4', 'compressed_dp', 'streaming_diloco', 't3', 'tpi_llm']
+>>> get_study("t3").name
+'t3'
 """
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,8 +27,9 @@ import pandas as pd
 
 from commsim.config import StrictModel, validate
 from commsim.errors import ConfigError
+from commsim.extras import missing_extra
 
-__all__ = ["Study", "StudyContext", "StudyOutput", "STUDIES", "register_study", "get_study"]
+__all__ = ["STUDIES", "Study", "StudyContext", "StudyOutput", "get_study", "study_names"]
 
 Progress = Callable[[float, float, str], None]
 
@@ -87,21 +98,36 @@ class Study(ABC):
         return []
 
 
-STUDIES: dict[str, Study] = {}
-"""Every registered study by name."""
+STUDIES: dict[str, str] = {
+    "c4": "commsim.systems.c4.study:C4Study",
+    "compressed_dp": "commsim.systems.compressed_dp.study:CompressedDPStudy",
+    "streaming_diloco": "commsim.systems.streaming_diloco.study:StreamingDilocoStudy",
+    "t3": "commsim.systems.t3.study:T3Study",
+    "tpi_llm": "commsim.systems.tpi_llm.study:TPILLMStudy",
+}
+"""Every study by name: the ``module:Class`` implementing it (add an entry to add a study)."""
+
+_INSTANCES: dict[str, Study] = {}
 
 
-def register_study(study: Study) -> Study:
-    """Make ``study`` available to scenarios and ``commsim validate``."""
-    STUDIES[study.name] = study
-    return study
+def study_names() -> list[str]:
+    """The names of the studies, in the order of :data:`STUDIES`."""
+    return list(STUDIES)
 
 
 def get_study(name: str) -> Study:
-    """The study called ``name`` (a clear error listing the known ones)."""
-    from commsim import systems  # noqa: F401  (registers the built-in studies)
-
+    """The study called ``name``, imported on first use (a clear error listing the known ones)."""
     if name not in STUDIES:
         raise ConfigError(field="workload.study", value=name, rule="is not a study",
-                          fix=f"use one of {', '.join(sorted(STUDIES)) or '(none registered)'}")
-    return STUDIES[name]
+                          fix=f"use one of {', '.join(sorted(STUDIES))}")
+    if name not in _INSTANCES:
+        module, _, cls = STUDIES[name].partition(":")
+        try:
+            found = importlib.import_module(module)
+        except ModuleNotFoundError as exc:  # a study that needs an optional dependency (compressed_dp: torch)
+            error = missing_extra(exc, field="workload.study", value=name)
+            if error is None:
+                raise
+            raise error from None
+        _INSTANCES[name] = getattr(found, cls)()
+    return _INSTANCES[name]

@@ -50,6 +50,8 @@ import numpy as np
 
 from commsim.devices.compute_model import ComputeModel
 from commsim.errors import ConfigError
+from commsim.network.shipped import topologies_folder
+from commsim.shared_data import shared_data_folder
 from commsim.workloads._training import training_trace
 from commsim.workloads.models import TransformerSpec
 from commsim.workloads.trace import Trace
@@ -57,6 +59,7 @@ from commsim.workloads.trace import Trace
 __all__ = [
     "DGX_A100_TOPOLOGY",
     "FIT_PARAMETERS",
+    "MEGATRON_DATA_VARIABLE",
     "MegatronFit",
     "MegatronRow",
     "MegatronSetup",
@@ -70,17 +73,19 @@ __all__ = [
     "shared_table",
 ]
 
-_CHECKOUT = Path(__file__).resolve().parents[2]
-DGX_A100_TOPOLOGY = _CHECKOUT / "topologies" / "dgx_a100.yaml"
-"""The DGX A100 topology the rows ran on (in the checkout; topologies are not yet package data)."""
+DGX_A100_TOPOLOGY = topologies_folder() / "dgx_a100.yaml"
+"""The DGX A100 topology the rows ran on (shipped in ``commsim/topologies``; its NCCL calibration beside it)."""
+
+MEGATRON_DATA_VARIABLE = "COMMSIM_MEGATRON_DATA"
+"""The environment variable naming the table's file, when it is not in the shared data folder."""
 
 
 def shared_table() -> Path:
-    """The 2020 table: ``$COMMSIM_MEGATRON_DATA`` if set, else ``../shared/data`` beside the checkout."""
+    """The 2020 table: ``$COMMSIM_MEGATRON_DATA`` if set, else its file in the shared data folder."""
     import os
 
-    default = _CHECKOUT.parent / "shared" / "data" / "megatron-lm-2020-scaling" / "iteration_time.csv"
-    return Path(os.environ.get("COMMSIM_MEGATRON_DATA", default))
+    default = shared_data_folder("megatron-lm-2020-scaling") / "iteration_time.csv"
+    return Path(os.environ.get(MEGATRON_DATA_VARIABLE, default))
 
 FIT_PARAMETERS: dict[str, tuple[float, float]] = {
     "gemm_efficiency": (0.2, 1.0),

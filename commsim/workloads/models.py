@@ -2,9 +2,9 @@
 
 A :class:`TransformerSpec` describes a decoder-only transformer by its shapes
 (layers, hidden size, heads, grouped-query KV heads, FFN width, vocabulary...).
-The catalog is one YAML file per model in ``workloads/models/`` at the root of
-the repository; :func:`load_model` finds a model by catalog name (or alias) or
-reads any YAML file given by path.
+The catalog is one YAML file per model in ``commsim/workloads/catalog/``, shipped
+inside the package and read with :mod:`importlib.resources`; :func:`load_model`
+finds a model by catalog name (or alias) or reads any YAML file given by path.
 
 >>> spec = load_model("gpt3-175b")
 >>> round(parameter_count(spec) / 1e9, 1)
@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import re
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,8 +51,8 @@ __all__ = [
     "tp_shard",
 ]
 
-CATALOG_DIR = Path(__file__).resolve().parents[2] / "workloads" / "models"
-"""Where the catalog YAML files live (``workloads/models/`` in the repository)."""
+CATALOG_DIR = Path(str(resources.files("commsim.workloads.catalog")))
+"""Where the catalog YAML files live (``commsim/workloads/catalog/`` of the installed package)."""
 
 _COUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*([kKMBGT]?)\s*$")
 _COUNT_SCALE = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
@@ -62,7 +63,8 @@ def _parse_count(value: Any) -> Any:
     if isinstance(value, str):
         match = _COUNT.match(value)
         if not match:
-            raise ValueError(f"is not a parameter count. Fix: write a number such as 175e9 or '175B', not {value!r}")
+            raise ConfigError(field="parameter count", value=value, rule="is not a parameter count",
+                              fix="write a number such as 175e9 or '175B'")
         return float(match.group(1)) * _COUNT_SCALE[match.group(2)]
     return value
 
@@ -126,10 +128,9 @@ class TransformerSpec(StrictModel):
         heads, hidden = data.get("heads"), data.get("hidden")
         if data.get("head_dim") is None and isinstance(heads, int) and isinstance(hidden, int) and heads > 0:
             if hidden % heads:
-                raise ValueError(
-                    f"hidden {hidden} is not a multiple of heads {heads}, so the head width is unknown. "
-                    "Fix: give head_dim explicitly"
-                )
+                raise ConfigError(field="hidden", value=hidden,
+                                  rule=f"is not a multiple of heads ({heads}), so the head width is unknown",
+                                  fix="give head_dim explicitly")
             data["head_dim"] = hidden // heads
         if data.get("default_seq_len") is None and "max_seq_len" in data:
             data["default_seq_len"] = data["max_seq_len"]
@@ -145,8 +146,8 @@ class TransformerSpec(StrictModel):
     def _kv_divides(cls, value: int, info: Any) -> int:
         heads = info.data.get("heads")
         if heads and heads % value:
-            raise ValueError(f"must divide heads ({heads}) for grouped-query attention. "
-                             f"Fix: give a divisor of {heads}, e.g. {heads} or 1")
+            raise ConfigError(field="kv_heads", value=value, rule=f"must divide heads ({heads}) for grouped-query "
+                              "attention", fix=f"give a divisor of {heads}, e.g. {heads} or 1")
         return value
 
     @field_validator("default_seq_len")
@@ -154,7 +155,8 @@ class TransformerSpec(StrictModel):
     def _seq_fits(cls, value: int, info: Any) -> int:
         longest = info.data.get("max_seq_len")
         if longest and value > longest:
-            raise ValueError(f"exceeds max_seq_len ({longest}). Fix: give at most {longest}")
+            raise ConfigError(field="default_seq_len", value=value, rule=f"exceeds max_seq_len ({longest})",
+                              fix=f"give at most {longest}")
         return value
 
     @property

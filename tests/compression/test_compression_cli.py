@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
 from pathlib import Path
 
 import pandas as pd
@@ -68,28 +66,3 @@ class TestCommand:
         assert result.exit_code == 2
         assert message in result.output and "Fix:" in result.output
         assert "Traceback" not in result.output
-
-
-MODULES = [
-    "commsim.compression",
-    "commsim.compression._bits",
-    "commsim.compression._huffman",
-    "commsim.compression._payload",
-    "commsim.compression._dense",
-    "commsim.compression._quantize",
-    "commsim.compression._stochastic",
-    "commsim.compression._sign",
-    "commsim.compression._sparse",
-    "commsim.compression._feedback",
-    "commsim.compression._powersgd",
-    "commsim.compression._kmeans",
-    "commsim.compression._registry",
-    "commsim.compression._sources",
-    "commsim.compression._evaluate",
-]
-
-
-@pytest.mark.parametrize("name", MODULES)
-def test_docstring_examples(name):
-    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS, verbose=False)
-    assert result.failed == 0 and result.attempted > 0

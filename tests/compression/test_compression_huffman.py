@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from commsim.compression import HuffmanCode
 from commsim.compression._bits import pack_bits, packed_nbytes, unpack_bits, varint_decode, varint_encode
+from commsim.errors import ConfigError
 
 counts_strategy = st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=40).filter(
     lambda counts: any(counts)
@@ -61,12 +62,12 @@ class TestCode:
 
     def test_non_prefix_code_is_detected(self):
         # Lengths (1, 1, 1) break the Kraft inequality: no prefix code has them.
-        with pytest.raises(ValueError, match="Kraft"):
+        with pytest.raises(ConfigError, match="Kraft"):
             HuffmanCode((1, 1, 1))
 
     def test_unused_symbol_cannot_be_encoded(self):
         code = HuffmanCode.from_counts([5, 0, 5])
-        with pytest.raises(ValueError, match="no codeword"):
+        with pytest.raises(ConfigError, match="no codeword"):
             code.encode(torch.tensor([1]))
 
 
@@ -98,7 +99,7 @@ class TestRoundTrip:
     def test_truncated_stream_is_an_error(self):
         code = HuffmanCode.from_counts([1, 1, 1, 1])
         stream, nbits = code.encode(torch.tensor([0, 1, 2, 3]))
-        with pytest.raises(ValueError):
+        with pytest.raises(ConfigError, match="stream"):
             code.decode(stream, nbits - 3, 4)
 
 
@@ -126,5 +127,5 @@ class TestBitsAndVarints:
         # Every number ends at the first byte whose high bit is clear: a prefix code.
         stream = varint_encode(torch.tensor([300, 5]))
         assert stream.tolist() == [0xAC, 0x02, 0x05]
-        with pytest.raises(ValueError, match="middle"):
+        with pytest.raises(ConfigError, match="middle"):
             varint_decode(stream[:1])

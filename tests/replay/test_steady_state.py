@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -84,11 +82,3 @@ def test_kary_tree_is_a_registered_all_reduce() -> None:
     assert [s.src.tolist() for s in built.steps] == [s.src.tolist() for s in direct.steps]
     assert len(built.steps) == 2 * tree_depth(8, 3) == 4
     assert len(build_schedule("all_reduce", "kary_tree", 8, 1024.0, fanout=2).steps) == 2 * 3
-
-
-def test_docstring_examples() -> None:
-    from commsim.collectives import kary_tree
-
-    for module in (steady_state, kary_tree):
-        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-        assert result.failed == 0 and result.attempted > 0

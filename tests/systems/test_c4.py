@@ -7,8 +7,6 @@ spines) and a 3B model keep the tests fast; the 512-GPU claims run in
 
 from __future__ import annotations
 
-import doctest
-import importlib
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -67,13 +65,6 @@ def base(setup):
 
 def _diagnose(setup, base, fault, seed=3) -> Diagnosis:
     return evaluate_fault(setup, fault, base, np.random.default_rng(seed))[1]
-
-
-# ---------------------------------------------------------------------- doctests
-@pytest.mark.parametrize("name", ["planner", "traffic", "layout", "model"])
-def test_docstring_examples(name):
-    result = doctest.testmod(importlib.import_module(f"commsim.systems.c4.{name}"), verbose=False)
-    assert result.failed == 0 and result.attempted > 0
 
 
 # ---------------------------------------------------------------------- C4P: ECMP collisions and planning

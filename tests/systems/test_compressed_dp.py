@@ -305,17 +305,6 @@ def test_study_runs_end_to_end_on_a_small_case(tiny: str) -> None:
     assert len(out.figures) == 6 and out.metrics["ranks"] == (4.0, "count")
 
 
-# ------------------------------------------------------------------ doctests
-@pytest.mark.parametrize("module", ["params", "layout", "payloads", "regimes", "schedules", "plan", "fabric"])
-def test_docstring_examples(module: str) -> None:
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(f"commsim.systems.compressed_dp.{module}"),
-                             optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0
-
-
 # ------------------------------------------------------------------ bad input
 @pytest.mark.parametrize(("data", "words"), [
     ({"compressors": [{"spec": "topk:ratio=2"}]}, "ratio"),

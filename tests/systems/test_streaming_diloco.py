@@ -357,13 +357,3 @@ def test_timeline_shows_compute_waits_and_syncs_of_one_replica() -> None:
     assert (waits["end"] - waits["start"]).sum() == pytest.approx(stats.stall, rel=1e-9)
     assert (computing["end"] - computing["start"]).sum() == pytest.approx(100 * layout.step_time, rel=1e-9)
     assert len(spans[spans["kind"] == "comm"]) == plan.layer_offset.shape[0]
-
-
-@pytest.mark.parametrize("module", ["params", "layout", "schedule", "workload", "analysis"])
-def test_docstring_examples(module: str) -> None:
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(f"commsim.systems.streaming_diloco.{module}"),
-                             optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0

@@ -6,9 +6,6 @@ full-size claims run in ``commsim validate --only t3``.
 
 from __future__ import annotations
 
-import doctest
-import importlib
-
 import numpy as np
 import pytest
 import yaml
@@ -449,10 +446,3 @@ def test_scenario_runs_end_to_end_and_bad_topology_exits_2(tmp_path, capsys) -> 
     assert exit_info.value.code == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "is not a ring of 8 GPUs" in err and "Fix:" in err
-
-
-@pytest.mark.parametrize("name", ["tiling", "tracker", "ring", "shapes", "params", "interference", "knobs", "calibration"])
-def test_docstring_examples(name: str) -> None:
-    module = importlib.import_module(f"commsim.systems.t3.{name}")
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0 and result.attempted > 0

@@ -447,16 +447,6 @@ def test_scenario_file_is_valid():
     assert params.window_values() == [2, None] and params.allreduce == "star"
 
 
-@pytest.mark.parametrize("module", ["hardware", "partition", "scheduler", "allreduce", "params", "plans"])
-def test_docstring_examples(module: str):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(f"commsim.systems.tpi_llm.{module}"),
-                             optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0
-
-
 def test_wifi_topology_file_matches_the_study():
     from commsim.network.loader import load_topology
 

@@ -104,12 +104,3 @@ def test_sweep_command_plots_asked_metric_first_and_prints_human_units(tmp_path,
     with pytest.raises(SystemExit) as info:
         main([*argv[:-1], "nope"])
     assert info.value.code == 2 and "--plot = 'nope': is not a metric of this sweep" in capsys.readouterr().err
-
-
-def test_accounting_docstring_examples():
-    import doctest
-
-    import commsim.views.accounting as accounting
-
-    result = doctest.testmod(accounting)
-    assert result.failed == 0 and result.attempted >= 3

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from commsim.cli import app
 from commsim.devices import load_compute_model
 from commsim.errors import ConfigError
-from commsim.validation import run_validation
+from commsim.validators import run_validation
 from commsim.workloads import training_trace
 from commsim.workloads._costs import block_costs
 from commsim.workloads.megatron_calibration import (

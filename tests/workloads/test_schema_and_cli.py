@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from commsim.cli import main
+from commsim.errors import ConfigError
 from commsim.workloads import (
     dump_trace,
     import_chakra,
@@ -127,7 +128,7 @@ def test_schema_rejects_what_the_models_reject(mutate, expected):
     mutate(data)
     errors = schema_errors(data, schema, schema)
     assert any(expected in e for e in errors), errors
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         parse_trace(data)
 
 

@@ -17,10 +17,7 @@ Modules, one concept each:
 * :mod:`~commsim.systems.c4.figures`, :mod:`~commsim.systems.c4.validation`, :mod:`~commsim.systems.c4.study`.
 """
 
-from commsim.systems._study import register_study
 from commsim.systems.c4.params import C4DParams, C4Params, C4PParams
 from commsim.systems.c4.study import C4Study
 
 __all__ = ["C4Study", "C4Params", "C4DParams", "C4PParams"]
-
-register_study(C4Study())

@@ -20,11 +20,8 @@ simulation), :mod:`.analysis` (sweep and tables), :mod:`.figures`,
 :mod:`.validation`, :mod:`.study`.
 """
 
-from commsim.systems._study import register_study
 from commsim.systems.compressed_dp.engine import RunStats, simulate
 from commsim.systems.compressed_dp.params import CompressedDPParams, CompressorEntry
 from commsim.systems.compressed_dp.study import CompressedDPStudy
 
 __all__ = ["CompressedDPParams", "CompressedDPStudy", "CompressorEntry", "RunStats", "simulate"]
-
-register_study(CompressedDPStudy())

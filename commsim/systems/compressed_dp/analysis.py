@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,15 +72,12 @@ class Prepared:
 
 
 def resolve_topology(topology: Any) -> tuple[Any, str]:
-    """The scenario's topology, or the study's default file (then a shorthand of the same cluster)."""
+    """The scenario's topology, or the study's default (a shipped topology file)."""
     from commsim.network.loader import load_topology
 
     if topology is not None:
         return topology, getattr(topology, "name", "scenario topology")
-    path = Path(__file__).resolve().parents[3] / DEFAULT_TOPOLOGY
-    if path.is_file():
-        return load_topology(path), DEFAULT_TOPOLOGY
-    return load_topology("rail_optimized:2,8,200Gbps"), "rail_optimized:2,8,200Gbps"
+    return load_topology(DEFAULT_TOPOLOGY), DEFAULT_TOPOLOGY
 
 
 def _group(topology: Any, ranks: int | None) -> list[str]:

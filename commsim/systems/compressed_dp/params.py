@@ -67,12 +67,7 @@ class CompressorEntry(StrictModel):
     @field_validator("spec")
     @classmethod
     def _known(cls, value: str) -> str:
-        from commsim.compression import make_compressor
-
-        try:
-            make_compressor(value)
-        except ConfigError as error:
-            raise ValueError(f"{error}") from None
+        _check_compressor(value, "spec")
         return value
 
     @property
@@ -112,13 +107,8 @@ class ConvergenceParams(StrictModel):
     @field_validator("compressors")
     @classmethod
     def _specs(cls, value: list[str]) -> list[str]:
-        from commsim.compression import make_compressor
-
         for spec in value:
-            try:
-                make_compressor(spec)
-            except ConfigError as error:
-                raise ValueError(f"{error}") from None
+            _check_compressor(spec, "compressors")
         return value
 
 
@@ -222,14 +212,16 @@ class CompressedDPParams(StrictModel):
         names = [c.name for c in value]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
-            raise ValueError(f"names {twice} more than once. Fix: give each compressor a distinct label")
+            raise ConfigError(field="compressors", value=twice, rule="are named more than once",
+                              fix="give each compressor a distinct label")
         return value
 
     @field_validator("variants")
     @classmethod
     def _variants(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
-            raise ValueError("lists a variant twice. Fix: list sync and/or co2 once each")
+            raise ConfigError(field="variants", value=value, rule="lists a variant twice",
+                              fix="list sync and/or co2 once each")
         return value
 
     @field_validator("timeline")
@@ -238,16 +230,17 @@ class CompressedDPParams(StrictModel):
         entries = info.data.get("compressors") or []
         names = [c.name for c in entries]
         if value.compressor is not None and value.compressor not in names:
-            raise ValueError(f"compressor {value.compressor!r} is not one of the study's compressors. "
-                             f"Fix: use one of {', '.join(names)}")
+            raise ConfigError(field="timeline.compressor", value=value.compressor,
+                              rule="is not one of the study's compressors", fix=f"use one of {', '.join(names)}")
         return value
 
     @model_validator(mode="after")
     def _warmups_fit(self) -> CompressedDPParams:
         for entry in self.compressors:
             if entry.dense_steps > self.train_steps:
-                raise ValueError(f"compressor {entry.name!r} has dense_steps = {entry.dense_steps} above "
-                                 f"train_steps = {self.train_steps}. Fix: lower dense_steps or raise train_steps")
+                raise ConfigError(field=f"compressor {entry.name!r}.dense_steps", value=entry.dense_steps,
+                                  rule=f"is above train_steps = {self.train_steps}",
+                                  fix="lower dense_steps or raise train_steps")
         return self
 
     def entry(self, name: str | None) -> CompressorEntry:
@@ -255,3 +248,14 @@ class CompressedDPParams(StrictModel):
         if name is None:
             return next((c for c in self.compressors if c.spec.split(":")[0] != "none"), self.compressors[0])
         return next(c for c in self.compressors if c.name == name)
+
+
+def _check_compressor(spec: str, field: str) -> None:
+    """Refuse a compressor spec that :func:`~commsim.compression.make_compressor` refuses (saying why)."""
+    from commsim.compression import make_compressor
+
+    try:
+        make_compressor(spec)
+    except ConfigError as error:
+        raise ConfigError(field=field, value=spec, rule=f"{error.field} = {error.value!r}: {error.rule}",
+                          fix=error.fix) from None

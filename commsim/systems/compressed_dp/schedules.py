@@ -120,12 +120,14 @@ def volume_per_rank(kind: str, algorithm: str, n: int, nbytes: float, *, ranks_p
             return 2.0 * (local - 1) / local * nbytes + 2.0 * (nodes - 1) / nodes * nbytes / local
         if algorithm == "ring":
             return 2.0 * (n - 1) / n * nbytes
-        raise ValueError(f"no closed form here for all_reduce/{algorithm}; use its schedule's wire_bytes")
+        raise ConfigError(field="algorithm", value=algorithm, rule="has no closed-form all-reduce volume here",
+                          fix="use ring or hierarchical, or the wire_bytes of the algorithm's schedule")
     if kind == "all_gather":
         return (n - 1) * nbytes
     if kind in ("push", "reply", "all_to_all"):
         return (n - 1) / n * nbytes
-    raise ValueError(f"unknown transfer kind {kind!r}")
+    raise ConfigError(field="kind", value=kind, rule="is not a transfer kind",
+                      fix="use all_reduce, all_gather, push, reply or all_to_all")
 
 
 @dataclass
@@ -193,7 +195,8 @@ class CollectivePlan:
             else:  # every rank holds 1/n of the reply: all-gather the shards
                 out = self.schedule("all_gather", nbytes / n)
         else:
-            raise ValueError(f"unknown transfer kind {kind!r}")
+            raise ConfigError(field="kind", value=kind, rule="is not a transfer kind",
+                              fix="use all_reduce, all_gather, push or reply")
         self._cache[key] = out
         return out
 

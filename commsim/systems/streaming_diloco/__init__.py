@@ -19,12 +19,9 @@ by :mod:`commsim.workloads.replay` on a WAN topology), :mod:`.analysis` (sweep,
 thresholds, summary), :mod:`.figures`, :mod:`.study`.
 """
 
-from commsim.systems._study import register_study
 from commsim.systems.streaming_diloco.params import METHODS, ModelCase, StreamingDilocoParams
 from commsim.systems.streaming_diloco.study import StreamingDilocoStudy
 from commsim.systems.streaming_diloco.workload import RunStats, simulate, sync_trace
 
 __all__ = ["METHODS", "ModelCase", "RunStats", "StreamingDilocoParams", "StreamingDilocoStudy", "simulate",
            "sync_trace"]
-
-register_study(StreamingDilocoStudy())

@@ -15,7 +15,7 @@ nominally (1B / 10B / 100B spread evenly over the layers), and the bandwidth gri
 >>> validate(StreamingDilocoParams, {"inner_steps": 10, "overlap_steps": 10})
 Traceback (most recent call last):
 ...
-commsim.errors.ConfigError: overlap_steps = 10: overlap_steps (tau) = 10 is not below inner_steps (H) = 10: ...
+commsim.errors.ConfigError: overlap_steps = 10: (tau) is not below inner_steps (H) = 10: ...
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from commsim.config import StrictModel
+from commsim.errors import ConfigError
 from commsim.units import Bandwidth, Duration
 
 __all__ = ["METHODS", "Method", "ModelCase", "BandwidthGrid", "StreamingDilocoParams", "gbit"]
@@ -78,8 +79,8 @@ class BandwidthGrid(StrictModel):
     def _ordered(cls, value: float, info: ValidationInfo) -> float:
         low = info.data.get("log10_min")
         if low is not None and not value > low:
-            raise ValueError(f"log10_max = {value} is not above log10_min = {low}. "
-                             "Fix: give a grid from a lower to a higher bandwidth, e.g. -1 to 3 (0.1 to 1000 Gbit/s)")
+            raise ConfigError(field="log10_max", value=value, rule=f"is not above log10_min = {low}",
+                              fix="give a grid from a lower to a higher bandwidth, e.g. -1 to 3 (0.1 to 1000 Gbit/s)")
         return value
 
 
@@ -178,24 +179,25 @@ class StreamingDilocoParams(StrictModel):
     @classmethod
     def _replicas(cls, value: int) -> int:
         if value < 2:
-            raise ValueError(f"replicas (M) = {value} is below 2: with one replica there is nobody to sync with. "
-                             "Fix: give at least 2 replicas (the paper uses 2)")
+            raise ConfigError(field="replicas", value=value,
+                              rule="(M) is below 2: with one replica there is nobody to sync with",
+                              fix="give at least 2 replicas (the paper uses 2)")
         return value
 
     @field_validator("inner_steps")
     @classmethod
     def _inner_steps(cls, value: int) -> int:
         if value < 1:
-            raise ValueError(f"inner_steps (H) = {value} is below 1: the outer sync needs at least one inner step "
-                             "between two syncs. Fix: give H >= 1 (the paper uses 100)")
+            raise ConfigError(field="inner_steps", value=value, rule="(H) is below 1: the outer sync needs at least "
+                              "one inner step between two syncs", fix="give H >= 1 (the paper uses 100)")
         return value
 
     @field_validator("fragment_layers")
     @classmethod
     def _fragments(cls, value: int, info: ValidationInfo) -> int:
         if value < 1:
-            raise ValueError(f"fragment_layers = {value} is below 1. Fix: give at least one layer per fragment "
-                             "(the paper uses 3)")
+            raise ConfigError(field="fragment_layers", value=value, rule="is below 1",
+                              fix="give at least one layer per fragment (the paper uses 3)")
         rule = info.data.get("fragment_remainder", "reject")
         if rule != "reject":
             return value
@@ -205,24 +207,25 @@ class StreamingDilocoParams(StrictModel):
             layers = load_model(case.model).layers
             if layers % value:
                 divisors = [d for d in range(1, layers + 1) if layers % d == 0]
-                raise ValueError(
-                    f"fragment_layers = {value} does not divide the {layers} layers of {case.model} and no remainder "
-                    f"rule is stated. Fix: use a divisor of {layers} ({', '.join(map(str, divisors))}) or set "
-                    "fragment_remainder to 'ceil' (one more fragment, some a layer short) or 'floor' (some a layer "
-                    "longer)")
+                raise ConfigError(
+                    field="fragment_layers", value=value,
+                    rule=f"does not divide the {layers} layers of {case.model} and no remainder rule is stated",
+                    fix=f"use a divisor of {layers} ({', '.join(map(str, divisors))}) or set fragment_remainder to "
+                        "'ceil' (one more fragment, some a layer short) or 'floor' (some a layer longer)")
         return value
 
     @field_validator("overlap_steps")
     @classmethod
     def _overlap(cls, value: int, info: ValidationInfo) -> int:
         if value < 0:
-            raise ValueError(f"overlap_steps (tau) = {value} is negative. Fix: give 0 (no overlap) or more "
-                             "(the paper uses 1)")
+            raise ConfigError(field="overlap_steps", value=value, rule="(tau) is negative",
+                              fix="give 0 (no overlap) or more (the paper uses 1)")
         h = info.data.get("inner_steps")
         if h is not None and value >= h:
-            raise ValueError(f"overlap_steps (tau) = {value} is not below inner_steps (H) = {h}: a fragment's sync "
-                             f"would still be in flight when its next sync starts. Fix: give an overlap of at most "
-                             f"{h - 1} inner steps, or raise inner_steps")
+            raise ConfigError(field="overlap_steps", value=value,
+                              rule=f"(tau) is not below inner_steps (H) = {h}: a fragment's sync would still be in "
+                                   "flight when its next sync starts",
+                              fix=f"give an overlap of at most {h - 1} inner steps, or raise inner_steps")
         return value
 
     @field_validator("timeline_model")
@@ -231,7 +234,8 @@ class StreamingDilocoParams(StrictModel):
         models = info.data.get("models") or []
         if value is not None and value not in {m.name for m in models} | {m.model for m in models}:
             names = ", ".join(m.name for m in models)
-            raise ValueError(f"timeline_model = {value!r} is not one of the study's models. Fix: use one of {names}")
+            raise ConfigError(field="timeline_model", value=value, rule="is not one of the study's models",
+                              fix=f"use one of {names}")
         return value
 
     def case_of(self, name: str | None) -> ModelCase:

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from commsim.collectives import CollectiveConfig
+from commsim.errors import ConfigError
 from commsim.network.generators import wan
 from commsim.simulation import Simulation
 from commsim.systems.streaming_diloco.layout import ModelLayout
@@ -81,7 +82,7 @@ def sync_trace(plan: SyncPlan, layout: ModelLayout, *, steps: int, release_befor
     :func:`~commsim.workloads.steady_state.coalesce_delays` makes of its per-layer ops anyway).
     """
     if sharing not in SHARING:
-        raise ValueError(f"sharing must be one of {SHARING}, not {sharing!r}")
+        raise ConfigError(field="sharing", value=sharing, rule="is not a sharing rule", fix=f"use one of {SHARING}")
     release_before = steps if release_before is None else release_before
     syncing = set(plan.layer_offset.tolist())
     busy = {s for s in range(min(steps, release_before)) if s % plan.period in syncing}
@@ -156,14 +157,16 @@ def prepare_trace(plan: SyncPlan, layout: ModelLayout, *, sharing: str = "fair",
                   coalesce: bool = True) -> Prepared:
     """The trace :func:`replay_at` replays: one period, a warm window, or the first ``steps`` steps."""
     if steady not in ("auto", "period", "window"):
-        raise ValueError(f"steady must be auto, period or window, not {steady!r}")
+        raise ConfigError(field="steady", value=steady, rule="is not a steady-state mode",
+                          fix="use auto, period or window")
     marks: tuple[str, str] | None = None
     if steps is not None:
         mode, n, release = "steps", int(steps), int(steps)
         measured = n
     elif steady == "period" or (steady == "auto" and independent_periods(plan, layout)):
         if not independent_periods(plan, layout):
-            raise ValueError(f"{plan.method}: periods are not independent; use the window mode")
+            raise ConfigError(field="steady", value=steady, rule=f"needs independent periods, and {plan.method}'s "
+                              "syncs reach into the next period", fix="use steady='window' (or 'auto')")
         mode, release = "period", plan.period
         n = int(plan.layer_offset.max()) + 2 + plan.tau  # up to the step holding the last deadline
         measured = plan.period

@@ -21,12 +21,9 @@ arbitration (T3-MCA). Modules, one concept each:
 * :mod:`~commsim.systems.t3.analysis`, :mod:`~commsim.systems.t3.figures`, :mod:`~commsim.systems.t3.study`
 """
 
-from commsim.systems._study import register_study
 from commsim.systems.t3.knobs import VARIANTS, Knobs
 from commsim.systems.t3.params import T3Params
 from commsim.systems.t3.study import T3Study
 from commsim.systems.t3.sublayer import SublayerRun, simulate_sublayer
 
 __all__ = ["VARIANTS", "Knobs", "SublayerRun", "T3Params", "T3Study", "simulate_sublayer"]
-
-register_study(T3Study())

@@ -22,10 +22,7 @@ The model, one concept per module:
   validation rows (``commsim validate --only tpi_llm``).
 """
 
-from commsim.systems._study import register_study
 from commsim.systems.tpi_llm.params import TPIParams
 from commsim.systems.tpi_llm.study import SUMMARY_COLUMNS, TPILLMStudy, validation_checks
 
 __all__ = ["SUMMARY_COLUMNS", "TPILLMStudy", "TPIParams", "validation_checks"]
-
-register_study(TPILLMStudy())
