@@ -18,11 +18,11 @@ from commsim.scenario.runner import simulate
 from commsim.systems import get_study
 from commsim.systems.tpi_llm import SUMMARY_COLUMNS
 from commsim.systems.tpi_llm.allreduce import link_latency, time_allreduce
-from commsim.systems.tpi_llm.engine import BREAKDOWN, simulate_inference
 from commsim.systems.tpi_llm.hardware import edge_topology, path_latency, wifi_topology
 from commsim.systems.tpi_llm.params import TPIParams
 from commsim.systems.tpi_llm.partition import largest_remainder, split_heads, tp_blocks
 from commsim.systems.tpi_llm.plans import offload, pipeline, single_device, tpi
+from commsim.systems.tpi_llm.run import BREAKDOWN, simulate_inference
 from commsim.systems.tpi_llm.scheduler import (
     SlidingWindow,
     loose_condition,
@@ -261,7 +261,7 @@ def test_two_layer_timeline_by_hand(tmp_path: Path):
     mine = spans[spans["device"] == "dev1"]
     loads = mine[mine["kind"] == "disk"].sort_values("start")
     kernels = mine[mine["kind"] == "compute"].sort_values("start")
-    reduces = mine[mine["kind"] == "collective"].sort_values("start")
+    reduces = mine[mine["name"].str.startswith("all-reduce")].sort_values("start")
     inputs = mine[mine["name"] == "waiting for input"].sort_values("start")
     blocks = tp_blocks(model, [0.5, 0.5])[1]
     assert [b.name for b in blocks] == ["attn.0", "ffn.0", "attn.1", "ffn.1"]
@@ -270,7 +270,9 @@ def test_two_layer_timeline_by_hand(tmp_path: Path):
     assert loads["name"].tolist() == [f"load {b.name}" for b in blocks] * 2
     load_start, load_end = loads["start"].to_numpy(), loads["end"].to_numpy()
     start, end = kernels["start"].to_numpy(), kernels["end"].to_numpy()
-    r_start, r_end = reduces["start"].to_numpy(), reduces["end"].to_numpy()
+    # an all-reduce op starts when dev1 reaches it and its transfers when the master does too ("began")
+    r_start = np.array([tags.get("began", t) for tags, t in zip(reduces["tags"], reduces["start"], strict=True)])
+    r_end = reduces["end"].to_numpy()
     for k in range(uses):
         block = blocks[k % len(blocks)]
         assert load_end[k] - load_start[k] == pytest.approx(block.params * 2.0 / disk, rel=1e-9)  # FP16 file

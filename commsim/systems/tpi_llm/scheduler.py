@@ -133,7 +133,7 @@ class SlidingWindow:
 
     def start(self) -> None:
         """Start the prefetcher."""
-        self.process = self.env.process(self._run())
+        self.process = self.env.process(self.run())
 
     # ------------------------------------------------------------------ the runner's side
     def ready(self, use: int) -> Event:
@@ -179,7 +179,8 @@ class SlidingWindow:
         if handle is not None:
             self.memory.free(handle)
 
-    def _run(self):
+    def run(self):
+        """A SimPy generator: the prefetcher (what :meth:`start` runs as a process)."""
         period = self.order.shape[0]
         for use in range(self.uses):
             block = int(self.order[use % period])

@@ -18,11 +18,11 @@ from commsim.devices.spec import DeviceSpec
 from commsim.systems._study import Study, StudyContext, StudyOutput
 from commsim.systems.tpi_llm import figures
 from commsim.systems.tpi_llm.allreduce import ALGORITHMS, link_latency, time_allreduce
-from commsim.systems.tpi_llm.engine import BREAKDOWN, InferenceSetup, InferenceStats, simulate_inference
 from commsim.systems.tpi_llm.hardware import LAPTOP_LINKS, edge_topology, rescale, resolve_device, wifi_topology
 from commsim.systems.tpi_llm.params import TPIParams
 from commsim.systems.tpi_llm.partition import COMPUTE_BYTES, tp_blocks
 from commsim.systems.tpi_llm.plans import SYSTEMS, galaxy, offload, pipeline, single_device, tpi
+from commsim.systems.tpi_llm.run import BREAKDOWN, InferenceSetup, InferenceStats, simulate_inference
 from commsim.systems.tpi_llm.scheduler import loose_condition, tight_condition
 from commsim.validation import Check, relative_check
 from commsim.workloads.models import TransformerSpec, load_model
@@ -266,7 +266,7 @@ class TPILLMStudy(Study):
         part = spans[(spans["device"] == master) & (spans["start"] >= t_start) & (spans["end"] <= t_end)]
         kernels = part[part["kind"] == "compute"]
         loads = part[part["kind"] == "disk"]
-        comm = part[part["kind"] == "collective"]
+        comm = part[part["name"].str.startswith("all-reduce")]
         rows = []
         for kind in ("attn", "ffn"):
             c = kernels[kernels["name"].str.startswith(kind)]
