@@ -25,7 +25,7 @@ tokens.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -34,14 +34,17 @@ from commsim.collectives import CollectiveConfig
 from commsim.errors import CommsimError, ConfigError, OutOfMemoryError, StallError
 from commsim.network.topology import Topology
 from commsim.simulation import Simulation
-from commsim.systems.tpi_llm.hardware import SERVER, with_server
+from commsim.systems.tpi_llm.hardware import SERVER, rescale, with_server
 from commsim.systems.tpi_llm.loader import WindowLoader
 from commsim.systems.tpi_llm.partition import Block
 from commsim.systems.tpi_llm.workload import ALGORITHM_OF, inference_trace
 from commsim.workloads.models import TransformerSpec
 from commsim.workloads.replay import Replay
 
-__all__ = ["BREAKDOWN", "InferenceSetup", "InferenceStats", "simulate_inference"]
+__all__ = ["BREAKDOWN", "UNLIMITED", "InferenceSetup", "InferenceStats", "needed_memory", "simulate_inference"]
+
+UNLIMITED = 1e18
+"""RAM (bytes) of the devices of the run that measures what a run which does not fit would need."""
 
 BREAKDOWN = ("compute", "allreduce", "input_wait", "stall", "swap")
 """Where a device's time goes, per token (they add up to the token's time on the device)."""
@@ -180,6 +183,7 @@ def _stats_of(setup: InferenceSetup, replay: Replay, loader: WindowLoader, resul
     t0 = loader.t0
     times = np.diff(np.concatenate([[t0], ends]))
     pools = [replay.sim.devices[name].memory for name in setup.devices]
+    windows = [loader.window_of(d) for d in range(n)]
     loader.close()
     return InferenceStats(
         status="ok", ttft=float(times[0]), token_latency=float(times[1:].mean()), token_times=times.tolist(),
@@ -187,9 +191,9 @@ def _stats_of(setup: InferenceSetup, replay: Replay, loader: WindowLoader, resul
         peak_memory=np.array([p.peak for p in pools]), peak_swapped=np.array([p.peak_swapped for p in pools]),
         allocated=np.array([p.allocated_total for p in pools]), freed=np.array([p.freed_total for p in pools]),
         breakdown=acc[:, 1:, :].mean(axis=1), prefill=acc[:, 0, :],
-        disk_busy=np.array([w.load_busy for w in loader.windows]) / tokens,
-        max_held=np.array([w.max_held for w in loader.windows]),
-        bytes_loaded=np.array([w.bytes_loaded for w in loader.windows]),
+        disk_busy=np.array([w.load_busy for w in windows]) / tokens,
+        max_held=np.array([w.max_held for w in windows]),
+        bytes_loaded=np.array([w.bytes_loaded for w in windows]),
         t0=float(t0), token_ends=ends.tolist(), result=result if setup.record else None)
 
 
@@ -198,8 +202,7 @@ _CATEGORY = {"compute": BREAKDOWN.index("compute"), "collective": BREAKDOWN.inde
 """Breakdown category of each op kind (sends run beside the compute stream: not counted)."""
 
 
-def simulate_inference(setup: InferenceSetup) -> InferenceStats:
-    """Replay ``setup``'s trace; an allocation beyond RAM + swap ends it with status ``"out of memory"``."""
+def _check(setup: InferenceSetup) -> None:
     if setup.window is not None and setup.window < 1:
         raise ConfigError(field="window", value=setup.window, rule="must be at least 1 block",
                           fix="give a window of 1 or more blocks, or None to turn the scheduler off")
@@ -217,6 +220,11 @@ def simulate_inference(setup: InferenceSetup) -> InferenceStats:
     if setup.tree_fanout < 1:
         raise ConfigError(field="tree_fanout", value=setup.tree_fanout, rule="must be a whole number of at least 1",
                           fix="give the number of children per tree node, e.g. 2 (binary) or 3")
+
+
+def _replay(setup: InferenceSetup, tokens: int) -> tuple[Simulation, Replay, WindowLoader, Any, CommsimError | None]:
+    """Replay the first ``tokens`` tokens of ``setup`` (0: start-up and allocations only)."""
+    _check(setup)
     server = setup.mode == "tp" and setup.allreduce == "ps" and len(setup.devices) > 1
     topo = with_server(setup.topology) if server and SERVER not in setup.topology.graph else setup.topology
     sim = Simulation(topo, seed=setup.seed, routing="shortest", record_usage=setup.record)
@@ -224,10 +232,14 @@ def simulate_inference(setup: InferenceSetup) -> InferenceStats:
     config = CollectiveConfig(step_latency=base.step_latency, bandwidth_efficiency=base.bandwidth_efficiency,
                               reduction=base.reduction, dtype="fp32", mode=base.mode,
                               launch_latency=base.launch_latency, record="none")
-    loader = WindowLoader(sim, setup.devices, setup.blocks, tokens=1 + setup.decode_tokens, window=setup.window,
+    trace = inference_trace(setup, tokens=tokens)
+    n = len(setup.devices)
+    # the ranks of one program run in lockstep: they share one window (the server holds no blocks)
+    groups = [ranks for p in trace.programs if (ranks := [r for r in p.rank_list() if r < n])]
+    loader = WindowLoader(sim, setup.devices, setup.blocks, tokens=max(tokens, 1), window=setup.window,
                           pinned=setup.pinned, prefetch=setup.prefetch, file_bytes=setup.file_bytes,
-                          staging=setup.staging, record=setup.record)
-    replay = Replay(sim, inference_trace(setup), devices=[*setup.devices, SERVER] if server else list(setup.devices),
+                          staging=setup.staging, record=setup.record, groups=groups)
+    replay = Replay(sim, trace, devices=[*setup.devices, SERVER] if server else list(setup.devices),
                     collective=config, record="all" if setup.record else "none",
                     algorithm_options={"kary_tree": {"fanout": setup.tree_fanout}}, plugins=[loader])
     error: CommsimError | None = None
@@ -240,10 +252,28 @@ def simulate_inference(setup: InferenceSetup) -> InferenceStats:
         if loader.error is None:
             raise
     error = error or loader.error
-    if isinstance(error, OutOfMemoryError):
+    if error is not None and not isinstance(error, OutOfMemoryError):
+        raise error
+    return sim, replay, loader, result, error
+
+
+def simulate_inference(setup: InferenceSetup) -> InferenceStats:
+    """Replay ``setup``'s trace; an allocation beyond RAM + swap ends it with status ``"out of memory"``."""
+    sim, replay, loader, result, error = _replay(setup, 1 + setup.decode_tokens)
+    if error is not None:
         stats = InferenceStats(status="out of memory", message=str(error), devices=list(setup.devices))
         stats.peak_memory = np.array([sim.devices[d].memory.peak for d in setup.devices])
         return stats
-    if error is not None:
-        raise error
     return _stats_of(setup, replay, loader, result)
+
+
+def needed_memory(setup: InferenceSetup) -> np.ndarray:
+    """Per device, the bytes ``setup`` needs (its peak), measured on its devices given unlimited RAM.
+
+    With the scheduler off every block is pinned: after the start-up (which loads them) and the
+    trace's first ops (the runtime, KV cache and workspace allocations) nothing is allocated until
+    the end, so only those are replayed (the same peak as a whole run, without its tokens).
+    """
+    roomy = replace(setup, topology=rescale(setup.topology, memory=UNLIMITED), record=False)
+    sim, *_ = _replay(roomy, 0 if setup.window is None else 1 + setup.decode_tokens)
+    return np.array([sim.devices[d].memory.peak for d in setup.devices])

@@ -18,11 +18,11 @@ from commsim.devices.spec import DeviceSpec
 from commsim.systems._study import Study, StudyContext, StudyOutput
 from commsim.systems.tpi_llm import figures
 from commsim.systems.tpi_llm.allreduce import ALGORITHMS, link_latency, time_allreduce
-from commsim.systems.tpi_llm.hardware import LAPTOP_LINKS, edge_topology, rescale, resolve_device, wifi_topology
+from commsim.systems.tpi_llm.hardware import LAPTOP_LINKS, edge_topology, resolve_device, wifi_topology
 from commsim.systems.tpi_llm.params import TPIParams
 from commsim.systems.tpi_llm.partition import COMPUTE_BYTES, tp_blocks
 from commsim.systems.tpi_llm.plans import SYSTEMS, galaxy, offload, pipeline, single_device, tpi
-from commsim.systems.tpi_llm.run import BREAKDOWN, InferenceSetup, InferenceStats, simulate_inference
+from commsim.systems.tpi_llm.run import BREAKDOWN, InferenceSetup, InferenceStats, needed_memory, simulate_inference
 from commsim.systems.tpi_llm.scheduler import loose_condition, tight_condition
 from commsim.validation import Check, relative_check
 from commsim.workloads.models import TransformerSpec, load_model
@@ -32,9 +32,6 @@ __all__ = ["TPILLMStudy", "SUMMARY_COLUMNS", "memory_without_scheduler", "run_se
 SUMMARY_COLUMNS = ["model", "devices", "window", "allreduce", "ttft_s", "token_latency_s", "peak_memory_gb", "fits"]
 """Columns of ``summary.csv``, in order: ``peak_memory_gb`` is what the run needs on its most loaded device,
 whether it fits or not; ``fits`` is ``fits`` or ``oom`` (then the times read ``OOM``)."""
-
-UNLIMITED = 1e18
-"""RAM (bytes) of the devices of the run that measures what a run which does not fit would need."""
 
 LAPTOP_SETTING = "4 laptops"
 """The ``devices`` value of the Wi-Fi laptop rows in ``summary.csv``."""
@@ -85,16 +82,11 @@ def run_setting(params: TPIParams, model: TransformerSpec, topology: Any, window
                 allreduce: str | None = None, shares: Any = None, ctx: StudyContext | None = None,
                 record: bool = False) -> InferenceStats:
     """One TPI-LLM run of ``model`` on ``topology`` with ``window`` (None: scheduler off)."""
-    def once(topo: Any, record: bool) -> InferenceStats:
-        return simulate_inference(tpi(model, topo, window=window, allreduce=allreduce or params.allreduce,
-                                      shares=params.shares if shares is None else shares, record=record,
-                                      **_options(params, ctx)))
-
-    stats = once(topology, record)
-    if stats.ok:
-        stats.needed_memory = stats.peak_memory.copy()
-    else:  # run again on devices that hold anything: its peak is what the run needs
-        stats.needed_memory = once(rescale(topology, memory=UNLIMITED), False).peak_memory
+    setup = tpi(model, topology, window=window, allreduce=allreduce or params.allreduce,
+                shares=params.shares if shares is None else shares, record=record, **_options(params, ctx))
+    stats = simulate_inference(setup)
+    # a run that does not fit is measured again on devices that hold anything: its peak is what it needs
+    stats.needed_memory = stats.peak_memory.copy() if stats.ok else needed_memory(setup)
     return stats
 
 

@@ -75,8 +75,8 @@ def workspace_bytes(spec: TransformerSpec, blocks: list[Block], tokens: int) -> 
     return need * COMPUTE_BYTES
 
 
-def _device_ops(setup: InferenceSetup, d: int) -> list[Any]:
-    """The ops of device ``d`` (see the module docstring)."""
+def _device_ops(setup: InferenceSetup, d: int, count: int) -> list[Any]:
+    """The ops of device ``d`` for the first ``count`` tokens (see the module docstring)."""
     s = setup
     n = len(s.devices)
     spec = s.model
@@ -90,7 +90,7 @@ def _device_ops(setup: InferenceSetup, d: int) -> list[Any]:
     ops: list[Any] = [AllocOp.model_construct(id=f"alloc.{name}", kind="alloc", stream="compute", deps=[], tags={},
                                               name=None, buffer=name, bytes=float(nbytes))
                       for name, nbytes in zip(_FIXED, fixed, strict=True)]
-    for tok in range(1 + s.decode_tokens):
+    for tok in range(count):
         tokens, cached = (s.prompt_tokens, 0) if tok == 0 else (1, s.prompt_tokens + tok - 1)
         waits: list[str] = []
         if (tp or pipe) and d > 0:
@@ -142,9 +142,14 @@ def _all_reduce(op_id: str, token: int, use: int, nbytes: float, algorithm: str,
                                         algorithm=ALGORITHM_OF[algorithm], root=None)
 
 
-def inference_trace(setup: InferenceSetup) -> Trace:
-    """The trace of ``setup``: one program per distinct device program, plus the server's for ``ps``."""
+def inference_trace(setup: InferenceSetup, *, tokens: int | None = None) -> Trace:
+    """The trace of ``setup``: one program per distinct device program, plus the server's for ``ps``.
+
+    ``tokens`` limits it to the first tokens (default all: the prompt and ``decode_tokens``); the
+    allocations are those of the whole run either way.
+    """
     n = len(setup.devices)
+    count = 1 + setup.decode_tokens if tokens is None else tokens
     programs: list[Program] = []
     shared: dict[tuple[Block, ...], Program] = {}
     for d in range(n):
@@ -154,7 +159,7 @@ def inference_trace(setup: InferenceSetup) -> Trace:
             shared[key].ranks.append(d)
             continue
         program = Program.model_construct(name="master" if d == 0 else "worker" if setup.mode == "tp" else f"stage{d}",
-                                          ranks=[d], ops=_device_ops(setup, d))
+                                          ranks=[d], ops=_device_ops(setup, d, count))
         if d > 0 and setup.mode == "tp":
             if shared:
                 program.name = f"worker{d}"
@@ -167,7 +172,7 @@ def inference_trace(setup: InferenceSetup) -> Trace:
         master = setup.blocks[0]
         ops = [_all_reduce(f"t{tok}.{b.name}.ar", tok, -1, (setup.prompt_tokens if tok == 0 else 1) *
                            setup.model.hidden * COMPUTE_BYTES, "ps", setup.release, b.name)
-               for tok in range(1 + setup.decode_tokens) for b in master if b.kind in ("attn", "ffn")]
+               for tok in range(count) for b in master if b.kind in ("attn", "ffn")]
         programs.append(Program.model_construct(name="server", ranks=[n], ops=ops))
     return Trace.model_construct(format="commsim-trace", version=1, name=f"{setup.model.name} TPI-LLM {setup.mode}",
                                  ranks=ranks, communicators={"tp": [group]}, programs=programs,
