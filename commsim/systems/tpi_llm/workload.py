@@ -14,7 +14,8 @@ workers of an even split: they run in lockstep).
 one token at a time, each after the context so far), on stream ``compute``:
 
 1. tensor parallel, a worker: ``recv`` of the master's embedded input
-   (``T x hidden`` FP32 values; pipeline: the previous stage's activations);
+   (``T x hidden`` FP32 values; pipeline: the previous stage's activations),
+   posted when the device gets there, so its time is the device's wait;
 2. per block, a compute op sized by :func:`~.partition.block_work` (GEMMs of
    ``T`` rows, attention over the ``T`` new tokens and the cache), tagged with
    its ``use`` (the loader holds it until the block is in memory); after
@@ -95,7 +96,7 @@ def _device_ops(setup: InferenceSetup, d: int, count: int) -> list[Any]:
         waits: list[str] = []
         if (tp or pipe) and d > 0:
             waits = [f"t{tok}.input"]
-            ops.append(RecvOp.model_construct(id=waits[0], kind="recv", stream="input", deps=[], tags={"token": tok},
+            ops.append(RecvOp.model_construct(id=waits[0], kind="recv", stream="compute", deps=[], tags={"token": tok},
                                               name="waiting for input", peer=d - 1 if pipe else 0,
                                               bytes=tokens * row, tag=0))
         for i, blk in enumerate(blocks):
@@ -103,7 +104,7 @@ def _device_ops(setup: InferenceSetup, d: int, count: int) -> list[Any]:
             op_id = f"t{tok}.{blk.name}"
             if pipe and blk.kind == "head":
                 waits = [f"t{tok}.last"]
-                ops.append(RecvOp.model_construct(id=waits[0], kind="recv", stream="input", deps=[],
+                ops.append(RecvOp.model_construct(id=waits[0], kind="recv", stream="compute", deps=[],
                                                   tags={"token": tok}, name="waiting for the last stage",
                                                   peer=n - 1, bytes=row, tag=1))
             flops, nbytes = block_work(blk, spec, tokens, cached)
