@@ -492,3 +492,46 @@ def test_wifi_topology_file_matches_the_study():
         mine = built.device_spec(node).model_dump(exclude=skip)
         theirs = from_file.device_spec(node).model_dump(exclude=skip)
         assert mine == theirs
+
+
+# ------------------------------------------------------------------ the trace and its replay
+def test_inference_trace_is_a_valid_trace_file(toy, tmp_path: Path):
+    from commsim.workloads import validate_trace
+    from commsim.workloads.trace import load_trace, save_trace
+
+    trace = inference_trace(tpi(toy, edge_topology(4), window=2, allreduce="tree", decode_tokens=1))
+    validate_trace(trace)
+    save_trace(trace, tmp_path / "tpi.json")
+    again = load_trace(tmp_path / "tpi.json")
+    assert [op.id for op in again.programs[1].ops] == [op.id for op in trace.programs[1].ops]
+    algorithms = {op.algorithm for p in again.programs for op in p.ops if op.kind == "collective"}
+    assert algorithms == {"kary_tree"}
+    # per worker and token: the input, then per block its kernel and its all-reduce
+    ops = again.programs[1].ops
+    assert sum(op.kind == "compute" for op in ops) == sum(op.kind == "collective" for op in ops) == 2 * 4 * 2
+
+
+def test_tree_fanout_reaches_the_collective_library(toy):
+    topo = edge_topology(4, device={"base": "edge_cpu_8core", "disk_read_bandwidth": "20 GB/s"})
+    runs = {name: simulate_inference(tpi(toy, topo, window=2, allreduce=alg, tree_fanout=fanout))
+            for name, alg, fanout in (("star", "star", 3), ("tree3", "tree", 3), ("tree2", "tree", 2))}
+    reduce = {name: run.breakdown[0, BREAKDOWN.index("allreduce")] for name, run in runs.items()}
+    # 4 ranks: a 3-ary tree is the star (depth 1: 8 tau), a binary tree has depth 2 (16 tau)
+    assert reduce["tree3"] == pytest.approx(reduce["star"], rel=1e-9)
+    per_token = 2 * toy.layers
+    assert reduce["tree2"] - reduce["star"] == pytest.approx(per_token * 8 * MS, rel=0.05)
+
+
+@pytest.mark.parametrize("window", [None, 2])
+def test_what_a_run_needs_is_its_peak_on_unlimited_memory(toy, window):
+    from dataclasses import replace
+
+    from commsim.systems.tpi_llm.hardware import rescale
+    from commsim.systems.tpi_llm.run import UNLIMITED, needed_memory
+
+    tiny = edge_topology(2, device={"base": "edge_cpu_8core", "memory": "2 MB", "swap": "1 MB"})
+    setup = tpi(toy, tiny, window=window, runtime_memory=0.0)
+    full = simulate_inference(replace(setup, topology=rescale(tiny, memory=UNLIMITED)))
+    assert simulate_inference(setup).status == "out of memory" and full.ok
+    # scheduler off: start-up and allocations only, the same peak as the whole run
+    assert np.array_equal(needed_memory(setup), full.peak_memory)
