@@ -24,7 +24,6 @@ from commsim.systems.tpi_llm.partition import largest_remainder, split_heads, tp
 from commsim.systems.tpi_llm.plans import offload, pipeline, single_device, tpi
 from commsim.systems.tpi_llm.run import BREAKDOWN, simulate_inference
 from commsim.systems.tpi_llm.scheduler import (
-    SlidingWindow,
     loose_condition,
     schedule_times,
     steady_stall,
@@ -32,6 +31,7 @@ from commsim.systems.tpi_llm.scheduler import (
 )
 from commsim.systems.tpi_llm.workload import inference_trace, workspace_bytes
 from commsim.workloads.models import load_model
+from commsim.workloads.window import SlidingWindow
 
 REPO = Path(__file__).resolve().parents[2]
 MS = 1e-3
@@ -468,7 +468,7 @@ def test_scenario_file_is_valid():
     assert params.window_values() == [2, None] and params.allreduce == "star"
 
 
-@pytest.mark.parametrize("module", ["hardware", "partition", "scheduler", "allreduce", "params", "plans"])
+@pytest.mark.parametrize("module", ["hardware", "partition", "scheduler", "allreduce", "params", "plans", "workload"])
 def test_docstring_examples(module: str):
     import doctest
     import importlib

@@ -35,11 +35,11 @@ from commsim.errors import CommsimError, ConfigError, OutOfMemoryError, StallErr
 from commsim.network.topology import Topology
 from commsim.simulation import Simulation
 from commsim.systems.tpi_llm.hardware import SERVER, rescale, with_server
-from commsim.systems.tpi_llm.loader import WindowLoader
-from commsim.systems.tpi_llm.partition import Block
+from commsim.systems.tpi_llm.partition import COMPUTE_BYTES, Block
 from commsim.systems.tpi_llm.workload import ALGORITHM_OF, inference_trace
 from commsim.workloads.models import TransformerSpec
 from commsim.workloads.replay import Replay
+from commsim.workloads.window import Blocks, WindowLoader
 
 __all__ = ["BREAKDOWN", "UNLIMITED", "InferenceSetup", "InferenceStats", "needed_memory", "simulate_inference"]
 
@@ -175,8 +175,9 @@ def _stats_of(setup: InferenceSetup, replay: Replay, loader: WindowLoader, resul
             acc[ranks, int(op.tags["token"]), category] += end[i] - start[i]
             if 0 in ranks and op_id.endswith(".head"):
                 ends[int(op.tags["token"])] = end[i]
-    acc[:, :, BREAKDOWN.index("stall")] += loader.stall
-    acc[:, :, BREAKDOWN.index("swap")] += loader.swap
+    for d in range(n):   # per use -> per token (a token uses every block once)
+        acc[d, :, BREAKDOWN.index("stall")] += loader.stall[d].reshape(tokens, -1).sum(axis=1)
+        acc[d, :, BREAKDOWN.index("swap")] += loader.swap[d].reshape(tokens, -1).sum(axis=1)
     if np.isnan(ends).any():
         raise ConfigError(field="run", value=setup.mode, rule="ended before every token was sampled",
                           fix="check the block sequences: the master must hold the head")
@@ -200,6 +201,14 @@ def _stats_of(setup: InferenceSetup, replay: Replay, loader: WindowLoader, resul
 _CATEGORY = {"compute": BREAKDOWN.index("compute"), "collective": BREAKDOWN.index("allreduce"),
              "recv": BREAKDOWN.index("input_wait")}
 """Breakdown category of each op kind (sends run beside the compute stream: not counted)."""
+
+
+def _sizes(setup: InferenceSetup, blocks: list[Block]) -> Blocks:
+    """What the window holds and reads of ``blocks``: FP32 in memory, ``file_bytes`` per parameter on disk."""
+    cold = setup.staging and setup.file_bytes < COMPUTE_BYTES     # the file's copy is held while it is converted
+    return Blocks(labels=tuple(b.name for b in blocks), resident=tuple(b.nbytes for b in blocks),
+                  read=tuple(b.params * setup.file_bytes for b in blocks),
+                  staging=tuple(b.params * setup.file_bytes if cold else 0.0 for b in blocks))
 
 
 def _check(setup: InferenceSetup) -> None:
@@ -236,9 +245,9 @@ def _replay(setup: InferenceSetup, tokens: int) -> tuple[Simulation, Replay, Win
     n = len(setup.devices)
     # the ranks of one program run in lockstep: they share one window (the server holds no blocks)
     groups = [ranks for p in trace.programs if (ranks := [r for r in p.rank_list() if r < n])]
-    loader = WindowLoader(sim, setup.devices, setup.blocks, tokens=max(tokens, 1), window=setup.window,
-                          pinned=setup.pinned, prefetch=setup.prefetch, file_bytes=setup.file_bytes,
-                          staging=setup.staging, record=setup.record, groups=groups)
+    loader = WindowLoader(sim, setup.devices, [_sizes(setup, seq) for seq in setup.blocks], periods=max(tokens, 1),
+                          window=setup.window, pinned=setup.pinned, prefetch=setup.prefetch, record=setup.record,
+                          groups=groups)
     replay = Replay(sim, trace, devices=[*setup.devices, SERVER] if server else list(setup.devices),
                     collective=config, record="all" if setup.record else "none",
                     algorithm_options={"kary_tree": {"fanout": setup.tree_fanout}}, plugins=[loader])
