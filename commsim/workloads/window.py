@@ -180,6 +180,15 @@ class SlidingWindow:
         if self._slot is not None and not self._slot.triggered:
             self._slot.succeed()
 
+    def _groups_in(self, ranks: np.ndarray) -> tuple[int, ...]:
+        """The windows of a cohort's ranks (a cohort keeps its rank array: looked up once per cohort)."""
+        key = id(ranks)
+        found = self._cohort_groups.get(key)
+        if found is None or found[0] is not ranks:
+            found = (ranks, tuple(dict.fromkeys(self.group_of[ranks[ranks < len(self.devices)]].tolist())))
+            self._cohort_groups[key] = found
+        return found[1]
+
     def close(self) -> None:
         """Free the pinned blocks (end of the run)."""
         for handle in self._pinned_handles:
@@ -273,6 +282,7 @@ class WindowLoader:
         if (self.group_of < 0).any():
             raise ConfigError(field="groups", value=self.groups, rule="leaves a rank out",
                               fix="give every rank that streams blocks a group")
+        self._cohort_groups: dict[int, tuple[np.ndarray, tuple[int, ...]]] = {}
         self.windows: list[SlidingWindow] = []
         """One window per group."""
         for g, ranks in enumerate(self.groups):
@@ -302,7 +312,7 @@ class WindowLoader:
         if use is None:
             return None
         gates = []
-        for g in dict.fromkeys(self.group_of[ranks[ranks < len(self.devices)]].tolist()):
+        for g in self._groups_in(ranks):
             window = self.windows[g]
             ready = window.ready(int(use))
             if ready.triggered and not window.memory.swapped:
@@ -316,8 +326,17 @@ class WindowLoader:
         """Release the block use an op tagged ``release`` was the last to need."""
         use = op.tags.get("release")
         if use is not None:
-            for g in dict.fromkeys(self.group_of[ranks[ranks < len(self.devices)]].tolist()):
+            for g in self._groups_in(ranks):
                 self.windows[g].release(int(use))
+
+    def _groups_in(self, ranks: np.ndarray) -> tuple[int, ...]:
+        """The windows of a cohort's ranks (a cohort keeps its rank array: looked up once per cohort)."""
+        key = id(ranks)
+        found = self._cohort_groups.get(key)
+        if found is None or found[0] is not ranks:
+            found = (ranks, tuple(dict.fromkeys(self.group_of[ranks[ranks < len(self.devices)]].tolist())))
+            self._cohort_groups[key] = found
+        return found[1]
 
     def close(self) -> None:
         """Free the pinned blocks (end of the run)."""
