@@ -190,10 +190,11 @@ class SlidingWindow:
         return found[1]
 
     def close(self) -> None:
-        """Free the pinned blocks (end of the run)."""
-        for handle in self._pinned_handles:
+        """Free the pinned blocks and any block loaded but never released (end of the run)."""
+        for handle in [*self._pinned_handles, *self._handles.values()]:
             self.memory.free(handle)
         self._pinned_handles.clear()
+        self._handles.clear()
         self._closed = True
 
     # ------------------------------------------------------------------ the prefetcher
@@ -250,6 +251,10 @@ class WindowLoader:
     groups:
         Ranks that run in lockstep with the same blocks and share one window
         (default: every rank alone).
+    lookahead:
+        Keep prefetching one more period past the trace's last (loaded, never
+        run): the last period then sees the disk and the window as every
+        period of a longer run does.
 
     After the run, :attr:`stall` and :attr:`swap` hold, per rank, the seconds
     each use waited for its load and for its swap-in.
@@ -257,7 +262,8 @@ class WindowLoader:
 
     def __init__(self, sim: Any, devices: Sequence[str], blocks: Sequence[Blocks], *, periods: int,
                  window: int | None, pinned: Sequence[Sequence[int]] | None = None, prefetch: bool = True,
-                 record: bool = False, groups: Sequence[Sequence[int]] | None = None) -> None:
+                 record: bool = False, groups: Sequence[Sequence[int]] | None = None,
+                 lookahead: bool = False) -> None:
         self.sim = sim
         self.env = sim.env
         self.devices = list(devices)
@@ -293,7 +299,7 @@ class WindowLoader:
                                       "weights cannot be loaded from disk", fix="give the device a disk_read_bandwidth")
             b = self.blocks[ranks[0]]
             self.windows.append(SlidingWindow(
-                self.env, range(len(b.labels)), periods * len(b.labels), b.resident, b.staging, window,
+                self.env, range(len(b.labels)), (periods + lookahead) * len(b.labels), b.resident, b.staging, window,
                 self._loader(g), _Pools([d.memory for d in nodes]),
                 pinned=pinned[ranks[0]] if pinned is not None else (), prefetch=prefetch, labels=b.labels))
 

@@ -236,9 +236,14 @@ def test_engine_window_memory_and_time_accounting(toy):
     # the master's time per decode token is exactly its compute, all-reduce, waits, stalls and swap
     assert stats.breakdown[0].sum() == pytest.approx(stats.token_latency, rel=1e-9)
     assert stats.token_times[0] == pytest.approx(stats.ttft)
-    # each decode token reloads every block: the bytes loaded match the blocks times the tokens
+    # each token reloads every block, and the window prefetches the next token's first 2 blocks (attn.0, ffn.0)
     blocks = tp_blocks(toy, [0.25] * 4)
-    assert stats.bytes_loaded[1] == pytest.approx(4 * sum(b.nbytes for b in blocks[1]))
+    assert stats.bytes_loaded[1] == pytest.approx(4 * sum(b.nbytes for b in blocks[1]) + blocks[1][0].nbytes
+                                                  + blocks[1][1].nbytes)
+    # the loader prefetches past the last token as a longer run would: a token's latency does not depend on
+    # how many tokens follow it
+    short = simulate_inference(tpi(toy, topo, window=2, decode_tokens=1, runtime_memory=1e8))
+    assert short.token_times == pytest.approx(stats.token_times[:2], rel=1e-12)
     # peak of a worker: runtime + KV cache + prefill workspace + the block it runs + the next one loading with
     # its FP16 staging copy (window 2: one attention and one FFN slice)
     attn, ffn = blocks[1][0], blocks[1][1]
@@ -272,8 +277,9 @@ def test_two_layer_timeline_by_hand(tmp_path: Path):
     blocks = tp_blocks(model, [0.5, 0.5])[1]
     assert [b.name for b in blocks] == ["attn.0", "ffn.0", "attn.1", "ffn.1"]
     uses = 2 * len(blocks)   # the prompt, then one decoded token
-    assert len(loads) == len(kernels) == len(reduces) == uses
-    assert loads["name"].tolist() == [f"load {b.name}" for b in blocks] * 2
+    assert len(kernels) == len(reduces) == uses
+    # the window prefetches the next token's first two blocks as well (loaded, never run)
+    assert loads["name"].tolist() == [f"load {b.name}" for b in blocks] * 2 + ["load attn.0", "load ffn.0"]
     load_start, load_end = loads["start"].to_numpy(), loads["end"].to_numpy()
     start, end = kernels["start"].to_numpy(), kernels["end"].to_numpy()
     # an all-reduce op starts when dev1 reaches it and its transfers when the master does too ("began")

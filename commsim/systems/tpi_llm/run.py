@@ -14,6 +14,10 @@ a server) on the topology's links, the input broadcast and pipeline hand-offs
 are sends, and memory is the device's :class:`~commsim.devices.MemoryPool`
 (``OutOfMemoryError`` beyond RAM + swap ends the run as ``"out of memory"``).
 
+The loader keeps prefetching one token past the last one replayed, so the
+last token sees the disk and the window as every token of a longer
+generation does (a token's latency does not depend on how many follow it).
+
 A block is released after its all-reduce (``release="after_sync"``, the
 paper's analysis) or right after its kernel (``"after_compute"``, as the public
 code does: it starts the next loads while the all-reduce runs). TTFT counts
@@ -247,7 +251,7 @@ def _replay(setup: InferenceSetup, tokens: int) -> tuple[Simulation, Replay, Win
     groups = [ranks for p in trace.programs if (ranks := [r for r in p.rank_list() if r < n])]
     loader = WindowLoader(sim, setup.devices, [_sizes(setup, seq) for seq in setup.blocks], periods=max(tokens, 1),
                           window=setup.window, pinned=setup.pinned, prefetch=setup.prefetch, record=setup.record,
-                          groups=groups)
+                          groups=groups, lookahead=True)
     replay = Replay(sim, trace, devices=[*setup.devices, SERVER] if server else list(setup.devices),
                     collective=config, record="all" if setup.record else "none",
                     algorithm_options={"kary_tree": {"fanout": setup.tree_fanout}}, plugins=[loader])

@@ -346,7 +346,8 @@ class TPILLMStudy(Study):
             "Weights FP32 in memory, read from "
             f"{p.file_dtype} files ({p.file_bytes:g} B/parameter){' with a staging copy while loading' if p.staging else ''}; "
             f"the master holds embedding and head; prompt {p.prompt_tokens} tokens; token latency is the mean of "
-            f"{p.decode_tokens} decode tokens; TTFT counts from the prompt with the first window already loaded.",
+            f"{p.decode_tokens} decode token(s), the loader prefetching into the next token as a longer generation "
+            "would; TTFT counts from the prompt with the first window already loaded.",
             f"Runtime memory {p.runtime_memory / GB:g} GB per device (0.22 GB measured for import torch on CPU + "
             "0.28 GB assumed for transformers, KV-store and buffers).",
             f"Tree all-reduce: {p.tree_fanout}-ary heap tree from the master (fan-out 3 gives the paper's 16 tau on "
