@@ -245,7 +245,7 @@ class Replay:
         self.devices = list(devices) if devices is not None else sim.topology.devices[: trace.ranks]
         validate_against(trace, len(self.devices) if devices is not None else len(sim.topology.devices))
         self.algorithms = {**DEFAULT_ALGORITHMS, **(algorithms or {})}
-        self.algorithm_options = {name: dict(options) for name, options in (algorithm_options or {}).items()}
+        self.algorithm_options = _checked_options(algorithm_options or {})
         self.plugins = list(plugins)
         self._schedules: dict[tuple[Any, ...], Any] = {}
         self._check_algorithms()
@@ -810,6 +810,21 @@ class Replay:
 def replay(sim: Any, trace: Trace, **options: Any) -> ReplayResult:
     """Replay ``trace`` on ``sim`` to the end (see :class:`Replay` for the options)."""
     return Replay(sim, trace, **options).run()
+
+
+def _checked_options(options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``algorithm_options`` after checking that each names a registered algorithm and parameters it takes."""
+    for name, given in options.items():
+        builders = [(kind, algorithm) for kind, algorithm in ALGORITHMS if algorithm == name]
+        if not builders:
+            raise ConfigError(field="algorithm_options", value=name, rule="is not a registered collective algorithm",
+                              fix=f"use one of {', '.join(sorted({a for _, a in ALGORITHMS}))}")
+        for key in given:
+            accepted = {p for kind, algorithm in builders for p in _parameters(kind, algorithm)} - {"n", "nbytes"}
+            if key not in accepted:
+                raise ConfigError(field=f"algorithm_options.{name}", value=key, rule=f"is not a parameter of {name}",
+                                  fix=f"use one of {', '.join(sorted(accepted)) or '(none)'}")
+    return {name: dict(given) for name, given in options.items()}
 
 
 @functools.cache

@@ -79,3 +79,14 @@ def test_fast_replay_turns_its_shortcuts_off_for_plugins_and_says_so():
     sim = Simulation(load_topology("switch:2,50GB/s,1us"))
     replay = Replay(sim, _trace(), record="none", fast=True, plugins=[HoldOne(sim)])
     assert replay.shortcuts is None and any("plug-ins" in note for note in replay.notes)
+
+
+@pytest.mark.parametrize("options, match", [({"kary_tre": {"fanout": 2}}, "not a registered collective algorithm"),
+                                            ({"kary_tree": {"fan_out": 2}}, "not a parameter of kary_tree")])
+def test_algorithm_options_are_checked(options, match):
+    from commsim.errors import ConfigError
+
+    sim = Simulation(load_topology("switch:2,50GB/s,1us"))
+    with pytest.raises(ConfigError, match=match) as info:
+        Replay(sim, _trace(), algorithm_options=options)
+    assert "Fix:" in str(info.value)
