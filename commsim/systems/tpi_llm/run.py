@@ -258,7 +258,14 @@ def _replay(setup: InferenceSetup, tokens: int) -> tuple[Simulation, Replay, Win
     error: CommsimError | None = None
     result = None
     try:
-        result = replay.run_to_end()
+        if setup.record:
+            result = replay.run_to_end()
+        else:   # only times and peaks are read: the result tables are not built
+            replay.start()
+            sim.advance()
+            if not replay.done.triggered and loader.error is None:
+                raise StallError(sim.env.now, [f"the {setup.mode} inference trace of {setup.model.name} stopped "
+                                               "before its last op: ops wait for each other"])
     except OutOfMemoryError as exc:
         error = exc
     except StallError:
