@@ -91,7 +91,9 @@ class SlidingWindow:
     load:
         Starts loading a block; returns its completion event.
     memory:
-        The device's memory pool (allocations and frees are tracked there).
+        The device's memory pool (allocations and frees are tracked there), or
+        anything with its ``allocate``, ``free`` and ``swapped`` (the pools of a
+        lockstep group).
     pinned:
         Block ids resident for the whole run (loaded by :meth:`preload`).
     prefetch:
@@ -289,6 +291,7 @@ class WindowLoader:
             raise ConfigError(field="groups", value=self.groups, rule="leaves a rank out",
                               fix="give every rank that streams blocks a group")
         self._cohort_groups: dict[int, tuple[np.ndarray, tuple[int, ...]]] = {}
+        self._released: dict[tuple[int, int], int] = {}
         self.windows: list[SlidingWindow] = []
         """One window per group."""
         for g, ranks in enumerate(self.groups):
@@ -331,9 +334,17 @@ class WindowLoader:
     def after(self, replay: Any, ranks: np.ndarray, op: Any) -> None:
         """Release the block use an op tagged ``release`` was the last to need."""
         use = op.tags.get("release")
-        if use is not None:
-            for g in self._groups_in(ranks):
-                self.windows[g].release(int(use))
+        if use is None:
+            return
+        for g in self._groups_in(ranks):
+            # a group's ranks may run as separate cohorts (lockstep off): the block leaves when the last is done
+            done = self._released.get((g, int(use)), 0) + int(np.count_nonzero(self.group_of[ranks[ranks < len(
+                self.devices)]] == g))
+            if done < len(self.groups[g]):
+                self._released[(g, int(use))] = done
+                continue
+            self._released.pop((g, int(use)), None)
+            self.windows[g].release(int(use))
 
     def _groups_in(self, ranks: np.ndarray) -> tuple[int, ...]:
         """The windows of a cohort's ranks (a cohort keeps its rank array: looked up once per cohort)."""

@@ -253,6 +253,15 @@ def test_engine_window_memory_and_time_accounting(toy):
                                                  rel=1e-12)
 
 
+def test_workers_in_lockstep_or_alone_give_the_same_run(toy):
+    topo = edge_topology(4)
+    together = simulate_inference(tpi(toy, topo, window=2, decode_tokens=1))
+    alone = simulate_inference(tpi(toy, topo, window=2, decode_tokens=1, lockstep=False))
+    assert alone.token_times == pytest.approx(together.token_times, rel=1e-12)
+    assert np.array_equal(alone.peak_memory, together.peak_memory)
+    assert np.allclose(alone.breakdown, together.breakdown, rtol=1e-9, atol=1e-15)
+
+
 TWO_LAYERS = TOY.replace("name: toy-llama", "name: toy-2").replace("layers: 4", "layers: 2")
 
 

@@ -93,6 +93,9 @@ class InferenceSetup:
         Per-step latency, efficiency and reduction cost of the all-reduces.
     record:
         Keep spans for the dashboard's timeline.
+    lockstep:
+        Run the devices of one program (workers with the same slices) as one
+        replay cohort (exact when they are alike, as here) or each alone.
     """
 
     model: TransformerSpec
@@ -114,6 +117,7 @@ class InferenceSetup:
     collective: CollectiveConfig | None = None
     record: bool = False
     seed: int = 0
+    lockstep: bool = True
 
 
 @dataclass
@@ -253,7 +257,7 @@ def _replay(setup: InferenceSetup, tokens: int) -> tuple[Simulation, Replay, Win
                           window=setup.window, pinned=setup.pinned, prefetch=setup.prefetch, record=setup.record,
                           groups=groups, lookahead=True)
     replay = Replay(sim, trace, devices=[*setup.devices, SERVER] if server else list(setup.devices),
-                    collective=config, record="all" if setup.record else "none",
+                    collective=config, record="all" if setup.record else "none", lockstep=setup.lockstep,
                     algorithm_options={"kary_tree": {"fanout": setup.tree_fanout}}, plugins=[loader])
     error: CommsimError | None = None
     result = None
