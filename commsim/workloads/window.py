@@ -182,15 +182,6 @@ class SlidingWindow:
         if self._slot is not None and not self._slot.triggered:
             self._slot.succeed()
 
-    def _groups_in(self, ranks: np.ndarray) -> tuple[int, ...]:
-        """The windows of a cohort's ranks (a cohort keeps its rank array: looked up once per cohort)."""
-        key = id(ranks)
-        found = self._cohort_groups.get(key)
-        if found is None or found[0] is not ranks:
-            found = (ranks, tuple(dict.fromkeys(self.group_of[ranks[ranks < len(self.devices)]].tolist())))
-            self._cohort_groups[key] = found
-        return found[1]
-
     def close(self) -> None:
         """Free the pinned blocks and any block loaded but never released (end of the run)."""
         for handle in [*self._pinned_handles, *self._handles.values()]:
