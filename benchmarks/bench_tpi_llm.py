@@ -3,8 +3,10 @@
 Run: ``python benchmarks/bench_tpi_llm.py [--no-laptops]``.
 
 Prints per setting the wall and CPU time of its runs (a run that does not fit is
-run twice: once to fail, once on unlimited memory to measure what it needs), then
-the totals. Baselines, all-reduce curves and figures are not included (they are
+run twice: once to fail, once on unlimited memory to measure what it needs; with
+the scheduler off that second run replays only the start-up and the allocations),
+then the totals. Each run is a generated trace replayed by the shared replay
+engine with the sliding-window loader as its plug-in. Baselines, all-reduce curves and figures are not included (they are
 not part of summary.csv). The issue asks for the full summary in at most 30 s.
 """
 

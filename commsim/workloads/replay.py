@@ -15,6 +15,13 @@ assumption: when ranks of one program differ (a straggler among them), an op
 waits for the slowest before the next one starts on all of them.
 ``lockstep=False`` runs every rank as its own cohort (exact per rank, slower).
 
+**Plug-ins.** A mechanism the trace does not spell out (a memory scheduler that
+loads weights from disk into a window, a cache, a rate limiter) joins the replay
+as a :class:`ReplayPlugin`: it may hold the start of the whole trace
+(``start``), hold each op before it begins (``before``: the op starts when the
+returned event fires; the wait is not part of the op's time) and learn when an
+op has finished (``after``, before its dependents are released).
+
 >>> from commsim.simulation import Simulation
 >>> from commsim.network.loader import load_topology
 >>> from commsim.workloads.trace import Trace, Program, ComputeOp, CollectiveOp
@@ -35,13 +42,13 @@ import functools
 import inspect
 import math
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-from simpy.events import Event
+from simpy.events import AllOf, Event
 
 from commsim.collectives._executor import CollectiveConfig, CollectiveRun
 from commsim.collectives._registry import ALGORITHMS, build_schedule
@@ -55,7 +62,7 @@ from commsim.workloads._shortcuts import Shortcuts
 from commsim.workloads._validate import validate_against, validate_trace
 from commsim.workloads.trace import CollectiveOp, Trace
 
-__all__ = ["Replay", "ReplayResult", "replay", "DEFAULT_ALGORITHMS"]
+__all__ = ["Replay", "ReplayPlugin", "ReplayResult", "replay", "DEFAULT_ALGORITHMS"]
 
 DEFAULT_ALGORITHMS: dict[str, str] = {
     "all_reduce": "ring",
@@ -72,6 +79,23 @@ DEFAULT_ALGORITHMS: dict[str, str] = {
 # broadcast/reduce, and an all-reduce "tree" is NCCL's double binary tree
 _ALIASES = {"pipeline": "ring", "tree": "double_binary_tree"}
 _COMM_KINDS = frozenset({"collective", "send", "recv"})
+
+
+class ReplayPlugin(Protocol):
+    """A mechanism that takes part in a replay (see the module docstring).
+
+    ``ranks`` are the trace ranks of the cohort that runs ``op`` (device nodes:
+    ``replay.devices[rank]``). Each method may do nothing (return None).
+    """
+
+    def start(self, replay: Replay) -> Event | None:
+        """Called once before any op starts; the trace starts when the returned event fires."""
+
+    def before(self, replay: Replay, ranks: np.ndarray, op: Any) -> Event | None:
+        """Called when ``op`` may start on ``ranks``; it starts when the returned event fires."""
+
+    def after(self, replay: Replay, ranks: np.ndarray, op: Any) -> None:
+        """Called when ``op`` has finished on ``ranks``, before the ops that wait for it are released."""
 
 
 @dataclass
@@ -195,6 +219,11 @@ class Replay:
         Called as ``progress(ops_done, ops_total)`` now and then.
     channels:
         Parallel rings/trees per collective, for the algorithms that take them.
+    algorithm_options:
+        Extra parameters of a collective algorithm's schedule builder, per
+        algorithm (``{"kary_tree": {"fanout": 3}}``).
+    plugins:
+        Mechanisms that take part in the replay (:class:`ReplayPlugin`), asked in order.
     fast:
         Skip the fluid kernel where its answer cannot depend on anything else:
         compute on devices nothing else uses, collectives on links no other
@@ -207,7 +236,8 @@ class Replay:
     def __init__(self, sim: Any, trace: Trace, *, devices: list[str] | None = None, lockstep: bool = True,
                  algorithms: dict[str, str] | None = None, collective: CollectiveConfig | None = None,
                  record: str | None = None, progress: Callable[[int, int], None] | None = None,
-                 channels: int = 1, fast: bool = False) -> None:
+                 channels: int = 1, fast: bool = False, algorithm_options: dict[str, dict[str, Any]] | None = None,
+                 plugins: Sequence[ReplayPlugin] = ()) -> None:
         self.sim = sim
         self.env = sim.env
         self.trace = trace
@@ -215,6 +245,8 @@ class Replay:
         self.devices = list(devices) if devices is not None else sim.topology.devices[: trace.ranks]
         validate_against(trace, len(self.devices) if devices is not None else len(sim.topology.devices))
         self.algorithms = {**DEFAULT_ALGORITHMS, **(algorithms or {})}
+        self.algorithm_options = _checked_options(algorithm_options or {})
+        self.plugins = list(plugins)
         self._schedules: dict[tuple[Any, ...], Any] = {}
         self._check_algorithms()
         self.collective = collective or CollectiveConfig(record="none")
@@ -256,18 +288,28 @@ class Replay:
         self.channels = channels
         self._ops_total = self._ops_left
         self._progress_every = max(1, self._ops_total // 200)
-        self.shortcuts: Shortcuts | None = Shortcuts(self, self._schedule_of) if fast else None
+        # a plug-in may use devices and links the shortcut analysis cannot see: no shortcut is then provably exact
+        self.shortcuts: Shortcuts | None = Shortcuts(self, self._schedule_of) if fast and not self.plugins else None
         self.notes: list[str] = [] if self.shortcuts is None else list(self.shortcuts.notes)
+        if fast and self.plugins:
+            self.notes.append("fast is off: plug-ins take part in the replay, which the shortcut analysis cannot see")
 
     # ------------------------------------------------------------------ driving
     def start(self) -> Event:
         """Start every op that waits for nothing; ``done`` fires when the trace is over."""
+        gates = [gate for plugin in self.plugins if (gate := plugin.start(self)) is not None]
+        if gates:
+            AllOf(self.env, gates).callbacks.append(lambda _ev: self._start_ops())
+        else:
+            self._start_ops()
+        return self.done
+
+    def _start_ops(self) -> None:
         if self._ops_left == 0:
             self.done.succeed(self.env.now)
         for cohort in self.cohorts:
             for i in np.flatnonzero(cohort.waits == 0).tolist():
                 self._begin(cohort, i)
-        return self.done
 
     def run(self) -> ReplayResult:
         """Start, run the simulation to the end and summarise.
@@ -326,6 +368,16 @@ class Replay:
 
     # ------------------------------------------------------------------ ops
     def _begin(self, cohort: _Cohort, i: int) -> None:
+        if self.plugins:
+            op = cohort.plan.ops[i]
+            gates = [gate for plugin in self.plugins if (gate := plugin.before(self, cohort.ranks, op)) is not None]
+            if gates:
+                gate = gates[0] if len(gates) == 1 else AllOf(self.env, gates)
+                gate.callbacks.append(lambda _ev: self._run_op(cohort, i))
+                return
+        self._run_op(cohort, i)
+
+    def _run_op(self, cohort: _Cohort, i: int) -> None:
         op = cohort.plan.ops[i]
         cohort.start[i] = self.env.now
         kind = op.kind
@@ -505,6 +557,7 @@ class Replay:
             params["channels"] = self.channels
         if "ranks_per_node" in accepted:
             params["ranks_per_node"] = ranks_per_node_of(self.sim.topology, nodes[:size])
+        params.update(self.algorithm_options.get(algorithm, {}))
         return build_schedule(kind, algorithm, size, nbytes, **params)
 
     def _launch_batch(self, kind: str, algorithm: str, nbytes: float, size: int, root: int,
@@ -657,6 +710,8 @@ class Replay:
             self._progress(self._ops_total - self._ops_left, self._ops_total)
         self._record(cohort, i)
         plan = cohort.plan
+        for plugin in self.plugins:
+            plugin.after(self, cohort.ranks, plan.ops[i])
         if cohort.released_by[i] is None and plan.predecessors[i]:
             last = max(plan.predecessors[i], key=lambda j: cohort.end[j])
             cohort.released_by[i] = (cohort.index, last)
@@ -755,6 +810,21 @@ class Replay:
 def replay(sim: Any, trace: Trace, **options: Any) -> ReplayResult:
     """Replay ``trace`` on ``sim`` to the end (see :class:`Replay` for the options)."""
     return Replay(sim, trace, **options).run()
+
+
+def _checked_options(options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``algorithm_options`` after checking that each names a registered algorithm and parameters it takes."""
+    for name, given in options.items():
+        builders = [(kind, algorithm) for kind, algorithm in ALGORITHMS if algorithm == name]
+        if not builders:
+            raise ConfigError(field="algorithm_options", value=name, rule="is not a registered collective algorithm",
+                              fix=f"use one of {', '.join(sorted({a for _, a in ALGORITHMS}))}")
+        for key in given:
+            accepted = {p for kind, algorithm in builders for p in _parameters(kind, algorithm)} - {"n", "nbytes"}
+            if key not in accepted:
+                raise ConfigError(field=f"algorithm_options.{name}", value=key, rule=f"is not a parameter of {name}",
+                                  fix=f"use one of {', '.join(sorted(accepted)) or '(none)'}")
+    return {name: dict(given) for name, given in options.items()}
 
 
 @functools.cache

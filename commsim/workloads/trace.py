@@ -80,7 +80,8 @@ FORMAT = "commsim-trace"
 VERSION = 1
 
 CollectiveKind = Literal["all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broadcast", "reduce"]
-Algorithm = Literal["auto", "ring", "tree", "halving_doubling", "direct", "star", "hierarchical", "pipeline"]
+Algorithm = Literal["auto", "ring", "tree", "halving_doubling", "direct", "star", "hierarchical", "pipeline",
+                    "kary_tree"]
 COLLECTIVE_OPS: tuple[str, ...] = CollectiveKind.__args__  # type: ignore[attr-defined]
 ALGORITHMS: tuple[str, ...] = Algorithm.__args__  # type: ignore[attr-defined]
 _ROOTED = ("broadcast", "reduce")

@@ -18,19 +18,20 @@ from commsim.scenario.runner import simulate
 from commsim.systems import get_study
 from commsim.systems.tpi_llm import SUMMARY_COLUMNS
 from commsim.systems.tpi_llm.allreduce import link_latency, time_allreduce
-from commsim.systems.tpi_llm.engine import BREAKDOWN, simulate_inference
 from commsim.systems.tpi_llm.hardware import edge_topology, path_latency, wifi_topology
 from commsim.systems.tpi_llm.params import TPIParams
 from commsim.systems.tpi_llm.partition import largest_remainder, split_heads, tp_blocks
 from commsim.systems.tpi_llm.plans import offload, pipeline, single_device, tpi
+from commsim.systems.tpi_llm.run import BREAKDOWN, simulate_inference
 from commsim.systems.tpi_llm.scheduler import (
-    SlidingWindow,
     loose_condition,
     schedule_times,
     steady_stall,
     tight_condition,
 )
+from commsim.systems.tpi_llm.workload import inference_trace, workspace_bytes
 from commsim.workloads.models import load_model
+from commsim.workloads.window import SlidingWindow
 
 REPO = Path(__file__).resolve().parents[2]
 MS = 1e-3
@@ -235,11 +236,30 @@ def test_engine_window_memory_and_time_accounting(toy):
     # the master's time per decode token is exactly its compute, all-reduce, waits, stalls and swap
     assert stats.breakdown[0].sum() == pytest.approx(stats.token_latency, rel=1e-9)
     assert stats.token_times[0] == pytest.approx(stats.ttft)
-    # each decode token reloads every block: the bytes loaded match the blocks times the tokens
+    # each token reloads every block, and the window prefetches the next token's first 2 blocks (attn.0, ffn.0)
     blocks = tp_blocks(toy, [0.25] * 4)
-    assert stats.bytes_loaded[1] == pytest.approx(4 * sum(b.nbytes for b in blocks[1]))
-    # peak of a worker: runtime + its two largest consecutive blocks + staging + KV cache + activations
-    assert stats.peak_memory[1] > 1e8
+    assert stats.bytes_loaded[1] == pytest.approx(4 * sum(b.nbytes for b in blocks[1]) + blocks[1][0].nbytes
+                                                  + blocks[1][1].nbytes)
+    # the loader prefetches past the last token as a longer run would: a token's latency does not depend on
+    # how many tokens follow it
+    short = simulate_inference(tpi(toy, topo, window=2, decode_tokens=1, runtime_memory=1e8))
+    assert short.token_times == pytest.approx(stats.token_times[:2], rel=1e-12)
+    # peak of a worker: runtime + KV cache + prefill workspace + the block it runs + the next one loading with
+    # its FP16 staging copy (window 2: one attention and one FFN slice)
+    attn, ffn = blocks[1][0], blocks[1][1]
+    kv = 2 * attn.kv_width * toy.layers * (16 + 3) * 4.0
+    fixed = 1e8 + kv + workspace_bytes(toy, blocks[1], 16)
+    assert stats.peak_memory[1] == pytest.approx(fixed + attn.nbytes + ffn.nbytes + 2.0 * max(attn.params, ffn.params),
+                                                 rel=1e-12)
+
+
+def test_workers_in_lockstep_or_alone_give_the_same_run(toy):
+    topo = edge_topology(4)
+    together = simulate_inference(tpi(toy, topo, window=2, decode_tokens=1))
+    alone = simulate_inference(tpi(toy, topo, window=2, decode_tokens=1, lockstep=False))
+    assert alone.token_times == pytest.approx(together.token_times, rel=1e-12)
+    assert np.array_equal(alone.peak_memory, together.peak_memory)
+    assert np.allclose(alone.breakdown, together.breakdown, rtol=1e-9, atol=1e-15)
 
 
 TWO_LAYERS = TOY.replace("name: toy-llama", "name: toy-2").replace("layers: 4", "layers: 2")
@@ -261,16 +281,19 @@ def test_two_layer_timeline_by_hand(tmp_path: Path):
     mine = spans[spans["device"] == "dev1"]
     loads = mine[mine["kind"] == "disk"].sort_values("start")
     kernels = mine[mine["kind"] == "compute"].sort_values("start")
-    reduces = mine[mine["kind"] == "collective"].sort_values("start")
+    reduces = mine[mine["name"].str.startswith("all-reduce")].sort_values("start")
     inputs = mine[mine["name"] == "waiting for input"].sort_values("start")
     blocks = tp_blocks(model, [0.5, 0.5])[1]
     assert [b.name for b in blocks] == ["attn.0", "ffn.0", "attn.1", "ffn.1"]
     uses = 2 * len(blocks)   # the prompt, then one decoded token
-    assert len(loads) == len(kernels) == len(reduces) == uses
-    assert loads["name"].tolist() == [f"load {b.name}" for b in blocks] * 2
+    assert len(kernels) == len(reduces) == uses
+    # the window prefetches the next token's first two blocks as well (loaded, never run)
+    assert loads["name"].tolist() == [f"load {b.name}" for b in blocks] * 2 + ["load attn.0", "load ffn.0"]
     load_start, load_end = loads["start"].to_numpy(), loads["end"].to_numpy()
     start, end = kernels["start"].to_numpy(), kernels["end"].to_numpy()
-    r_start, r_end = reduces["start"].to_numpy(), reduces["end"].to_numpy()
+    # an all-reduce op starts when dev1 reaches it and its transfers when the master does too ("began")
+    r_start = np.array([tags.get("began", t) for tags, t in zip(reduces["tags"], reduces["start"], strict=True)])
+    r_end = reduces["end"].to_numpy()
     for k in range(uses):
         block = blocks[k % len(blocks)]
         assert load_end[k] - load_start[k] == pytest.approx(block.params * 2.0 / disk, rel=1e-9)  # FP16 file
@@ -356,13 +379,21 @@ def test_release_policy_and_parameter_server(toy):
     assert early.breakdown[0, BREAKDOWN.index("stall")] < late.breakdown[0, BREAKDOWN.index("stall")]
     ps = simulate_inference(tpi(toy, topo, window=2, allreduce="ps"))
     star = simulate_inference(tpi(toy, topo, window=2, allreduce="star"))
-    assert ps.ok and len(ps.devices) == 4                              # the server joins the group, not the devices
+    assert ps.ok and ps.peak_memory.shape == (4,)                       # the server joins the group, not the devices
+    trace = inference_trace(tpi(toy, topo, window=2, allreduce="ps", decode_tokens=1))
+    assert trace.ranks == 5 and trace.communicators["tp"] == [[4, 0, 1, 2, 3]]   # the server first: the star's root
+    server = trace.programs[-1]
+    assert server.ranks == [4] and [op.kind for op in server.ops] == ["collective"] * (2 * toy.layers * 2)
     assert ps.breakdown[0, BREAKDOWN.index("allreduce")] > star.breakdown[0, BREAKDOWN.index("allreduce")]
 
 
 def test_heterogeneous_laptops_get_speed_shares(toy):
-    stats = simulate_inference(tpi(toy, wifi_topology(), window=2))
-    assert stats.ok and len(stats.devices) == 4
+    setup = tpi(toy, wifi_topology(), window=2)
+    stats = simulate_inference(setup)
+    assert stats.ok
+    widths = [next(b.ffn_width for b in seq if b.kind == "ffn") for seq in setup.blocks]   # m1, i5, i7a, i7b
+    assert widths[1] == min(widths) and abs(widths[2] - widths[3]) <= 1 and widths[0] > widths[1]
+    assert [p.ranks for p in inference_trace(setup).programs] == [[0], [1], [2], [3]]   # four different slices
     with pytest.raises(ConfigError, match="key-value heads"):
         tpi(toy, edge_topology(8), window=2)                          # 4 KV heads over 8 devices
 
@@ -370,7 +401,11 @@ def test_heterogeneous_laptops_get_speed_shares(toy):
 def test_baselines_run(toy):
     topo = edge_topology(2)
     pipe = simulate_inference(pipeline(toy, topo, window=2))
-    assert pipe.ok and pipe.token_latency > 0
+    # one request at a time: the master's token is its own blocks, then waiting while stage 1 runs its layers
+    wait, compute = BREAKDOWN.index("input_wait"), BREAKDOWN.index("compute")
+    assert pipe.ok and pipe.breakdown[0].sum() == pytest.approx(pipe.token_latency, rel=1e-9)
+    assert pipe.breakdown[0, wait] >= pipe.breakdown[1, compute] > 0
+    assert pipe.breakdown[1, wait] > 0                                # stage 1 waits for stage 0's activations
     one = simulate_inference(single_device(toy, "laptop_m1_8core"))
     acc = simulate_inference(offload(toy, {"base": "laptop_m1_8core", "memory": "80 MB"}, budget=0.5,
                                      runtime_memory=0.0))
@@ -432,7 +467,8 @@ def test_validation_rows_subset():
     by_case = {c.case: c for c in checks}
     for algorithm in ("star", "tree", "ring"):
         assert by_case[f"{algorithm} all-reduce link latency, 8 devices, 4-link routes"].status == "pass"
-    assert all(c.status == "pass" for c in checks if "worker-to-master" in c.case)
+    routes = [c for c in checks if "worker-to-master" in c.case]
+    assert len(routes) == 2 and all(c.status == "pass" for c in routes)
     assert by_case["llama-2-3b: star beats ring on token latency (8 devices, window 2)"].status == "pass"
     assert by_case["llama-2-3b: token latency change 300 Mbps -> 1 Gbps (8 devices, window 2)"].status == "pass"
 
@@ -461,3 +497,46 @@ def test_wifi_topology_file_matches_the_study():
         mine = built.device_spec(node).model_dump(exclude=skip)
         theirs = from_file.device_spec(node).model_dump(exclude=skip)
         assert mine == theirs
+
+
+# ------------------------------------------------------------------ the trace and its replay
+def test_inference_trace_is_a_valid_trace_file(toy, tmp_path: Path):
+    from commsim.workloads import validate_trace
+    from commsim.workloads.trace import load_trace, save_trace
+
+    trace = inference_trace(tpi(toy, edge_topology(4), window=2, allreduce="tree", decode_tokens=1))
+    validate_trace(trace)
+    save_trace(trace, tmp_path / "tpi.json")
+    again = load_trace(tmp_path / "tpi.json")
+    assert [op.id for op in again.programs[1].ops] == [op.id for op in trace.programs[1].ops]
+    algorithms = {op.algorithm for p in again.programs for op in p.ops if op.kind == "collective"}
+    assert algorithms == {"kary_tree"}
+    # per worker and token: the input, then per block its kernel and its all-reduce
+    ops = again.programs[1].ops
+    assert sum(op.kind == "compute" for op in ops) == sum(op.kind == "collective" for op in ops) == 2 * 4 * 2
+
+
+def test_tree_fanout_reaches_the_collective_library(toy):
+    topo = edge_topology(4, device={"base": "edge_cpu_8core", "disk_read_bandwidth": "20 GB/s"})
+    runs = {name: simulate_inference(tpi(toy, topo, window=2, allreduce=alg, tree_fanout=fanout))
+            for name, alg, fanout in (("star", "star", 3), ("tree3", "tree", 3), ("tree2", "tree", 2))}
+    reduce = {name: run.breakdown[0, BREAKDOWN.index("allreduce")] for name, run in runs.items()}
+    # 4 ranks: a 3-ary tree is the star (depth 1: 8 tau), a binary tree has depth 2 (16 tau)
+    assert reduce["tree3"] == pytest.approx(reduce["star"], rel=1e-9)
+    per_token = 2 * toy.layers
+    assert reduce["tree2"] - reduce["star"] == pytest.approx(per_token * 8 * MS, rel=0.05)
+
+
+@pytest.mark.parametrize("window", [None, 2])
+def test_what_a_run_needs_is_its_peak_on_unlimited_memory(toy, window):
+    from dataclasses import replace
+
+    from commsim.systems.tpi_llm.hardware import rescale
+    from commsim.systems.tpi_llm.run import UNLIMITED, needed_memory
+
+    tiny = edge_topology(2, device={"base": "edge_cpu_8core", "memory": "2 MB", "swap": "1 MB"})
+    setup = tpi(toy, tiny, window=window, runtime_memory=0.0)
+    full = simulate_inference(replace(setup, topology=rescale(tiny, memory=UNLIMITED)))
+    assert simulate_inference(setup).status == "out of memory" and full.ok
+    # scheduler off: start-up and allocations only, the same peak as the whole run
+    assert np.array_equal(needed_memory(setup), full.peak_memory)

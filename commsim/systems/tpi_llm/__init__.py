@@ -14,8 +14,14 @@ The model, one concept per module:
   of ``w`` blocks, release after use) and its steady-state conditions;
 * :mod:`.allreduce` — star, tree, ring and parameter-server all-reduce as
   collective schedules on the real topology (hop latencies count);
-* :mod:`.engine` — prefill and decode on simulated devices, disks and links:
-  kernels, weight loads, all-reduces, input broadcast, memory and swap;
+* :mod:`.workload` — the inference as a commsim trace: per device and token
+  the block kernels (prefill: GEMMs and attention over the whole prompt), the
+  all-reduces and the input sends;
+* :mod:`.loader` — the sliding-window scheduler as a plug-in of the shared
+  replay engine: disk reads, allocation and release of blocks, prefetch,
+  stalls and swap;
+* :mod:`.run` — writes a setup as a trace and replays it
+  (:mod:`commsim.workloads.replay`) with the loader;
 * :mod:`.plans` — TPI-LLM and the baselines (Galaxy-like ring TP, pipeline,
   Accelerate-like offloading, single device);
 * :mod:`.study` — the study (``commsim run scenarios/tpi_llm.yaml``) and its

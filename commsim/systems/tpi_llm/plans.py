@@ -1,4 +1,4 @@
-"""The systems compared, as :class:`~commsim.systems.tpi_llm.engine.InferenceSetup` builders.
+"""The systems compared, as :class:`~commsim.systems.tpi_llm.run.InferenceSetup` builders.
 
 * **TPI-LLM** — tensor parallelism over the devices (master first), an
   all-reduce after attention and after FFN (star by default), the sliding
@@ -31,9 +31,9 @@ from typing import Any
 
 from commsim.devices.spec import DeviceSpec
 from commsim.network.topology import Topology
-from commsim.systems.tpi_llm.engine import InferenceSetup
 from commsim.systems.tpi_llm.hardware import resolve_device
 from commsim.systems.tpi_llm.partition import COMPUTE_BYTES, pipeline_blocks, tp_blocks
+from commsim.systems.tpi_llm.run import InferenceSetup
 from commsim.workloads.models import TransformerSpec
 
 __all__ = ["SYSTEMS", "galaxy", "offload", "pipeline", "single_device", "single_topology", "speed_shares", "tpi"]

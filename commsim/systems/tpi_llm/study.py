@@ -18,11 +18,11 @@ from commsim.devices.spec import DeviceSpec
 from commsim.systems._study import Study, StudyContext, StudyOutput
 from commsim.systems.tpi_llm import figures
 from commsim.systems.tpi_llm.allreduce import ALGORITHMS, link_latency, time_allreduce
-from commsim.systems.tpi_llm.engine import BREAKDOWN, InferenceSetup, InferenceStats, simulate_inference
-from commsim.systems.tpi_llm.hardware import LAPTOP_LINKS, edge_topology, rescale, resolve_device, wifi_topology
+from commsim.systems.tpi_llm.hardware import LAPTOP_LINKS, edge_topology, resolve_device, wifi_topology
 from commsim.systems.tpi_llm.params import TPIParams
 from commsim.systems.tpi_llm.partition import COMPUTE_BYTES, tp_blocks
 from commsim.systems.tpi_llm.plans import SYSTEMS, galaxy, offload, pipeline, single_device, tpi
+from commsim.systems.tpi_llm.run import BREAKDOWN, InferenceSetup, InferenceStats, needed_memory, simulate_inference
 from commsim.systems.tpi_llm.scheduler import loose_condition, tight_condition
 from commsim.validation import Check, relative_check
 from commsim.workloads.models import TransformerSpec, load_model
@@ -32,9 +32,6 @@ __all__ = ["TPILLMStudy", "SUMMARY_COLUMNS", "memory_without_scheduler", "run_se
 SUMMARY_COLUMNS = ["model", "devices", "window", "allreduce", "ttft_s", "token_latency_s", "peak_memory_gb", "fits"]
 """Columns of ``summary.csv``, in order: ``peak_memory_gb`` is what the run needs on its most loaded device,
 whether it fits or not; ``fits`` is ``fits`` or ``oom`` (then the times read ``OOM``)."""
-
-UNLIMITED = 1e18
-"""RAM (bytes) of the devices of the run that measures what a run which does not fit would need."""
 
 LAPTOP_SETTING = "4 laptops"
 """The ``devices`` value of the Wi-Fi laptop rows in ``summary.csv``."""
@@ -85,16 +82,11 @@ def run_setting(params: TPIParams, model: TransformerSpec, topology: Any, window
                 allreduce: str | None = None, shares: Any = None, ctx: StudyContext | None = None,
                 record: bool = False) -> InferenceStats:
     """One TPI-LLM run of ``model`` on ``topology`` with ``window`` (None: scheduler off)."""
-    def once(topo: Any, record: bool) -> InferenceStats:
-        return simulate_inference(tpi(model, topo, window=window, allreduce=allreduce or params.allreduce,
-                                      shares=params.shares if shares is None else shares, record=record,
-                                      **_options(params, ctx)))
-
-    stats = once(topology, record)
-    if stats.ok:
-        stats.needed_memory = stats.peak_memory.copy()
-    else:  # run again on devices that hold anything: its peak is what the run needs
-        stats.needed_memory = once(rescale(topology, memory=UNLIMITED), False).peak_memory
+    setup = tpi(model, topology, window=window, allreduce=allreduce or params.allreduce,
+                shares=params.shares if shares is None else shares, record=record, **_options(params, ctx))
+    stats = simulate_inference(setup)
+    # a run that does not fit is measured again on devices that hold anything: its peak is what it needs
+    stats.needed_memory = stats.peak_memory.copy() if stats.ok else needed_memory(setup)
     return stats
 
 
@@ -266,7 +258,7 @@ class TPILLMStudy(Study):
         part = spans[(spans["device"] == master) & (spans["start"] >= t_start) & (spans["end"] <= t_end)]
         kernels = part[part["kind"] == "compute"]
         loads = part[part["kind"] == "disk"]
-        comm = part[part["kind"] == "collective"]
+        comm = part[part["name"].str.startswith("all-reduce")]
         rows = []
         for kind in ("attn", "ffn"):
             c = kernels[kernels["name"].str.startswith(kind)]
@@ -354,7 +346,8 @@ class TPILLMStudy(Study):
             "Weights FP32 in memory, read from "
             f"{p.file_dtype} files ({p.file_bytes:g} B/parameter){' with a staging copy while loading' if p.staging else ''}; "
             f"the master holds embedding and head; prompt {p.prompt_tokens} tokens; token latency is the mean of "
-            f"{p.decode_tokens} decode tokens; TTFT counts from the prompt with the first window already loaded.",
+            f"{p.decode_tokens} decode token(s), the loader prefetching into the next token as a longer generation "
+            "would; TTFT counts from the prompt with the first window already loaded.",
             f"Runtime memory {p.runtime_memory / GB:g} GB per device (0.22 GB measured for import torch on CPU + "
             "0.28 GB assumed for transformers, KV-store and buffers).",
             f"Tree all-reduce: {p.tree_fanout}-ary heap tree from the master (fan-out 3 gives the paper's 16 tau on "
