@@ -124,3 +124,16 @@ def test_leave_one_scale_out_predicts_the_largest_scale(cluster: ClusterData) ->
     for log, row in held.iterrows():
         limit = SCALE_OUT_MISSES.get((cluster.name, str(log)), SCALE_OUT_MEDIAN)
         assert row["median_abs_error"] <= limit, f"{log}: held-out median {row['median_abs_error']:.3f} > {limit}"
+
+
+def test_dgx_a100_calibration_is_the_azure_fit():
+    """DGX A100 has no logs of its own: its calibration must stay the Azure ND A100 v4 fit, parameter for parameter."""
+    import yaml
+
+    from commsim.network.shipped import topologies_folder
+
+    def parameters(name: str) -> dict:
+        data = yaml.safe_load((topologies_folder() / name).read_text())
+        return {k: v for k, v in data.items() if k not in {"description", "topology", "fitted_on"}}
+
+    assert parameters("dgx_a100.calibration.yaml") == parameters("azure_ndv4.calibration.yaml")
