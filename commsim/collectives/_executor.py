@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from simpy.events import Event
 
+from commsim.collectives._lockstep import Lockstep
 from commsim.collectives._schedule import Schedule, Step, aggregate
 from commsim.devices.device import kernel_resources, start_kernels, start_kernels_on
 from commsim.errors import ConfigError
@@ -160,6 +161,9 @@ class CollectiveRun:
         self._remote: dict[tuple[int, int], np.ndarray] = {}
         remote = config.remote_step_latency is not None or config.remote_efficiency is not None
         self._servers = _servers(sim, self.group) if remote else None
+        # whole steps that would run alone go several at a time (per-transfer records need the sends)
+        lockstep = config.mode == "steps" and config.record != "flows" and self._servers is None
+        self._lockstep = Lockstep(self) if lockstep else None
 
     # ------------------------------------------------------------------ running
     def start(self) -> Event:
@@ -183,9 +187,13 @@ class CollectiveRun:
                 if ready.size:
                     self._launch(k, ready)
 
-    def _launch(self, k: int, entries: np.ndarray) -> None:
+    def _launch(self, k: int, entries: np.ndarray, *, alone: bool = True) -> None:
         size = len(self.schedule.steps[k])
         if entries.shape[0] == size:
+            if alone and self._lockstep is not None:
+                # decided once everything else of this instant is in: it might share the step's links
+                self.sim.kernel.at_instant_end(lambda: self._lockstep.launch(k))
+                return
             # a whole step, in step order, so it lines up with the step's route set
             entries = self._all(size)
         self._launched[k] += entries.shape[0]
@@ -335,6 +343,11 @@ class CollectiveRun:
                 recorder.span(node, "comm", "collective", self.label, self.start_time, float(self.rank_end[pos]),
                               nbytes=nbytes)
         self.done.succeed(now)
+
+    @property
+    def lockstep_steps(self) -> int:
+        """Steps that ran in lockstep chains, worked out without sending them (see ``_lockstep``)."""
+        return 0 if self._lockstep is None else self._lockstep.steps
 
     @property
     def time(self) -> float:
