@@ -17,7 +17,7 @@ import numpy as np
 from simpy.events import Event
 
 from commsim.collectives._lockstep import Lockstep
-from commsim.collectives._schedule import Schedule, Step, aggregate
+from commsim.collectives._schedule import Schedule, Step, aggregate, share_waits
 from commsim.devices.device import kernel_resources, start_kernels, start_kernels_on
 from commsim.errors import ConfigError
 from commsim.network.network import RouteSet
@@ -179,11 +179,16 @@ class CollectiveRun:
         if self._left == 0:
             self._finish()
             return
+        share_waits(self.schedule)
+        ready_of: dict[int, np.ndarray] = {}  # by waits array: steps share them
         for k, step in enumerate(self.schedule.steps):
             if len(step) and not step.deps:
                 self._launch(k, np.arange(len(step)))
             elif len(step):
-                ready = np.flatnonzero(step.waits == 0)
+                waits = step.waits
+                ready = ready_of.get(id(waits))
+                if ready is None:
+                    ready = ready_of[id(waits)] = np.flatnonzero(waits == 0)
                 if ready.size:
                     self._launch(k, ready)
 

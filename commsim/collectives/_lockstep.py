@@ -39,6 +39,7 @@ class Lockstep:
     def __init__(self, run: CollectiveRun) -> None:
         self.run = run
         self._next: dict[int, int] = {}
+        self._waiting: dict[int, tuple[np.ndarray, bool]] = {}
         self._misses = 0
         self._skips = 0
         self.chains = 0  # chains run so far
@@ -127,13 +128,20 @@ class Lockstep:
             if len(targets) == 1:
                 k2 = targets.pop()
                 step = steps[k2]
-                if len(step) and all(d.step == k for d in step.deps) and step.waits.all():
+                if len(step) and all(d.step == k for d in step.deps) and self._all_wait(step.waits):
                     nxt = k2
             self._next[k] = nxt
         run = self.run
         if nxt >= 0 and (run._launched[nxt] or nxt in run._counters):
             return -1
         return nxt
+
+    def _all_wait(self, waits: np.ndarray) -> bool:
+        """Whether every entry waits for something (steps share their ``waits`` arrays)."""
+        key = id(waits)
+        if key not in self._waiting:
+            self._waiting[key] = (waits, bool(waits.all()))  # the array kept: its id stays its own
+        return self._waiting[key][1]
 
     def _land(self, chain: list[tuple[int, SoloTransfer, float, float, float]]) -> None:
         """At the last arrival: account every step of the chain, then complete the last one as usual."""
@@ -146,17 +154,15 @@ class Lockstep:
             if i + 1 == len(chain) or chain[i + 1][1] is not solo:
                 run.sim.network.account_solo(solo, group)
                 group = []
-        latest: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, float]] = {}
-        for j, _, _, _, arrival in chain[:-1]:
+        latest: dict[tuple[int, int], tuple[int, np.ndarray, np.ndarray, float]] = {}
+        for i, (j, _, _, _, arrival) in enumerate(chain[:-1]):
             step = steps[j]
-            key = (id(step.src), id(step.dst))
-            latest.pop(key, None)
-            latest[key] = (step.src, step.dst, arrival)
+            latest[(id(step.src), id(step.dst))] = (i, step.src, step.dst, arrival)
             run._left -= len(step)
             if run._on_copy_done is not None:
                 run._copy_left -= np.bincount(step.dst // run._copy_size, minlength=run._copy_left.shape[0])
         # arrivals only move later, so the last step of each (src, dst) pattern sets what it touches
-        for src, dst, arrival in latest.values():
+        for _, src, dst, arrival in sorted(latest.values(), key=lambda item: item[0]):
             run.rank_end[dst] = arrival
             run.rank_end[src] = np.fmax(run.rank_end[src], arrival)
         last = chain[-1][0]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Dep", "Schedule", "Step", "aggregate", "depth", "tile"]
+__all__ = ["Dep", "Schedule", "Step", "aggregate", "depth", "share_waits", "tile"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,6 +90,21 @@ class Schedule:
                 assert 0 <= dep.step < k, f"step {k}: depends on a later step {dep.step}"
                 assert dep.index.shape == (n,), f"step {k}: dependency index misaligned"
                 assert dep.index.max(initial=-1) < len(self.steps[dep.step]), f"step {k}: dependency out of range"
+
+
+def share_waits(schedule: Schedule) -> None:
+    """Compute ``waits`` once per distinct set of dependency arrays and share it between the steps.
+
+    Steps of a regular algorithm share their dependency arrays, so a 4,096-rank ring
+    all-reduce needs one ``waits`` array, not 8,190 of 4,096 entries each.
+    """
+    shared: dict[tuple[int, ...], np.ndarray] = {}
+    for step in schedule.steps:
+        if step._waits is None and step.deps:
+            key = tuple(id(dep.index) for dep in step.deps)
+            if key not in shared:
+                shared[key] = step.waits
+            step._waits = shared[key]
 
 
 def tile(schedule: Schedule, copies: int) -> Schedule:

@@ -124,6 +124,9 @@ class FluidKernel:
         self.verify = verify
         self.stats = KernelStats()
         # resources
+        # per resource: capacity, carried work, last recorded load, live incidences (views of buffers with room)
+        self._res_room = 0
+        self._res_buffers = (np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64))
         self._capacity = np.zeros(0)
         self._res_names: list[str] = []
         self._carried = np.zeros(0)  # work carried by each resource over completed activities
@@ -203,10 +206,15 @@ class FluidKernel:
             raise ConfigError(field=f"capacity of {names[bad]}", value=float(caps[bad]), rule="must be >= 0",
                               fix="give a non-negative capacity")
         first = self.resource_count
-        self._capacity = np.concatenate((self._capacity, caps))
-        self._carried = np.concatenate((self._carried, np.zeros(caps.shape[0])))
-        self._last_load = np.concatenate((self._last_load, np.zeros(caps.shape[0])))
-        self._res_live = np.concatenate((self._res_live, np.zeros(caps.shape[0], dtype=np.int64)))
+        end = first + caps.shape[0]
+        if end > self._res_room:
+            # buffers grow by doubling: devices add their resources one at a time (4,096 GPUs: 4,096 calls)
+            self._res_room = max(2 * self._res_room, end, 64)
+            self._res_buffers = tuple(_grown(buf, self._res_room) for buf in self._res_buffers)
+        capacity, carried, last_load, res_live = self._res_buffers
+        capacity[first:end] = caps
+        self._capacity, self._carried = capacity[:end], carried[:end]
+        self._last_load, self._res_live = last_load[:end], res_live[:end]
         self._res_names.extend(names)
         return np.arange(first, first + caps.shape[0])
 
@@ -1079,6 +1087,13 @@ class FluidKernel:
             if batch.pending == 0:
                 del self._batches[batch_id]
                 batch.done.succeed(now)
+
+
+def _grown(buffer: np.ndarray, size: int) -> np.ndarray:
+    """``buffer`` copied into a zeroed array of ``size`` entries."""
+    out = np.zeros(size, dtype=buffer.dtype)
+    out[: buffer.shape[0]] = buffer
+    return out
 
 
 def _global_ids(res_ids: np.ndarray, local: np.ndarray) -> np.ndarray:
