@@ -129,3 +129,22 @@ def test_a_link_failure_mid_run_ends_the_chain_before_it():
     slow = _run(topo, "all_reduce", "ring", {}, 2**24, {}, record="flows", before=failure)
     _same(fast, slow)
     assert 0 < fast["run"].lockstep_steps < 2 * (len(topo.devices) - 1)
+
+
+@settings(max_examples=20, deadline=None)
+@given(case=st.sampled_from(CASES), n=st.integers(2, 9), size=st.floats(1e4, 1e7), at=st.floats(0.0, 2e-4),
+       step_latency=st.sampled_from([0.0, 2e-6]), priority=st.sampled_from([0, 1]))
+def test_any_algorithm_with_a_rival_gives_the_same_times(case, n, size, at, step_latency, priority):
+    op, algorithm, params = case
+    topo = switch(n, bandwidth="50 GB/s", latency="500 ns")
+
+    def rival(sim):
+        def go():
+            yield sim.env.timeout(at)
+            sim.network.send(sim.network.routes([f"gpu{n - 1}"], ["gpu0"]), 2e5)
+        sim.env.process(go())
+
+    config = {"step_latency": step_latency, "priority": priority}
+    fast = _run(topo, op, algorithm, params, size, config, record="rank", before=rival)
+    slow = _run(topo, op, algorithm, params, size, config, record="flows", before=rival)
+    _same(fast, slow)
