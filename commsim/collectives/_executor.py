@@ -195,7 +195,7 @@ class CollectiveRun:
     def _launch(self, k: int, entries: np.ndarray, *, alone: bool = True) -> None:
         size = len(self.schedule.steps[k])
         if entries.shape[0] == size:
-            if alone and self._lockstep is not None:
+            if alone and self._lockstep is not None and self._lockstep.worth_trying():
                 # decided once everything else of this instant is in: it might share the step's links
                 self.sim.kernel.at_instant_end(lambda: self._lockstep.launch(k))
                 return

@@ -45,14 +45,22 @@ class Lockstep:
         self.chains = 0  # chains run so far
         self.steps = 0  # steps they covered
 
+    def worth_trying(self) -> bool:
+        """Whether a whole step ready now may start a chain (else it is launched at once, as usual).
+
+        Not while backing off after failed chains, nor when the kernel already has changes to
+        solve at this instant: waiting for the end of the instant would only cost a second
+        recomputation there.
+        """
+        if self._skips:
+            self._skips -= 1
+            return False
+        return not self.run.sim.kernel.changes_pending
+
     def launch(self, k: int) -> None:
         """Step ``k`` is ready as a whole now: run a chain from it, or hand it to the usual launch."""
         run = self.run
         size = len(run.schedule.steps[k])
-        if self._skips:
-            self._skips -= 1
-            run._launch(k, run._all(size), alone=False)
-            return
         chain, delay = self._plan(k)
         if not chain or delay is None:
             self._misses = min(self._misses + 1, _MAX_SKIP_DOUBLINGS)

@@ -414,6 +414,11 @@ class FluidKernel:
         return ids[(self._rate[ids] <= 0.0) & (self.remaining(ids) > 0.0)]
 
     # ------------------------------------------------------------------ activities that run alone
+    @property
+    def changes_pending(self) -> bool:
+        """Whether changes made at this instant still wait for their rate recomputation."""
+        return self._flush_pending
+
     def at_instant_end(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` after every event already scheduled for the current instant."""
         _LateEvent(self.env, lambda _event: callback())
