@@ -192,10 +192,10 @@ class CollectiveRun:
                 if ready.size:
                     self._launch(k, ready)
 
-    def _launch(self, k: int, entries: np.ndarray, *, alone: bool = True) -> None:
+    def _launch(self, k: int, entries: np.ndarray, *, may_chain: bool = True) -> None:
         size = len(self.schedule.steps[k])
         if entries.shape[0] == size:
-            if alone and self._lockstep is not None and self._lockstep.worth_trying():
+            if may_chain and self._lockstep is not None and self._lockstep.worth_trying():
                 # decided once everything else of this instant is in: it might share the step's links
                 self.sim.kernel.at_instant_end(lambda: self._lockstep.launch(k))
                 return

@@ -65,7 +65,7 @@ class Lockstep:
         if not chain or delay is None:
             self._misses = min(self._misses + 1, _MAX_SKIP_DOUBLINGS)
             self._skips = (1 << self._misses) - 1
-            run._launch(k, run._all(size), alone=False)
+            run._launch(k, run._all(size), may_chain=False)
             return
         self._misses = 0
         for j, *_ in chain:
