@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import numpy as np
 from simpy.events import Event
 
-from commsim.collectives._schedule import Schedule, Step, aggregate
+from commsim.collectives._lockstep import Lockstep
+from commsim.collectives._schedule import Schedule, Step, aggregate, share_waits
 from commsim.devices.device import kernel_resources, start_kernels, start_kernels_on
 from commsim.errors import ConfigError
 from commsim.network.network import RouteSet, TransferBatch
@@ -182,6 +183,9 @@ class CollectiveRun:
         self._remote: dict[tuple[int, int], np.ndarray] = {}
         remote = config.remote_step_latency is not None or config.remote_efficiency is not None
         self._servers = _servers(sim, self.group) if remote else None
+        # whole steps that would run alone go several at a time (per-transfer records need the sends)
+        lockstep = config.mode == "steps" and config.record != "flows" and self._servers is None
+        self._lockstep = Lockstep(self) if lockstep else None
 
     # ------------------------------------------------------------------ running
     def start(self) -> Event:
@@ -197,17 +201,26 @@ class CollectiveRun:
         if self._left == 0:
             self._finish()
             return
+        share_waits(self.schedule)
+        ready_of: dict[int, np.ndarray] = {}  # by waits array: steps share them
         for k, step in enumerate(self.schedule.steps):
             if len(step) and not step.deps:
                 self._launch(k, np.arange(len(step)))
             elif len(step):
-                ready = np.flatnonzero(step.waits == 0)
+                waits = step.waits
+                ready = ready_of.get(id(waits))
+                if ready is None:
+                    ready = ready_of[id(waits)] = np.flatnonzero(waits == 0)
                 if ready.size:
                     self._launch(k, ready)
 
-    def _launch(self, k: int, entries: np.ndarray) -> None:
+    def _launch(self, k: int, entries: np.ndarray, *, may_chain: bool = True) -> None:
         size = len(self.schedule.steps[k])
         if entries.shape[0] == size:
+            if may_chain and self._lockstep is not None and self._lockstep.worth_trying():
+                # decided once everything else of this instant is in: it might share the step's links
+                self.sim.kernel.at_instant_end(lambda: self._lockstep.launch(k))
+                return
             # a whole step, in step order, so it lines up with the step's route set
             entries = self._all(size)
         self._launched[k] += entries.shape[0]
@@ -378,6 +391,11 @@ class CollectiveRun:
                 recorder.span(node, "comm", "collective", self.label, self.start_time, float(self.rank_end[pos]),
                               nbytes=nbytes)
         self.done.succeed(now)
+
+    @property
+    def lockstep_steps(self) -> int:
+        """Steps that ran in lockstep chains, worked out without sending them (see ``_lockstep``)."""
+        return 0 if self._lockstep is None else self._lockstep.steps
 
     @property
     def time(self) -> float:

@@ -105,9 +105,17 @@ class Device:
         self.memory_resource = int(ids[1])
         self.disk_resource = int(ids[2]) if len(ids) > 2 else None
         self.memory = MemoryPool(name, self.spec.memory, self.spec.swap, clock=lambda: self.env.now)
-        self.copy_engines = simpy.Resource(self.env, capacity=self.spec.copy_engines) if self.spec.copy_engines else None
+        self._copy_engines: simpy.Resource | None = None
         self.slowdown = 1.0
         self.failed = False
+
+    @property
+    def copy_engines(self) -> simpy.Resource | None:
+        """The device's copy engines (None when it has none), made on first use: thousands of
+        devices that never copy do not pay for a SimPy resource each."""
+        if self._copy_engines is None and self.spec.copy_engines:
+            self._copy_engines = simpy.Resource(self.env, capacity=self.spec.copy_engines)
+        return self._copy_engines
 
     # ------------------------------------------------------------------ compute
     def compute(

@@ -124,6 +124,9 @@ class FluidKernel:
         self.verify = verify
         self.stats = KernelStats()
         # resources
+        # per resource: capacity, carried work, last recorded load, live incidences (views of buffers with room)
+        self._res_room = 0
+        self._res_buffers = (np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64))
         self._capacity = np.zeros(0)
         self._res_names: list[str] = []
         self._carried = np.zeros(0)  # work carried by each resource over completed activities
@@ -203,10 +206,15 @@ class FluidKernel:
             raise ConfigError(field=f"capacity of {names[bad]}", value=float(caps[bad]), rule="must be >= 0",
                               fix="give a non-negative capacity")
         first = self.resource_count
-        self._capacity = np.concatenate((self._capacity, caps))
-        self._carried = np.concatenate((self._carried, np.zeros(caps.shape[0])))
-        self._last_load = np.concatenate((self._last_load, np.zeros(caps.shape[0])))
-        self._res_live = np.concatenate((self._res_live, np.zeros(caps.shape[0], dtype=np.int64)))
+        end = first + caps.shape[0]
+        if end > self._res_room:
+            # buffers grow by doubling: devices add their resources one at a time (4,096 GPUs: 4,096 calls)
+            self._res_room = max(2 * self._res_room, end, 64)
+            self._res_buffers = tuple(_grown(buf, self._res_room) for buf in self._res_buffers)
+        capacity, carried, last_load, res_live = self._res_buffers
+        capacity[first:end] = caps
+        self._capacity, self._carried = capacity[:end], carried[:end]
+        self._last_load, self._res_live = last_load[:end], res_live[:end]
         self._res_names.extend(names)
         return np.arange(first, first + caps.shape[0])
 
@@ -404,6 +412,82 @@ class FluidKernel:
         """Running activities whose rate is zero and that have work left."""
         ids = self.running()
         return ids[(self._rate[ids] <= 0.0) & (self.remaining(ids) > 0.0)]
+
+    # ------------------------------------------------------------------ activities that run alone
+    @property
+    def changes_pending(self) -> bool:
+        """Whether changes made at this instant still wait for their rate recomputation."""
+        return self._flush_pending
+
+    def at_instant_end(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after every event already scheduled for the current instant."""
+        _LateEvent(self.env, lambda _event: callback())
+
+    def solo_rates(self, indptr: np.ndarray, resources: np.ndarray, coefs: np.ndarray, *,
+                   priority: int = 0) -> np.ndarray | None:
+        """Rates (work per second) a batch started now would get, if it would run alone.
+
+        "Alone" means: no change waits for a recomputation, every activity has a
+        resource, and none of its resources is used by a running activity or by
+        another activity of the batch (``indptr``/``resources`` in the CSR form of
+        :meth:`start`, weight 1, no cap, priority ``priority``). Then each rate is
+        its tightest ``capacity / coef``, computed exactly as :meth:`start` would
+        compute it, and no rate elsewhere changes. Returns None otherwise, and when
+        a rate would be 0 (the batch would stall).
+        """
+        if self._flush_pending or resources.size == 0 or (self._classes and set(self._classes) != {priority}):
+            return None
+        counts = np.diff(indptr)
+        if counts.min() == 0 or self._res_live[resources].any():
+            return None
+        if np.unique(resources).shape[0] != resources.shape[0]:
+            return None
+        rates = np.minimum.reduceat(self._capacity[resources] / coefs, indptr[:-1])
+        return rates if rates.min() > 0.0 else None
+
+    def solo_completion(self, start: float, shortest: float, longest: float) -> float | None:
+        """When activities started alone at ``start`` (seconds) complete, given their shortest and
+        longest ``amount / rate``: the time of the kernel's completion event, exactly as a run of
+        :meth:`start` would give it, or None when they would not all complete in that one event."""
+        first = start + shortest  # as start() computes each finish time: now + left / rate
+        event = start + max(first - start, 0.0)  # SimPy schedules the wake-up at now + delay
+        last = start + longest
+        return event if last <= event + max(abs(event) * _DONE_RTOL, 1e-300) else None
+
+    def account_solo(self, resources: np.ndarray, incidence_work: np.ndarray, incidence_load: np.ndarray,
+                     activities: int, spans: Sequence[tuple[float, float]]) -> None:
+        """Count batches that ran alone without being started here (see :meth:`solo_rates`).
+
+        One batch of ``activities`` activities ran in each ``(start, end)`` span (seconds,
+        in time order, all before now); ``incidence_work`` is the work each incidence on
+        ``resources`` carried per batch and ``incidence_load`` its load while running.
+        Carried work, statistics and the usage log end as if each batch had been started
+        and completed by the kernel.
+        """
+        repeats = len(spans)
+        if repeats == 0:
+            return
+        ids, where = np.unique(resources, return_inverse=True)
+        per_batch = np.bincount(where, weights=incidence_work, minlength=ids.shape[0])
+        carried = self._carried[ids]
+        for _ in range(repeats):  # added once per batch, as completions add it (identical rounding)
+            np.add(carried, per_batch, out=carried)
+        self._carried[ids] = carried
+        stats = self.stats
+        stats.activities_started += activities * repeats
+        stats.activities_completed += activities * repeats
+        stats.solved_activities += activities * repeats
+        stats.flushes += 2 * repeats
+        stats.completion_events += repeats
+        stats.largest_component = max(stats.largest_component, activities)
+        if self.record_usage:
+            load = np.bincount(where, weights=incidence_load, minlength=ids.shape[0])
+            idle = np.zeros(ids.shape[0])
+            for i, (begin, end) in enumerate(spans):
+                if i == 0 or spans[i - 1][1] != begin:
+                    self._record_usage(ids, load, begin)
+                if i + 1 == repeats or spans[i + 1][0] != end:  # a batch that starts as one ends: one record
+                    self._record_usage(ids, idle, end)
 
     # ------------------------------------------------------------------ usage log
     def usage_log(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -910,14 +994,14 @@ class FluidKernel:
                 return act_in, trip_in, res_in
             n_res = grown
 
-    def _record_usage(self, res_ids: np.ndarray, load: np.ndarray) -> None:
+    def _record_usage(self, res_ids: np.ndarray, load: np.ndarray, when: float | None = None) -> None:
         changed = np.abs(load - self._last_load[res_ids]) > 1e-12 * np.maximum(np.abs(load), 1.0)
         if not np.any(changed):
             return
         res_ids = res_ids[changed]
         load = load[changed]
         self._last_load[res_ids] = load
-        self._usage_times.append(self.env.now)
+        self._usage_times.append(self.env.now if when is None else when)
         self._usage_res.append(res_ids)
         self._usage_load.append(load)
 
@@ -1008,6 +1092,13 @@ class FluidKernel:
             if batch.pending == 0:
                 del self._batches[batch_id]
                 batch.done.succeed(now)
+
+
+def _grown(buffer: np.ndarray, size: int) -> np.ndarray:
+    """``buffer`` copied into a zeroed array of ``size`` entries."""
+    out = np.zeros(size, dtype=buffer.dtype)
+    out[: buffer.shape[0]] = buffer
+    return out
 
 
 def _global_ids(res_ids: np.ndarray, local: np.ndarray) -> np.ndarray:

@@ -37,7 +37,7 @@ from commsim.network.topology import Topology
 from commsim.results.recorder import Recorder
 from commsim.units import format_bytes
 
-__all__ = ["Network", "RouteSet", "TransferBatch"]
+__all__ = ["Network", "RouteSet", "SoloTransfer", "TransferBatch"]
 
 Delivered = Callable[[np.ndarray], None]
 
@@ -73,6 +73,21 @@ class RouteSet:
         return RouteSet(src=self.src[which], dst=self.dst[which], key=self.key[which], indptr=indptr,
                         resources=self.resources[gather], latency=self.latency[which], paths=paths,
                         generation=self.generation)
+
+
+@dataclass(frozen=True, eq=False)
+class SoloTransfer:
+    """Flows that would run alone (see :meth:`Network.solo`): each flow's fluid time lies in
+    ``[shortest, longest]`` seconds, then ``latency`` seconds to deliver; ``total`` bytes."""
+
+    routes: RouteSet
+    nbytes: np.ndarray
+    total: float
+    shortest: float
+    longest: float
+    latency: float
+    incidence_work: np.ndarray
+    incidence_load: np.ndarray
 
 
 @dataclass(eq=False)
@@ -312,6 +327,45 @@ class Network:
         kb.owner = batch
         batch.kernel_batch = kb
         return batch
+
+    def solo(self, routes: RouteSet, nbytes: np.ndarray, *, priority: int = 0) -> SoloTransfer | None:
+        """How ``send(routes, nbytes)`` would run if started now and left alone, or None when it would not.
+
+        It runs alone when the routes are current and every flow has links of its
+        own: no running flow uses them, nor another flow of the set (see
+        :meth:`FluidKernel.solo_rates`). Callers that know nothing else happens
+        until the flows are delivered may then skip the send and count it with
+        :meth:`account_solo`; the times are those the send would give.
+        """
+        if routes.generation != self._generation or not len(routes):
+            return None
+        size = np.asarray(nbytes, dtype=float)
+        if size.shape != (len(routes),) or not (size.min() >= 0 and np.isfinite(size.max())):
+            return None
+        coef = np.ones(routes.resources.shape[0])
+        rates = self.kernel.solo_rates(routes.indptr, routes.resources, coef, priority=priority)
+        if rates is None:
+            return None
+        latency = routes.latency
+        if latency.min() != latency.max():
+            return None  # deliveries would split by latency
+        duration = size / rates
+        counts = np.diff(routes.indptr)
+        return SoloTransfer(routes=routes, nbytes=size, total=float(size.sum()), shortest=float(duration.min()),
+                            longest=float(duration.max()), latency=float(latency[0]),
+                            incidence_work=np.repeat(size, counts), incidence_load=np.repeat(rates, counts))
+
+    def account_solo(self, solo: SoloTransfer, spans: Sequence[tuple[float, float]]) -> None:
+        """Count ``solo`` as sent once per ``(start, fluid end)`` span, in time order, all past.
+
+        Byte counters, carried bytes, kernel statistics and the usage log end as if
+        each had been sent (no flow records: use :meth:`send` for those).
+        """
+        for _ in spans:  # one addition per send, as send and delivery add them
+            self.bytes_sent += solo.total
+            self.bytes_delivered += solo.total
+        self.kernel.account_solo(solo.routes.resources, solo.incidence_work, solo.incidence_load, len(solo.routes),
+                                 spans)
 
     def _csr(self, batch: TransferBatch, which: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         routes = batch.routes
