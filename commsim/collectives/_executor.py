@@ -9,7 +9,7 @@ launched together. Nothing here is a Python object per transfer, so a step of
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -17,6 +17,7 @@ import numpy as np
 from simpy.events import Event
 
 from commsim.collectives._schedule import Schedule, Step, aggregate
+from commsim.collectives.hooks import TransferHooks, TransferTerms
 from commsim.devices.device import kernel_resources, start_kernels, start_kernels_on
 from commsim.errors import ConfigError
 from commsim.network.network import RouteSet
@@ -115,13 +116,27 @@ class CollectiveRun:
     (and been reduced). ``rank_end[i]`` is when position ``i`` finished its part.
     A schedule tiled over ``copies`` groups calls ``on_copy_done(copy, time)`` as
     each group finishes.
+
+    Two extension points serve mechanisms that drive a collective from outside
+    (T3's tracker-triggered DMAs): ``gates`` maps a step to how many external
+    events each of its entries also waits for (a chunk's DMA waits until its last
+    tile is written); :meth:`release` delivers those events. ``hooks``
+    (:class:`~commsim.collectives.hooks.TransferHooks`) adds resources, a rate cap
+    and a weight to every batch of transfers and is told of their delivery.
+    Both need ``mode="steps"``.
     """
 
     def __init__(self, sim: Simulation, schedule: Schedule, group: list[str], config: CollectiveConfig,
-                 *, label: str = "", copies: int = 1, on_copy_done: Callable[[int, float], None] | None = None) -> None:
+                 *, label: str = "", copies: int = 1, on_copy_done: Callable[[int, float], None] | None = None,
+                 gates: Mapping[int, np.ndarray] | None = None, hooks: TransferHooks | None = None) -> None:
         if len(group) != schedule.ranks:
             raise ConfigError(field="group", value=len(group), rule=f"does not match the schedule's {schedule.ranks} "
                               "ranks", fix="build the schedule for the group size")
+        if (gates or hooks is not None) and config.mode != "steps":
+            raise ConfigError(field="mode", value=config.mode, rule="cannot gate or hook steps that flows mode "
+                              "merges away", fix="run a gated or hooked collective with mode='steps'")
+        self._gates = _check_gates(gates or {}, schedule)
+        self._hooks = hooks
         self.sim = sim
         self._depth = 0
         if config.mode == "flows":
@@ -144,6 +159,8 @@ class CollectiveRun:
         self._copy_left = np.full(copies, self._left // copies, dtype=np.int64)
         self._on_copy_done = on_copy_done
         self._counters: dict[int, np.ndarray] = {}
+        self._released: dict[int, np.ndarray] = {}
+        self._begun = False
         self._launched = np.zeros(len(schedule.steps), dtype=np.int64)
         self._dependents: list[list[tuple[int, np.ndarray, np.ndarray]]] = [[] for _ in schedule.steps]
         reverse_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -172,16 +189,53 @@ class CollectiveRun:
         return self.done
 
     def _begin(self) -> None:
+        self._begun = True
         if self._left == 0:
             self._finish()
             return
         for k, step in enumerate(self.schedule.steps):
-            if len(step) and not step.deps:
+            if len(step) and not step.deps and k not in self._gates:
                 self._launch(k, np.arange(len(step)))
             elif len(step):
-                ready = np.flatnonzero(step.waits == 0)
+                ready = np.flatnonzero((self._counter(k) if k in self._gates else step.waits) == 0)
                 if ready.size:
                     self._launch(k, ready)
+
+    def _counter(self, k: int) -> np.ndarray:
+        """What each entry of step ``k`` still waits for (earlier transfers and external events)."""
+        counter = self._counters.get(k)
+        if counter is None:
+            waits = self.schedule.steps[k].waits
+            gate = self._gates.get(k)
+            counter = self._counters[k] = waits + gate if gate is not None else waits.copy()
+        return counter
+
+    def release(self, k: int, entries: np.ndarray, counts: np.ndarray | int = 1) -> None:
+        """``counts`` of the external events that entries ``entries`` of step ``k`` wait for happened.
+
+        Entries left waiting for nothing start at once. Releasing more events than
+        an entry's gate holds raises :class:`~commsim.errors.ConfigError`.
+        """
+        entries = np.asarray(entries, dtype=np.int64)
+        gate = self._gates.get(k)
+        if gate is None or entries.size == 0:
+            if entries.size:
+                raise ConfigError(field="release", value=k, rule="names a step without external gates",
+                                  fix="gate the step when creating the run (gates={step: counts})")
+            return
+        counts = np.broadcast_to(np.asarray(counts, dtype=np.int64), entries.shape)
+        left = self._released.setdefault(k, gate.copy())
+        np.subtract.at(left, entries, counts)
+        if left[entries].min() < 0:
+            raise ConfigError(field="release", value=f"step {k}, entry {int(entries[np.argmin(left[entries])])}",
+                              rule="gets more external events than its gate holds",
+                              fix="release each gated entry at most as many times as its gate count")
+        counter = self._counter(k)
+        np.subtract.at(counter, entries, counts)
+        touched = np.unique(entries)
+        ready = touched[counter[touched] == 0]
+        if ready.size and self._begun:   # before the run begins, _begin launches them
+            self._launch(k, ready)
 
     def _launch(self, k: int, entries: np.ndarray) -> None:
         size = len(self.schedule.steps[k])
@@ -222,8 +276,17 @@ class CollectiveRun:
         if remote is not None and self.config.remote_efficiency is not None:
             wire = np.where(remote, step.nbytes[entries] / self.config.remote_efficiency, wire)
         self.wire_bytes += float(wire.sum())
+        hooks = self._hooks
+        if hooks is None:
+            terms, delivered = _PLAIN, lambda idx: self._arrived(k, entries[idx])
+        else:
+            terms = hooks.starting(k, entries, wire)
+
+            def delivered(idx: np.ndarray) -> None:
+                hooks.delivered(k, entries[idx])
+                self._arrived(k, entries[idx])
         sent = self.sim.network.send(routes, wire, label=f"{self.label} step {k}", priority=self.config.priority,
-                                     on_delivered=lambda idx: self._arrived(k, entries[idx]),
+                                     weight=terms.weight, cap=terms.cap, extra=terms.extra, on_delivered=delivered,
                                      record=self.config.record == "flows")
         if sent.routes is not routes and entries.shape[0] == len(step):
             self._routes[self._route_key(step)] = sent.routes  # routed again after a failure: keep the new ones
@@ -302,6 +365,7 @@ class CollectiveRun:
         self.rank_end[step.dst[entries]] = now
         self.rank_end[step.src[entries]] = np.fmax(self.rank_end[step.src[entries]], now)
         self._left -= entries.shape[0]
+        last = self._left == 0   # read now: a transfer delivered at once (no resources) completes inside the loop
         if self._on_copy_done is not None:
             copies = self._copy_left.shape[0]
             done = np.bincount(step.dst[entries] // self._copy_size, minlength=copies)
@@ -313,15 +377,12 @@ class CollectiveRun:
             waiting = _gather(order, ptr, entries)
             if waiting.size == 0:
                 continue
-            counter = self._counters.get(k2)
-            if counter is None:
-                counter = self.schedule.steps[k2].waits.copy()
-                self._counters[k2] = counter
+            counter = self._counter(k2)
             counter[waiting] -= 1
             ready = waiting[counter[waiting] == 0]
             if ready.size:
                 self._launch(k2, ready)
-        if self._left == 0:
+        if last:
             self._finish()
 
     def _finish(self) -> None:
@@ -340,6 +401,21 @@ class CollectiveRun:
     def time(self) -> float:
         """Duration from start to the last arrival, seconds."""
         return self.end_time - self.start_time
+
+
+_PLAIN = TransferTerms()
+
+
+def _check_gates(gates: Mapping[int, np.ndarray], schedule: Schedule) -> dict[int, np.ndarray]:
+    """The gates as int64 arrays aligned with their steps, or a ConfigError naming the bad one."""
+    out = {}
+    for k, counts in gates.items():
+        arr = np.asarray(counts, dtype=np.int64)
+        if not 0 <= k < len(schedule.steps) or arr.shape != (len(schedule.steps[k]),) or (arr.size and arr.min() < 0):
+            raise ConfigError(field="gates", value=k, rule="must map a step of the schedule to one count >= 0 per "
+                              "entry", fix="give {step: array of external events each entry waits for}")
+        out[k] = arr
+    return out
 
 
 def _servers(sim: Simulation, group: list[str]) -> np.ndarray:

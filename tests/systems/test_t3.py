@@ -19,7 +19,6 @@ from commsim.cli._app import main
 from commsim.errors import ConfigError
 from commsim.network.generators import ring, switch
 from commsim.systems import StudyContext, get_study
-from commsim.systems.t3.all_gather import RingAllGather
 from commsim.systems.t3.calibration import (
     CALIBRATION_CLAIMS,
     _bisect,
@@ -29,6 +28,7 @@ from commsim.systems.t3.calibration import (
     motivation_experiment,
     t3_geomean_speedup,
 )
+from commsim.systems.t3.collective import RingAllGather
 from commsim.systems.t3.context import RingContext
 from commsim.systems.t3.end_to_end import patched_trace
 from commsim.systems.t3.gemm import GemmDriver
@@ -451,7 +451,7 @@ def test_scenario_runs_end_to_end_and_bad_topology_exits_2(tmp_path, capsys) -> 
     assert "is not a ring of 8 GPUs" in err and "Fix:" in err
 
 
-@pytest.mark.parametrize("name", ["tiling", "tracker", "ring", "shapes", "params", "interference", "knobs", "calibration"])
+@pytest.mark.parametrize("name", ["tiling", "ring", "shapes", "params", "interference", "knobs", "calibration"])
 def test_docstring_examples(name: str) -> None:
     module = importlib.import_module(f"commsim.systems.t3.{name}")
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)

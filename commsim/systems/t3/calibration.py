@@ -64,11 +64,10 @@ from functools import partial
 import numpy as np
 
 from commsim.devices.spec import device_spec
-from commsim.systems.t3.all_gather import RingAllGather
+from commsim.systems.t3.collective import RingAllGather, RingReduceScatter
 from commsim.systems.t3.context import RingContext
 from commsim.systems.t3.gemm import GemmDriver
 from commsim.systems.t3.knobs import Knobs
-from commsim.systems.t3.reduce_scatter import RingReduceScatter
 from commsim.systems.t3.ring import build_ring
 from commsim.systems.t3.shapes import SublayerGemm, sublayer_gemm
 from commsim.systems.t3.sublayer import plans_for, simulate_sublayer

@@ -29,11 +29,10 @@ import numpy as np
 
 from commsim.network.topology import Topology
 from commsim.results.result import Result
-from commsim.systems.t3.all_gather import RingAllGather
+from commsim.systems.t3.collective import RingAllGather, RingReduceScatter
 from commsim.systems.t3.context import RingContext
 from commsim.systems.t3.gemm import GemmDriver
 from commsim.systems.t3.knobs import VARIANTS, Knobs
-from commsim.systems.t3.reduce_scatter import RingReduceScatter
 from commsim.systems.t3.ring import build_ring
 from commsim.systems.t3.shapes import SublayerGemm
 from commsim.systems.t3.tiling import TileGrid, WavePlan, chunk_bounds, wave_plan
@@ -156,7 +155,7 @@ def simulate_sublayer(gemm: SublayerGemm, variant: str, knobs: Knobs, *, topolog
     ag_end = float(np.nanmax(ag.done_at))
     dram = {(kind, cat): ctx.ledger.per_gpu(kind, cat) for kind in ("read", "write") for cat in ("gemm", "rs", "ag")}
     wire = ctx.wire.get("reduce-scatter", 0.0) + ctx.wire.get("remote stores", 0.0)
-    triggers = [t for r in rs_list for t in r.tracker.log]
+    triggers = [t for r in rs_list for t in r.triggers]
     steps = [s for r in rs_list for s in r.step_log]
     return SublayerRun(gemm=gemm, variant=variant, time=ag_end, gemm_end=float(np.nanmax(driver.done_at)),
                        rs_end=rs_end, ag_end=ag_end, dram=dram, wire_bytes=wire, triggers=triggers,
