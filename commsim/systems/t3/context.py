@@ -90,8 +90,8 @@ class RingContext:
         spec = devices[0].spec
         self.spec = spec
         self.cus = int(spec.compute_units or 80)
-        efficiency = knobs.gemm_efficiency if knobs.gemm_efficiency is not None else spec.efficiency
-        self.peak_rate = spec.peak("fp16") * efficiency
+        self.efficiency = knobs.gemm_efficiency if knobs.gemm_efficiency is not None else spec.efficiency
+        self.peak_rate = spec.peak("fp16") * self.efficiency
         self.hbm_capacity = spec.memory_bandwidth * knobs.hbm_efficiency
         self.hbm = np.array([d.memory_resource for d in devices], dtype=np.int64)
         self.compute = np.array([d.compute_resource for d in devices], dtype=np.int64)

@@ -4,7 +4,8 @@ A wave (see :mod:`commsim.systems.t3.tiling`) runs in two phases:
 
 1. **main loop** — one activity measured in bytes of operand reads (after the
    L2) on the GPU's HBM (1 per byte) and compute resource (``FLOP / (bytes ·
-   peak·efficiency)`` of the device per byte/s), capped at the wave's share of
+   peak·efficiency)`` of the device per byte/s) — the devices' roofline activity,
+   :func:`~commsim.devices.device.kernel_activity` — capped at the wave's share of
    the compute units: a wave of ``w`` tiles uses ``w`` of the ``cus`` CUs. Alone
    it takes the roofline time ``max(FLOP / (w/cus·peak·eff), reads / HBM)``;
    while T3's DMA and near-memory updates stream through the same HBM, its
@@ -28,6 +29,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from commsim.devices.device import kernel_activity
 from commsim.systems.t3.context import RingContext
 from commsim.systems.t3.tiling import WavePlan
 
@@ -116,20 +118,20 @@ class GemmDriver:
             reads = float(plan.read_bytes[w])
             flop_rate = min(tiles, self.cus) / ctx.cus * ctx.peak_rate   # the wave's CUs at full speed
             weights[i] = ctx.weight(min(tiles, self.cus))
-            if reads > 0:   # measured in bytes read, like Device.compute: HBM shares are byte shares
-                amounts[i] = reads
+            # the devices' roofline activity (bytes read when there are any, else FLOP), capped at the wave's CUs
+            amounts[i], (c_compute, c_memory) = kernel_activity(ctx.spec, flops, reads, "fp16", ctx.efficiency)
+            if reads > 0:
                 caps[i] = flop_rate * reads / flops
                 r = [int(ctx.compute[g]), int(ctx.hbm[g])]
-                c = [flops / reads / ctx.peak_rate, 1.0]
+                c = [c_compute, c_memory]
                 if ctx.arbiter is not None:
                     r.append(int(ctx.arbiter.port[g]))
                     c.append(1.0)
                 demand[i] = caps[i]
             else:
-                amounts[i] = flops
                 caps[i] = flop_rate
                 r = [int(ctx.compute[g])]
-                c = [1.0 / ctx.peak_rate]
+                c = [c_compute]
                 demand[i] = 0.0
             if ctx.interference is not None:   # binds at the roofline rate / (1 + kappa·u·d)
                 r.append(int(ctx.interference.stall[g]))
