@@ -220,7 +220,7 @@ def simulate(source: Any, *, overrides: dict[str, Any] | None = None, progress: 
         _check_timeline_devices(scenario, topology)
         _check_world(scenario, topology)
     if isinstance(workload, StudyWorkload):
-        run = _run_study(scenario, workload, topology, progress)
+        run = _run_study(scenario, workload, topology, progress, faults)
     elif isinstance(workload, CollectiveWorkload):
         run = _run_collective(scenario, workload, _need_topology(scenario, topology), faults, progress)
     else:
@@ -260,7 +260,7 @@ def scenario_faults(scenario: Scenario, topology: Topology | None) -> list[Any]:
         raise ConfigError(field="fault_horizon", value=scenario.fault_horizon, rule="has no fault_rates to draw from",
                           fix="add fault_rates (e.g. {link_down: '1 /h'}) or drop fault_horizon")
     given = bool(scenario.faults) or scenario.fault_rates is not None
-    if given and isinstance(scenario.workload, StudyWorkload):
+    if given and isinstance(scenario.workload, StudyWorkload) and not _study_takes_faults(scenario.workload):
         raise ConfigError(field="faults" if scenario.faults else "fault_rates", value=scenario.workload.study,
                           rule="cannot be applied to a study workload: studies build their own simulations",
                           fix="drop faults/fault_rates from this scenario, or run a trace, training, inference, "
@@ -273,6 +273,12 @@ def scenario_faults(scenario: Scenario, topology: Topology | None) -> list[Any]:
     if scenario.fault_rates is not None:
         faults += draw_faults(scenario.fault_rates, topology, scenario.fault_horizon, seed=scenario.seed)
     return faults
+
+
+def _study_takes_faults(workload: StudyWorkload) -> bool:
+    from commsim.systems import get_study
+
+    return get_study(workload.study).accepts_faults
 
 
 def _simulation(scenario: Scenario, topology: Topology, faults: list[Any]) -> Simulation:
@@ -513,13 +519,13 @@ def _derangement(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _run_study(scenario: Scenario, workload: StudyWorkload, topology: Topology | None,
-               progress: Progress) -> RunResult:
+               progress: Progress, faults: list[Any]) -> RunResult:
     from commsim.systems import StudyContext, get_study
 
     study = get_study(workload.study)
     params = study.parse(workload.params)
     ctx = StudyContext(topology=topology, seed=scenario.seed, collective=scenario.collective.config(),
-                       record=scenario.outputs.record, progress=progress, scenario=scenario)
+                       record=scenario.outputs.record, progress=progress, scenario=scenario, faults=faults)
     out = study.run(params, ctx)
     return RunResult(scenario=scenario, metrics=out.metrics, result=out.result, tables=out.tables, csv=out.csv,
                      figures=out.figures, notes=out.notes, topology=topology)

@@ -33,7 +33,9 @@ class StudyContext:
 
     ``topology`` is the scenario's topology (None when the scenario gives none;
     a study then builds its own from its parameters). ``progress(done, total,
-    what)`` moves the progress bar.
+    what)`` moves the progress bar. ``faults`` are the scenario's faults (checked
+    against the topology), given only to a study whose ``accepts_faults`` is set:
+    it schedules them on every simulation it runs on that topology.
     """
 
     topology: Any = None
@@ -42,6 +44,7 @@ class StudyContext:
     record: str = "auto"
     progress: Progress = _no_progress
     scenario: Any = None
+    faults: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -69,6 +72,8 @@ class Study(ABC):
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
     params: ClassVar[type[StrictModel]] = StrictModel
+    accepts_faults: ClassVar[bool] = False
+    """Whether the study applies a scenario's ``faults`` (else a scenario giving them is refused)."""
 
     def parse(self, params: dict[str, Any]) -> StrictModel:
         """Validate the scenario's ``params`` mapping (errors are prefixed ``workload.params``)."""

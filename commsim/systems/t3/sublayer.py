@@ -22,8 +22,10 @@ last GPU holds the whole all-reduced output.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -96,14 +98,21 @@ def plans_for(gemm: SublayerGemm, knobs: Knobs, *, cus: int, pieces: int = 1
 
 
 def simulate_sublayer(gemm: SublayerGemm, variant: str, knobs: Knobs, *, topology: Topology | None = None,
-                      record: bool = False) -> SublayerRun:
-    """Simulate ``gemm``'s sublayer under ``variant`` on a ring (built from ``knobs`` unless ``topology`` is given)."""
+                      record: bool = False, faults: Sequence[Any] = ()) -> SublayerRun:
+    """Simulate ``gemm``'s sublayer under ``variant`` on a ring (built from ``knobs`` unless ``topology`` is given).
+
+    ``faults`` (fault models or mappings, :mod:`commsim.faults`; times from the sublayer's start)
+    happen during the run: a failed ring link sends its reduce-scatter and all-gather steps
+    the long way round the ring, a straggler slows its GPU's GEMM.
+    """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
     p = gemm.tp
     topo = topology if topology is not None else build_ring(p, bandwidth=knobs.link_bandwidth,
                                                             latency=knobs.link_latency, device=knobs.device)
     ctx = RingContext(topo, p, knobs, mca=variant == "t3_mca", record=record, name=f"{gemm.label} {variant}")
+    if faults:
+        ctx.sim.schedule_faults(faults)
     total_cus = ctx.cus
     pieces = knobs.coarse_chunks if variant == "coarse" else 1
     gemm_cus = total_cus - knobs.coarse_comm_cus if variant == "coarse" else total_cus
