@@ -418,10 +418,10 @@ def test_scenario_faults_reach_the_t3_study(tmp_path) -> None:
     scenario = {"name": "t3-faults", "topology": "topologies/mi210_ring8.yaml",
                 "workload": {"kind": "study", "study": "t3", "params": params}}
     clean = simulate(scenario).tables["sublayers"].set_index("variant")["time"]
-    degraded = simulate({**scenario, "faults": [{"kind": "link_degraded", "at": 0, "link": ["gpu3", "gpu4"],
-                                                 "factor": 0.5}]}).tables["sublayers"].set_index("variant")["time"]
+    failed = simulate({**scenario, "faults": [{"kind": "link_down", "at": 0, "link": ["gpu3", "gpu4"]}]}
+                      ).tables["sublayers"].set_index("variant")["time"]
     for variant in ("sequential", "t3"):
-        assert degraded[variant] > clean[variant] * 1.05, variant
+        assert failed[variant] > clean[variant] * 1.05, variant
 
 
 # ---------------------------------------------------------------------- bad input
