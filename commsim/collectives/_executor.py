@@ -123,12 +123,16 @@ class CollectiveRun:
     tile is written); :meth:`release` delivers those events. ``hooks``
     (:class:`~commsim.collectives.hooks.TransferHooks`) adds resources, a rate cap
     and a weight to every batch of transfers and is told of their delivery.
-    Both need ``mode="steps"``.
+    Both need ``mode="steps"``. ``coalesce`` sends the entries of a step that
+    become ready at one instant from separate events (arrivals of different
+    batches, releases) as one batch, at the end of the instant: fewer, larger
+    batches when ranks drift apart (the same times).
     """
 
     def __init__(self, sim: Simulation, schedule: Schedule, group: list[str], config: CollectiveConfig,
                  *, label: str = "", copies: int = 1, on_copy_done: Callable[[int, float], None] | None = None,
-                 gates: Mapping[int, np.ndarray] | None = None, hooks: TransferHooks | None = None) -> None:
+                 gates: Mapping[int, np.ndarray] | None = None, hooks: TransferHooks | None = None,
+                 coalesce: bool = False) -> None:
         if len(group) != schedule.ranks:
             raise ConfigError(field="group", value=len(group), rule=f"does not match the schedule's {schedule.ranks} "
                               "ranks", fix="build the schedule for the group size")
@@ -160,6 +164,8 @@ class CollectiveRun:
         self._on_copy_done = on_copy_done
         self._counters: dict[int, np.ndarray] = {}
         self._released: dict[int, np.ndarray] = {}
+        self._coalesce = coalesce
+        self._queued: dict[int, list[np.ndarray]] = {}
         self._begun = False
         self._launched = np.zeros(len(schedule.steps), dtype=np.int64)
         self._dependents: list[list[tuple[int, np.ndarray, np.ndarray]]] = [[] for _ in schedule.steps]
@@ -266,7 +272,24 @@ class CollectiveRun:
         else:
             self._send(k, entries)
 
-    def _send(self, k: int, entries: np.ndarray) -> None:
+    def _queue(self, k: int, entries: np.ndarray) -> None:
+        """Hold ``entries`` of step ``k`` until the end of this instant (``coalesce``)."""
+        if not self._queued:
+            self.sim.env.timeout(0).callbacks.append(self._flush)
+        self._queued.setdefault(k, []).append(entries)
+
+    def _flush(self, _event: Event) -> None:
+        queued, self._queued = self._queued, {}
+        for k, parts in queued.items():
+            entries = parts[0] if len(parts) == 1 else np.sort(np.concatenate(parts))
+            if len(parts) > 1 and entries.shape[0] == len(self.schedule.steps[k]):
+                entries = self._all(entries.shape[0])   # in step order, to line up with the step's route set
+            self._send(k, entries, queued=True)
+
+    def _send(self, k: int, entries: np.ndarray, *, queued: bool = False) -> None:
+        if self._coalesce and not queued:
+            self._queue(k, entries)
+            return
         step = self.schedule.steps[k]
         routes = self._route_set(step)
         if entries.shape[0] != len(step):

@@ -148,3 +148,19 @@ def test_a_local_step_without_resources_completes_at_once_and_the_run_ends_once(
     sim, run = _run(schedule=schedule)
     sim.run()
     assert run.done.triggered and run.end_time == pytest.approx((N - 1) * STEP, rel=1e-9)
+
+
+@pytest.mark.parametrize("coalesce", [False, True])
+def test_coalesce_sends_what_one_instant_readies_as_one_batch_at_the_same_times(coalesce: bool) -> None:
+    sim = Simulation(ring(n=N, bandwidth=BW, latency=LAT), record_usage=False)
+    run = CollectiveRun(sim, ring_reduce_scatter(N, SIZE), GROUP, CollectiveConfig(),
+                        gates={0: np.ones(N, dtype=np.int64)}, coalesce=coalesce)
+    batches: list[int] = []
+    send = sim.network.send
+    sim.network.send = lambda routes, nbytes, **kw: batches.append(len(routes)) or send(routes, nbytes, **kw)
+    run.start()
+    for gpu in range(N):            # four separate events at t = 1 ms
+        sim.env.timeout(1e-3).callbacks.append(lambda _ev, g=gpu: run.release(0, np.array([g])))
+    sim.run()
+    assert run.end_time == pytest.approx(1e-3 + (N - 1) * STEP, rel=1e-12)
+    assert batches == ([N] * (N - 1) if coalesce else [1] * (N * (N - 1)))   # separate events stay separate

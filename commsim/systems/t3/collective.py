@@ -97,7 +97,13 @@ class RingTraffic:
             self.dst_coef = knobs.nmc_update_cost if mode == "dma" else 0.0
         self.sent_at = np.full((ctx.p, ctx.p + 1), np.nan)
         self.log: list[tuple[int, int, int, float, float]] = []
-        self.starts: list[tuple[float, int, int]] = []
+        self._starts: list[tuple[float, np.ndarray, np.ndarray]] = []
+
+    @property
+    def starts(self) -> list[tuple[float, int, int]]:
+        """``(time, gpu, chunk)`` of every transfer as it was triggered."""
+        return [(t, g, c) for t, gpus, chunks in self._starts
+                for g, c in zip(gpus.tolist(), chunks.tolist(), strict=True)]
 
     def _where(self, k: int, gpus: np.ndarray) -> tuple[int, np.ndarray]:
         s = k + self.offset
@@ -115,7 +121,7 @@ class RingTraffic:
         s, chunks = self._where(k, entries)
         self.sent_at[entries, s] = now
         if self.category == "rs":
-            self.starts.extend((now, g, c) for g, c in zip(entries.tolist(), chunks.tolist(), strict=True))
+            self._starts.append((now, entries, chunks))
         if k == self.final:
             if self.mode != "cu":
                 return TransferTerms()      # nothing to move: the chunk is complete
@@ -219,7 +225,7 @@ class RingReduceScatter:
         self.traffic = RingTraffic(ctx, chunk_bytes, mode, cus=cus, name=name, category="rs", shift=0,
                                    offset=self.offset, final=len(steps) - 1, on_final=self._done)
         self.run = CollectiveRun(ctx.sim, schedule, ctx.names, _config(ctx), label=name, gates=gates,
-                                 hooks=self.traffic)
+                                 hooks=self.traffic, coalesce=True)
         self.run.start()
         self.done_at = np.full(p, np.nan)
 
@@ -290,7 +296,7 @@ class RingAllGather:
         self.traffic = RingTraffic(ctx, chunk_bytes, "cu", cus=cus, name=name, category="ag", shift=1,
                                    on_final=self._last)
         self.run = CollectiveRun(ctx.sim, schedule, ctx.names, _config(ctx), label=name,
-                                 gates={0: np.ones(p, dtype=np.int64)}, hooks=self.traffic)
+                                 gates={0: np.ones(p, dtype=np.int64)}, hooks=self.traffic, coalesce=True)
         self.run.start()
         self.done_at = np.full(p, np.nan)
 
