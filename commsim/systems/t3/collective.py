@@ -172,6 +172,13 @@ def _chunked(schedule: Schedule, chunk_bytes: np.ndarray, shift: int) -> list[St
     return [replace(step, nbytes=chunk_bytes[(step.src + shift - s) % p]) for s, step in enumerate(schedule.steps)]
 
 
+def _release(run: CollectiveRun, k: int, entries: np.ndarray, counts: np.ndarray | int) -> None:
+    """Release gated entries; the collective starts with the first release (its span begins there)."""
+    run.release(k, entries, counts)
+    if run.start_time != run.start_time:   # NaN: not started yet
+        run.start()
+
+
 def _config(ctx: RingContext) -> CollectiveConfig:
     return CollectiveConfig(record="flows" if ctx.record else "none")
 
@@ -226,7 +233,6 @@ class RingReduceScatter:
                                    offset=self.offset, final=len(steps) - 1, on_final=self._done)
         self.run = CollectiveRun(ctx.sim, schedule, ctx.names, _config(ctx), label=name, gates=gates,
                                  hooks=self.traffic, coalesce=True)
-        self.run.start()
         self.done_at = np.full(p, np.nan)
 
     @property
@@ -252,7 +258,7 @@ class RingReduceScatter:
 
     def remote(self, gpus: np.ndarray, chunks: np.ndarray, counts: np.ndarray) -> None:
         """Remote stores of ``counts[i]`` tiles of chunk ``chunks[i]`` landed on ``gpus[i]``."""
-        self.run.release(0, np.asarray(gpus, dtype=np.int64), np.asarray(counts, dtype=np.int64))
+        _release(self.run, 0, np.asarray(gpus, dtype=np.int64), np.asarray(counts, dtype=np.int64))
 
     def local_all(self, gpus: np.ndarray) -> None:
         """Every local update still missing on ``gpus`` arrives now (the producer finished)."""
@@ -273,7 +279,7 @@ class RingReduceScatter:
     def _release(self, steps: np.ndarray, gpus: np.ndarray, counts: np.ndarray) -> None:
         for k in np.unique(steps).tolist():
             mine = steps == k
-            self.run.release(k, gpus[mine], counts[mine])
+            _release(self.run, k, gpus[mine], counts[mine])
 
     def _done(self, gpus: np.ndarray) -> None:
         self.done_at[gpus] = self.ctx.env.now
@@ -297,7 +303,6 @@ class RingAllGather:
                                    on_final=self._last)
         self.run = CollectiveRun(ctx.sim, schedule, ctx.names, _config(ctx), label=name,
                                  gates={0: np.ones(p, dtype=np.int64)}, hooks=self.traffic, coalesce=True)
-        self.run.start()
         self.done_at = np.full(p, np.nan)
 
     @property
@@ -307,7 +312,7 @@ class RingAllGather:
 
     def start(self, gpus: np.ndarray) -> None:
         """The reduced chunk of each of ``gpus`` is complete: its all-gather may begin."""
-        self.run.release(0, np.asarray(gpus, dtype=np.int64))
+        _release(self.run, 0, np.asarray(gpus, dtype=np.int64), 1)
 
     def _last(self, gpus: np.ndarray) -> None:
         now = self.ctx.env.now   # the last step reached gpus + 1 and gpus' own last send is through
