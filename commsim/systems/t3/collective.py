@@ -191,7 +191,8 @@ class RingReduceScatter:
     chunk_bytes:
         Bytes of each of the ``p`` chunks.
     local_need:
-        ``p x p``: local updates chunk ``c`` on GPU ``g`` waits for (tiles, or 1 for "GEMM done").
+        Per chunk ``c``, the local updates it waits for on every GPU (its tiles, or 1 event: "GEMM
+        done"; 2 for a coarse piece: "piece done" and "previous piece's reduce-scatter done").
     remote_tiles:
         Per chunk ``c``, tiles GPU ``c`` stores remotely into GPU ``c+1`` (T3's remote first
         chunk; None: step 0 is a normal send).
@@ -199,7 +200,7 @@ class RingReduceScatter:
         Called with the GPUs whose reduced chunk is complete.
     """
 
-    def __init__(self, ctx: RingContext, chunk_bytes: np.ndarray, mode: Mode, *, local_need: np.ndarray,
+    def __init__(self, ctx: RingContext, chunk_bytes: np.ndarray, mode: Mode, *, local_need: np.ndarray | int,
                  cus: int = 0, remote_tiles: np.ndarray | None = None, name: str = "reduce-scatter",
                  on_done: Callable[[np.ndarray], None] | None = None) -> None:
         p = ctx.p
@@ -219,16 +220,10 @@ class RingReduceScatter:
             steps = [replace(steps[1], deps=(), _waits=None)] + [
                 replace(st, deps=tuple(Dep(d.step - 1, d.index) for d in st.deps), _waits=None) for st in steps[2:]]
         schedule = Schedule("reduce_scatter", "ring", p, float(chunk_bytes.sum()) * p, steps, notes="T3 chunks")
-        self.local_left = np.array(local_need, dtype=np.int64)
-        step_of = (gpus[:, None] - gpus[None, :]) % p          # [g, c]: the ring step in which g sends c
-        self.local_left[step_of < self.offset] = 0            # partial sums that left as remote stores
-        gates = {}
-        for k in range(len(steps)):
-            s = k + self.offset
-            gate = self.local_left[gpus, (gpus - s) % p].copy()
-            if self.offset and s == 1:
-                gate += np.asarray(remote_tiles, dtype=np.int64)[(gpus - 1) % p]
-            gates[k] = gate
+        need = np.broadcast_to(np.asarray(local_need, dtype=np.int64), (p,))
+        gates = {k: need[(gpus - k - self.offset) % p] for k in range(len(steps))}
+        if self.offset:   # the first transfer also waits for the tiles stored into its GPU
+            gates[0] = gates[0] + np.asarray(remote_tiles, dtype=np.int64)[(gpus - 1) % p]
         self.traffic = RingTraffic(ctx, chunk_bytes, mode, cus=cus, name=name, category="rs", shift=0,
                                    offset=self.offset, final=len(steps) - 1, on_final=self._done)
         self.run = CollectiveRun(ctx.sim, schedule, ctx.names, _config(ctx), label=name, gates=gates,
@@ -248,38 +243,20 @@ class RingReduceScatter:
     # ------------------------------------------------------------------ inputs
     def local(self, gpus: np.ndarray, chunks: np.ndarray, counts: np.ndarray) -> None:
         """``counts[i]`` local updates of chunk ``chunks[i]`` were written on GPU ``gpus[i]``."""
-        gpus = np.asarray(gpus, dtype=np.int64)
-        chunks = np.asarray(chunks, dtype=np.int64)
-        counts = np.broadcast_to(np.asarray(counts, dtype=np.int64), gpus.shape)
-        keep = self.local_left[gpus, chunks] > 0
-        gpus, chunks, counts = gpus[keep], chunks[keep], counts[keep]
-        np.subtract.at(self.local_left, (gpus, chunks), counts)
-        self._release((gpus - chunks) % self.p - self.offset, gpus, counts)
+        steps = (gpus - chunks) % self.p - self.offset
+        for k in np.unique(steps).tolist():
+            mine = steps == k
+            _release(self.run, k, gpus[mine], counts[mine])
 
     def remote(self, gpus: np.ndarray, chunks: np.ndarray, counts: np.ndarray) -> None:
         """Remote stores of ``counts[i]`` tiles of chunk ``chunks[i]`` landed on ``gpus[i]``."""
         _release(self.run, 0, np.asarray(gpus, dtype=np.int64), np.asarray(counts, dtype=np.int64))
 
-    def local_all(self, gpus: np.ndarray) -> None:
-        """Every local update still missing on ``gpus`` arrives now (the producer finished)."""
-        self._local_rows(gpus, all_left=True)
-
-    def local_step(self, gpus: np.ndarray) -> None:
-        """One local event for every chunk of ``gpus`` still waiting (a GEMM piece, or the stream's previous
-        kernel, finished)."""
-        self._local_rows(gpus, all_left=False)
-
-    def _local_rows(self, gpus: np.ndarray, *, all_left: bool) -> None:
-        gpus = np.asarray(gpus, dtype=np.int64)
-        g_idx, c_idx = np.nonzero(self.local_left[gpus] > 0)
-        rows = gpus[g_idx]
-        counts = self.local_left[rows, c_idx] if all_left else np.ones(g_idx.size, dtype=np.int64)
-        self.local(rows, c_idx, counts)
-
-    def _release(self, steps: np.ndarray, gpus: np.ndarray, counts: np.ndarray) -> None:
-        for k in np.unique(steps).tolist():
-            mine = steps == k
-            _release(self.run, k, gpus[mine], counts[mine])
+    def local_event(self, gpus: np.ndarray) -> None:
+        """One local event for every chunk of ``gpus`` (the GEMM, a GEMM piece or the stream's previous
+        kernel finished there)."""
+        for k in range(len(self.run.schedule.steps)):
+            _release(self.run, k, gpus, 1)
 
     def _done(self, gpus: np.ndarray) -> None:
         self.done_at[gpus] = self.ctx.env.now

@@ -125,7 +125,7 @@ def simulate_sublayer(gemm: SublayerGemm, variant: str, knobs: Knobs, *, topolog
         chunk_bytes = np.array([grid.tile_bytes[plan0.chunk_of_tile == c].sum() for c in range(p)])
         remote = counts.copy() if knobs.remote_first_chunk else None
         mode = "free" if variant == "ideal" else "dma"
-        rs = RingReduceScatter(ctx, chunk_bytes, mode, local_need=np.tile(counts, (p, 1)), remote_tiles=remote,
+        rs = RingReduceScatter(ctx, chunk_bytes, mode, local_need=counts, remote_tiles=remote,
                                on_done=ag.start)
         store_coef = 1.0 if variant == "ideal" else knobs.nmc_update_cost
         remote_coef = 0.0 if variant == "ideal" else knobs.nmc_update_cost
@@ -136,26 +136,22 @@ def simulate_sublayer(gemm: SublayerGemm, variant: str, knobs: Knobs, *, topolog
     elif variant == "sequential":
         plan0 = plans[0][0]
         chunk_bytes = np.array([grid.tile_bytes[plan0.chunk_of_tile == c].sum() for c in range(p)])
-        rs = RingReduceScatter(ctx, chunk_bytes, "cu", cus=knobs.rccl_cus, local_need=np.ones((p, p), dtype=np.int64),
-                               on_done=ag.start)
-        driver = GemmDriver(ctx, [list(pl) for pl in plans], cus=gemm_cus, on_done=rs.local_all)
+        rs = RingReduceScatter(ctx, chunk_bytes, "cu", cus=knobs.rccl_cus, local_need=1, on_done=ag.start)
+        driver = GemmDriver(ctx, [list(pl) for pl in plans], cus=gemm_cus, on_done=rs.local_event)
         rs_list = [rs]
     else:  # coarse
         rs_list = []
         for i in range(pieces):
             plan_i = plans[0][i]
             chunk_bytes = np.array([grid.tile_bytes[plan_i.chunk_of_tile == c].sum() for c in range(p)])
-            need = np.full((p, p), 1 if i == 0 else 2, dtype=np.int64)   # piece done (+ previous RS done)
+            need = 1 if i == 0 else 2   # piece done (+ previous piece's reduce-scatter done: stream order)
             rs_list.append(RingReduceScatter(ctx, chunk_bytes, "cu", cus=knobs.coarse_comm_cus, local_need=need,
                                              name="reduce-scatter"))
         for i, rs_i in enumerate(rs_list):
-            if i + 1 < pieces:
-                rs_i.on_done = _chain(rs_list[i + 1])
-            else:
-                rs_i.on_done = ag.start
+            rs_i.on_done = rs_list[i + 1].local_event if i + 1 < pieces else ag.start
 
         def piece_done(gpus: np.ndarray, piece: int) -> None:
-            rs_list[piece].local_step(gpus)
+            rs_list[piece].local_event(gpus)
 
         driver = GemmDriver(ctx, [list(pl) for pl in plans], cus=gemm_cus, on_piece=piece_done)
     driver.start()
@@ -170,11 +166,6 @@ def simulate_sublayer(gemm: SublayerGemm, variant: str, knobs: Knobs, *, topolog
                        rs_end=rs_end, ag_end=ag_end, dram=dram, wire_bytes=wire, triggers=triggers,
                        waves=driver.stage_log, rs_steps=steps, result=result if record else None,
                        hbm_bytes=float(ctx.kernel.carried()[ctx.hbm].mean()))
-
-
-def _chain(next_rs: RingReduceScatter):
-    """``on_done`` of one piece's reduce-scatter: the next piece's may start on those GPUs (stream order)."""
-    return next_rs.local_step
 
 
 def _output_chunks(grid: TileGrid, p: int) -> np.ndarray:
