@@ -9,7 +9,7 @@ launched together. Nothing here is a Python object per transfer, so a step of
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -18,6 +18,7 @@ from simpy.events import Event
 
 from commsim.collectives._lockstep import Lockstep
 from commsim.collectives._schedule import Schedule, Step, aggregate, share_waits
+from commsim.collectives.hooks import TransferHooks, TransferTerms
 from commsim.devices.device import kernel_resources, start_kernels, start_kernels_on
 from commsim.errors import ConfigError
 from commsim.network.network import RouteSet, TransferBatch
@@ -136,14 +137,31 @@ class CollectiveRun:
     A schedule tiled over ``copies`` groups calls ``on_copy_done(copy, time)`` as
     each group finishes. An ``observer`` sees every transfer (per-flow timing and
     paths, e.g. a per-connection monitor).
+
+    Two extension points serve mechanisms that drive a collective from outside
+    (T3's tracker-triggered DMAs): ``gates`` maps a step to how many external
+    events each of its entries also waits for (a chunk's DMA waits until its last
+    tile is written); :meth:`release` delivers those events. ``hooks``
+    (:class:`~commsim.collectives.hooks.TransferHooks`) adds resources, a rate cap
+    and a weight to every batch of transfers and is told of their delivery.
+    Both need ``mode="steps"``. ``coalesce`` sends the entries of a step that
+    become ready at one instant from separate events (arrivals of different
+    batches, releases) as one batch, at the end of the instant: fewer, larger
+    batches when ranks drift apart (the same times).
     """
 
     def __init__(self, sim: Simulation, schedule: Schedule, group: list[str], config: CollectiveConfig,
                  *, label: str = "", copies: int = 1, on_copy_done: Callable[[int, float], None] | None = None,
-                 observer: TransferObserver | None = None) -> None:
+                 observer: TransferObserver | None = None, gates: Mapping[int, np.ndarray] | None = None,
+                 hooks: TransferHooks | None = None, coalesce: bool = False) -> None:
         if len(group) != schedule.ranks:
             raise ConfigError(field="group", value=len(group), rule=f"does not match the schedule's {schedule.ranks} "
                               "ranks", fix="build the schedule for the group size")
+        if (gates or hooks is not None) and config.mode != "steps":
+            raise ConfigError(field="mode", value=config.mode, rule="cannot gate or hook steps that flows mode "
+                              "merges away", fix="run a gated or hooked collective with mode='steps'")
+        self._gates = _check_gates(gates or {}, schedule)
+        self._hooks = hooks
         self.sim = sim
         self._depth = 0
         if config.mode == "flows":
@@ -167,6 +185,10 @@ class CollectiveRun:
         self._on_copy_done = on_copy_done
         self._observer = observer
         self._counters: dict[int, np.ndarray] = {}
+        self._released: dict[int, np.ndarray] = {}
+        self._coalesce = coalesce
+        self._queued: dict[int, list[np.ndarray]] = {}
+        self._begun = False
         self._launched = np.zeros(len(schedule.steps), dtype=np.int64)
         self._dependents: list[list[tuple[int, np.ndarray, np.ndarray]]] = [[] for _ in schedule.steps]
         reverse_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -183,8 +205,10 @@ class CollectiveRun:
         self._remote: dict[tuple[int, int], np.ndarray] = {}
         remote = config.remote_step_latency is not None or config.remote_efficiency is not None
         self._servers = _servers(sim, self.group) if remote else None
-        # whole steps that would run alone go several at a time (per-transfer records need the sends)
-        lockstep = config.mode == "steps" and config.record != "flows" and self._servers is None
+        # whole steps that would run alone go several at a time; per-transfer records, observers, external
+        # gates, transfer hooks and coalescing all need each step's own sends
+        plain = observer is None and not self._gates and hooks is None and not coalesce
+        lockstep = config.mode == "steps" and config.record != "flows" and self._servers is None and plain
         self._lockstep = Lockstep(self) if lockstep else None
 
     # ------------------------------------------------------------------ running
@@ -198,21 +222,61 @@ class CollectiveRun:
         return self.done
 
     def _begin(self) -> None:
+        self._begun = True
         if self._left == 0:
             self._finish()
             return
         share_waits(self.schedule)
         ready_of: dict[int, np.ndarray] = {}  # by waits array: steps share them
         for k, step in enumerate(self.schedule.steps):
-            if len(step) and not step.deps:
+            if len(step) and not step.deps and k not in self._gates:
                 self._launch(k, np.arange(len(step)))
             elif len(step):
-                waits = step.waits
-                ready = ready_of.get(id(waits))
-                if ready is None:
-                    ready = ready_of[id(waits)] = np.flatnonzero(waits == 0)
+                if k in self._gates:
+                    ready = np.flatnonzero(self._counter(k) == 0)
+                else:
+                    waits = step.waits
+                    ready = ready_of.get(id(waits))
+                    if ready is None:
+                        ready = ready_of[id(waits)] = np.flatnonzero(waits == 0)
                 if ready.size:
                     self._launch(k, ready)
+
+    def _counter(self, k: int) -> np.ndarray:
+        """What each entry of step ``k`` still waits for (earlier transfers and external events)."""
+        counter = self._counters.get(k)
+        if counter is None:
+            waits = self.schedule.steps[k].waits
+            gate = self._gates.get(k)
+            counter = self._counters[k] = waits + gate if gate is not None else waits.copy()
+        return counter
+
+    def release(self, k: int, entries: np.ndarray, counts: np.ndarray | int = 1) -> None:
+        """``counts`` of the external events that entries ``entries`` of step ``k`` wait for happened.
+
+        Entries left waiting for nothing start at once. Releasing more events than
+        an entry's gate holds raises :class:`~commsim.errors.ConfigError`.
+        """
+        entries = np.asarray(entries, dtype=np.int64)
+        gate = self._gates.get(k)
+        if gate is None or entries.size == 0:
+            if entries.size:
+                raise ConfigError(field="release", value=k, rule="names a step without external gates",
+                                  fix="gate the step when creating the run (gates={step: counts})")
+            return
+        counts = np.broadcast_to(np.asarray(counts, dtype=np.int64), entries.shape)
+        left = self._released.setdefault(k, gate.copy())
+        np.subtract.at(left, entries, counts)
+        if left[entries].min() < 0:
+            raise ConfigError(field="release", value=f"step {k}, entry {int(entries[np.argmin(left[entries])])}",
+                              rule="gets more external events than its gate holds",
+                              fix="release each gated entry at most as many times as its gate count")
+        counter = self._counter(k)
+        np.subtract.at(counter, entries, counts)
+        touched = np.unique(entries)
+        ready = touched[counter[touched] == 0]
+        if ready.size and self._begun:   # before the run begins, _begin launches them
+            self._launch(k, ready)
 
     def _launch(self, k: int, entries: np.ndarray, *, may_chain: bool = True) -> None:
         size = len(self.schedule.steps[k])
@@ -247,7 +311,24 @@ class CollectiveRun:
         else:
             self._send(k, entries)
 
-    def _send(self, k: int, entries: np.ndarray) -> None:
+    def _queue(self, k: int, entries: np.ndarray) -> None:
+        """Hold ``entries`` of step ``k`` until the end of this instant (``coalesce``)."""
+        if not self._queued:
+            self.sim.env.timeout(0).callbacks.append(self._flush)
+        self._queued.setdefault(k, []).append(entries)
+
+    def _flush(self, _event: Event) -> None:
+        queued, self._queued = self._queued, {}
+        for k, parts in queued.items():
+            entries = parts[0] if len(parts) == 1 else np.sort(np.concatenate(parts))
+            if len(parts) > 1 and entries.shape[0] == len(self.schedule.steps[k]):
+                entries = self._all(entries.shape[0])   # in step order, to line up with the step's route set
+            self._send(k, entries, queued=True)
+
+    def _send(self, k: int, entries: np.ndarray, *, queued: bool = False) -> None:
+        if self._coalesce and not queued:
+            self._queue(k, entries)
+            return
         step = self.schedule.steps[k]
         routes = self._route_set(step)
         if entries.shape[0] != len(step):
@@ -257,8 +338,17 @@ class CollectiveRun:
         if remote is not None and self.config.remote_efficiency is not None:
             wire = np.where(remote, step.nbytes[entries] / self.config.remote_efficiency, wire)
         self.wire_bytes += float(wire.sum())
+        hooks = self._hooks
+        if hooks is None:
+            terms, delivered = _PLAIN, lambda idx: self._arrived(k, entries[idx])
+        else:
+            terms = hooks.starting(k, entries, wire)
+
+            def delivered(idx: np.ndarray) -> None:
+                hooks.delivered(k, entries[idx])
+                self._arrived(k, entries[idx])
         sent = self.sim.network.send(routes, wire, label=f"{self.label} step {k}", priority=self.config.priority,
-                                     on_delivered=lambda idx: self._arrived(k, entries[idx]),
+                                     weight=terms.weight, cap=terms.cap, extra=terms.extra, on_delivered=delivered,
                                      record=self.config.record == "flows")
         if sent.routes is not routes and entries.shape[0] == len(step):
             self._routes[self._route_key(step)] = sent.routes  # routed again after a failure: keep the new ones
@@ -356,6 +446,7 @@ class CollectiveRun:
         self.rank_end[step.dst[entries]] = now
         self.rank_end[step.src[entries]] = np.fmax(self.rank_end[step.src[entries]], now)
         self._left -= entries.shape[0]
+        last = self._left == 0   # read now: a transfer delivered at once (no resources) completes inside the loop
         if self._observer is not None:
             self._observer.done(self, k, entries, now)
         if self._on_copy_done is not None:
@@ -369,15 +460,12 @@ class CollectiveRun:
             waiting = _gather(order, ptr, entries)
             if waiting.size == 0:
                 continue
-            counter = self._counters.get(k2)
-            if counter is None:
-                counter = self.schedule.steps[k2].waits.copy()
-                self._counters[k2] = counter
+            counter = self._counter(k2)
             counter[waiting] -= 1
             ready = waiting[counter[waiting] == 0]
             if ready.size:
                 self._launch(k2, ready)
-        if self._left == 0:
+        if last:
             self._finish()
 
     def _finish(self) -> None:
@@ -401,6 +489,21 @@ class CollectiveRun:
     def time(self) -> float:
         """Duration from start to the last arrival, seconds."""
         return self.end_time - self.start_time
+
+
+_PLAIN = TransferTerms()
+
+
+def _check_gates(gates: Mapping[int, np.ndarray], schedule: Schedule) -> dict[int, np.ndarray]:
+    """The gates as int64 arrays aligned with their steps, or a ConfigError naming the bad one."""
+    out = {}
+    for k, counts in gates.items():
+        arr = np.asarray(counts, dtype=np.int64)
+        if not 0 <= k < len(schedule.steps) or arr.shape != (len(schedule.steps[k]),) or (arr.size and arr.min() < 0):
+            raise ConfigError(field="gates", value=k, rule="must map a step of the schedule to one count >= 0 per "
+                              "entry", fix="give {step: array of external events each entry waits for}")
+        out[k] = arr
+    return out
 
 
 def _servers(sim: Simulation, group: list[str]) -> np.ndarray:

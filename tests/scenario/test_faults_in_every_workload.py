@@ -1,5 +1,5 @@
 """Scenario faults reach every workload that runs on the network, are checked against the topology
-before anything runs, and are refused (not dropped) for studies."""
+before anything runs, and are refused (not dropped) for studies that do not apply them."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 
 from commsim.errors import ConfigError, StallError
 from commsim.scenario import simulate
+from commsim.systems import STUDIES, Study
 
 
 def _collective(**extra):
@@ -45,8 +46,18 @@ def test_fault_rates_without_a_horizon_are_refused_for_a_collective():
         simulate(_collective(fault_rates={"link_down": "1 /s"}))
 
 
-def test_faults_given_to_a_study_are_refused_not_dropped():
-    data = {"name": "s", "workload": {"kind": "study", "study": "t3", "params": {}},
+class _FaultBlindStudy(Study):
+    """A study that builds its own simulations and does not take faults."""
+
+    name = "fault_blind"
+
+    def run(self, params, ctx):
+        raise AssertionError("must not run")
+
+
+def test_faults_given_to_a_study_that_does_not_take_them_are_refused_not_dropped(monkeypatch):
+    monkeypatch.setitem(STUDIES, "fault_blind", f"{__name__}:_FaultBlindStudy")   # the registry names module:class
+    data = {"name": "s", "topology": "ring:4", "workload": {"kind": "study", "study": "fault_blind", "params": {}},
             "faults": [{"kind": "link_down", "at": 0, "link": ["gpu0", "gpu1"]}]}
     with pytest.raises(ConfigError, match="cannot be applied to a study workload"):
         simulate(data)

@@ -16,7 +16,6 @@ from commsim.cli._app import main
 from commsim.errors import ConfigError
 from commsim.network.generators import ring, switch
 from commsim.systems import StudyContext, get_study
-from commsim.systems.t3.all_gather import RingAllGather
 from commsim.systems.t3.calibration import (
     CALIBRATION_CLAIMS,
     _bisect,
@@ -26,6 +25,7 @@ from commsim.systems.t3.calibration import (
     motivation_experiment,
     t3_geomean_speedup,
 )
+from commsim.systems.t3.collective import RingAllGather
 from commsim.systems.t3.context import RingContext
 from commsim.systems.t3.end_to_end import patched_trace
 from commsim.systems.t3.gemm import GemmDriver
@@ -388,6 +388,37 @@ def test_end_to_end_trace_replaces_the_sublayers_that_have_an_all_reduce() -> No
     palm = training_trace(load_model("palm-540b").model_copy(update={"layers": 1}),
                           {"tp": 32, "strict_heads": False, "track_memory": False})
     assert patched_trace(palm, times)[1] == ("fc2_fwd", "ip_bwd")   # a parallel block: one all-reduce per pass
+
+
+# ---------------------------------------------------------------------- faults
+def test_a_failed_ring_link_sends_the_collectives_the_long_way_round(default_runs) -> None:
+    ring8 = ring(n=P, bandwidth=75e9, latency=5e-7, device="mi210_t3")
+    down = [{"kind": "link_down", "at": 0, "link": ["gpu0", "gpu1"]}]
+    for variant in ("sequential", "t3"):
+        clean = simulate_sublayer(GEMM, variant, Knobs(), topology=ring8)
+        assert clean.time == default_runs[variant].time        # the scenario's ring is the study's own
+        faulty = simulate_sublayer(GEMM, variant, Knobs(), topology=ring8, faults=down)
+        # GPU 0's chunks now cross the other P - 1 links, sharing them with the ring's own steps
+        assert faulty.time > clean.time * 1.05, variant
+        assert faulty.wire_bytes == pytest.approx(clean.wire_bytes, rel=1e-12)     # the same bytes, rerouted
+        slow_rs = [end - start for g, _s, _c, start, end in faulty.rs_steps if g == 0]
+        fast_rs = [end - start for g, _s, _c, start, end in clean.rs_steps if g == 0]
+        assert min(slow_rs) > max(fast_rs) * (1 + 1e-9), variant
+
+
+def test_scenario_faults_reach_the_t3_study(tmp_path) -> None:
+    from commsim.scenario import simulate
+
+    params = {"configs": [{"model": "megatron-gpt2-8.3b", "tp": 8}], "sublayers": ["ip_bwd"], "tokens": 2048,
+              "tokens_sweep": [], "end_to_end": False, "variants": ["sequential", "t3"],
+              "timeline": {"model": "megatron-gpt2-8.3b", "tp": 8, "sublayer": "ip_bwd"}}
+    scenario = {"name": "t3-faults", "topology": "topologies/mi210_ring8.yaml",
+                "workload": {"kind": "study", "study": "t3", "params": params}}
+    clean = simulate(scenario).tables["sublayers"].set_index("variant")["time"]
+    failed = simulate({**scenario, "faults": [{"kind": "link_down", "at": 0, "link": ["gpu3", "gpu4"]}]}
+                      ).tables["sublayers"].set_index("variant")["time"]
+    for variant in ("sequential", "t3"):
+        assert failed[variant] > clean[variant] * 1.05, variant
 
 
 # ---------------------------------------------------------------------- bad input

@@ -2,8 +2,9 @@
 
 A tensor-sliced sublayer (a row-parallel GEMM whose output the TP group
 all-reduces) is simulated on a ring of GPUs: the GEMM as waves of output tiles
-over the compute units, the reduce-scatter and all-gather as flows on the ring
-links, all sharing HBM bandwidth on the fluid kernel. Variants: Sequential,
+over the compute units (the study's one plug-in driver), the reduce-scatter and
+all-gather as shared ring schedules on the shared collective executor, all
+sharing HBM bandwidth on the fluid kernel. Variants: Sequential,
 coarse-grained decomposition, Ideal overlap, T3 and T3 with memory-controller
 arbitration (T3-MCA). Modules, one concept each:
 
@@ -11,8 +12,9 @@ arbitration (T3-MCA). Modules, one concept each:
 * :mod:`~commsim.systems.t3.tiling` — tiles, reduce-scatter chunks, waves and their DRAM traffic
 * :mod:`~commsim.systems.t3.context` — one simulated ring, DRAM-byte ledger
 * :mod:`~commsim.systems.t3.gemm` — the GEMM's waves as kernel activities
-* :mod:`~commsim.systems.t3.tracker` — T3's per-chunk update counter and trigger
-* :mod:`~commsim.systems.t3.reduce_scatter`, :mod:`~commsim.systems.t3.all_gather` — the ring collectives
+* :mod:`~commsim.systems.t3.collective` — the ring reduce-scatter and all-gather: shared ring schedules run
+  by the shared collective executor, T3's tracker as its external triggers, HBM and arbitration as its
+  transfer hooks
 * :mod:`~commsim.systems.t3.arbiter` — memory-controller arbitration (MCA)
 * :mod:`~commsim.systems.t3.interference` — DRAM interference of T3's DMA traffic with the GEMM
 * :mod:`~commsim.systems.t3.sublayer` — one sublayer under one variant

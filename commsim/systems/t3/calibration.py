@@ -64,11 +64,10 @@ from functools import partial
 import numpy as np
 
 from commsim.devices.spec import device_spec
-from commsim.systems.t3.all_gather import RingAllGather
+from commsim.systems.t3.collective import RingAllGather, RingReduceScatter
 from commsim.systems.t3.context import RingContext
 from commsim.systems.t3.gemm import GemmDriver
 from commsim.systems.t3.knobs import Knobs
-from commsim.systems.t3.reduce_scatter import RingReduceScatter
 from commsim.systems.t3.ring import build_ring
 from commsim.systems.t3.shapes import SublayerGemm, sublayer_gemm
 from commsim.systems.t3.sublayer import plans_for, simulate_sublayer
@@ -117,9 +116,8 @@ def _run(gemm: SublayerGemm, knobs: Knobs, ar_bytes: float, *, gemm_cus: int | N
     if ar_cus is not None:
         chunk = np.full(p, ar_bytes / p)
         ag = RingAllGather(ctx, chunk, cus=ar_cus)
-        rs = RingReduceScatter(ctx, chunk, "cu", cus=ar_cus, local_need=np.ones((p, p), dtype=np.int64),
-                               on_done=ag.start)
-        rs.local_all(np.arange(p))
+        rs = RingReduceScatter(ctx, chunk, "cu", cus=ar_cus, local_need=1, on_done=ag.start)
+        rs.local_event(np.arange(p))
     ctx.sim.run()
     if driver is not None:
         gemm_end = float(np.nanmax(driver.done_at))

@@ -90,8 +90,8 @@ class RingContext:
         spec = devices[0].spec
         self.spec = spec
         self.cus = int(spec.compute_units or 80)
-        efficiency = knobs.gemm_efficiency if knobs.gemm_efficiency is not None else spec.efficiency
-        self.peak_rate = spec.peak("fp16") * efficiency
+        self.efficiency = knobs.gemm_efficiency if knobs.gemm_efficiency is not None else spec.efficiency
+        self.peak_rate = spec.peak("fp16") * self.efficiency
         self.hbm_capacity = spec.memory_bandwidth * knobs.hbm_efficiency
         self.hbm = np.array([d.memory_resource for d in devices], dtype=np.int64)
         self.compute = np.array([d.compute_resource for d in devices], dtype=np.int64)
@@ -115,20 +115,19 @@ class RingContext:
         if self.record:
             self.sim.recorder.span(self.names[gpu], stream, kind, name, start, end, **extra)
 
-    def send(self, src: np.ndarray, nbytes: np.ndarray, *, src_coef: float | np.ndarray, dst_coef: float,
-             cap: float = math.inf, weight: float = 1.0, priority: int = 0, label: str = "", dma: bool = False,
-             on_delivered: Callable[[np.ndarray], None]) -> None:
-        """Send ``nbytes[i]`` from each GPU ``src[i]`` to its ring neighbour, one flow each.
+    def flows_started(self, src: np.ndarray, *, src_coef: np.ndarray | float, dst_coef: float,
+                      cap: float = math.inf, dma: bool = False) -> list[tuple[list[int], list[float]]]:
+        """Flows from each GPU ``src[i]`` to its ring neighbour start; return the extra resources of each.
 
-        The flow also uses ``src_coef`` bytes of the sender's HBM and ``dst_coef`` of
-        the receiver's per byte sent (0: none); under T3-MCA it passes the arbiter's
-        admission resources too. ``dma``: the flow is moved by a DMA engine and lands as
-        near-memory updates (T3's communication), so the DRAM-interference model counts its
-        HBM traffic. ``on_delivered(i)`` gets positions into ``src``.
+        A flow also uses ``src_coef`` bytes of the sender's HBM and ``dst_coef`` of the
+        receiver's per byte sent (0: none); under T3-MCA it passes the arbiter's admission
+        resources too, and the arbiter learns what the flows may take at their link-limited
+        rate. ``dma``: the flows are moved by a DMA engine and land as near-memory updates
+        (T3's communication), so the DRAM-interference model counts their HBM traffic.
+        Call :meth:`flows_ended` with the same arguments when (some of) them end.
         """
         src = np.asarray(src, dtype=np.int64)
         dst = self.nxt(src)
-        self.wire[label] = self.wire.get(label, 0.0) + float(np.sum(nbytes))
         src_coef = np.broadcast_to(np.asarray(src_coef, dtype=float), src.shape)
         extras = []
         for s, d, cs in zip(src.tolist(), dst.tolist(), src_coef.tolist(), strict=True):
@@ -142,26 +141,50 @@ class RingContext:
                         res.append(int(self.arbiter.admit[gpu]))
                         coefs.append(coef)
             extras.append((res, coefs))
+        self._account(src, src_coef, dst_coef, cap, dma, +1)
+        return extras
+
+    def flows_ended(self, src: np.ndarray, *, src_coef: np.ndarray | float, dst_coef: float, cap: float = math.inf,
+                    dma: bool = False) -> None:
+        """Flows announced by :meth:`flows_started` (same arguments, per flow) ended."""
+        src = np.asarray(src, dtype=np.int64)
+        self._account(src, np.broadcast_to(np.asarray(src_coef, dtype=float), src.shape), dst_coef, cap, dma, -1)
+
+    def _account(self, src: np.ndarray, src_coef: np.ndarray, dst_coef: float, cap: float, dma: bool,
+                 sign: int) -> None:
+        """Tell the arbiter and the interference model that flows started (+1) or ended (-1)."""
+        rate = min(cap, self.knobs.link_bandwidth)
         if self.arbiter is not None:
-            rate = min(cap, self.knobs.link_bandwidth)
+            dst = self.nxt(src)
             ends = np.concatenate([src[src_coef > 0], dst if dst_coef > 0 else dst[:0]])
             need = np.concatenate([rate * src_coef[src_coef > 0], np.full(dst.size if dst_coef > 0 else 0,
                                                                           rate * dst_coef)])
-            self.arbiter.comm_started(ends, need)
-        interference = self.interference if dma else None
-        if interference is not None:
-            link_rate = np.full(src.shape, min(cap, self.knobs.link_bandwidth))
-            interference.flows_started(src, link_rate, src_coef=src_coef, dst_coef=dst_coef)
+            if sign > 0:
+                self.arbiter.comm_started(ends, need)
+            else:
+                self.arbiter.comm_ended(ends, need)
+        if dma and self.interference is not None:
+            link_rate = np.full(src.shape, rate)
+            if sign > 0:
+                self.interference.flows_started(src, link_rate, src_coef=src_coef, dst_coef=dst_coef)
+            else:
+                self.interference.flows_ended(src, link_rate, src_coef=src_coef, dst_coef=dst_coef)
+
+    def send(self, src: np.ndarray, nbytes: np.ndarray, *, src_coef: float | np.ndarray, dst_coef: float,
+             cap: float = math.inf, weight: float = 1.0, priority: int = 0, label: str = "", dma: bool = False,
+             on_delivered: Callable[[np.ndarray], None]) -> None:
+        """Send ``nbytes[i]`` from each GPU ``src[i]`` to its ring neighbour, one flow each (not part of a
+        collective: the GEMM's remote stores), with the resources of :meth:`flows_started`.
+
+        ``on_delivered(i)`` gets positions into ``src``.
+        """
+        src = np.asarray(src, dtype=np.int64)
+        self.wire[label] = self.wire.get(label, 0.0) + float(np.sum(nbytes))
+        src_coef = np.broadcast_to(np.asarray(src_coef, dtype=float), src.shape)
+        extras = self.flows_started(src, src_coef=src_coef, dst_coef=dst_coef, cap=cap, dma=dma)
 
         def delivered(idx: np.ndarray) -> None:
-            if self.arbiter is not None:
-                mine = src_coef[idx] > 0
-                ends = np.concatenate([src[idx][mine], dst[idx] if dst_coef > 0 else dst[:0]])
-                need = np.concatenate([rate * src_coef[idx][mine], np.full(idx.size if dst_coef > 0 else 0,
-                                                                            rate * dst_coef)])
-                self.arbiter.comm_ended(ends, need)
-            if interference is not None:
-                interference.flows_ended(src[idx], link_rate[idx], src_coef=src_coef[idx], dst_coef=dst_coef)
+            self.flows_ended(src[idx], src_coef=src_coef[idx], dst_coef=dst_coef, cap=cap, dma=dma)
             on_delivered(idx)
 
         self.sim.network.send(self.routes.subset(src), nbytes, extra=extras, cap=cap, weight=weight,

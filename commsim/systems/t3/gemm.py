@@ -4,7 +4,8 @@ A wave (see :mod:`commsim.systems.t3.tiling`) runs in two phases:
 
 1. **main loop** — one activity measured in bytes of operand reads (after the
    L2) on the GPU's HBM (1 per byte) and compute resource (``FLOP / (bytes ·
-   peak·efficiency)`` of the device per byte/s), capped at the wave's share of
+   peak·efficiency)`` of the device per byte/s) — the devices' roofline activity,
+   :func:`~commsim.devices.device.kernel_activity` — capped at the wave's share of
    the compute units: a wave of ``w`` tiles uses ``w`` of the ``cus`` CUs. Alone
    it takes the roofline time ``max(FLOP / (w/cus·peak·eff), reads / HBM)``;
    while T3's DMA and near-memory updates stream through the same HBM, its
@@ -28,6 +29,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from commsim.devices.device import kernel_activity
 from commsim.systems.t3.context import RingContext
 from commsim.systems.t3.tiling import WavePlan
 
@@ -85,8 +87,11 @@ class GemmDriver:
         self.piece = np.zeros(p, dtype=np.int64)
         self.wave = np.zeros(p, dtype=np.int64)
         self.wave_start = np.zeros(p)
+        self.wave_weight = np.ones(p)
         self.mainloop_end = np.zeros(p)
         self.done_at = np.full(p, np.nan)
+        self._local_tiles: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._activities: dict[tuple[float, float], tuple[float, list[float]]] = {}
         self.stage_log: list[tuple[int, int, int, float, float, float]] = []  # gpu, piece, wave, start, mainloop end, end
 
     # ------------------------------------------------------------------ phases
@@ -108,36 +113,42 @@ class GemmDriver:
         res: list[list[int]] = []
         coefs: list[list[float]] = []
         demand = np.empty(n)
+        read = np.empty(n)
         for i, g in enumerate(gpus.tolist()):
             plan = self._plan(g)
             w = int(self.wave[g])
             tiles = plan.tiles[w].size
             flops = float(plan.flops[w])
-            reads = float(plan.read_bytes[w])
+            reads = read[i] = float(plan.read_bytes[w])
             flop_rate = min(tiles, self.cus) / ctx.cus * ctx.peak_rate   # the wave's CUs at full speed
             weights[i] = ctx.weight(min(tiles, self.cus))
-            if reads > 0:   # measured in bytes read, like Device.compute: HBM shares are byte shares
-                amounts[i] = reads
+            # the devices' roofline activity (bytes read when there are any, else FLOP), capped at the wave's CUs
+            activity = self._activities.get((flops, reads))
+            if activity is None:   # GPUs and waves of one shape share it: look it up once
+                activity = self._activities[(flops, reads)] = kernel_activity(ctx.spec, flops, reads, "fp16",
+                                                                              ctx.efficiency)
+            amounts[i], (c_compute, c_memory) = activity
+            if reads > 0:
                 caps[i] = flop_rate * reads / flops
                 r = [int(ctx.compute[g]), int(ctx.hbm[g])]
-                c = [flops / reads / ctx.peak_rate, 1.0]
+                c = [c_compute, c_memory]
                 if ctx.arbiter is not None:
                     r.append(int(ctx.arbiter.port[g]))
                     c.append(1.0)
                 demand[i] = caps[i]
             else:
-                amounts[i] = flops
                 caps[i] = flop_rate
                 r = [int(ctx.compute[g])]
-                c = [1.0 / ctx.peak_rate]
+                c = [c_compute]
                 demand[i] = 0.0
             if ctx.interference is not None:   # binds at the roofline rate / (1 + kappa·u·d)
                 r.append(int(ctx.interference.stall[g]))
                 c.append(1.0 / caps[i])
             res.append(r)
             coefs.append(c)
-            ctx.ledger.add("read", "gemm", [g], reads)
+        ctx.ledger.add("read", "gemm", gpus, read)
         self.wave_start[gpus] = now
+        self.wave_weight[gpus] = weights
         if ctx.arbiter is not None:
             ctx.arbiter.gemm_phase(gpus, demand)
         if ctx.interference is not None:
@@ -176,8 +187,7 @@ class GemmDriver:
                     c.append(self.store_coef)
                 res.append(r)
                 coefs.append(c)
-            weights = np.array([ctx.weight(min(self._plan(g).tiles[int(self.wave[g])].size, self.cus))
-                                for g in g_st.tolist()])
+            weights = self.wave_weight[g_st]     # the wave's CUs store its tiles
             if ctx.arbiter is not None:
                 ctx.arbiter.gemm_phase(g_st, np.inf)
             ctx.kernel.start(local[storing], res, coefs, weight=weights, priority=self.priority, tags=g_st,
@@ -199,23 +209,32 @@ class GemmDriver:
         ctx.send(src, nbytes, src_coef=0.0, dst_coef=self.remote_dst_coef, weight=ctx.weight(ctx.knobs.dma_weight),
                  label="remote stores", dma=True, on_delivered=arrived)
 
+    def _written(self, plan: WavePlan, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """Chunks whose tiles wave ``w`` of ``plan`` writes locally, and how many (not the remote first chunk's)."""
+        key = (id(plan), w)
+        hit = self._local_tiles.get(key)
+        if hit is None:
+            chunks, counts = plan.wave_chunks[w], plan.wave_counts[w]
+            if self.remote_first:
+                keep = chunks != plan.chunk_order[0]
+                chunks, counts = chunks[keep], counts[keep]
+            hit = self._local_tiles[key] = (chunks, counts)
+        return hit
+
     def _epilogue_done(self, gpus: np.ndarray) -> None:
         ctx = self.ctx
         now = ctx.env.now
         next_wave: list[int] = []
         finished: list[int] = []
         pieces_done: dict[int, list[int]] = {}
-        hit_gpu: list[np.ndarray] = []
+        hit_gpu: list[int] = []
         hit_chunk: list[np.ndarray] = []
         hit_count: list[np.ndarray] = []
         for g in gpus.tolist():
             plan = self._plan(g)
             w = int(self.wave[g])
-            chunks, counts = plan.wave_chunks[w], plan.wave_counts[w]
-            if self.remote_first:
-                keep = chunks != plan.chunk_order[0]
-                chunks, counts = chunks[keep], counts[keep]
-            hit_gpu.append(np.full(chunks.size, g, dtype=np.int64))
+            chunks, counts = self._written(plan, w)
+            hit_gpu.append(g)
             hit_chunk.append(chunks)
             hit_count.append(counts)
             self.stage_log.append((g, int(self.piece[g]), w, float(self.wave_start[g]),
@@ -239,7 +258,9 @@ class GemmDriver:
             else:
                 finished.append(g)
         if self.on_tiles is not None and hit_gpu:
-            self.on_tiles(np.concatenate(hit_gpu), np.concatenate(hit_chunk), np.concatenate(hit_count))
+            sizes = [c.size for c in hit_chunk]
+            self.on_tiles(np.repeat(np.array(hit_gpu, dtype=np.int64), sizes), np.concatenate(hit_chunk),
+                          np.concatenate(hit_count))
         if self.on_piece is not None:
             for piece, gs in pieces_done.items():
                 self.on_piece(np.array(gs, dtype=np.int64), piece)

@@ -48,6 +48,7 @@ class T3Study(Study):
     name = "t3"
     title = "T3: track-and-trigger fusion of tensor-parallel GEMMs with their reduce-scatter"
     params = T3Params
+    accepts_faults = True
 
     # ------------------------------------------------------------------ run
     def run(self, params: Any, ctx: StudyContext) -> StudyOutput:
@@ -63,12 +64,12 @@ class T3Study(Study):
             done[0] += 1
             ctx.progress(done[0], total, what)
 
-        runs = _simulate(cases, p.variants, p.tokens, p, knobs, rings, tick)
+        runs = _simulate(cases, p.variants, p.tokens, p, knobs, rings, tick, ctx.faults)
         table = sublayer_table(runs)
         summary = summary_table(table)
         sweep_rows = [_sweep_row(summary_table(table), p.tokens)]
         for tokens in sweep_tokens:
-            part = sublayer_table(_simulate(cases, _SWEEP_VARIANTS, tokens, p, knobs, rings, tick))
+            part = sublayer_table(_simulate(cases, _SWEEP_VARIANTS, tokens, p, knobs, rings, tick, ctx.faults))
             sweep_rows.append(_sweep_row(summary_table(part), tokens))
         sweep = pd.concat(sweep_rows, ignore_index=True).sort_values(["variant", "tokens"], ignore_index=True)
 
@@ -83,7 +84,8 @@ class T3Study(Study):
         tl = p.timeline
         tl_gemm = sublayer_gemm(tl.model, tl.tp, tl.sublayer, tokens=p.tokens, strict_heads=p.strict_heads)
         tl_ring = rings[tl.tp] if tl.tp in rings else _ring_for(tl.tp, ctx.topology)
-        tl_runs = {v: simulate_sublayer(tl_gemm, v, knobs, topology=tl_ring, record=True) for v in p.variants}
+        tl_runs = {v: simulate_sublayer(tl_gemm, v, knobs, topology=tl_ring, record=True, faults=ctx.faults)
+                   for v in p.variants}
         figures = [
             variant_timeline(tl_runs, gpus=tl.gpus, title=f"{tl_gemm.model}@{tl.tp} {SUBLAYER_LABELS[tl.sublayer]}: "
                              f"GEMM stages, DMA triggers, reduce-scatter and all-gather steps"),
@@ -148,8 +150,9 @@ def _rings(p: T3Params, topology: Topology | None) -> dict[int, Topology | None]
 
 
 def _simulate(cases: list[tuple[str, int, str]], variants: Any, tokens: int, p: T3Params, knobs: Knobs,
-              rings: dict[int, Topology | None], tick: Any) -> dict[tuple[str, int, str, str], SublayerRun]:
-    """Every case under every variant; identical GEMM shapes are simulated once."""
+              rings: dict[int, Topology | None], tick: Any, faults: list[Any]
+              ) -> dict[tuple[str, int, str, str], SublayerRun]:
+    """Every case under every variant; identical GEMM shapes are simulated once (the scenario's faults in each)."""
     cache: dict[tuple, SublayerRun] = {}
     runs = {}
     for model, tp, sub in cases:
@@ -157,7 +160,7 @@ def _simulate(cases: list[tuple[str, int, str]], variants: Any, tokens: int, p: 
         for variant in variants:
             key = (gemm.m, gemm.n, gemm.k, tp, variant)
             if key not in cache:
-                cache[key] = simulate_sublayer(gemm, variant, knobs, topology=rings.get(tp))
+                cache[key] = simulate_sublayer(gemm, variant, knobs, topology=rings.get(tp), faults=faults)
             run = cache[key]
             if run.gemm != gemm:
                 run = SublayerRun(**{**run.__dict__, "gemm": gemm})

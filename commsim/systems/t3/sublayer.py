@@ -22,18 +22,19 @@ last GPU holds the whole all-reduced output.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
 from commsim.network.topology import Topology
 from commsim.results.result import Result
-from commsim.systems.t3.all_gather import RingAllGather
+from commsim.systems.t3.collective import RingAllGather, RingReduceScatter
 from commsim.systems.t3.context import RingContext
 from commsim.systems.t3.gemm import GemmDriver
 from commsim.systems.t3.knobs import VARIANTS, Knobs
-from commsim.systems.t3.reduce_scatter import RingReduceScatter
 from commsim.systems.t3.ring import build_ring
 from commsim.systems.t3.shapes import SublayerGemm
 from commsim.systems.t3.tiling import TileGrid, WavePlan, chunk_bounds, wave_plan
@@ -97,14 +98,21 @@ def plans_for(gemm: SublayerGemm, knobs: Knobs, *, cus: int, pieces: int = 1
 
 
 def simulate_sublayer(gemm: SublayerGemm, variant: str, knobs: Knobs, *, topology: Topology | None = None,
-                      record: bool = False) -> SublayerRun:
-    """Simulate ``gemm``'s sublayer under ``variant`` on a ring (built from ``knobs`` unless ``topology`` is given)."""
+                      record: bool = False, faults: Sequence[Any] = ()) -> SublayerRun:
+    """Simulate ``gemm``'s sublayer under ``variant`` on a ring (built from ``knobs`` unless ``topology`` is given).
+
+    ``faults`` (fault models or mappings, :mod:`commsim.faults`; times from the sublayer's start)
+    happen during the run: a failed ring link sends its reduce-scatter and all-gather steps
+    the long way round the ring, a straggler slows its GPU's GEMM.
+    """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
     p = gemm.tp
     topo = topology if topology is not None else build_ring(p, bandwidth=knobs.link_bandwidth,
                                                             latency=knobs.link_latency, device=knobs.device)
     ctx = RingContext(topo, p, knobs, mca=variant == "t3_mca", record=record, name=f"{gemm.label} {variant}")
+    if faults:
+        ctx.sim.schedule_faults(faults)
     total_cus = ctx.cus
     pieces = knobs.coarse_chunks if variant == "coarse" else 1
     gemm_cus = total_cus - knobs.coarse_comm_cus if variant == "coarse" else total_cus
@@ -117,7 +125,7 @@ def simulate_sublayer(gemm: SublayerGemm, variant: str, knobs: Knobs, *, topolog
         chunk_bytes = np.array([grid.tile_bytes[plan0.chunk_of_tile == c].sum() for c in range(p)])
         remote = counts.copy() if knobs.remote_first_chunk else None
         mode = "free" if variant == "ideal" else "dma"
-        rs = RingReduceScatter(ctx, chunk_bytes, mode, local_need=np.tile(counts, (p, 1)), remote_tiles=remote,
+        rs = RingReduceScatter(ctx, chunk_bytes, mode, local_need=counts, remote_tiles=remote,
                                on_done=ag.start)
         store_coef = 1.0 if variant == "ideal" else knobs.nmc_update_cost
         remote_coef = 0.0 if variant == "ideal" else knobs.nmc_update_cost
@@ -128,26 +136,22 @@ def simulate_sublayer(gemm: SublayerGemm, variant: str, knobs: Knobs, *, topolog
     elif variant == "sequential":
         plan0 = plans[0][0]
         chunk_bytes = np.array([grid.tile_bytes[plan0.chunk_of_tile == c].sum() for c in range(p)])
-        rs = RingReduceScatter(ctx, chunk_bytes, "cu", cus=knobs.rccl_cus, local_need=np.ones((p, p), dtype=np.int64),
-                               on_done=ag.start)
-        driver = GemmDriver(ctx, [list(pl) for pl in plans], cus=gemm_cus, on_done=rs.local_all)
+        rs = RingReduceScatter(ctx, chunk_bytes, "cu", cus=knobs.rccl_cus, local_need=1, on_done=ag.start)
+        driver = GemmDriver(ctx, [list(pl) for pl in plans], cus=gemm_cus, on_done=rs.local_event)
         rs_list = [rs]
     else:  # coarse
         rs_list = []
         for i in range(pieces):
             plan_i = plans[0][i]
             chunk_bytes = np.array([grid.tile_bytes[plan_i.chunk_of_tile == c].sum() for c in range(p)])
-            need = np.full((p, p), 1 if i == 0 else 2, dtype=np.int64)   # piece done (+ previous RS done)
+            need = 1 if i == 0 else 2   # piece done (+ previous piece's reduce-scatter done: stream order)
             rs_list.append(RingReduceScatter(ctx, chunk_bytes, "cu", cus=knobs.coarse_comm_cus, local_need=need,
                                              name="reduce-scatter"))
         for i, rs_i in enumerate(rs_list):
-            if i + 1 < pieces:
-                rs_i.on_done = _chain(rs_list[i + 1])
-            else:
-                rs_i.on_done = ag.start
+            rs_i.on_done = rs_list[i + 1].local_event if i + 1 < pieces else ag.start
 
         def piece_done(gpus: np.ndarray, piece: int) -> None:
-            rs_list[piece].local_step(gpus)
+            rs_list[piece].local_event(gpus)
 
         driver = GemmDriver(ctx, [list(pl) for pl in plans], cus=gemm_cus, on_piece=piece_done)
     driver.start()
@@ -156,17 +160,12 @@ def simulate_sublayer(gemm: SublayerGemm, variant: str, knobs: Knobs, *, topolog
     ag_end = float(np.nanmax(ag.done_at))
     dram = {(kind, cat): ctx.ledger.per_gpu(kind, cat) for kind in ("read", "write") for cat in ("gemm", "rs", "ag")}
     wire = ctx.wire.get("reduce-scatter", 0.0) + ctx.wire.get("remote stores", 0.0)
-    triggers = [t for r in rs_list for t in r.tracker.log]
+    triggers = [t for r in rs_list for t in r.triggers]
     steps = [s for r in rs_list for s in r.step_log]
     return SublayerRun(gemm=gemm, variant=variant, time=ag_end, gemm_end=float(np.nanmax(driver.done_at)),
                        rs_end=rs_end, ag_end=ag_end, dram=dram, wire_bytes=wire, triggers=triggers,
                        waves=driver.stage_log, rs_steps=steps, result=result if record else None,
                        hbm_bytes=float(ctx.kernel.carried()[ctx.hbm].mean()))
-
-
-def _chain(next_rs: RingReduceScatter):
-    """``on_done`` of one piece's reduce-scatter: the next piece's may start on those GPUs (stream order)."""
-    return next_rs.local_step
 
 
 def _output_chunks(grid: TileGrid, p: int) -> np.ndarray:
