@@ -35,7 +35,7 @@ class StrictModel(BaseModel):
     and numbers must be finite (an infinite or NaN float is refused, not propagated)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True,
-                              allow_inf_nan=False)
+                              allow_inf_nan=False, defer_build=True)
 
 
 def load_yaml(path: str | Path) -> Any:
