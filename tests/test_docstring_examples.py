@@ -39,7 +39,7 @@ DOCUMENTED_BY_EXAMPLE = [
     "commsim.systems.compressed_dp.schedules", "commsim.systems.compressed_dp.plan",
     "commsim.systems.compressed_dp.fabric", "commsim.systems.tpi_llm.hardware", "commsim.systems.tpi_llm.partition",
     "commsim.systems.tpi_llm.scheduler", "commsim.systems.tpi_llm.allreduce", "commsim.systems.tpi_llm.params",
-    "commsim.systems.tpi_llm.plans", "commsim.systems.t3.tiling", "commsim.systems.t3.tracker",
+    "commsim.systems.tpi_llm.plans", "commsim.systems.t3.tiling",
     "commsim.systems.t3.ring", "commsim.systems.t3.shapes", "commsim.systems.t3.params",
     "commsim.systems.t3.interference", "commsim.systems.t3.knobs", "commsim.systems.t3.calibration",
     "commsim.workloads.steady_state", "commsim.collectives.kary_tree", "commsim.network.shipped",

@@ -57,6 +57,7 @@ import numpy as np
 
 from commsim.collectives import CollectiveConfig, CollectiveRun, Dep, Schedule, Step, TransferTerms
 from commsim.collectives.ring import ring_all_gather, ring_reduce_scatter
+from commsim.errors import ConfigError
 from commsim.systems.t3.context import RingContext
 
 __all__ = ["Mode", "RingAllGather", "RingReduceScatter", "RingTraffic"]
@@ -88,7 +89,8 @@ class RingTraffic:
         self.on_final = on_final
         if mode == "cu":
             if cus < 1:
-                raise ValueError("a compute-unit collective needs at least one CU")
+                raise ConfigError(field="rccl_cus", value=cus, rule="gives a compute-unit collective no CU to run on",
+                                  fix="give the collective at least one compute unit")
             self.cap, self.weight = knobs.comm_rate(cus), ctx.weight(cus)
             self.dst_coef = 1.0
         else:
