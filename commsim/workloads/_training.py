@@ -482,7 +482,7 @@ class _StageEmitter:
         prefetched one layer ahead (each waits for the previous layer's first kernel). With a ``folder``
         (:mod:`commsim.workloads.folding`) that folds this pass, its few timed ops stand for the layers."""
         if self.folder is not None and self.folder.folds(self, tags["phase"], final):
-            self.folder.emit(self, layers, p, tags)
+            self.folder.emit(self, layers, p, tags, final)
             return
         zero3 = self.step.config.zero >= 3
         gathered: dict[int, list[str]] = {}

@@ -87,6 +87,9 @@ class LayerTiming:
     tight: bool = True
     """Every body op waits for the body's first op: otherwise (a weight-gradient kernel that may start before a
     reduction queued behind the previous pass's) the pass is not folded."""
+    grads: tuple[tuple[str, str, float], ...] = ()
+    """The layer's gradient-completing kernels in emission order: (name, ``head`` or ``body``, seconds from that
+    part's start to the kernel's end)."""
 
 
 def _add(parts: list[Part]) -> Part:
@@ -110,48 +113,100 @@ class LayerFolder:
 
     def folds(self, emitter: Any, phase: str, final: bool) -> bool:
         """True when the pass of ``phase`` (``final``: the last micro-batch's) of ``emitter``'s stage is folded."""
-        if phase == "bwd" and (final or self.zero >= 2):
-            return False
         return all(t.tight for (stage, p, _), t in self.timings.items() if stage == emitter.stage and p == phase)
 
-    def emit(self, emitter: Any, layers: list[int], prefix: str, tags: dict[str, Any]) -> None:
-        """Append the folded ``layers`` of one pass to ``emitter``'s program (head, body, tail)."""
+    def emit(self, emitter: Any, layers: list[int], prefix: str, tags: dict[str, Any], final: bool = False) -> None:
+        """Append the folded ``layers`` of one pass to ``emitter``'s program (head, body, tail).
+
+        A backward pass that feeds the gradient buckets (the last micro-batch's; every one under
+        ZeRO-2) has its head and body cut where each weight-gradient kernel ends, so each bucket
+        waits for the op ending when its last gradient does.
+        """
         step, b = emitter.step, emitter.b
         timings = [self.timings[(emitter.stage, tags["phase"], step.is_moe(layer))] for layer in layers]
         # the chain as consecutive parts: head (compute only), body (from a collective), tail (a collective)
-        chain: list[tuple[str, Part, str | None]] = []
-        for t in timings:
-            chain.append(("head", t.head, None))
+        chain: list[_Link] = []
+        for layer, t in zip(layers, timings, strict=True):
+            chain.append(_Link("head", t.head, None, [(layer, n, at) for n, where, at in t.grads if where == "head"]))
             if t.body_stream is not None:
-                chain.append(("body", t.body, t.body_stream))
+                chain.append(_Link("body", t.body, t.body_stream,
+                                   [(layer, n, at) for n, where, at in t.grads if where == "body"]))
             if t.tail is not None:
-                chain.append(("tail", t.tail, t.tail_stream))
-        tail = chain.pop() if chain and chain[-1][0] == "tail" else None
-        first = next((k for k, (kind, _, _) in enumerate(chain) if kind != "head"), len(chain))
+                chain.append(_Link("tail", t.tail, t.tail_stream, []))
+        tail = chain.pop() if chain and chain[-1].kind == "tail" else None
+        first = next((k for k, link in enumerate(chain) if link.kind != "head"), len(chain))
         head, body = chain[:first], chain[first:]
         working = max(t.working for t in timings)
         track = step.config.track_memory and working > 0
+        markers: dict[tuple[int, str], str] = {}
         if track:
             b.alloc(f"{prefix}.layers_alloc", f"layers.{prefix}", working, tags=tags)
         if head:
-            emitter.last_compute = b.delay(f"{prefix}.layers_head", **self._timed(head, tags),
-                                           deps=(emitter.pending, *emitter.waits), stream="compute")
+            emitter.last_compute = _pieces(b, f"{prefix}.layers_head", head, tags, markers,
+                                           deps=(emitter.pending, *emitter.waits))
             emitter.pending, emitter.waits = None, []
         if body:
-            emitter.last_compute = b.delay(f"{prefix}.layers", **self._timed(body, tags), stream="compute",
-                                           deps=(emitter.pending, *emitter.waits, b.last_on(str(body[0][2]))))
+            emitter.last_compute = _pieces(b, f"{prefix}.layers", body, tags, markers,
+                                           deps=(emitter.pending, *emitter.waits, b.last_on(str(body[0].stream))))
             emitter.pending, emitter.waits = None, []
         if track:
             b.free(f"{prefix}.layers_free", f"layers.{prefix}", tags=tags)
         if tail is not None:
-            stream = str(tail[2])
-            emitter.pending = b.delay(f"{prefix}.layers_tail", **self._timed([tail], tags), stream=stream,
+            stream = str(tail.stream)
+            emitter.pending = b.delay(f"{prefix}.layers_tail", tail.part.seconds, stream=stream,
+                                      tags={**tags, "folded": tail.part.classes},
                                       deps=(emitter.pending, emitter.last_compute, b.last_on(stream)))
+        for layer, t in zip(layers, timings, strict=True):
+            for name, _, _ in t.grads:
+                producer = f"{layer}.{name}"
+                if final:
+                    emitter.grad_ready.append((markers[(layer, name)], producer))
+                emitter.sync.add(markers[(layer, name)], producer, final)
 
-    @staticmethod
-    def _timed(parts: list[tuple[str, Part, str | None]], tags: dict[str, Any]) -> dict[str, Any]:
-        total = _add([part for _, part, _ in parts])
-        return {"seconds": total.seconds, "tags": {**tags, "folded": total.classes}}
+
+@dataclass
+class _Link:
+    """One part of a folded pass's chain, with the gradients that complete in it (layer, name, seconds in)."""
+
+    kind: str
+    part: Part
+    stream: str | None
+    grads: list[tuple[int, str, float]]
+
+
+def _pieces(b: Any, name: str, links: list[_Link], tags: dict[str, Any], markers: dict[tuple[int, str], str],
+            deps: tuple[str | None, ...]) -> str:
+    """Delay ops for consecutive ``links`` on the compute stream, cut where a gradient completes; the last op's id.
+
+    ``markers`` gets, per gradient, the op that ends when it does. Each op's ``folded``
+    classes are taken from the links' in order: the chain is the only thing running on its
+    ranks' compute and in-layer streams meanwhile, so where in it a class falls cannot change
+    the breakdown.
+    """
+    total = _add([link.part for link in links])
+    cuts: list[tuple[float, tuple[int, str]]] = []
+    base = 0.0
+    for link in links:
+        cuts += [(base + at, (layer, grad)) for layer, grad, at in link.grads]
+        base += link.part.seconds
+    ends = sorted({min(at, total.seconds) for at, _ in cuts} | {total.seconds})
+    left = dict(total.classes)
+    done, last, ids = 0.0, "", {}
+    for k, end in enumerate(ends):
+        seconds = end - done
+        share: dict[str, float] = {}
+        for column in list(left):
+            take = left[column] if k == len(ends) - 1 else min(left[column], seconds - sum(share.values()))
+            if take > 0:
+                share[column] = take
+                left[column] -= take
+        last = b.delay(name if k == len(ends) - 1 else f"{name}.{k}", seconds, deps=deps if k == 0 else (),
+                       tags={**tags, "folded": share}, stream="compute")
+        ids[end] = last
+        done = end
+    for at, key in cuts:
+        markers[key] = ids[min(at, total.seconds)]
+    return last
 
 
 def fold_refusal(step: _Step, sim: Any, options: dict[str, Any]) -> str | None:
@@ -174,10 +229,11 @@ def probe_layers(step: _Step, simulation: Callable[[], Any], options: dict[str, 
     ``simulation()`` gives a fresh simulation; ``options`` go to :class:`Replay` (``fast=True``).
     """
     cfg = step.config
-    phases = ("fwd", "bwd") if cfg.zero < 2 else ("fwd",)
+    phases = ("fwd", "bwd")
     programs, spans = [], {}
     for stage in range(cfg.pp):
         emitter = _StageEmitter(step, stage)
+        emitter.sync.all = ()     # the probe times layers; the step's buckets are the folded trace's
         kinds: dict[bool, int] = {}
         for layer in step.stages[stage]:
             kinds.setdefault(step.is_moe(layer), layer)
@@ -203,11 +259,13 @@ def probe_layers(step: _Step, simulation: Callable[[], Any], options: dict[str, 
     timings = {}
     for (stage, phase, moe), (begin, end, tail) in spans.items():
         cohort = replay.cohorts[stage]
-        timings[(stage, phase, moe)] = _layer_timing(cohort, range(begin, end), tail)
+        layer = next(n for n in step.stages[stage] if step.is_moe(n) == moe)
+        grads = {name for name, _ in step.layer_producers(layer)} if phase == "bwd" else set()
+        timings[(stage, phase, moe)] = _layer_timing(cohort, range(begin, end), tail, grads)
     return LayerFolder(timings, cfg.zero)
 
 
-def _layer_timing(cohort: Any, indices: range, tail_id: str | None) -> LayerTiming:
+def _layer_timing(cohort: Any, indices: range, tail_id: str | None, grads: set[str]) -> LayerTiming:
     ops = cohort.plan.ops
     start, end, launched = cohort.start.tolist(), cohort.end.tolist(), cohort.launched.tolist()
 
@@ -227,7 +285,13 @@ def _layer_timing(cohort: Any, indices: range, tail_id: str | None) -> LayerTimi
     rest = [i for i in timed if i not in tail]
     lead = next((k for k, i in enumerate(rest) if ops[i].stream != "compute"), len(rest))
     head, body = rest[:lead], rest[lead:]
-    return LayerTiming(head=part(head), body=part(body), tail=part(tail) if tail else None, tight=_tight(ops, body),
+    completing = []
+    for i in rest:      # in emission order: the buckets take gradients in that order
+        name = ops[i].id.split(".", 1)[1]
+        if name in grads:
+            first = head[0] if i in head else body[0]
+            completing.append((name, "head" if i in head else "body", end[i] - start[first]))
+    return LayerTiming(grads=tuple(completing), head=part(head), body=part(body), tail=part(tail) if tail else None, tight=_tight(ops, body),
                        body_stream=ops[body[0]].stream if body else None,
                        tail_stream=ops[tail[0]].stream if tail else None,
                        working=float(sum(ops[i].bytes for i in allocs)))

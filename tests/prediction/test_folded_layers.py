@@ -22,9 +22,9 @@ def cluster() -> Simulation:
                                      port_bandwidth="400 Gbps", servers_per_leaf=2, spines=1), record_usage=False)
 
 
-def _compare(config: dict, tolerance: float) -> tuple[object, object]:
-    folded = predict_training_step(TINY, config, cluster, fold=True)
-    plain = predict_training_step(TINY, config, cluster)
+def _compare(config: dict, tolerance: float, simulation=cluster) -> tuple[object, object]:
+    folded = predict_training_step(TINY, config, simulation, fold=True)
+    plain = predict_training_step(TINY, config, simulation)
     step = plain.metrics["step_time"][0]
     for name, (value, _unit) in plain.metrics.items():
         assert math.isclose(folded.metrics[name][0], value, rel_tol=tolerance, abs_tol=tolerance * step), name
@@ -48,6 +48,25 @@ def test_folded_prediction_equals_the_op_by_op_replay_where_groups_are_private(e
     config = {"tp": 8, "pp": 2, "dp": 1, "sequence_parallel": True, "num_micro_batches": 12, **extra}
     folded, _ = _compare(config, 1e-9)
     assert any("folded layers" in note and "exact" in note and "approximate" not in note for note in folded.notes)
+
+
+def four_servers() -> Simulation:
+    return Simulation(rail_optimized(servers=4, gpus_per_server=8, device="h100_sxm", nvlink_bandwidth="450 GB/s",
+                                     port_bandwidth="400 Gbps", servers_per_leaf=4, spines=1), record_usage=False)
+
+
+# data-parallel buckets wait for the folded ops that end with their last gradient: with TP 8 and DP over the
+# NICs, exact (ZeRO-2 reduces every micro-batch's gradients, so every backward pass is cut at its gradients)
+@pytest.mark.parametrize("zero", [0, 1, 2])
+def test_buckets_fed_by_folded_backward_passes_start_as_in_the_op_by_op_replay(zero):
+    config = {"tp": 8, "pp": 2, "dp": 2, "sequence_parallel": True, "num_micro_batches": 6, "zero_stage": zero}
+    _compare(config, 1e-9, four_servers)
+    step = _Step(TINY, resolve_config(config, {}))
+    trace = step_trace(step, probe_layers(step, four_servers, {}))
+    kinds = {op.id: op.kind for op in trace.programs[0].ops}
+    buckets = [op for op in trace.programs[0].ops if op.kind == "collective" and op.tags.get("phase") == "grad_sync"]
+    assert any("layers" in d for op in buckets for d in op.deps)
+    assert all(kinds[d] == "delay" for op in buckets for d in op.deps if "layers" in d)
 
 
 def test_folding_without_tensor_parallelism_is_exact():
