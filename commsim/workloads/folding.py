@@ -29,9 +29,12 @@ tagged ``folded`` with the breakdown classes of the time they stand for
 (:func:`~commsim.workloads.breakdown.ops_breakdown` splits them back); the
 layers' working buffers (recomputation) become one allocation of the largest,
 held over the body (the peak per GPU is unchanged: they are allocated and freed
-one after another). The backward pass of the last micro-batch, whose weight-gradient
-kernels feed the data-parallel buckets, stays op by op, as does every pass of
-ZeRO-2 (buckets every micro-batch).
+one after another). A backward pass that feeds the data-parallel gradient
+buckets (the last micro-batch's; every one under ZeRO-2) is cut into more delay
+ops, one ending where each weight-gradient kernel ends, so each bucket waits for
+what it waits for op by op. A pass whose layers have an op that need not wait for
+the first collective of the layer (a weight-gradient kernel beside the backward
+TP all-reduce without sequence parallelism) is not folded.
 
 **Where it is exact.** When the step's tensor- and expert-parallel groups have
 links of their own and compute runs alone (the conditions of
