@@ -23,6 +23,13 @@ given collective and size is simulated, later ones reuse that run's timing
 Both are equalities, not approximations: the results equal the full replay's up
 to floating-point rounding. Anything the analysis cannot prove private takes the
 ordinary path.
+
+**Reused collectives** (``Replay(reuse_collectives=True)``, an approximation that
+says so): every group's first run of a given collective and size is simulated in
+the kernel, in whatever traffic there is at the time, and later runs reuse its
+timing whether or not the group's links are private — later runs ignore (and
+cause) no contention. A layout search uses it: a data-parallel gradient
+reduction is hundreds of identical buckets.
 """
 
 from __future__ import annotations
@@ -50,10 +57,15 @@ class Shortcuts:
     groups whose collectives are remembered; ``notes`` says why a shortcut is off.
     """
 
-    def __init__(self, replay: Any, schedule_of: Callable[[str, str, float, int, int, list[str]], Any]) -> None:
+    def __init__(self, replay: Any, schedule_of: Callable[[str, str, float, int, int, list[str]], Any],
+                 reuse_all: bool = False) -> None:
         self.notes: list[str] = []
         self.compute = self._compute_allowed(replay)
+        self.reuse_all = reuse_all and not replay.sim.faults.scheduled
         self.private = self._private_groups(replay, schedule_of)
+        if self.reuse_all:
+            self.notes.append("reused collectives: each group's first run of a collective is simulated, later "
+                              "identical runs take its timing (approximate where the group's links are shared)")
         self._timings: dict[tuple[Any, ...], Timing] = {}
         self._durations: dict[tuple[Any, ...], float] = {}
         self._kernel = replay.sim.kernel
@@ -182,5 +194,5 @@ class Shortcuts:
 
     def remember(self, key: tuple[Any, ...], done: float, ends: np.ndarray) -> None:
         """Keep a private group's run of ``key``: completion and member ends, relative to its launch."""
-        if key[-1] in self.private and key not in self._timings:
+        if (self.reuse_all or key[-1] in self.private) and key not in self._timings:
             self._timings[key] = (done, ends.copy())

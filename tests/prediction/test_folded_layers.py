@@ -114,3 +114,20 @@ def test_context_parallelism_is_not_folded_and_says_why():
     out = predict_training_step(TINY, {"tp": 2, "cp": 2, "pp": 2, "dp": 1, "num_micro_batches": 4}, cluster,
                                 fold=True)
     assert any("folded layers: off because context parallelism" in note for note in out.notes)
+
+
+def test_reused_collectives_are_noted_and_stay_close_where_links_are_shared():
+    # TP 2 x DP 2 in a server, pipeline over both: groups share links; reuse is an approximation, close here
+    config = {"tp": 2, "pp": 4, "dp": 2, "sequence_parallel": True, "num_micro_batches": 12, "zero_stage": 1}
+    reused = predict_training_step(TINY, config, cluster, fold=True, reuse_collectives=True)
+    plain = predict_training_step(TINY, config, cluster)
+    assert any("reused collectives" in note for note in reused.notes)
+    assert math.isclose(reused.metrics["step_time"][0], plain.metrics["step_time"][0], rel_tol=0.01)
+    assert reused.metrics["step_time"][0] != plain.metrics["step_time"][0]   # it is an approximation here
+
+
+def test_reused_collectives_on_private_links_change_nothing():
+    config = {"tp": 8, "pp": 2, "dp": 2, "sequence_parallel": True, "num_micro_batches": 6, "zero_stage": 1}
+    reused = predict_training_step(TINY, config, four_servers, reuse_collectives=True)
+    plain = predict_training_step(TINY, config, four_servers)
+    assert math.isclose(reused.metrics["step_time"][0], plain.metrics["step_time"][0], rel_tol=1e-9)
