@@ -58,7 +58,7 @@ def _step(spec: Any, config: dict[str, Any], topology: Any) -> dict[str, Any]:
     config = {**config, "recompute": "selective"}
     t0, c0 = time.perf_counter(), time.process_time()
     out = predict_training_step(spec, config, lambda: Simulation(topology, record_usage=False),
-                                collective=CollectiveConfig(mode="flows"), fold=True)
+                                collective=CollectiveConfig(mode="flows"), fold="exact")
     return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "replayed": out.replayed,
             "metrics": {k: v for k, (v, _) in out.metrics.items()}, "notes": out.notes,
             "recompute": config["recompute"]}

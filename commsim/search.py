@@ -207,7 +207,7 @@ def search(spec: TransformerSpec, topology: str, *, global_batch: int, gpus: int
             progress(len(rows), total)
 
     model = spec.model_dump()
-    options = {"fast": True, "fold": True, "reuse_collectives": True, **(replay or {})}
+    options = {"fast": True, "fold": "always", "reuse_collectives": True, **(replay or {})}
     try:
         if progress is not None:
             progress(len(rows), total)

@@ -15,10 +15,13 @@ memory, which 1F1B bounds by the number of stages in flight.
 The replays are the shared :class:`~commsim.workloads.replay.Replay`, with
 ``fast=True`` unless told otherwise (see :mod:`commsim.workloads._shortcuts`).
 
-**Folded layers.** With ``fold=True`` (and ``fast``), the layers of each pass are
+**Folded layers.** With ``fold`` ``"exact"`` or ``"always"`` (and ``fast``), the layers of each pass are
 three timed ops, each layer kind timed once per stage by a probe replay (see
 :mod:`commsim.workloads.folding`, which says where that is exact); the per-cohort
-``compute_busy`` is then the breakdown's compute and recomputation.
+``compute_busy`` is then the breakdown's compute and recomputation. ``"exact"``
+keeps the folded step only where folding is exact (in-layer groups on links of
+their own) and otherwise replays op by op; ``"always"`` keeps it, noting the
+approximation.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from commsim.config import validate
+from commsim.errors import ConfigError
 from commsim.workloads._training import TrainingConfig, _Step, step_trace
 from commsim.workloads.breakdown import BREAKDOWN_COLUMNS, step_breakdown
 from commsim.workloads.flops import hardware_flops, model_flops
@@ -89,13 +93,16 @@ def periodic_points(micro_batches: int, pp: int, virtual_stages: int = 1) -> lis
 
 def predict_training_step(model: TransformerSpec | str, config: TrainingConfig | dict[str, Any],
                           simulation: Callable[[], Any], *, fast: bool = True, periodic: bool = True,
-                          fold: bool = False, **replay_options: Any) -> StepPrediction:
+                          fold: str = "off", **replay_options: Any) -> StepPrediction:
     """Replay one training step of ``model`` under ``config`` and derive Megatron's metrics.
 
     ``simulation()`` returns a fresh :class:`~commsim.simulation.Simulation` for
     each replay. ``fast`` and ``replay_options`` go to :class:`Replay`; ``periodic``
-    allows the periodic shortcut, ``fold`` (with ``fast``) the folded layers (module docstring).
+    allows the periodic shortcut; ``fold`` (with ``fast``: ``off``, ``exact`` or ``always``) the
+    folded layers (module docstring).
     """
+    if fold not in ("off", "exact", "always"):
+        raise ConfigError(field="fold", value=fold, rule="is not a folding mode", fix="use off, exact or always")
     spec = model if isinstance(model, TransformerSpec) else load_model(model)
     cfg = config if isinstance(config, TrainingConfig) else validate(TrainingConfig, dict(config))
     m = cfg.micro_batches
@@ -103,10 +110,20 @@ def predict_training_step(model: TransformerSpec | str, config: TrainingConfig |
     points = periodic_points(m, cfg.pp, virtual) if periodic else None
     notes: list[str] = []
     folder = None
-    if fast and fold:
+    if fast and fold != "off":
         folder, simulation = _folder(spec, cfg, simulation, replay_options, notes)
-    runs = [_replay(spec, cfg.model_copy(update={"num_micro_batches": k}), simulation, fast, replay_options, folder)
-            for k in (points or [m])]
+    runs: list[dict[str, Any]] = []
+    for k in points or [m]:
+        runs.append(_replay(spec, cfg.model_copy(update={"num_micro_batches": k}), simulation, fast, replay_options,
+                            folder))
+        if folder is not None and fold == "exact" and not runs[0]["exact"]:
+            notes.append("folded layers: off because in-layer collectives share links with other traffic of the "
+                         "step (folding would time them without it); replayed op by op")
+            folder, runs = None, []
+            break
+    if not runs:
+        runs = [_replay(spec, cfg.model_copy(update={"num_micro_batches": k}), simulation, fast, replay_options)
+                for k in (points or [m])]
     if points is not None:
         extended = _extend(runs, points, m)
         if extended is None:
@@ -158,6 +175,7 @@ def _replay(spec: TransformerSpec, cfg: TrainingConfig, simulation: Callable[[],
     devices = [sim.devices[d] for d in replay.devices]
     peak = max((d.memory.peak for d in devices), default=0.0)
     notes = list(replay.notes)
+    exact = folder is not None and folded_exactly(replay)
     if folder is not None:
         # a folded layer is a delay op: compute busy time is the breakdown's (compute and recomputation run
         # on one stream, never at once); the replay's own communication columns miss the folded collectives
@@ -165,12 +183,12 @@ def _replay(spec: TransformerSpec, cfg: TrainingConfig, simulation: Callable[[],
         cohorts = cohorts.drop(columns=[c for c in _NOT_EXTENDED if c in cohorts.columns])
         notes.append("folded layers: each pass's layers replayed as three timed ops, each layer kind timed once per "
                      "stage by a probe replay; " + ("exact: in-layer groups have links of their own"
-                                                   if folded_exactly(replay) else
+                                                   if exact else
                                                    "approximate: in-layer collectives share links with other traffic "
                                                    "of the step and were timed without it"))
     if fast and not replay.notes:
         notes.append("fast replay: compute and private-link collectives timed without the kernel (exact)")
-    return {"step_time": result.step_time, "cohorts": cohorts, "result": result, "peak_memory": peak,
+    return {"step_time": result.step_time, "cohorts": cohorts, "result": result, "peak_memory": peak, "exact": exact,
             "device": devices[0].spec if devices else None, "ranks": trace.ranks, "notes": notes,
             "seq_len": trace.metadata["seq_len"]}
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from commsim.errors import ConfigError
 from commsim.network.generators import rail_optimized
 from commsim.simulation import Simulation
 from commsim.workloads._training import _Step, resolve_config, step_trace
@@ -23,7 +24,7 @@ def cluster() -> Simulation:
 
 
 def _compare(config: dict, tolerance: float, simulation=cluster) -> tuple[object, object]:
-    folded = predict_training_step(TINY, config, simulation, fold=True)
+    folded = predict_training_step(TINY, config, simulation, fold="always")
     plain = predict_training_step(TINY, config, simulation)
     step = plain.metrics["step_time"][0]
     for name, (value, _unit) in plain.metrics.items():
@@ -77,7 +78,7 @@ def test_folding_without_tensor_parallelism_is_exact():
 def test_shared_links_make_folding_an_approximation_that_says_so():
     # TP 2 x DP 2 in one server: DP buckets and pipeline sends share NVLink ports with the TP groups
     config = {"tp": 2, "pp": 4, "dp": 2, "sequence_parallel": True, "num_micro_batches": 12}
-    folded = predict_training_step(TINY, config, cluster, fold=True)
+    folded = predict_training_step(TINY, config, cluster, fold="always")
     plain = predict_training_step(TINY, config, cluster)
     assert any("approximate" in note for note in folded.notes)
     assert math.isclose(folded.metrics["step_time"][0], plain.metrics["step_time"][0], rel_tol=0.01)
@@ -112,14 +113,14 @@ def test_probe_times_each_layer_kind_once_per_stage_and_direction():
 
 def test_context_parallelism_is_not_folded_and_says_why():
     out = predict_training_step(TINY, {"tp": 2, "cp": 2, "pp": 2, "dp": 1, "num_micro_batches": 4}, cluster,
-                                fold=True)
+                                fold="always")
     assert any("folded layers: off because context parallelism" in note for note in out.notes)
 
 
 def test_reused_collectives_are_noted_and_stay_close_where_links_are_shared():
     # TP 2 x DP 2 in a server, pipeline over both: groups share links; reuse is an approximation, close here
     config = {"tp": 2, "pp": 4, "dp": 2, "sequence_parallel": True, "num_micro_batches": 12, "zero_stage": 1}
-    reused = predict_training_step(TINY, config, cluster, fold=True, reuse_collectives=True)
+    reused = predict_training_step(TINY, config, cluster, fold="always", reuse_collectives=True)
     plain = predict_training_step(TINY, config, cluster)
     assert any("reused collectives" in note for note in reused.notes)
     assert math.isclose(reused.metrics["step_time"][0], plain.metrics["step_time"][0], rel_tol=0.01)
@@ -131,3 +132,18 @@ def test_reused_collectives_on_private_links_change_nothing():
     reused = predict_training_step(TINY, config, four_servers, reuse_collectives=True)
     plain = predict_training_step(TINY, config, four_servers)
     assert math.isclose(reused.metrics["step_time"][0], plain.metrics["step_time"][0], rel_tol=1e-9)
+
+
+def test_exact_folding_falls_back_to_op_by_op_where_links_are_shared():
+    config = {"tp": 2, "pp": 4, "dp": 2, "sequence_parallel": True, "num_micro_batches": 12}
+    exact = predict_training_step(TINY, config, cluster, fold="exact")
+    plain = predict_training_step(TINY, config, cluster)
+    assert exact.metrics["step_time"][0] == plain.metrics["step_time"][0]
+    assert any("folded layers: off because in-layer collectives share links" in note for note in exact.notes)
+    private = predict_training_step(TINY, {**config, "tp": 8, "pp": 2, "dp": 1}, cluster, fold="exact")
+    assert any("folded layers" in note and "exact" in note for note in private.notes)
+
+
+def test_an_unknown_folding_mode_names_the_choices():
+    with pytest.raises(ConfigError, match="off, exact or always"):
+        predict_training_step(TINY, {"tp": 8, "pp": 2, "num_micro_batches": 4}, cluster, fold="sometimes")
