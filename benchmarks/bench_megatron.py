@@ -96,7 +96,11 @@ def _search(jobs: int, limit: int | None) -> dict[str, Any]:
     predicted = int((result.table["status"] == "ok").sum())
     tried = len(result.table) - len(rejected)
     best = result.ranked.head(3)
-    return {"wall_s": wall, "cpu_s_parent": time.process_time() - c0, "layouts": len(runnable) + len(rejected),
+    # with --jobs 1 the layouts are predicted in this process, so its CPU time is the search's own (a measure
+    # that holds on a loaded machine); with more jobs it is the parent's share only
+    return {"wall_s": wall, "cpu_s_parent": time.process_time() - c0,
+            "cpu_per_predicted_layout_s": (time.process_time() - c0) / max(len(result.table) - len(rejected), 1)
+            if jobs == 1 else None, "layouts": len(runnable) + len(rejected),
             "runnable": len(runnable), "rejected_before_replay": len(rejected), "predicted_here": tried,
             "ok": predicted, "rejected_in_replay": tried - predicted,
             "wall_per_predicted_layout_s": wall / max(tried, 1),
