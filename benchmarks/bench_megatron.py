@@ -20,6 +20,10 @@ Cases (each in a fresh subprocess, so its peak memory is its own):
     on 2 cores. ``--search-limit N`` predicts only the first N runnable layouts
     (the rate is what the target needs).
 
+The training steps fold each pass's layers where that is exact and reuse each group's first run of a
+collective for its later identical runs (``reuse_collectives``: approximate where data-parallel buckets share
+NIC links with pipeline sends; the notes say which applied); see :mod:`commsim.workloads.folding`.
+
 Printed per case (JSON): wall and CPU time, peak resident memory (``ru_maxrss``,
 the case's process and its children), the machine's load average at the start,
 the predicted metrics and which shortcuts applied.
@@ -58,7 +62,7 @@ def _step(spec: Any, config: dict[str, Any], topology: Any) -> dict[str, Any]:
     config = {**config, "recompute": "selective"}
     t0, c0 = time.perf_counter(), time.process_time()
     out = predict_training_step(spec, config, lambda: Simulation(topology, record_usage=False),
-                                collective=CollectiveConfig(mode="flows"), fold="exact")
+                                collective=CollectiveConfig(mode="flows"), fold="exact", reuse_collectives=True)
     return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "replayed": out.replayed,
             "metrics": {k: v for k, (v, _) in out.metrics.items()}, "notes": out.notes,
             "recompute": config["recompute"]}
