@@ -71,6 +71,10 @@ class Shortcuts:
         self._kernel = replay.sim.kernel
         self.known: dict[int, list[tuple[Any, np.ndarray]]] = {}
         """Per cohort: one device of each spec it holds, and the positions of the devices of that spec."""
+        self.owners: dict[int, set[Any]]
+        """Per link: the groups (rank tuples) and ``"p2p"`` (send/recv pairs) of the trace that can use it."""
+        self.links_of: dict[tuple[int, ...], set[int]]
+        """Per group: the links its collectives use."""
 
     # ------------------------------------------------------------------ analysis
     def _compute_allowed(self, replay: Any) -> bool:
@@ -94,6 +98,7 @@ class Shortcuts:
 
     def _private_groups(self, replay: Any, schedule_of: Callable[..., Any]) -> frozenset[tuple[int, ...]]:
         sim, trace, index = replay.sim, replay.trace, replay.index
+        self.owners, self.links_of = {}, {}
         if sim.faults.scheduled:
             self.notes.append("fast replay: collectives run in the kernel because faults are scheduled")
             return frozenset()
@@ -137,6 +142,7 @@ class Shortcuts:
                                         [s * trace.ranks + d for s, d in ordered])
             for link in np.unique(routes.resources).tolist():
                 owners[link].add("p2p")
+        self.owners, self.links_of = dict(owners), dict(links_of)
         private = set()
         for group, links in links_of.items():
             programs = {q for q, _ in group_streams[group]}

@@ -110,9 +110,12 @@ class LayerFolder:
     probe's :class:`LayerTiming`; ``zero``: the ZeRO stage (2 keeps backward passes op by op).
     """
 
-    def __init__(self, timings: dict[tuple[int, str, bool], LayerTiming], zero: int) -> None:
+    def __init__(self, timings: dict[tuple[int, str, bool], LayerTiming], zero: int,
+                 links: dict[tuple[int, ...], set[int]] | None = None) -> None:
         self.timings = timings
         self.zero = zero
+        self.links = links or {}
+        """Per in-layer group (TP, EP): the links its collectives use (``None`` when the probe could not tell)."""
 
     def folds(self, emitter: Any, phase: str, final: bool) -> bool:
         """True when the pass of ``phase`` (``final``: the last micro-batch's) of ``emitter``'s stage is folded."""
@@ -265,7 +268,8 @@ def probe_layers(step: _Step, simulation: Callable[[], Any], options: dict[str, 
         layer = next(n for n in step.stages[stage] if step.is_moe(n) == moe)
         grads = {name for name, _ in step.layer_producers(layer)} if phase == "bwd" else set()
         timings[(stage, phase, moe)] = _layer_timing(cohort, range(begin, end), tail, grads)
-    return LayerFolder(timings, cfg.zero)
+    links = replay.shortcuts.links_of if replay.shortcuts is not None else {}
+    return LayerFolder(timings, cfg.zero, links)
 
 
 def _layer_timing(cohort: Any, indices: range, tail_id: str | None, grads: set[str]) -> LayerTiming:
@@ -317,13 +321,13 @@ def _tight(ops: list[Any], body: list[int]) -> bool:
     return len(reached) == len(body)
 
 
-def folded_exactly(replay: Replay) -> bool:
-    """True when a folded step's in-layer groups (``tp``, ``ep``) have links of their own and compute runs alone.
+def folded_exactly(replay: Replay, folder: LayerFolder) -> bool:
+    """True when ``replay`` (of a step folded by ``folder``) times layers as the op-by-op replay would.
 
-    Then the probe's layer times are the full replay's (see the module docstring).
+    That is: compute runs alone, and no link of an in-layer group's collectives (as the probe
+    found them) can be used by another group or a send/recv pair of the step.
     """
     shortcuts = replay.shortcuts
     if shortcuts is None or not shortcuts.compute:
         return False
-    groups = [tuple(g) for name in ("tp", "ep") for g in replay.trace.communicators.get(name, []) if len(g) > 1]
-    return all(group in shortcuts.private for group in groups)
+    return all(shortcuts.owners.get(link, set()) <= {group} for group, links in folder.links.items() for link in links)

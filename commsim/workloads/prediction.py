@@ -175,7 +175,7 @@ def _replay(spec: TransformerSpec, cfg: TrainingConfig, simulation: Callable[[],
     devices = [sim.devices[d] for d in replay.devices]
     peak = max((d.memory.peak for d in devices), default=0.0)
     notes = list(replay.notes)
-    exact = folder is not None and folded_exactly(replay)
+    exact = folder is not None and folded_exactly(replay, folder)
     if folder is not None:
         # a folded layer is a delay op: compute busy time is the breakdown's (compute and recomputation run
         # on one stream, never at once); the replay's own communication columns miss the folded collectives
