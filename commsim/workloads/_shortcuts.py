@@ -58,7 +58,7 @@ class Shortcuts:
     """
 
     def __init__(self, replay: Any, schedule_of: Callable[[str, str, float, int, int, list[str]], Any],
-                 reuse_all: bool = False) -> None:
+                 reuse_all: bool = False, store: dict[tuple[Any, ...], Timing] | None = None) -> None:
         self.notes: list[str] = []
         self.compute = self._compute_allowed(replay)
         self.reuse_all = reuse_all and not replay.sim.faults.scheduled
@@ -66,7 +66,8 @@ class Shortcuts:
         if self.reuse_all:
             self.notes.append("reused collectives: each group's first run of a collective is simulated, later "
                               "identical runs take its timing (approximate where the group's links are shared)")
-        self._timings: dict[tuple[Any, ...], Timing] = {}
+        # remembered timings; a store shared by replays of one system keeps reused timings alike between them
+        self._timings: dict[tuple[Any, ...], Timing] = {} if store is None else store
         self._durations: dict[tuple[Any, ...], float] = {}
         self._kernel = replay.sim.kernel
         self.known: dict[int, list[tuple[Any, np.ndarray]]] = {}

@@ -260,7 +260,8 @@ def probe_layers(step: _Step, simulation: Callable[[], Any], options: dict[str, 
         programs.append(emitter.b.build())
     trace = Trace.model_construct(name="layer-probe", ranks=cfg.world, communicators=_rank_layout(step),
                                   programs=programs, metadata={})
-    replay = Replay(simulation(), trace, **{**options, "fast": True, "record": "none", "progress": None})
+    replay = Replay(simulation(), trace, **{**options, "fast": True, "record": "none", "progress": None,
+                                           "collective_timings": None})
     replay.run_to_end()
     timings = {}
     for (stage, phase, moe), (begin, end, tail) in spans.items():

@@ -206,12 +206,16 @@ class Replay:
         With ``fast``: every group's later runs of a collective take the timing of
         its first run, private links or not (an approximation, noted; see
         :mod:`commsim.workloads._shortcuts`).
+    collective_timings:
+        With ``fast``: a dict the remembered collective timings are kept in, to share
+        them with other replays on the same system (and the same collective settings).
     """
 
     def __init__(self, sim: Any, trace: Trace, *, devices: list[str] | None = None, lockstep: bool = True,
                  algorithms: dict[str, str] | None = None, collective: CollectiveConfig | None = None,
                  record: str | None = None, progress: Callable[[int, int], None] | None = None,
-                 channels: int = 1, fast: bool = False, reuse_collectives: bool = False) -> None:
+                 channels: int = 1, fast: bool = False, reuse_collectives: bool = False,
+                 collective_timings: dict[tuple[Any, ...], Any] | None = None) -> None:
         self.sim = sim
         self.env = sim.env
         self.trace = trace
@@ -260,8 +264,8 @@ class Replay:
         self.channels = channels
         self._ops_total = self._ops_left
         self._progress_every = max(1, self._ops_total // 200)
-        self.shortcuts: Shortcuts | None = (Shortcuts(self, self._schedule_of, reuse_collectives) if fast
-                                            else None)
+        self.shortcuts: Shortcuts | None = (Shortcuts(self, self._schedule_of, reuse_collectives, collective_timings)
+                                            if fast else None)
         self.notes: list[str] = [] if self.shortcuts is None else list(self.shortcuts.notes)
 
     # ------------------------------------------------------------------ driving
