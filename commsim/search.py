@@ -9,7 +9,8 @@ stages, the global batch by micro-batch × DP, micro-batches by PP when
 interleaved) is a *rejected* row with its reason, as is one that runs out of
 memory in its replay. The others are predicted by
 :func:`~commsim.workloads.prediction.predict_training_step` (fast, periodic
-replay) in parallel — local processes or a Dask cluster, through
+replay, folded layers and reused collectives: see :mod:`commsim.workloads.folding`) in parallel — local
+processes or a Dask cluster, through
 :func:`commsim.sweeps.run_tasks` — and ranked by step time. Each finished row is
 appended to the CSV at once, so an interrupted search keeps what it finished.
 """
@@ -207,7 +208,11 @@ def search(spec: TransformerSpec, topology: str, *, global_batch: int, gpus: int
             progress(len(rows), total)
 
     model = spec.model_dump()
-    options = {"fast": True, **(replay or {})}
+    options = {"fast": True, "fold": "always", "reuse_collectives": True, **(replay or {})}
+    if options["fast"] and (options["fold"] != "off" or options["reuse_collectives"]):
+        notes.append("layouts predicted with folded layers and reused collectives (commsim.workloads.folding): "
+                     "exact where tensor- and data-parallel groups have links of their own, otherwise in-layer and "
+                     "repeated collectives are timed without the traffic they share links with")
     try:
         if progress is not None:
             progress(len(rows), total)

@@ -132,7 +132,8 @@ def train_command(
         err_console.print(f"[dim]ignored: {note}[/]")
     with progress_bar(f"predicting {spec.name} on {gpus} GPUs") as update:
         prediction = predict_training_step(spec, parsed.training, simulation_factory(cluster), fast=fast,
-                                           periodic=fast, progress=lambda done, total: update(done, total, "ops"))
+                                           periodic=fast, fold="exact" if fast else "off",
+                                           progress=lambda done, total: update(done, total, "ops"))
     t = parsed.training
     title = (f"{spec.name}: TP {t.get('tp', 1)} x PP {t.get('pp', 1)} x DP {t['dp']} on {gpus} GPUs, "
              f"{t.get('num_micro_batches', 'default')} micro-batches of {t.get('micro_batch_size', 1)}")

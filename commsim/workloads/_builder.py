@@ -10,6 +10,7 @@ from commsim.workloads.trace import (
     AllocOp,
     CollectiveOp,
     ComputeOp,
+    DelayOp,
     FreeOp,
     Program,
     RecvOp,
@@ -34,12 +35,14 @@ class ProgramBuilder:
         self.dtype = dtype
         self.ops: list[_OpBase] = []
         self._ids: set[str] = set()
+        self._last: dict[str, str] = {}
 
     def _add(self, op: _OpBase) -> str:
         if op.id in self._ids:
             raise AssertionError(f"generator bug: op id {op.id!r} used twice in program {self.name!r}")
         self._ids.add(op.id)
         self.ops.append(op)
+        self._last[op.stream] = op.id
         return op.id
 
     @staticmethod
@@ -88,6 +91,16 @@ class ProgramBuilder:
         """Append the release of ``buffer`` on ``stream``; return its id."""
         return self._add(FreeOp.model_construct(id=op_id, stream=stream, deps=self._deps(deps), tags=tags,
                                                 buffer=buffer))
+
+    def delay(self, op_id: str, seconds: float, *, deps: Iterable[str | None] = (), tags: dict[str, Any],
+              stream: str = "compute") -> str:
+        """Append an op that holds ``stream`` for ``seconds``; return its id."""
+        return self._add(DelayOp.model_construct(id=op_id, stream=stream, deps=self._deps(deps), tags=tags,
+                                                 seconds=float(seconds)))
+
+    def last_on(self, stream: str) -> str | None:
+        """The id of the last op appended on ``stream`` so far, or ``None``."""
+        return self._last.get(stream)
 
     def build(self) -> Program:
         """The finished :class:`Program`."""

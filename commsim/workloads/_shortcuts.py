@@ -23,6 +23,13 @@ given collective and size is simulated, later ones reuse that run's timing
 Both are equalities, not approximations: the results equal the full replay's up
 to floating-point rounding. Anything the analysis cannot prove private takes the
 ordinary path.
+
+**Reused collectives** (``Replay(reuse_collectives=True)``, an approximation that
+says so): every group's first run of a given collective and size is simulated in
+the kernel, in whatever traffic there is at the time, and later runs reuse its
+timing whether or not the group's links are private — later runs ignore (and
+cause) no contention. A layout search uses it: a data-parallel gradient
+reduction is hundreds of identical buckets.
 """
 
 from __future__ import annotations
@@ -50,15 +57,25 @@ class Shortcuts:
     groups whose collectives are remembered; ``notes`` says why a shortcut is off.
     """
 
-    def __init__(self, replay: Any, schedule_of: Callable[[str, str, float, int, int, list[str]], Any]) -> None:
+    def __init__(self, replay: Any, schedule_of: Callable[[str, str, float, int, int, list[str]], Any],
+                 reuse_all: bool = False, store: dict[tuple[Any, ...], Timing] | None = None) -> None:
         self.notes: list[str] = []
         self.compute = self._compute_allowed(replay)
+        self.reuse_all = reuse_all and not replay.sim.faults.scheduled
         self.private = self._private_groups(replay, schedule_of)
-        self._timings: dict[tuple[Any, ...], Timing] = {}
+        if self.reuse_all:
+            self.notes.append("reused collectives: each group's first run of a collective is simulated, later "
+                              "identical runs take its timing (approximate where the group's links are shared)")
+        # remembered timings; a store shared by replays of one system keeps reused timings alike between them
+        self._timings: dict[tuple[Any, ...], Timing] = {} if store is None else store
         self._durations: dict[tuple[Any, ...], float] = {}
         self._kernel = replay.sim.kernel
         self.known: dict[int, list[tuple[Any, np.ndarray]]] = {}
         """Per cohort: one device of each spec it holds, and the positions of the devices of that spec."""
+        self.owners: dict[int, set[Any]]
+        """Per link: the groups (rank tuples) and ``"p2p"`` (send/recv pairs) of the trace that can use it."""
+        self.links_of: dict[tuple[int, ...], set[int]]
+        """Per group: the links its collectives use."""
 
     # ------------------------------------------------------------------ analysis
     def _compute_allowed(self, replay: Any) -> bool:
@@ -82,6 +99,7 @@ class Shortcuts:
 
     def _private_groups(self, replay: Any, schedule_of: Callable[..., Any]) -> frozenset[tuple[int, ...]]:
         sim, trace, index = replay.sim, replay.trace, replay.index
+        self.owners, self.links_of = {}, {}
         if sim.faults.scheduled:
             self.notes.append("fast replay: collectives run in the kernel because faults are scheduled")
             return frozenset()
@@ -125,6 +143,7 @@ class Shortcuts:
                                         [s * trace.ranks + d for s, d in ordered])
             for link in np.unique(routes.resources).tolist():
                 owners[link].add("p2p")
+        self.owners, self.links_of = dict(owners), dict(links_of)
         private = set()
         for group, links in links_of.items():
             programs = {q for q, _ in group_streams[group]}
@@ -182,5 +201,5 @@ class Shortcuts:
 
     def remember(self, key: tuple[Any, ...], done: float, ends: np.ndarray) -> None:
         """Keep a private group's run of ``key``: completion and member ends, relative to its launch."""
-        if key[-1] in self.private and key not in self._timings:
+        if (self.reuse_all or key[-1] in self.private) and key not in self._timings:
             self._timings[key] = (done, ends.copy())

@@ -304,9 +304,13 @@ def training_trace(model: TransformerSpec | str, config: TrainingConfig | dict[s
     (1024, 8, ['dp', 'embd', 'pp', 'tp'])
     """
     spec = model if isinstance(model, TransformerSpec) else load_model(model)
-    step = _Step(spec, resolve_config(config, overrides))
-    cfg = step.config
-    programs = [_stage_program(step, stage) for stage in range(cfg.pp)]
+    return step_trace(_Step(spec, resolve_config(config, overrides)))
+
+
+def step_trace(step: _Step, folder: Any = None) -> Trace:
+    """The trace of a prepared step; with ``folder``, the layers of the passes it folds are a few timed ops."""
+    spec, cfg = step.spec, step.config
+    programs = [_stage_program(step, stage, folder) for stage in range(cfg.pp)]
     params = {f"stage{s}": sum(n for _, n in step.stage_producers(s)) for s in range(cfg.pp)}
     total = step.total_parameters()
     tokens = step.tokens * cfg.cp * cfg.micro_batches * cfg.dp
@@ -364,6 +368,8 @@ class _StageEmitter:
         self.last_compute: str | None = None
         self.grad_ready: list[tuple[str, str]] = []
         self.sync = _GradSync(self, step.stage_producers(stage))
+        self.folder: Any = None
+        """What folds a pass's layers into a few timed ops (:class:`commsim.workloads.folding.LayerFolder`)."""
 
     def first_chunk(self, chunk: int) -> bool:
         return self.stage == 0 and chunk == 0
@@ -471,9 +477,13 @@ class _StageEmitter:
         return f"act{j}" if self.v == 1 else f"act{j}c{chunk}"
 
     def layers_pass(self, layers: list[int], emit: Callable[[int, str, dict[str, Any]], None], p: str,
-                    tags: dict[str, Any]) -> None:
+                    tags: dict[str, Any], final: bool = False) -> None:
         """Run ``emit(layer, prefix, tags)`` over ``layers``, with ZeRO-3 per-layer parameter all-gathers
-        prefetched one layer ahead (each waits for the previous layer's first kernel)."""
+        prefetched one layer ahead (each waits for the previous layer's first kernel). With a ``folder``
+        (:mod:`commsim.workloads.folding`) that folds this pass, its few timed ops stand for the layers."""
+        if self.folder is not None and self.folder.folds(self, tags["phase"], final):
+            self.folder.emit(self, layers, p, tags, final)
+            return
         zero3 = self.step.config.zero >= 3
         gathered: dict[int, list[str]] = {}
         if zero3 and layers:
@@ -586,7 +596,7 @@ class _StageEmitter:
             self.grad(f"{p}.lm_head_wgrad", step.lm_head_wgrad, tags, "lm_head_wgrad", final, wait=False)
             self.grad(f"{p}.final_norm_bwd", step.final_norm_bwd, tags, "final_norm_bwd", final)
         layers = list(reversed(step.chunks[self.stage][chunk]))
-        self.layers_pass(layers, lambda layer, q, lt: self.layer_backward(j, layer, q, lt, final), p, tags)
+        self.layers_pass(layers, lambda layer, q, lt: self.layer_backward(j, layer, q, lt, final), p, tags, final)
         if first:
             self.tp_gather(f"{p}.embed_ag", tags)
             self.grad(f"{p}.embed_wgrad", step.embed_bwd, tags, "embed_wgrad", final)
@@ -785,9 +795,10 @@ class _GradSync:
                     algorithm=step.config.dp_algorithm)
 
 
-def _stage_program(step: _Step, stage: int) -> Program:
+def _stage_program(step: _Step, stage: int, folder: Any = None) -> Program:
     cfg = step.config
     emitter = _StageEmitter(step, stage)
+    emitter.folder = folder
     b = emitter.b
     if cfg.track_memory:
         setup: dict[str, Any] = {"phase": "setup"}

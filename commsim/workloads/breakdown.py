@@ -26,7 +26,7 @@ import pandas as pd
 
 from commsim.workloads.replay import _merge, _overlap_length, _union_length
 
-__all__ = ["COMM_CLASSES", "BREAKDOWN_COLUMNS", "step_breakdown"]
+__all__ = ["COMM_CLASSES", "BREAKDOWN_COLUMNS", "ops_breakdown", "step_breakdown"]
 
 COMM_CLASSES = ("tp", "pp", "dp", "ep", "cp", "other")
 """Communication classes of the breakdown, in order of precedence."""
@@ -65,28 +65,45 @@ def step_breakdown(replay: Any, step_time: float | None = None) -> pd.DataFrame:
         step_time = max((float(c.end.max()) for c in cohorts if len(c.end)), default=0.0)
     rows = []
     for cohort in cohorts:
-        compute: list[tuple[float, float]] = []
-        recompute: list[tuple[float, float]] = []
-        comm: dict[str, list[tuple[float, float]]] = {c: [] for c in COMM_CLASSES}
-        start, end, launched = cohort.start.tolist(), cohort.end.tolist(), cohort.launched.tolist()
-        for i, op in enumerate(cohort.plan.ops):
-            if end[i] <= start[i]:
-                continue
-            if op.kind == "compute":
-                (recompute if _is_recompute(op) else compute).append((start[i], end[i]))
-            elif op.kind in ("collective", "send", "recv"):
-                began = launched[i] if launched[i] == launched[i] else start[i]
-                if end[i] > began:
-                    comm[comm_class(op)].append((began, end[i]))
-        covered = _merge(compute)
-        row: dict[str, Any] = {"cohort": cohort.index, "compute": _union_length(covered)}
-        merged = _merge(recompute)
-        row["recompute"] = _union_length(merged) - _overlap_length(merged, covered)
-        covered = _merge(covered + merged)
-        for c in COMM_CLASSES:
-            merged = _merge(comm[c])
-            row[f"exposed_{c}_comm"] = _union_length(merged) - _overlap_length(merged, covered)
-            covered = _merge(covered + merged)
-        row["idle"] = step_time - _union_length(covered)
-        rows.append(row)
+        busy = ops_breakdown(cohort.plan.ops, cohort.start.tolist(), cohort.end.tolist(), cohort.launched.tolist())
+        rows.append({"cohort": cohort.index, **busy, "idle": step_time - sum(busy.values())})
     return pd.DataFrame(rows, columns=["cohort", *BREAKDOWN_COLUMNS])
+
+
+def ops_breakdown(ops: list[Any], start: list[float], end: list[float], launched: list[float]) -> dict[str, float]:
+    """Seconds of each busy class (every column of :data:`BREAKDOWN_COLUMNS` but ``idle``) of one cohort's ops.
+
+    ``start``, ``end`` and ``launched`` (when a communication op's transfers began, NaN if
+    not) are per op, seconds. A delay op tagged ``folded`` (``{class: seconds}``: work
+    folded into one op by :mod:`commsim.workloads.folding`) counts as those classes, one
+    after the other from its start, in the order of its tag.
+    """
+    compute: list[tuple[float, float]] = []
+    recompute: list[tuple[float, float]] = []
+    comm: dict[str, list[tuple[float, float]]] = {c: [] for c in COMM_CLASSES}
+    lists = {"compute": compute, "recompute": recompute, **{f"exposed_{c}_comm": comm[c] for c in COMM_CLASSES}}
+    for i, op in enumerate(ops):
+        if end[i] <= start[i]:
+            continue
+        if op.kind == "compute":
+            (recompute if _is_recompute(op) else compute).append((start[i], end[i]))
+        elif op.kind in ("collective", "send", "recv"):
+            began = launched[i] if launched[i] == launched[i] else start[i]
+            if end[i] > began:
+                comm[comm_class(op)].append((began, end[i]))
+        elif op.kind == "delay" and op.tags and "folded" in op.tags:
+            at = start[i]
+            for column, seconds in op.tags["folded"].items():
+                if seconds > 0:
+                    lists[column].append((at, min(at + seconds, end[i])))
+                    at += seconds
+    covered = _merge(compute)
+    row: dict[str, float] = {"compute": _union_length(covered)}
+    merged = _merge(recompute)
+    row["recompute"] = _union_length(merged) - _overlap_length(merged, covered)
+    covered = _merge(covered + merged)
+    for c in COMM_CLASSES:
+        merged = _merge(comm[c])
+        row[f"exposed_{c}_comm"] = _union_length(merged) - _overlap_length(merged, covered)
+        covered = _merge(covered + merged)
+    return row

@@ -14,6 +14,14 @@ memory, which 1F1B bounds by the number of stages in flight.
 
 The replays are the shared :class:`~commsim.workloads.replay.Replay`, with
 ``fast=True`` unless told otherwise (see :mod:`commsim.workloads._shortcuts`).
+
+**Folded layers.** With ``fold`` ``"exact"`` or ``"always"`` (and ``fast``), the layers of each pass are
+three timed ops, each layer kind timed once per stage by a probe replay (see
+:mod:`commsim.workloads.folding`, which says where that is exact); the per-cohort
+``compute_busy`` is then the breakdown's compute and recomputation. ``"exact"``
+keeps the folded step only where folding is exact (in-layer groups on links of
+their own) and otherwise replays op by op; ``"always"`` keeps it, noting the
+approximation.
 """
 
 from __future__ import annotations
@@ -26,9 +34,11 @@ import numpy as np
 import pandas as pd
 
 from commsim.config import validate
-from commsim.workloads._training import TrainingConfig, training_trace
+from commsim.errors import ConfigError
+from commsim.workloads._training import TrainingConfig, _Step, step_trace
 from commsim.workloads.breakdown import BREAKDOWN_COLUMNS, step_breakdown
 from commsim.workloads.flops import hardware_flops, model_flops
+from commsim.workloads.folding import LayerFolder, fold_refusal, folded_exactly, probe_layers
 from commsim.workloads.models import TransformerSpec, load_model
 from commsim.workloads.replay import Replay, ReplayResult
 
@@ -83,27 +93,47 @@ def periodic_points(micro_batches: int, pp: int, virtual_stages: int = 1) -> lis
 
 def predict_training_step(model: TransformerSpec | str, config: TrainingConfig | dict[str, Any],
                           simulation: Callable[[], Any], *, fast: bool = True, periodic: bool = True,
-                          **replay_options: Any) -> StepPrediction:
+                          fold: str = "off", **replay_options: Any) -> StepPrediction:
     """Replay one training step of ``model`` under ``config`` and derive Megatron's metrics.
 
     ``simulation()`` returns a fresh :class:`~commsim.simulation.Simulation` for
     each replay. ``fast`` and ``replay_options`` go to :class:`Replay`; ``periodic``
-    allows the periodic shortcut (module docstring).
+    allows the periodic shortcut; ``fold`` (with ``fast``: ``off``, ``exact`` or ``always``) the
+    folded layers (module docstring).
     """
+    if fold not in ("off", "exact", "always"):
+        raise ConfigError(field="fold", value=fold, rule="is not a folding mode", fix="use off, exact or always")
     spec = model if isinstance(model, TransformerSpec) else load_model(model)
     cfg = config if isinstance(config, TrainingConfig) else validate(TrainingConfig, dict(config))
     m = cfg.micro_batches
     virtual = int(getattr(cfg, "virtual_pipeline_stages", 1) or 1)
     points = periodic_points(m, cfg.pp, virtual) if periodic else None
     notes: list[str] = []
-    runs = [_replay(spec, cfg.model_copy(update={"num_micro_batches": k}), simulation, fast, replay_options)
-            for k in (points or [m])]
+    folder = None
+    if fast and fold != "off":
+        folder, simulation = _folder(spec, cfg, simulation, replay_options, notes)
+    if fast and replay_options.get("reuse_collectives") and "collective_timings" not in replay_options:
+        # the periodic replays reuse one set of first runs: each replay timing them afresh, in its own traffic,
+        # could make them differ and the step look not periodic
+        replay_options = {**replay_options, "collective_timings": {}}
+    runs: list[dict[str, Any]] = []
+    for k in points or [m]:
+        runs.append(_replay(spec, cfg.model_copy(update={"num_micro_batches": k}), simulation, fast, replay_options,
+                            folder))
+        if folder is not None and fold == "exact" and not runs[0]["exact"]:
+            notes.append("folded layers: off because in-layer collectives share links with other traffic of the "
+                         "step (folding would time them without it); replayed op by op")
+            folder, runs = None, []
+            break
+    if not runs:
+        runs = [_replay(spec, cfg.model_copy(update={"num_micro_batches": k}), simulation, fast, replay_options)
+                for k in (points or [m])]
     if points is not None:
         extended = _extend(runs, points, m)
         if extended is None:
             notes.append(f"periodic replay: the step was not periodic from {points[0]} micro-batches on; "
                          f"replayed all {m}")
-            runs = [_replay(spec, cfg, simulation, fast, replay_options)]
+            runs = [_replay(spec, cfg, simulation, fast, replay_options, folder)]
             points = None
         else:
             step_time, cohorts = extended
@@ -117,9 +147,27 @@ def predict_training_step(model: TransformerSpec | str, config: TrainingConfig |
     return StepPrediction(metrics=metrics, cohorts=cohorts, replayed=points or [m], last=last["result"], notes=notes)
 
 
+def _folder(spec: TransformerSpec, cfg: TrainingConfig, simulation: Callable[[], Any], options: dict[str, Any],
+            notes: list[str]) -> tuple[LayerFolder | None, Callable[[], Any]]:
+    """The layer folder of this step (``None`` with a note when it cannot fold) and the simulations left to use."""
+    step = _Step(spec, cfg)
+    first = simulation()
+    used = [first]
+
+    def again() -> Any:
+        # the simulation made to check the refusal serves the first replay (the runner's first one has its faults)
+        return used.pop() if used else simulation()
+
+    refusal = fold_refusal(step, first, options)
+    if refusal is not None:
+        notes.append(f"folded layers: off because {refusal}")
+        return None, again
+    return probe_layers(step, simulation, options), again
+
+
 def _replay(spec: TransformerSpec, cfg: TrainingConfig, simulation: Callable[[], Any], fast: bool,
-            options: dict[str, Any]) -> dict[str, Any]:
-    trace = training_trace(spec, cfg)
+            options: dict[str, Any], folder: LayerFolder | None = None) -> dict[str, Any]:
+    trace = step_trace(_Step(spec, cfg), folder)
     sim = simulation()
     options = {"record": "none", **options}
     replay = Replay(sim, trace, fast=fast, **options)
@@ -131,9 +179,20 @@ def _replay(spec: TransformerSpec, cfg: TrainingConfig, simulation: Callable[[],
     devices = [sim.devices[d] for d in replay.devices]
     peak = max((d.memory.peak for d in devices), default=0.0)
     notes = list(replay.notes)
-    if fast and not notes:
+    exact = folder is not None and folded_exactly(replay, folder)
+    if folder is not None:
+        # a folded layer is a delay op: compute busy time is the breakdown's (compute and recomputation run
+        # on one stream, never at once); the replay's own communication columns miss the folded collectives
+        cohorts["compute_busy"] = cohorts["compute"] + cohorts["recompute"]
+        cohorts = cohorts.drop(columns=[c for c in _NOT_EXTENDED if c in cohorts.columns])
+        notes.append("folded layers: each pass's layers replayed as three timed ops, each layer kind timed once per "
+                     "stage by a probe replay; " + ("exact: in-layer groups have links of their own"
+                                                   if exact else
+                                                   "approximate: in-layer collectives share links with other traffic "
+                                                   "of the step and were timed without it"))
+    if fast and not replay.notes:
         notes.append("fast replay: compute and private-link collectives timed without the kernel (exact)")
-    return {"step_time": result.step_time, "cohorts": cohorts, "result": result, "peak_memory": peak,
+    return {"step_time": result.step_time, "cohorts": cohorts, "result": result, "peak_memory": peak, "exact": exact,
             "device": devices[0].spec if devices else None, "ranks": trace.ranks, "notes": notes,
             "seq_len": trace.metadata["seq_len"]}
 

@@ -231,13 +231,21 @@ class Replay:
         conditions, checked before the run). Exact: the results equal the full
         replay's up to rounding; what the analysis cannot prove private runs as
         usual, and ``notes`` says which shortcut is off and why.
+    reuse_collectives:
+        With ``fast``: every group's later runs of a collective take the timing of
+        its first run, private links or not (an approximation, noted; see
+        :mod:`commsim.workloads._shortcuts`).
+    collective_timings:
+        With ``fast``: a dict the remembered collective timings are kept in, to share
+        them with other replays on the same system (and the same collective settings).
     """
 
     def __init__(self, sim: Any, trace: Trace, *, devices: list[str] | None = None, lockstep: bool = True,
                  algorithms: dict[str, str] | None = None, collective: CollectiveConfig | None = None,
                  record: str | None = None, progress: Callable[[int, int], None] | None = None,
                  channels: int = 1, fast: bool = False, algorithm_options: dict[str, dict[str, Any]] | None = None,
-                 plugins: Sequence[ReplayPlugin] = ()) -> None:
+                 plugins: Sequence[ReplayPlugin] = (), reuse_collectives: bool = False,
+                 collective_timings: dict[tuple[Any, ...], Any] | None = None) -> None:
         self.sim = sim
         self.env = sim.env
         self.trace = trace
@@ -289,7 +297,8 @@ class Replay:
         self._ops_total = self._ops_left
         self._progress_every = max(1, self._ops_total // 200)
         # a plug-in may use devices and links the shortcut analysis cannot see: no shortcut is then provably exact
-        self.shortcuts: Shortcuts | None = Shortcuts(self, self._schedule_of) if fast and not self.plugins else None
+        self.shortcuts: Shortcuts | None = (Shortcuts(self, self._schedule_of, reuse_collectives, collective_timings)
+                                            if fast and not self.plugins else None)
         self.notes: list[str] = [] if self.shortcuts is None else list(self.shortcuts.notes)
         if fast and self.plugins:
             self.notes.append("fast is off: plug-ins take part in the replay, which the shortcut analysis cannot see")
