@@ -26,7 +26,7 @@ from commsim.simulation import Simulation
 from commsim.systems import StudyContext, get_study
 from commsim.systems.c4.c4d import evaluate_fault
 from commsim.systems.c4.detector import Diagnosis, baseline_of, correct
-from commsim.systems.c4.episode import Fault, build_setup, draw_history, observe, simulate_episode
+from commsim.systems.c4.episode import Fault, build_setup, draw_history, given_history, observe, simulate_episode
 from commsim.systems.c4.layout import dp_rings, place_jobs, server_devices
 from commsim.systems.c4.model import JobModel, compute_profile
 from commsim.systems.c4.params import C4Params
@@ -340,6 +340,17 @@ def test_bad_input_fails_with_clear_messages(topo):
 def test_scenario_files_validate(name):
     scenario = load_scenario(ROOT / "scenarios" / f"{name}.yaml")
     get_study("c4").parse(scenario.workload.params)
+
+
+def test_the_injected_faults_scenario_names_only_links_its_job_uses():
+    """The shipped scenario must pass the study's own up-front check (the job's links follow its routing)."""
+    scenario = load_scenario(ROOT / "scenarios" / "c4_c4d_injected.yaml")
+    params = get_study("c4").parse(scenario.workload.params)
+    setup = build_setup(load_topology(ROOT / scenario.topology), params.c4d, params.job, seed=scenario.seed,
+                        qps=params.c4p.qps)
+    faults = given_history(setup, params.c4d.faults)
+    assert [f.kind for f in faults] == [f.kind for f in params.c4d.faults]
+    assert all(f.link in setup.used_links for f in faults if f.link is not None)
 
 
 def test_study_runs_from_a_scenario_with_tables_figures_and_metrics(tmp_path):
