@@ -72,3 +72,9 @@ def test_an_unknown_name_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no_such_name"):
         _ = commsim.no_such_name
     assert not hasattr(commsim.kernel, "NoSuchKernel")
+
+
+def test_simulating_a_collective_loads_no_heavy_library():
+    """The shell what-if path (topology shorthand, schedule, kernel) needs neither networkx nor pandas."""
+    code = "from commsim.collectives import simulate_collective\nsimulate_collective('switch:8', 'all_reduce', 2**20)"
+    assert _heavy(_modules_after(code)) == []

@@ -61,7 +61,7 @@ def memory_capacity(topology: Any) -> float | None:
     """Memory of the topology's first device, bytes (``None`` when it states none)."""
     from commsim.devices.spec import device_spec
 
-    spec = device_spec(topology.graph.nodes[topology.devices[0]].get("device"))
+    spec = device_spec(topology.device_spec(topology.devices[0]))
     return getattr(spec, "memory", None)
 
 

@@ -508,8 +508,8 @@ def _check_gates(gates: Mapping[int, np.ndarray], schedule: Schedule) -> dict[in
 
 def _servers(sim: Simulation, group: list[str]) -> np.ndarray:
     """Server of each group member (its node's ``server`` attribute; all 0 when absent)."""
-    nodes = sim.topology.graph.nodes
-    return np.array([hash(nodes[g].get("server", 0)) for g in group], dtype=np.int64)
+    attributes = sim.topology.node_attributes
+    return np.array([hash(attributes(g).get("server", 0)) for g in group], dtype=np.int64)
 
 
 def _reverse(index: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

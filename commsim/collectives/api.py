@@ -66,7 +66,7 @@ def resolve_group(topology: Topology, ranks: Any = None) -> list[str]:
                 raise ConfigError(field="ranks", value=int(item), rule="is not a device rank of the topology",
                                   fix=f"use ranks 0..{len(devices) - 1}")
             group.append(devices[int(item)])
-        elif item in topology.graph and topology.kind(item) == "device":
+        elif topology.has_node(item) and topology.kind(item) == "device":
             group.append(item)
         else:
             raise ConfigError(field="ranks", value=item, rule="is not a device of the topology",

@@ -131,8 +131,7 @@ def hierarchical_phases(n: int, nbytes: float, *, ranks_per_node: int, inter: Li
 
 def ranks_per_node_of(topology: Topology, group: Sequence[str]) -> int:
     """Ranks per node of ``group``, from its devices' ``server`` attribute (equal, consecutive blocks)."""
-    graph = topology.graph
-    servers = [graph.nodes[name].get("server") for name in group]
+    servers = [topology.node_attributes(name).get("server") for name in group]
     if any(s is None for s in servers):
         missing = next(name for name, s in zip(group, servers, strict=True) if s is None)
         raise ConfigError(field="ranks_per_node", value=missing, rule="cannot be derived: the device has no "

@@ -309,8 +309,7 @@ def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
 
     if not group:
         raise ConfigError(field="ranks", value=0, rule="is an empty group", fix="give at least one rank")
-    nodes = topology.graph.nodes
-    labels = [nodes[g].get("server", 0) for g in group]
+    labels = [topology.node_attributes(g).get("server", 0) for g in group]
     order: dict[Any, int] = {}
     server = np.array([order.setdefault(lab, len(order)) for lab in labels], dtype=np.int64)
     local = np.zeros(len(group), dtype=np.int64)
@@ -335,7 +334,7 @@ def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
         local_bw, local_lat, local_path = measure(group[pair[0]], group[pair[1]])
         # NVLS needs every local hop to go through one switch that can reduce and multicast
         inner = router.nodes_of(local_path)[1:-1]
-        nvls = len(inner) == 1 and bool(nodes[compiled.names[inner[0]]].get("nvls", False))
+        nvls = len(inner) == 1 and bool(topology.node_attributes(compiled.names[inner[0]]).get("nvls", False))
     port = math.nan
     if pair is not None:
         firsts = {router.path(group[0], group[j])[0] for j in range(1, len(group)) if server[j] == server[0]}
@@ -344,7 +343,7 @@ def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
     for s in range(len(order) if nvls else 0):
         members = [group[i] for i in range(len(group)) if server[i] == s]
         inner = router.nodes_of(router.path(members[0], members[1]))[1:-1] if len(members) > 1 else []
-        if len(inner) != 1 or not nodes[compiled.names[inner[0]]].get("nvls", False):
+        if len(inner) != 1 or not topology.node_attributes(compiled.names[inner[0]]).get("nvls", False):
             nvls, switches = False, []
             break
         switches.append(compiled.names[inner[0]])

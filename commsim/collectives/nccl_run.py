@@ -314,10 +314,9 @@ def spread_group(topology: Topology, ranks: int, servers: int | None = None) -> 
                           fix=f"use 1..{len(devices)} ranks or a topology with more servers")
     if servers is None or servers <= 1:
         return devices[:ranks]
-    nodes = topology.graph.nodes
     by_server: dict[Any, list[str]] = {}
     for d in devices:
-        by_server.setdefault(nodes[d].get("server", 0), []).append(d)
+        by_server.setdefault(topology.node_attributes(d).get("server", 0), []).append(d)
     if ranks % servers or len(by_server) < servers:
         raise ConfigError(field="ranks", value=ranks, rule=f"cannot be spread evenly over {servers} servers of a "
                           f"topology with {len(by_server)}", fix="give a rank count divisible by the server count, "

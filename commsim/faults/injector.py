@@ -59,10 +59,10 @@ def check_faults(faults: Iterable[Any], topology: Topology, *, field: str = "fau
         where = f"{field}[{i}]"
         if isinstance(fault, _LINK_FAULTS):
             a, b = fault.link
-            if not (topology.graph.has_edge(a, b) and topology.graph.has_edge(b, a)):
+            if not (topology.has_link(a, b) and topology.has_link(b, a)):
                 raise ConfigError(field=f"{where}.link", value=[a, b], rule="is not a link of the topology",
                                   fix="name two directly linked nodes, e.g. "
-                                      f"{list(next(iter(topology.graph.edges)))}")
+                                      f"{list(next(topology.links())[:2])}")
         elif fault.device not in devices:
             raise ConfigError(field=f"{where}.device", value=fault.device, rule="is not a device of the topology",
                               fix=f"use one of {', '.join(topology.devices[:6])}...")

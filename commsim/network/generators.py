@@ -323,7 +323,7 @@ def torus(
             nxt = list(c)
             nxt[axis] = (c[axis] + 1) % size
             a, b = f"gpu{index[c]}", f"gpu{index[tuple(nxt)]}"
-            if not topo.graph.has_edge(a, b):
+            if not topo.has_link(a, b):
                 topo.add_link(a, b, bandwidth=bandwidth, latency=latency)
     topo.check()
     return topo
@@ -349,7 +349,7 @@ def home_router_edge(
     names = _devices(topo, devices, device, prefix="dev")
     for i, name in enumerate(names):
         router = f"router{i // devices_per_router}"
-        if router not in topo.graph:
+        if not topo.has_node(router):
             topo.add_node(router, "router")
             topo.add_link(router, "core", bandwidth=bandwidth, latency=latency)
         topo.add_link(name, router, bandwidth=bandwidth, latency=latency)

@@ -29,12 +29,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import networkx as nx
 import numpy as np
 
 from commsim.errors import TopologyError
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = ["NODE_KINDS", "TRANSIT_KINDS", "CompiledTopology", "NodeKind", "Topology"]
 
@@ -80,8 +82,32 @@ class Topology:
     def __init__(self, name: str = "topology", description: str = "") -> None:
         self.name = name
         self.description = description
-        self.graph = nx.DiGraph(name=name)
+        # nodes and directed links in insertion order; networkx is only imported for :attr:`graph`
+        self._nodes: dict[str, dict[str, Any]] = {}
+        self._succ: dict[str, dict[str, dict[str, Any]]] = {}
+        self._graph: nx.DiGraph | None = None
         self._compiled: CompiledTopology | None = None
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The topology as a networkx ``DiGraph`` (a read-only snapshot, rebuilt after changes).
+
+        Node attributes: ``kind``, ``latency``, ``device``, ``forwards`` and the extras given
+        to :meth:`add_node`; edge attributes: ``bandwidth``, ``latency`` and extras. Change the
+        topology through its methods (:meth:`add_node`, :meth:`add_link`, :meth:`set_device`).
+        """
+        if self._graph is None:
+            import networkx as nx
+
+            graph = nx.DiGraph(name=self.name)
+            graph.add_nodes_from((n, dict(attrs)) for n, attrs in self._nodes.items())
+            graph.add_edges_from((a, b, dict(attrs)) for a, out in self._succ.items() for b, attrs in out.items())
+            self._graph = graph
+        return self._graph
+
+    def _changed(self) -> None:
+        self._graph = None
+        self._compiled = None
 
     # ------------------------------------------------------------------ building
     def add_node(
@@ -106,7 +132,7 @@ class Topology:
         if kind not in NODE_KINDS:
             raise TopologyError(field=f"nodes.{name}.kind", value=kind, rule="is not a node kind",
                                 fix=f"use one of {', '.join(NODE_KINDS)}")
-        if name in self.graph:
+        if name in self._nodes:
             raise TopologyError(field=f"nodes.{name}", value=name, rule="is defined twice",
                                 fix="give every node a unique name")
         if latency < 0:
@@ -117,8 +143,10 @@ class Topology:
                                 fix="name a device preset (e.g. 'h100_sxm') or give a device spec")
         if forwards is None:
             forwards = kind in TRANSIT_KINDS
-        self.graph.add_node(name, kind=kind, latency=float(latency), device=device, forwards=bool(forwards), **attrs)
-        self._compiled = None
+        self._nodes[name] = {"kind": kind, "latency": float(latency), "device": device, "forwards": bool(forwards),
+                             **attrs}
+        self._succ[name] = {}
+        self._changed()
 
     def add_link(
         self,
@@ -134,13 +162,13 @@ class Topology:
         ``bandwidth_back`` (default: the same) from ``b`` to ``a``; ``latency`` in seconds
         each way."""
         for end in (a, b):
-            if end not in self.graph:
+            if end not in self._nodes:
                 raise TopologyError(field=f"links[{a}-{b}]", value=end, rule="names a node that does not exist",
                                     fix="define the node first or correct the name")
         if a == b:
             raise TopologyError(field=f"links[{a}-{b}]", value=a, rule="joins a node to itself",
                                 fix="give two different nodes")
-        if self.graph.has_edge(a, b):
+        if self.has_link(a, b):
             raise TopologyError(field=f"links[{a}-{b}]", value=f"{a}-{b}", rule="is defined twice",
                                 fix="give each pair of nodes at most one link (raise its bandwidth instead)")
         back = bandwidth if bandwidth_back is None else bandwidth_back
@@ -152,14 +180,22 @@ class Topology:
             # an infinite latency would turn into NaN times in the kernel
             raise TopologyError(field=f"links[{a}-{b}].latency", value=latency, rule="must be >= 0 and finite",
                                 fix="give a non-negative, finite latency")
-        self.graph.add_edge(a, b, bandwidth=float(bandwidth), latency=float(latency), **attrs)
-        self.graph.add_edge(b, a, bandwidth=float(back), latency=float(latency), **attrs)
-        self._compiled = None
+        self._succ[a][b] = {"bandwidth": float(bandwidth), "latency": float(latency), **attrs}
+        self._succ[b][a] = {"bandwidth": float(back), "latency": float(latency), **attrs}
+        self._changed()
+
+    def set_device(self, node: str, device: Any) -> None:
+        """Replace the device (preset name or spec) of device node ``node``."""
+        if self._nodes.get(node, {}).get("kind") != "device":
+            raise TopologyError(field=f"nodes.{node}", value=node, rule="is not a device node",
+                                fix="name a device node of the topology")
+        self._nodes[node]["device"] = device
+        self._changed()
 
     # ------------------------------------------------------------------ queries
     def nodes(self, kind: str | None = None) -> list[str]:
         """Node names in insertion order, optionally of one kind."""
-        return [n for n, k in self.graph.nodes(data="kind") if kind is None or k == kind]
+        return [n for n, attrs in self._nodes.items() if kind is None or attrs["kind"] == kind]
 
     @property
     def devices(self) -> list[str]:
@@ -169,19 +205,31 @@ class Topology:
     @property
     def link_count(self) -> int:
         """Number of full-duplex links."""
-        return self.graph.number_of_edges() // 2
+        return sum(len(out) for out in self._succ.values()) // 2
+
+    def has_node(self, node: str) -> bool:
+        """Whether ``node`` is a node of the topology."""
+        return node in self._nodes
+
+    def has_link(self, a: str, b: str) -> bool:
+        """Whether a link joins ``a`` to ``b``."""
+        return b in self._succ.get(a, {})
+
+    def node_attributes(self, node: str) -> dict[str, Any]:
+        """The attributes of ``node`` (``kind``, ``latency``, ``device``, ``forwards`` and extras); do not modify."""
+        return self._nodes[node]
 
     def kind(self, node: str) -> str:
         """Kind of ``node``."""
-        return self.graph.nodes[node]["kind"]
+        return self._nodes[node]["kind"]
 
     def links(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
         """Directed links ``(a, b, attributes)``."""
-        return iter(self.graph.edges(data=True))
+        return ((a, b, attrs) for a, out in self._succ.items() for b, attrs in out.items())
 
     def device_spec(self, node: str) -> Any:
         """The ``device`` attribute of a device node (preset name or spec)."""
-        return self.graph.nodes[node]["device"]
+        return self._nodes[node]["device"]
 
     def check(self) -> None:
         """Raise :class:`TopologyError` unless the topology is usable.
@@ -193,8 +241,8 @@ class Topology:
         if not devices:
             raise TopologyError(field=f"topology {self.name!r}", rule="has no device node",
                                 fix="add at least one node of kind 'device'")
-        if not nx.is_weakly_connected(self.graph):
-            parts = sorted(nx.weakly_connected_components(self.graph), key=len)
+        parts = self._weak_components()
+        if len(parts) > 1:
             sample = sorted(parts[0])[:5]
             raise TopologyError(field=f"topology {self.name!r}", value=sample,
                                 rule=f"is disconnected ({len(parts)} parts; the smallest holds these nodes)",
@@ -216,12 +264,12 @@ class Topology:
         """Integer-indexed view for routing (cached until the topology changes)."""
         if self._compiled is not None:
             return self._compiled
-        names = list(self.graph.nodes)
+        names = list(self._nodes)
         index = {n: i for i, n in enumerate(names)}
-        kinds = [self.graph.nodes[n]["kind"] for n in names]
-        transit = np.array([self.graph.nodes[n]["forwards"] for n in names], dtype=bool)
-        node_latency = np.array([self.graph.nodes[n]["latency"] for n in names], dtype=float)
-        edges = list(self.graph.edges(data=True))
+        kinds = [self._nodes[n]["kind"] for n in names]
+        transit = np.array([self._nodes[n]["forwards"] for n in names], dtype=bool)
+        node_latency = np.array([self._nodes[n]["latency"] for n in names], dtype=float)
+        edges = list(self.links())
         edge_src = np.array([index[a] for a, _, _ in edges], dtype=np.int64)
         edge_dst = np.array([index[b] for _, b, _ in edges], dtype=np.int64)
         edge_bw = np.array([d["bandwidth"] for _, _, d in edges], dtype=float)
@@ -245,9 +293,26 @@ class Topology:
     def summary(self) -> dict[str, Any]:
         """Counts of nodes by kind and of links, and the total device injection bandwidth."""
         counts: dict[str, int] = {}
-        for _, kind in self.graph.nodes(data="kind"):
-            counts[kind] = counts.get(kind, 0) + 1
-        return {"name": self.name, "nodes": self.graph.number_of_nodes(), "links": self.link_count, **counts}
+        for attrs in self._nodes.values():
+            counts[attrs["kind"]] = counts.get(attrs["kind"], 0) + 1
+        return {"name": self.name, "nodes": len(self._nodes), "links": self.link_count, **counts}
+
+    def _weak_components(self) -> list[set[str]]:
+        """Connected parts, links taken both ways, smallest first."""
+        seen: set[str] = set()
+        parts: list[set[str]] = []
+        for start in self._nodes:
+            if start in seen:
+                continue
+            part, stack = {start}, [start]
+            while stack:
+                for nbr in self._succ[stack.pop()]:
+                    if nbr not in part:
+                        part.add(nbr)
+                        stack.append(nbr)
+            seen |= part
+            parts.append(part)
+        return sorted(parts, key=len)
 
     def __repr__(self) -> str:
         s = self.summary()

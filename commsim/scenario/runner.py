@@ -170,7 +170,7 @@ def _replace_devices(topology: Topology, devices: dict[str, Any]) -> None:
                               fix=f"name a device such as {names[0]}, or use '*' for all of them")
         spec = device_spec(value, field=f"devices.{key}")
         for name in targets:
-            topology.graph.nodes[name]["device"] = spec
+            topology.set_device(name, spec)
 
 
 def _need_topology(scenario: Scenario, topology: Topology | None) -> Topology:

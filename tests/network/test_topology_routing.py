@@ -284,3 +284,29 @@ def test_equal_cost_paths_are_every_ecmp_choice_and_avoid_failed_edges():
     left = equal_cost_paths(c, src, dst, {up})
     assert len(left) == 2 and all(up not in p for p in left)
     assert equal_cost_paths(c, src, dst, {p[0] for p in paths}) == []   # the host's only link is down
+
+
+def test_the_graph_is_a_snapshot_that_follows_the_topology_s_changes():
+    topo = Topology("t")
+    topo.add_node("gpu0", "device", device="h100_sxm")
+    topo.add_node("sw", "switch", latency=1e-6)
+    first = topo.graph
+    assert list(first.nodes) == ["gpu0", "sw"] and first.number_of_edges() == 0
+    topo.add_link("gpu0", "sw", bandwidth=50e9, bandwidth_back=25e9)
+    assert topo.graph is not first and topo.graph.edges["sw", "gpu0"]["bandwidth"] == 25e9
+    assert topo.has_link("gpu0", "sw") and topo.has_link("sw", "gpu0") and not topo.has_link("gpu0", "gpu0")
+    topo.set_device("gpu0", "a100_40gb")
+    assert topo.graph.nodes["gpu0"]["device"] == "a100_40gb" == topo.device_spec("gpu0")
+    assert topo.node_attributes("sw")["latency"] == 1e-6 and topo.link_count == 1
+    with pytest.raises(TopologyError, match="is not a device node"):
+        topo.set_device("sw", "a100_40gb")
+
+
+def test_a_disconnected_topology_names_its_smallest_part():
+    topo = Topology("t")
+    for name in ("gpu0", "gpu1", "gpu2"):
+        topo.add_node(name, "device", device="h100_sxm")
+    topo.add_link("gpu0", "gpu1", bandwidth=1e9)
+    with pytest.raises(TopologyError, match=r"disconnected \(2 parts") as caught:
+        topo.check()
+    assert caught.value.value == ["gpu2"]
