@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from commsim.collectives import CollectiveConfig
@@ -39,9 +37,8 @@ OVERHEAD_SEEDS = (0, 1, 2, 3, 4)
 
 
 def default_topology() -> Topology:
-    """The study's default fabric, found from the repository root whatever the working directory."""
-    path = Path(__file__).resolve().parents[3] / "topologies" / "h800_cluster_512.yaml"
-    return load_topology(path if path.exists() else "topologies/h800_cluster_512.yaml")
+    """The study's default fabric: the shipped ``h800_cluster_512`` topology (package data)."""
+    return load_topology("h800_cluster_512")
 
 
 def _localisation(topo: Topology, params: C4Params) -> list[Check]:
