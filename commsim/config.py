@@ -129,11 +129,8 @@ def _explain(kind: str, msg: str, ctx: dict[str, Any], model: type[BaseModel] | 
                  "dict": "mapping (key: value)", "list": "list", "model": "mapping (key: value)"}
         return f"is not a {names.get(wanted, wanted)}", f"give a {names.get(wanted, wanted)}"
     if kind == "value_error":
-        # validators raise ConfigError (handled above); a bare ValueError has no fix to show. The study
-        # parameters of c4, t3 and tpi_llm still write "RULE. Fix: FIX" (until they convert): split it.
-        text = msg.removeprefix("Value error, ")
-        rule, _, fix = text.partition(" Fix: ")
-        return rule, fix or "see the documentation of this field"
+        # validators raise ConfigError (handled above); a library's own ValueError has no fix to show
+        return msg.removeprefix("Value error, "), "see the documentation of this field"
     if kind == "too_short":
         return msg, "add the missing entries"
     return msg, "see the documentation of this field"

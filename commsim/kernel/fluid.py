@@ -200,7 +200,8 @@ class FluidKernel:
         """Add resources with the given capacities (units of work per second); return their ids."""
         caps = np.asarray(capacities, dtype=float).reshape(-1)
         if len(names) != caps.shape[0]:
-            raise ValueError("add_resources: one name per capacity is required")
+            raise ConfigError(field="names", value=len(names), rule=f"does not match the {caps.shape[0]} capacities",
+                              fix="give add_resources one name per capacity")
         if np.any(caps < 0) or np.any(np.isnan(caps)):
             bad = int(np.flatnonzero((caps < 0) | np.isnan(caps))[0])
             raise ConfigError(field=f"capacity of {names[bad]}", value=float(caps[bad]), rule="must be >= 0",
@@ -329,11 +330,13 @@ class FluidKernel:
         if ids.size == 0:
             return
         if not np.all(self._alive[ids]):
-            raise ValueError("reroute: some activities are not running")
+            raise ConfigError(field="ids", value=ids[~self._alive[ids]].tolist()[:5], rule="names activities that are "
+                              "not running", fix="reroute only running activities")
         indptr, flat_res = _as_csr(resources, ids.shape[0])
         flat_coef = np.ones(flat_res.shape[0]) if coefs is None else _flatten(coefs, flat_res.shape[0])
         if flat_res.size and (flat_res.min() < 0 or flat_res.max() >= self.resource_count):
-            raise ValueError("reroute: unknown resource id")
+            raise ConfigError(field="resources", value=int(flat_res.max()), rule="names a resource id that does not "
+                              "exist", fix=f"use ids 0..{self.resource_count - 1}")
         self._settle(ids)
         # the work done so far was carried by the resources left behind; the new ones carry the rest
         counts = self._trip_count[ids]
@@ -527,7 +530,8 @@ class FluidKernel:
             raise ConfigError(field="resources", value=[], rule="an activity needs a resource or a finite cap",
                               fix="give each activity at least one resource or a rate cap")
         if tags.shape[0] != n:
-            raise ValueError("start: one tag per activity is required")
+            raise ConfigError(field="tags", value=tags.shape[0], rule=f"does not match the {n} activities",
+                              fix="give start one tag per activity")
         return empty
 
     def _alloc_slots(self, n: int) -> np.ndarray:
@@ -1113,10 +1117,12 @@ def _as_csr(resources, n: int) -> tuple[np.ndarray, np.ndarray]:
         indptr = np.asarray(resources[0], dtype=np.int64)
         flat = np.asarray(resources[1], dtype=np.int64)
         if indptr.shape[0] != n + 1 or indptr[-1] != flat.shape[0]:
-            raise ValueError("resources: indptr must have one entry per activity plus one")
+            raise ConfigError(field="resources", value=indptr.shape[0], rule="(CSR indptr) must have one entry per "
+                              "activity plus one, ending at the number of incidences", fix=f"give {n + 1} entries")
         return indptr, flat
     if len(resources) != n:
-        raise ValueError(f"resources: expected {n} resource lists, got {len(resources)}")
+        raise ConfigError(field="resources", value=len(resources), rule=f"does not give the {n} resource lists expected",
+                          fix="give one resource list per activity")
     counts = np.fromiter((len(r) for r in resources), dtype=np.int64, count=n)
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
@@ -1130,5 +1136,6 @@ def _flatten(coefs, nnz: int) -> np.ndarray:
     else:
         flat = np.fromiter((c for cs in coefs for c in cs), dtype=float)
     if flat.shape[0] != nnz:
-        raise ValueError("coefs: one coefficient per resource incidence is required")
+        raise ConfigError(field="coefs", value=flat.shape[0], rule=f"does not match the {nnz} resource incidences",
+                          fix="give one coefficient per resource of each activity")
     return flat

@@ -112,7 +112,8 @@ class JobModel(StrictModel):
             try:
                 load_model(self.model)
             except ConfigError as exc:
-                raise ValueError(f"is not a known model ({exc.rule}). Fix: use gpt-22b or a catalog name") from None
+                raise ConfigError(field="model", value=self.model, rule=f"is not a known model ({exc.rule})",
+                                  fix="use gpt-22b or a catalog name") from None
         return self
 
     def micro_batches(self, dp: int) -> int:

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from commsim.config import StrictModel
+from commsim.errors import ConfigError
 from commsim.systems.c4.model import JobModel
 from commsim.units import Bytes, Duration, EventRate
 
@@ -59,7 +60,8 @@ class FaultMix(StrictModel):
     @model_validator(mode="after")
     def _some(self) -> FaultMix:
         if sum(self.weights().values()) <= 0:
-            raise ValueError("gives every fault kind weight 0. Fix: give at least one kind a positive weight")
+            raise ConfigError(field="fault_mix", value=self.weights(), rule="gives every fault kind weight 0",
+                              fix="give at least one kind a positive weight")
         return self
 
     def weights(self) -> dict[str, float]:
@@ -86,9 +88,11 @@ class InjectedFault(StrictModel):
     def _target(self) -> InjectedFault:
         component = KIND_INFO[self.kind][1]
         if component == "node" and self.node is None:
-            raise ValueError(f"a {self.kind} fault needs a node. Fix: give node: <server index or GPU name>")
+            raise ConfigError(field="node", value=None, rule=f"is required: a {self.kind} fault needs a node",
+                              fix="give node: <server index or GPU name>")
         if component == "link" and self.link is None:
-            raise ValueError(f"a {self.kind} fault needs a link. Fix: give link: [leaf, spine]")
+            raise ConfigError(field="link", value=None, rule=f"is required: a {self.kind} fault needs a link",
+                              fix="give link: [leaf, spine]")
         return self
 
 
@@ -190,15 +194,16 @@ class C4DParams(StrictModel):
         from commsim.units import parse_quantity
 
         if parse_quantity(value, "time", field="checkpoint_interval") <= 0:
-            raise ValueError("must be a positive time: with no time between checkpoints the job would do nothing "
-                             "but save. Fix: give an interval such as '1 h'")
+            raise ConfigError(field="checkpoint_interval", value=value, rule="must be a positive time: with no time "
+                              "between checkpoints the job would do nothing but save", fix="give an interval such as '1 h'")
         return value
 
     @model_validator(mode="after")
     def _flap(self) -> C4DParams:
         if self.flap_down >= self.flap_period:
-            raise ValueError(f"flap_down ({self.flap_down:g} s) must be shorter than flap_period "
-                             f"({self.flap_period:g} s). Fix: a flapping link must come back up between drops")
+            raise ConfigError(field="flap_down", value=self.flap_down, rule=f"(s) must be shorter than flap_period "
+                              f"({self.flap_period:g} s)", fix="a flapping link must come back up between drops: "
+                              "give a shorter flap_down or a longer flap_period")
         return self
 
     def job_rate(self, gpus: int) -> float:
@@ -249,7 +254,7 @@ class C4PParams(StrictModel):
     @classmethod
     def _jobs(cls, value: list[JobPlacement]) -> list[JobPlacement]:
         if not value:
-            raise ValueError("is empty. Fix: give at least one job, e.g. [{servers: 64}]")
+            raise ConfigError(field="jobs", value=value, rule="is empty", fix="give at least one job, e.g. [{servers: 64}]")
         return value
 
 

@@ -64,6 +64,7 @@ from functools import partial
 import numpy as np
 
 from commsim.devices.spec import device_spec
+from commsim.errors import ConfigError
 from commsim.systems.t3.collective import RingAllGather, RingReduceScatter
 from commsim.systems.t3.context import RingContext
 from commsim.systems.t3.gemm import GemmDriver
@@ -208,11 +209,12 @@ def fit_saturating_curve(cus: tuple[int, int], rates: tuple[float, float]) -> tu
     """
     (k1, k2), (r1, r2) = cus, rates
     if k2 != 2 * k1:
-        raise ValueError(f"the closed form needs k2 = 2·k1, got {k1} and {k2}")
+        raise ConfigError(field="cus", value=(k1, k2), rule="must be k1 and k2 = 2·k1 for the closed form",
+                          fix="measure the second rate on twice the CUs of the first")
     x = r2 / r1 - 1.0
     if not 0.0 < x < 1.0:
-        raise ValueError(f"rates {r1:.4g} and {r2:.4g} B/s on {k1} and {k2} CUs are not on a saturating curve "
-                         "(need r1 < r2 < 2·r1)")
+        raise ConfigError(field="rates", value=(r1, r2), rule=f"(B/s on {k1} and {k2} CUs) are not on a saturating "
+                          "curve", fix="give rates with r1 < r2 < 2·r1")
     return r1 / (1.0 - x), -k1 / math.log(x)
 
 

@@ -196,18 +196,19 @@ class T3Params(StrictModel):
 
         spec = device_spec(value, field="device")
         if spec.compute_units is None:
-            raise ValueError(f"device {spec.name!r} does not give compute_units: the GEMM runs in waves of one tile "
-                             "per CU. Fix: add compute_units to the device spec (80 for the T3 GPU)")
+            raise ConfigError(field="device", value=spec.name, rule="does not give compute_units: the GEMM runs in "
+                              "waves of one tile per CU", fix="add compute_units to the device spec (80 for the T3 GPU)")
         if "fp16" not in spec.peak_flops:
-            raise ValueError(f"device {spec.name!r} has no fp16 peak. Fix: add peak_flops.fp16")
+            raise ConfigError(field="device", value=spec.name, rule="has no fp16 peak", fix="add peak_flops.fp16")
         return value
 
     @field_validator("tokens")
     @classmethod
     def _tokens(cls, value: int) -> int:
         if value < 1:
-            raise ValueError(f"tokens per GEMM = {value} is not positive: the GEMM needs at least one row. Fix: give "
-                             "the number of tokens (sequence length x micro-batch) each GEMM multiplies, e.g. 8192")
+            raise ConfigError(field="tokens", value=value, rule=f"tokens per GEMM = {value} is not positive: the GEMM needs "
+                              "at least one row", fix="give the number of tokens (sequence length x micro-batch) each "
+                              "GEMM multiplies, e.g. 8192")
         return value
 
     @field_validator("tokens_sweep")
@@ -215,8 +216,8 @@ class T3Params(StrictModel):
     def _sweep(cls, value: list[int]) -> list[int]:
         bad = [t for t in value if t < 1]
         if bad:
-            raise ValueError(f"tokens_sweep has {bad[0]}, which is not positive. Fix: list token counts of at least "
-                             "1, e.g. [2048, 32768], or [] for no sweep")
+            raise ConfigError(field="tokens_sweep", value=bad[0], rule=f"tokens_sweep has {bad[0]}, which is not positive",
+                              fix="list token counts of at least 1, e.g. [2048, 32768], or [] for no sweep")
         return sorted(set(value))
 
     @field_validator("variants")
@@ -234,11 +235,11 @@ class T3Params(StrictModel):
             return value
         cus = int(device_spec(info.data["device"]).compute_units or 80)
         if info.field_name == "coarse_comm_cus" and value >= cus:
-            raise ValueError(f"coarse_comm_cus = {value} leaves no CU of the {cus} for the GEMM. Fix: give fewer, "
-                             "e.g. 16")
+            raise ConfigError(field="coarse_comm_cus", value=value, rule=f"leaves no CU of the {cus} for the GEMM",
+                              fix="give fewer, e.g. 16")
         if value > cus:
-            raise ValueError(f"{info.field_name} = {value} is more than the device's {cus} CUs. Fix: give at most "
-                             f"{cus}")
+            raise ConfigError(field=str(info.field_name), value=value, rule=f"is more than the device's {cus} CUs",
+                              fix=f"give at most {cus}")
         return value
 
     @field_validator("configs")

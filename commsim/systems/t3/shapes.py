@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from commsim.errors import ConfigError
 from commsim.workloads import gemm_backward, layer_gemms, load_model
 
 __all__ = ["SUBLAYERS", "SUBLAYER_LABELS", "SublayerKey", "SublayerGemm", "sublayer_gemm"]
@@ -89,6 +90,7 @@ def sublayer_gemm(model: str, tp: int, sublayer: str, *, tokens: int, dtype: str
     elif sublayer == "ip_bwd":
         g = gemm_backward(fwd["qkv"])[0]
     else:
-        raise ValueError(f"unknown sublayer {sublayer!r}; use one of {', '.join(SUBLAYERS)}")
+        raise ConfigError(field="sublayer", value=sublayer, rule="is not a sublayer",
+                          fix=f"use one of {', '.join(SUBLAYERS)}")
     return SublayerGemm(model=spec.name, tp=tp, sublayer=sublayer, m=g.m, n=g.n, k=g.k,
                         element_bytes=g.element_bytes)

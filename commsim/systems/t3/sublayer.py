@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from commsim.errors import ConfigError
 from commsim.network.topology import Topology
 from commsim.results.result import Result
 from commsim.systems.t3.collective import RingAllGather, RingReduceScatter
@@ -106,7 +107,7 @@ def simulate_sublayer(gemm: SublayerGemm, variant: str, knobs: Knobs, *, topolog
     the long way round the ring, a straggler slows its GPU's GEMM.
     """
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
+        raise ConfigError(field="variant", value=variant, rule="is not a T3 variant", fix=f"use one of {', '.join(VARIANTS)}")
     p = gemm.tp
     topo = topology if topology is not None else build_ring(p, bandwidth=knobs.link_bandwidth,
                                                             latency=knobs.link_latency, device=knobs.device)

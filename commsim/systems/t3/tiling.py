@@ -35,6 +35,8 @@ from functools import cached_property
 
 import numpy as np
 
+from commsim.errors import ConfigError
+
 __all__ = ["TileGrid", "WavePlan", "chunk_bounds", "wave_plan"]
 
 
@@ -151,7 +153,8 @@ def wave_plan(grid: TileGrid, *, tp: int, gpu: int, cus: int, l2_bytes: float, l
     lo, hi = tile_range if tile_range is not None else (0, grid.tiles)
     bounds = lo + chunk_bounds(hi - lo, tp)
     if np.any(np.diff(bounds) < 1):
-        raise ValueError(f"{hi - lo} tiles cannot be cut into {tp} chunks of at least one tile")
+        raise ConfigError(field="tp", value=tp, rule=f"is more than the {hi - lo} tiles to cut into chunks of at least "
+                          "one tile", fix="use a smaller tensor-parallel degree or a larger GEMM")
     chunk_of_tile = np.full(grid.tiles, -1, dtype=np.int64)
     for c in range(tp):
         chunk_of_tile[bounds[c]:bounds[c + 1]] = c

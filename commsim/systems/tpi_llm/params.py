@@ -10,7 +10,7 @@ or a stated assumption; the docstring of :class:`TPIParams` says which.
 >>> validate(TPIParams, {"windows": [0]})
 Traceback (most recent call last):
 ...
-commsim.errors.ConfigError: windows = [0]: window 0 is below 1 block. Fix: give a window of at least 1 block (TPI-LLM uses 2), or 'off' to turn the scheduler off.
+commsim.errors.ConfigError: windows = 0: is below 1 block. Fix: give a window of at least 1 block (TPI-LLM uses 2), or 'off' to turn the scheduler off.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from commsim.config import StrictModel
 from commsim.errors import ConfigError
@@ -43,14 +43,15 @@ def _check_shares(value: Any, field: str) -> Any:
         return value
     shares = [float(v) for v in value]
     if not shares:
-        raise ValueError(f"{field} is empty. Fix: give one share per device, or 'speed'")
+        raise ConfigError(field=field, value=[], rule="is empty", fix="give one share per device, or 'speed'")
     if any(not math.isfinite(s) or s <= 0 for s in shares):
-        raise ValueError(f"{field} has a share that is not positive. Fix: give every device a share above 0")
+        raise ConfigError(field=field, value=shares, rule="has a share that is not positive",
+                          fix="give every device a share above 0")
     total = sum(shares)
     if abs(total - 1.0) > 1e-6:
-        raise ValueError(f"{field} sums to {total:.6g}, not 1. Fix: give shares that add up to 1 (e.g. "
-                         f"{[round(s / total, 4) for s in shares]}), or 'speed' for shares proportional to "
-                         "device speed")
+        raise ConfigError(field=field, value=shares, rule=f"sums to {total:.6g}, not 1",
+                          fix=f"give shares that add up to 1 (e.g. {[round(s / total, 4) for s in shares]}), or "
+                              "'speed' for shares proportional to device speed")
     return shares
 
 
@@ -167,10 +168,12 @@ class TPIParams(StrictModel):
         items = value if isinstance(value, list) else [value]
         for item in items:
             if isinstance(item, str) and item != "off":
-                raise ValueError(f"window {item!r} is not a number of blocks. Fix: give a whole number >= 1 or 'off'")
+                raise ConfigError(field="windows", value=item, rule="is not a number of blocks",
+                                  fix="give a whole number >= 1 or 'off'")
             if not isinstance(item, str) and not isinstance(item, bool) and isinstance(item, (int, float)) and item < 1:
-                raise ValueError(f"window {item} is below 1 block. Fix: give a window of at least 1 block (TPI-LLM "
-                                 "uses 2), or 'off' to turn the scheduler off")
+                raise ConfigError(field="windows", value=item, rule="is below 1 block",
+                                  fix="give a window of at least 1 block (TPI-LLM uses 2), or 'off' to turn the "
+                                      "scheduler off")
         return items
 
     @field_validator("shares", "laptop_shares", mode="before")
@@ -180,18 +183,19 @@ class TPIParams(StrictModel):
 
     @field_validator("models", "curve_model", "timeline_model")
     @classmethod
-    def _known_models(cls, value: Any) -> Any:
+    def _known_models(cls, value: Any, info: ValidationInfo) -> Any:
         for name in value if isinstance(value, list) else [value]:
             try:
                 load_model(name)
             except ConfigError as exc:
-                raise ValueError(f"{name!r} {exc.rule}. Fix: {exc.fix}") from None
+                raise ConfigError(field=str(info.field_name), value=name, rule=exc.rule, fix=exc.fix) from None
         return value
 
     @model_validator(mode="after")
     def _fits(self) -> TPIParams:
         if self.allreduce not in ALGORITHMS:  # pragma: no cover - guarded by the Literal
-            raise ValueError(f"allreduce {self.allreduce!r} is unknown. Fix: use one of {', '.join(ALGORITHMS)}")
+            raise ConfigError(field="allreduce", value=self.allreduce, rule="is unknown",
+                              fix=f"use one of {', '.join(ALGORITHMS)}")
         for name in self.models:
             spec = load_model(name)
             limit = min(spec.heads, spec.kv_heads)
