@@ -80,8 +80,27 @@ def test_replay_preserves_recorded_order_and_a_slower_network_moves_only_the_wai
             assert mine.loc[op.id, "start"] >= mine.loc[d, "end"]
             recorded_end = by_id[d].tags["recorded_end"] - GLOO_COMPLETION_SKEW
             assert op.tags.get("recorded_start", 0) >= recorded_end or op.name == "host"
+    # The what-if: every collective's transfer (from the last rank's arrival to its end) takes longer,
+    # and every wait follows it. The step itself may not grow much: on a loaded host a recorded
+    # compute op can outlast the collectives it overlaps.
     slow = simulate({**scenario, "topology": "switch:2,10MB/s,1us"})
-    assert slow.metrics["step_time"][0] > fast.metrics["step_time"][0]
+    assert slow.metrics["step_time"][0] >= fast.metrics["step_time"][0]
+    transfer = []
+    for run in (fast, slow):
+        colls = run.tables["ops"].query("kind == 'collective'")
+        per_rank = [colls[colls["cohort"] == c].reset_index() for c in range(trace.ranks)]
+        last_arrival = per_rank[0]["start"].combine(per_rank[1]["start"], max)
+        transfer.append(per_rank[0]["end"] - last_arrival)
+        assert (per_rank[0]["end"] == per_rank[1]["end"]).all()          # the i-th collectives match
+    assert len(transfer[0]) == 6 and (transfer[1] > transfer[0]).all()
+    waits_slow = slow.tables["ops"]
+    for cohort, program in enumerate(trace.programs):
+        mine = waits_slow[waits_slow["cohort"] == cohort].set_index("op_id")
+        by_id = {op.id: op for op in program.ops}
+        for op in program.ops:
+            for d in op.deps:
+                if by_id[d].kind == "collective":
+                    assert mine.loc[op.id, "start"] >= mine.loc[d, "end"]
     delays = [run.tables["ops"].query("kind == 'delay'") for run in (fast, slow)]
     assert list(delays[0]["end"] - delays[0]["start"]) == pytest.approx(list(delays[1]["end"] - delays[1]["start"]))
 
