@@ -17,11 +17,13 @@ commsim.errors.ConfigError: latncy = 5e-07: is not a known field (1 more problem
 
 from __future__ import annotations
 
+import functools
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from commsim.errors import ConfigError, format_loc
 
@@ -36,6 +38,49 @@ class StrictModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True,
                               allow_inf_nan=False, defer_build=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_booleans_as_numbers(cls, data: Any) -> Any:
+        # pydantic's lax mode reads true/false as 1/0, and YAML reads yes/no/on/off as booleans:
+        # `dp: yes` would silently become one replica.
+        if isinstance(data, dict):
+            numbers = _numbers_only(cls)
+            for key, value in data.items():
+                if (value is True or value is False) and key in numbers:
+                    raise _NestedFieldError(field=str(key), value=value, rule="is true/false where a number is expected",
+                                            fix="give a number (YAML reads yes/no/on/off/true/false as true/false)")
+        return data
+
+
+class _NestedFieldError(ConfigError):
+    """Raised by a model-level validator about one of the model's fields (its name is relative to the model)."""
+
+
+@functools.cache
+def _numbers_only(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of ``model`` (names and aliases) that take a number and never a boolean."""
+    return frozenset(key for name, info in model.model_fields.items() if _is_number_only(info.annotation)
+                     for key in (name, info.alias) if key)
+
+
+def _is_number_only(annotation: Any) -> bool:
+    kinds: set[Any] = set()
+
+    def collect(tp: Any) -> None:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            collect(typing.get_args(tp)[0])
+        elif origin is typing.Union or type(tp).__name__ == "UnionType":
+            for arg in typing.get_args(tp):
+                collect(arg)
+        elif origin is typing.Literal:
+            kinds.update(type(v) for v in typing.get_args(tp))
+        else:
+            kinds.add(tp)
+
+    collect(annotation)
+    return bool(kinds & {int, float}) and not kinds & {bool, Any, object}
 
 
 def load_yaml(path: str | Path) -> Any:
@@ -88,9 +133,11 @@ def config_error_from(
     more = f" ({len(errors) - 1} more problem{'s' if len(errors) > 2 else ''} in this input)" if len(errors) > 1 else ""
     ctx = first.get("ctx") or {}
     inner = ctx.get("error")
+    if isinstance(inner, _NestedFieldError):
+        field = inner.field if field == "(top level)" else f"{field}.{inner.field}"
+        return ConfigError(field=field, value=inner.value, rule=inner.rule + more, fix=inner.fix, source=source)
     if isinstance(inner, ConfigError):
-        error = type(inner)(field=field, value=inner.value, rule=inner.rule + more, fix=inner.fix, source=source)
-        return error
+        return type(inner)(field=field, value=inner.value, rule=inner.rule + more, fix=inner.fix, source=source)
     kind = first.get("type", "")
     value = first.get("input")
     rule, fix = _explain(kind, first.get("msg", "is invalid"), ctx, model, raw_loc)

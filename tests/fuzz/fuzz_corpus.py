@@ -147,6 +147,8 @@ def _scenario_cases(rng: random.Random) -> list[Case]:
     study = {"name": "fz", "workload": {"kind": "study", "study": "t3", "params": {}}, "outputs": QUIET_OUT,
              "faults": [{"kind": "link_down", "at": 0, "link": ["gpu0", "sw"]}], "topology": "switch:4"}
     cases.append(_run("faults:on a study", study, must_reject=True))
+    cases.append(_run("study:params.tokens=true", _set(_set(study, "faults", []), "workload.params.tokens", True),
+                      must_reject=True))
     cases.append(_run("faults:rate inf", _set(_set(BASE_TRAFFIC, "fault_rates", {"link_down": "inf /s"}),
                                                "fault_horizon", "1 s"), must_reject=True))
     cases.append(_run("faults:after the workload", _set(BASE_TRAFFIC, "faults",
@@ -162,7 +164,8 @@ def _scenario_cases(rng: random.Random) -> list[Case]:
     training = {"name": "fz", "topology": "switch:8,50GB/s,500ns", "outputs": QUIET_OUT,
                 "workload": {"kind": "training", "model": "open-llama-3b", "dp": 8}}
     for key, value in [("dp", 10**30), ("dp", 0), ("tp", -1), ("model", "nope"), ("model", "[/]"),
-                       ("micro_batches", 0), ("seq_len", -5), ("dp", ".inf")]:
+                       ("micro_batches", 0), ("seq_len", -5), ("dp", ".inf"), ("dp", True), ("pp", False),
+                       ("micro_batch_size", True)]:
         cases.append(_run(f"training.{key}={value!r}", _set(training, f"workload.{key}", value), must_reject=True))
     return cases
 
