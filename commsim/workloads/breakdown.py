@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from commsim.workloads.replay import _merge, _overlap_length, _union_length
+from commsim.workloads.replay.metrics import _merge, _overlap_length, _union_length
 
 __all__ = ["COMM_CLASSES", "BREAKDOWN_COLUMNS", "ops_breakdown", "step_breakdown"]
 
