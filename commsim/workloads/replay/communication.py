@@ -11,9 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from commsim.collectives._executor import CollectiveRun
-from commsim.collectives._registry import ALGORITHMS, build_schedule
-from commsim.collectives._schedule import tile
+from commsim.collectives import ALGORITHMS, CollectiveRun, build_schedule, tile
 from commsim.collectives.hierarchical import ranks_per_node_of
 from commsim.errors import ConfigError
 from commsim.workloads.replay.plan import _Cohort

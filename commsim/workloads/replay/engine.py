@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 from simpy.events import AllOf, Event
 
-from commsim.collectives._executor import CollectiveConfig
+from commsim.collectives import CollectiveConfig
 from commsim.errors import ConfigError, StallError
 from commsim.workloads._index import TraceIndex
 from commsim.workloads._shortcuts import Shortcuts

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from commsim.kernel.fluid import _LateEvent
+from commsim.kernel import InstantEndEvent
 from commsim.workloads.replay.plan import _Cohort
 from commsim.workloads.trace import CollectiveOp
 
@@ -97,7 +97,7 @@ class _Matching:
     def _request_flush(self) -> None:
         if not self._flush_pending:
             self._flush_pending = True
-            _LateEvent(self.env, self._flush)
+            InstantEndEvent(self.env, self._flush)
 
     def _flush(self, _event: Any = None) -> None:
         """Start every group and pair that became ready at this instant, batched."""

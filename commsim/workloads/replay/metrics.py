@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from commsim.workloads.intervals import overlap_length, union_length
+
 __all__ = ["ReplayResult"]
 
 _COMM_KINDS = frozenset({"collective", "send", "recv"})
@@ -56,13 +58,13 @@ class _Metrics:
             ops = cohort.plan.ops
             compute = [(cohort.start[i], cohort.end[i]) for i, op in enumerate(ops) if op.kind == "compute"]
             comm = [(cohort.start[i], cohort.end[i]) for i, op in enumerate(ops) if op.kind in _COMM_KINDS]
-            comm_busy = _union_length(comm)
-            exposed = comm_busy - _overlap_length(comm, compute)
+            comm_busy = union_length(comm)
+            exposed = comm_busy - overlap_length(comm, compute)
             rows.append({
                 "cohort": cohort.index, "program": self.trace.programs[cohort.program].name,
                 "ranks": len(cohort.ranks), "first_rank": int(cohort.ranks[0]),
                 "end": float(np.nanmax(cohort.end)) if len(ops) else 0.0,
-                "compute_busy": _union_length(compute), "comm_busy": comm_busy, "exposed_comm": exposed,
+                "compute_busy": union_length(compute), "comm_busy": comm_busy, "exposed_comm": exposed,
                 "overlap_fraction": 0.0 if comm_busy == 0 else 1.0 - exposed / comm_busy,
             })
             for i, op in enumerate(ops):
@@ -70,7 +72,7 @@ class _Metrics:
         cohorts = pd.DataFrame(rows)
         op_table = pd.DataFrame(op_rows, columns=["cohort", "op_id", "kind", "stream", "start", "end"])
         streams = pd.DataFrame(
-            [(c, stream, _union_length(list(zip(part["start"], part["end"], strict=True))))
+            [(c, stream, union_length(list(zip(part["start"], part["end"], strict=True))))
              for (c, stream), part in op_table.groupby(["cohort", "stream"], sort=True)],
             columns=["cohort", "stream", "busy"])
         step_time = float(cohorts["end"].max()) if len(cohorts) else 0.0
@@ -104,35 +106,3 @@ class _Metrics:
                          float(cohort.end[node[1]])))
             node = cohort.released_by[node[1]]
         return pd.DataFrame(rows, columns=["cohort", "rank", "op_id", "kind", "stream", "start", "end"])
-
-
-def _union_length(intervals: list[tuple[float, float]]) -> float:
-    return sum(end - start for start, end in _merge(intervals))
-
-
-def _merge(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    out: list[tuple[float, float]] = []
-    for start, end in sorted(intervals):
-        if out and start <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        else:
-            out.append((start, end))
-    return out
-
-
-def _overlap_length(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
-    """Length of the intersection of two unions of intervals."""
-    left, right = _merge(a), _merge(b)
-    i = j = 0
-    total = 0.0
-    while i < len(left) and j < len(right):
-        lo = max(left[i][0], right[j][0])
-        hi = min(left[i][1], right[j][1])
-        if hi > lo:
-            total += hi - lo
-        if left[i][1] < right[j][1]:
-            i += 1
-        else:
-            j += 1
-    return total
-
