@@ -15,7 +15,7 @@ from commsim._lazy import lazy_exports
 
 # where each public name lives; imported on first use so that `import commsim` stays instant
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "CollectiveConfig": "commsim.collectives._executor",
+    "CollectiveConfig": "commsim.collectives",
     "simulate_collective": "commsim.collectives.api",
     "CommsimError": "commsim.errors",
     "ConfigError": "commsim.errors",

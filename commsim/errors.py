@@ -54,23 +54,8 @@ class CommsimError(Exception):
     """Root of every error commsim raises on purpose."""
 
 
-class ConfigError(CommsimError, ValueError):
-    """A bad input: a file, a command-line flag or a parameter.
-
-    Parameters
-    ----------
-    field:
-        Dotted path of the offending field (``links[3].bandwidth``), or a short
-        description of the input when there is no field.
-    value:
-        The offending value, shown with ``repr``; omit when there is none.
-    rule:
-        The rule the value breaks, phrased so it reads after the value.
-    fix:
-        What the user should do instead.
-    source:
-        The file the value came from, if any.
-    """
+class _FieldError(CommsimError):
+    """An error told as field, value, rule and fix (see :class:`ConfigError` for the parameters)."""
 
     def __init__(
         self,
@@ -99,6 +84,25 @@ class ConfigError(CommsimError, ValueError):
         where = f"{self.source}: " if self.source else ""
         what = self.field if self.value is _MISSING else f"{self.field} = {_short_repr(self.value)}"
         return f"{where}{what}: {self.rule}. Fix: {self.fix}."
+
+
+class ConfigError(_FieldError, ValueError):
+    """A bad input: a file, a command-line flag or a parameter.
+
+    Parameters
+    ----------
+    field:
+        Dotted path of the offending field (``links[3].bandwidth``), or a short
+        description of the input when there is no field.
+    value:
+        The offending value, shown with ``repr``; omit when there is none.
+    rule:
+        The rule the value breaks, phrased so it reads after the value.
+    fix:
+        What the user should do instead.
+    source:
+        The file the value came from, if any.
+    """
 
     def with_source(self, source: str) -> ConfigError:
         """Return the same error attributed to ``source`` (a file path)."""
@@ -129,8 +133,16 @@ class TraceError(ConfigError):
     """A workload trace that breaks a rule of the trace format."""
 
 
-class RoutingError(CommsimError):
-    """No route exists between two nodes (for example after failures)."""
+class RoutingError(_FieldError):
+    """No route exists between two nodes (for example after failures).
+
+    Told as field, value, rule and fix like :class:`ConfigError`: the field names
+    what needed the route, the value its two ends.
+
+    >>> print(RoutingError(field="route", value="gpu0 -> gpu2", rule="has no path avoiding 2 failed link directions",
+    ...                    fix="restore a failed link or add a path between them"))
+    route = 'gpu0 -> gpu2': has no path avoiding 2 failed link directions. Fix: restore a failed link or add a path between them.
+    """
 
 
 class SimulationError(CommsimError):

@@ -21,6 +21,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "Dep": "commsim.collectives._schedule",
     "Schedule": "commsim.collectives._schedule",
     "Step": "commsim.collectives._schedule",
+    "tile": "commsim.collectives._schedule",
     "TransferHooks": "commsim.collectives.hooks",
     "TransferTerms": "commsim.collectives.hooks",
     "CollectiveResult": "commsim.collectives.api",
@@ -57,4 +58,5 @@ __all__ = [
     "ring_path_parameters",
     "run_collective",
     "simulate_collective",
+    "tile",
 ]

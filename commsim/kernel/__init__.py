@@ -1,6 +1,7 @@
 """The simulation kernel: SimPy's clock plus fluid max-min sharing of resources."""
 
 from commsim._lazy import lazy_exports
+from commsim.kernel.fluid import _LateEvent as InstantEndEvent
 
 # imported on first use: `import commsim` must not pay for what a run may never need
 __getattr__, __dir__ = lazy_exports(__name__, {
@@ -10,4 +11,4 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "max_min_rates": "commsim.kernel.maxmin",
 })
 
-__all__ = ["ActivityBatch", "FluidKernel", "KernelStats", "max_min_rates"]
+__all__ = ["ActivityBatch", "FluidKernel", "InstantEndEvent", "KernelStats", "max_min_rates"]

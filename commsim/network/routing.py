@@ -208,10 +208,10 @@ class Router:
         if dist[s] < 0:
             names = self.compiled.names
             raise RoutingError(
-                f"no route from {names[s]} to {names[d]}"
-                + (f" with {len(self.failed)} failed link direction(s)" if self.failed else "")
-                + ". Fix: restore a failed link or add a path between them."
-            )
+                field="route", value=f"{names[s]} -> {names[d]}",
+                rule=(f"has no path avoiding {len(self.failed)} failed link direction(s)" if self.failed
+                      else "has no path in the topology"),
+                fix="restore a failed link or add a path between them")
         transit = self.compiled.transit_list
         out_edges = self.compiled.out_edges
         ecmp = self.policy == "ecmp"

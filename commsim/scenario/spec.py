@@ -31,13 +31,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, PrivateAttr
 
-from commsim.collectives._executor import CollectiveConfig
+from commsim.collectives import CollectiveConfig
 from commsim.config import StrictModel, load_yaml, validate
 from commsim.errors import ConfigError
 from commsim.faults.model import Fault, FaultRates
 from commsim.units import Bytes, Duration
-from commsim.workloads._inference import InferenceConfig
-from commsim.workloads._training import TrainingConfig
+from commsim.workloads.generators import InferenceConfig, TrainingConfig
 
 __all__ = [
     "Scenario", "OutputSpec", "CollectiveSettings", "TraceWorkload", "TrainingWorkload", "InferenceWorkload",

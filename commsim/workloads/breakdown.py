@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from commsim.workloads.replay import _merge, _overlap_length, _union_length
+from commsim.workloads.intervals import merge_intervals, overlap_length, union_length
 
 __all__ = ["COMM_CLASSES", "BREAKDOWN_COLUMNS", "ops_breakdown", "step_breakdown"]
 
@@ -97,13 +97,13 @@ def ops_breakdown(ops: list[Any], start: list[float], end: list[float], launched
                 if seconds > 0:
                     lists[column].append((at, min(at + seconds, end[i])))
                     at += seconds
-    covered = _merge(compute)
-    row: dict[str, float] = {"compute": _union_length(covered)}
-    merged = _merge(recompute)
-    row["recompute"] = _union_length(merged) - _overlap_length(merged, covered)
-    covered = _merge(covered + merged)
+    covered = merge_intervals(compute)
+    row: dict[str, float] = {"compute": union_length(covered)}
+    merged = merge_intervals(recompute)
+    row["recompute"] = union_length(merged) - overlap_length(merged, covered)
+    covered = merge_intervals(covered + merged)
     for c in COMM_CLASSES:
-        merged = _merge(comm[c])
-        row[f"exposed_{c}_comm"] = _union_length(merged) - _overlap_length(merged, covered)
-        covered = _merge(covered + merged)
+        merged = merge_intervals(comm[c])
+        row[f"exposed_{c}_comm"] = union_length(merged) - overlap_length(merged, covered)
+        covered = merge_intervals(covered + merged)
     return row

@@ -10,6 +10,8 @@ dozen chunks so fill, drain and steady state all show.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from commsim.collectives import simulate_collective
@@ -89,5 +91,5 @@ def _cases() -> list:
 @pytest.mark.parametrize(("topology", "op", "algorithm", "size", "params"), _cases())
 def test_simulated_time_matches_closed_form(topology, op, algorithm, size, params):
     result = simulate_collective(topology, op, size, algorithm=algorithm, seed=7, **params)
-    assert result.closed_form == result.closed_form, "no closed form reported"
+    assert not math.isnan(result.closed_form), "no closed form reported"  # NaN when the algorithm has none
     assert result.time == pytest.approx(result.closed_form, rel=TOL)

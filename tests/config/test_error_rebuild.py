@@ -7,7 +7,7 @@ import pickle
 import pytest
 import simpy
 
-from commsim.errors import ConfigError, OutOfMemoryError, StallError, TopologyError, UnitError
+from commsim.errors import ConfigError, OutOfMemoryError, RoutingError, StallError, TopologyError, UnitError
 
 ERRORS = [
     ConfigError(field="links[0].bandwidth", value=-5, rule="must be positive", fix="give a bandwidth above 0"),
@@ -15,6 +15,7 @@ ERRORS = [
     UnitError(field="latency", value="5 parsecs", rule="has an unknown time unit", fix="use s, ms, us"),
     OutOfMemoryError("gpu0 (rank 0, op 'acts')", 4e9, 78e9, 80e9),
     StallError(0.25, ["transfer gpu0->gpu1 of 1 GiB via (no route)"]),
+    RoutingError(field="route", value="gpu0 -> gpu2", rule="has no path in the topology", fix="add a link"),
 ]
 
 

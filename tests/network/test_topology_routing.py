@@ -217,8 +217,12 @@ def test_failed_links_are_avoided_and_no_route_is_an_error():
     assert detour != direct
     assert [c.names[v] for v in router.nodes_of(detour)] == ["gpu0", "swA", "swB", "gpu2"]
     router.fail([c.edge_index[(c.index["swB"], c.index["gpu2"])]])
-    with pytest.raises(RoutingError, match="no route from gpu0 to gpu2 with 2 failed link direction"):
+    with pytest.raises(RoutingError) as caught:
         router.path("gpu0", "gpu2")
+    error = caught.value
+    assert (error.field, error.value) == ("route", "gpu0 -> gpu2")
+    assert error.rule == "has no path avoiding 2 failed link direction(s)"
+    assert str(error).endswith("Fix: restore a failed link or add a path between them.")
     router.restore(list(router.failed))
     assert router.path("gpu0", "gpu2") == direct
 

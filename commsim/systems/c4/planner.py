@@ -249,8 +249,8 @@ class C4PRouter(Router):
             s, d, _k = flow
             options = equal_cost_paths(self.compiled, s, d, self.failed)
             if not options:
-                raise RoutingError(f"no path left for planned flow {self.compiled.names[s]} -> "
-                                   f"{self.compiled.names[d]} after the failure. Fix: restore a link.")
+                raise RoutingError(field="planned flow", value=f"{self.compiled.names[s]} -> {self.compiled.names[d]}",
+                                   rule="has no path left after the failure", fix="restore a link")
             best = self._least_loaded(options)
             self.load[list(best)] += 1
             self._store(flow, best)

@@ -29,8 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from commsim.collectives import CollectiveConfig, CollectiveRun, build_schedule
-from commsim.collectives._schedule import Schedule
+from commsim.collectives import CollectiveConfig, CollectiveRun, Schedule, build_schedule
 from commsim.errors import ConfigError
 from commsim.network.topology import Topology
 from commsim.systems.tpi_llm.hardware import SERVER, with_server
