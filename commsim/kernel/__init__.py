@@ -6,8 +6,9 @@ from commsim._lazy import lazy_exports
 __getattr__, __dir__ = lazy_exports(__name__, {
     "ActivityBatch": "commsim.kernel.fluid",
     "FluidKernel": "commsim.kernel.fluid",
+    "InstantEndEvent": "commsim.kernel.clock",
     "KernelStats": "commsim.kernel.fluid",
     "max_min_rates": "commsim.kernel.maxmin",
 })
 
-__all__ = ["ActivityBatch", "FluidKernel", "KernelStats", "max_min_rates"]
+__all__ = ["ActivityBatch", "FluidKernel", "InstantEndEvent", "KernelStats", "max_min_rates"]
