@@ -8,7 +8,8 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "FluidKernel": "commsim.kernel.fluid",
     "InstantEndEvent": "commsim.kernel.clock",
     "KernelStats": "commsim.kernel.fluid",
+    "UNBOUNDED": "commsim.kernel.maxmin",
     "max_min_rates": "commsim.kernel.maxmin",
 })
 
-__all__ = ["ActivityBatch", "FluidKernel", "InstantEndEvent", "KernelStats", "max_min_rates"]
+__all__ = ["ActivityBatch", "FluidKernel", "InstantEndEvent", "KernelStats", "UNBOUNDED", "max_min_rates"]

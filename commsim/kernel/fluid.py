@@ -42,6 +42,7 @@ from simpy.events import Event
 
 from commsim.errors import ConfigError
 from commsim.kernel.clock import CompletionClock, InstantEndEvent
+from commsim.kernel.maxmin import UNBOUNDED
 from commsim.kernel.solvers import RateSolver
 from commsim.kernel.store import DONE_RTOL, ActivityStore
 
@@ -136,7 +137,11 @@ class FluidKernel:
         return self._store.res_names
 
     def add_resources(self, capacities: Sequence[float] | np.ndarray, names: Sequence[str]) -> np.ndarray:
-        """Add resources with the given capacities (units of work per second); return their ids."""
+        """Add resources with the given capacities (units of work per second); return their ids.
+
+        A capacity of :data:`~commsim.kernel.maxmin.UNBOUNDED` never limits (the resource only
+        counts the work it carries and its load).
+        """
         caps = np.asarray(capacities, dtype=float).reshape(-1)
         if len(names) != caps.shape[0]:
             raise ConfigError(field="names", value=len(names), rule=f"does not match the {caps.shape[0]} capacities",
@@ -152,10 +157,14 @@ class FluidKernel:
         return self._store.capacity[resources]
 
     def set_capacity(self, resources: np.ndarray | Sequence[int] | int, capacities: np.ndarray | float) -> None:
-        """Change capacities now (faults, degradation); rates are recomputed at this instant."""
+        """Change capacities now (faults, degradation); rates are recomputed at this instant.
+
+        :data:`~commsim.kernel.maxmin.UNBOUNDED` lifts a resource's limit; an activity then left
+        with no bounded resource and no cap completes at this instant.
+        """
         ids = np.atleast_1d(np.asarray(resources, dtype=np.int64))
         caps = np.broadcast_to(np.asarray(capacities, dtype=float), ids.shape)
-        if np.any(caps < 0):
+        if np.any(caps < 0) or np.any(np.isnan(caps)):
             raise ConfigError(field="capacity", value=float(caps.min()), rule="must be >= 0",
                               fix="give a non-negative capacity (0 models a failed resource)")
         self._store.capacity[ids] = caps
@@ -179,7 +188,7 @@ class FluidKernel:
         *,
         weight: float | np.ndarray = 1.0,
         priority: int | np.ndarray = 0,
-        cap: float | np.ndarray = math.inf,
+        cap: float | np.ndarray = UNBOUNDED,
         tags: np.ndarray | None = None,
         on_done: DoneCallback | None = None,
         describe: Callable[[int], str] | None = None,
@@ -197,7 +206,9 @@ class FluidKernel:
             Consumption per unit of rate, aligned with ``resources`` (flat for
             the CSR form); 1 when omitted.
         weight, priority, cap:
-            Scalars or one value per activity (see :func:`max_min_rates`).
+            Scalars or one value per activity (see :func:`max_min_rates`); the cap
+            :data:`~commsim.kernel.maxmin.UNBOUNDED` (the default) is none. An activity
+            whose resources are all unbounded and that has no cap completes as it starts.
         tags:
             An integer per activity handed back to ``on_done`` and ``describe``
             (defaults to the position in the batch).
@@ -370,7 +381,7 @@ class FluidKernel:
         :meth:`start`, weight 1, no cap, priority ``priority``). Then each rate is
         its tightest ``capacity / coef``, computed exactly as :meth:`start` would
         compute it, and no rate elsewhere changes. Returns None otherwise, and when
-        a rate would be 0 (the batch would stall).
+        a rate would be 0 (the batch would stall) or unbounded (it would complete as it starts).
         """
         if self._flush_pending or resources.size == 0 or (self._classes and set(self._classes) != {priority}):
             return None
@@ -380,7 +391,7 @@ class FluidKernel:
         if np.unique(resources).shape[0] != resources.shape[0]:
             return None
         rates = np.minimum.reduceat(self._store.capacity[resources] / coefs, indptr[:-1])
-        return rates if rates.min() > 0.0 else None
+        return rates if rates.min() > 0.0 and rates.max() < UNBOUNDED else None
 
     def solo_completion(self, start: float, shortest: float, longest: float) -> float | None:
         """When activities started alone at ``start`` (seconds) complete, given their shortest and

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from commsim.kernel.maxmin import max_min_rates
+from commsim.kernel.maxmin import UNBOUNDED, max_min_rates
 from commsim.kernel.store import ActivityStore
 
 __all__ = ["RateSolver"]
@@ -137,7 +137,6 @@ class RateSolver:
         touched[res] = True
         return touched
 
-
     def _component_update(self, seeds, theta, live, t_act, t_res, t_coef, mixed: bool) -> np.ndarray:
         """Solve again what the changes can reach; return the resources touched.
 
@@ -174,7 +173,6 @@ class RateSolver:
                                   s.weight[acts], s.cap[acts], s.prio[acts], capacity, bottleneck)
             self._set_rates(acts, rates, _global_ids(res_ids, bottleneck))
         return res_in
-
 
     def _local_update(self, seeds: np.ndarray, theta: float) -> np.ndarray | None:
         """Solve a small set of activities again and grow it until the result is provably exact.
@@ -268,7 +266,6 @@ class RateSolver:
             acts = np.union1d(acts, np.concatenate((o_act[grow[o_res]], outsiders[bad_out])))
         return None
 
-
     def verify(self) -> None:
         """Check the incremental rates against a from-scratch solve (tests only; slow)."""
         s = self.store
@@ -282,11 +279,11 @@ class RateSolver:
         t_act = s.t_act[:n][live]
         rates = max_min_rates(local[t_act], s.t_res[:n][live], s.t_coef[:n][live], s.weight[acts],
                               s.cap[acts], s.prio[acts], s.capacity)
+        rates[rates == UNBOUNDED] = 0.0  # what set_rates keeps for an activity that completes at once
         if not np.allclose(rates, s.rate[acts], rtol=1e-9, atol=1e-12 * max(1.0, float(rates.max()))):
             worst = int(np.argmax(np.abs(rates - s.rate[acts])))
             raise AssertionError(f"incremental rate {s.rate[acts][worst]!r} != full solve {rates[worst]!r} "
                                  f"for activity {int(acts[worst])} at t={self.now}")
-
 
     def _component(self, seeds: np.ndarray, t_act: np.ndarray, t_res: np.ndarray, eligible: np.ndarray):
         """Eligible activities, incidences and resources connected to the ``seeds`` resources."""
@@ -310,7 +307,6 @@ class RateSolver:
                 trip_in[idx[e_in]] = True
                 return act_in, trip_in, res_in
             n_res = grown
-
 
 
 def _global_ids(res_ids: np.ndarray, local: np.ndarray) -> np.ndarray:

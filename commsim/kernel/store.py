@@ -16,6 +16,8 @@ import math
 
 import numpy as np
 
+from commsim.kernel.maxmin import UNBOUNDED
+
 __all__ = ["ActivityStore", "DONE_RTOL"]
 
 DONE_RTOL = 1e-12
@@ -150,14 +152,22 @@ class ActivityStore:
         self.t_ref[ids] = now
 
     def set_rates(self, acts: np.ndarray, rates: np.ndarray, bottleneck: np.ndarray, now: float) -> None:
-        """New rates (settled activities): levels, bottlenecks and finish times follow."""
+        """New rates (settled activities): levels, bottlenecks and finish times follow.
+
+        An activity that nothing bounds (rate :data:`~commsim.kernel.maxmin.UNBOUNDED`) completes
+        at ``now``; it is kept at rate 0 until then, so no infinity enters the
+        work, load and level arithmetic.
+        """
+        with np.errstate(divide="ignore", invalid="ignore"):
+            finish = np.where(rates > 0.0, now + self.remaining[acts] / rates, math.inf)
+        instant = rates == UNBOUNDED
+        if instant.any():
+            rates = np.where(instant, 0.0, rates)
+            finish[instant] = now
         self.rate[acts] = rates
         self.level[acts] = rates / self.weight[acts]
         self.bottleneck[acts] = bottleneck
-        left = self.remaining[acts]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            finish = np.where(rates > 0.0, now + left / rates, math.inf)
-        finish[left <= self.amount[acts] * DONE_RTOL] = now
+        finish[self.remaining[acts] <= self.amount[acts] * DONE_RTOL] = now
         self.finish[acts] = finish
 
     def fresh_caponly(self) -> np.ndarray:
