@@ -546,20 +546,16 @@ class FluidKernel:
         self._usage_load.append(load)
 
     def _schedule_completion(self) -> None:
-        store = self._store
-        hw = store.high_water
-        finish = np.where(store.alive[:hw], store.finish[:hw], math.inf) if hw else np.zeros(0)
-        self._clock.wake_at(float(finish.min(initial=math.inf)))
+        # finish is +inf on every slot that is not running (the store keeps it so): no mask needed
+        self._clock.wake_at(float(self._store.finish[: self._store.high_water].min(initial=math.inf)))
 
     def _complete(self, event: Event) -> None:
         store = self._store
         if not self._clock.is_current(event):
             return
         now = self.env.now
-        hw = store.high_water
-        alive = store.alive[:hw]
         tolerance = max(abs(now) * DONE_RTOL, 1e-300)
-        done = np.flatnonzero(alive & (store.finish[:hw] <= now + tolerance))
+        done = np.flatnonzero(store.finish[: store.high_water] <= now + tolerance)  # +inf unless running
         if done.size == 0:
             self._schedule_completion()
             return

@@ -83,12 +83,12 @@ def max_min_rates(
 
     Activities without incidences on bounded resources get their cap.
     """
-    unbounded = capacity == UNBOUNDED
-    if unbounded.any():
-        bounded = ~unbounded[res]
+    if capacity.size and capacity.max() == UNBOUNDED:  # capacities are >= 0: the max finds any
+        bounded = capacity[res] != UNBOUNDED
         act, res, coef = act[bounded], res[bounded], coef[bounded]
     n = weight.shape[0]
-    if 0 < n <= _SMALL and act.shape[0] <= 8 * _SMALL and priority.min() == priority.max():
+    one_class = n == 0 or priority.min() == priority.max()
+    if 0 < n <= _SMALL and act.shape[0] <= 8 * _SMALL and one_class:
         return _small(act, res, coef, weight, cap, capacity, bottleneck)
     rates = np.zeros(n)
     residual = capacity.astype(float, copy=True)
@@ -98,7 +98,7 @@ def max_min_rates(
     if bottleneck is None:
         bottleneck = np.empty(n, dtype=np.int64)
     bottleneck[:] = -1
-    if n == 0 or priority.min() == priority.max():
+    if one_class:
         if res.size and np.bincount(res, minlength=residual.shape[0]).max() == 1:
             _unshared(act, res, coef, weight, cap, residual, rates, bottleneck)
         else:

@@ -46,7 +46,7 @@ class ActivityStore:
         self.level = np.zeros(0)  # rate / weight, +inf until first solved
         self.bottleneck = np.zeros(0, dtype=np.int64)  # resource that holds it back, -1: its cap
         self.t_ref = np.zeros(0)
-        self.finish = np.zeros(0)
+        self.finish = np.zeros(0)  # +inf on every slot not running (the completion scan relies on it)
         self.weight = np.zeros(0)
         self.cap = np.zeros(0)
         self.prio = np.zeros(0, dtype=np.int64)
