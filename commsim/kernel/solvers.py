@@ -149,13 +149,15 @@ class RateSolver:
         hw = s.high_water
         if 0.0 < theta < math.inf and not mixed:
             trip_in = live & (s.level[t_act] >= theta * (1.0 - 1e-9))
+            in_act, in_res = t_act[trip_in], t_res[trip_in]
             act_in = np.zeros(s.slots, dtype=bool)
-            act_in[t_act[trip_in]] = True
+            act_in[in_act] = True
             res_in = np.zeros(s.resource_count, dtype=bool)
             res_in[seeds] = True
-            res_in[t_res[trip_in]] = True
+            res_in[in_res] = True
         else:
             act_in, trip_in, res_in = self._component(seeds, t_act, t_res, live)
+            in_act, in_res = t_act[trip_in], t_res[trip_in]
         acts = np.flatnonzero(act_in[:hw])
         s.settle(acts, self.now)
         if acts.size:
@@ -163,13 +165,13 @@ class RateSolver:
             res_ids = np.flatnonzero(res_in)
             local_res = np.cumsum(res_in) - 1
             capacity = s.capacity[res_ids]
-            kept = live & ~trip_in & res_in[t_res]
+            kept = (live ^ trip_in) & res_in[t_res]  # trip_in only marks live incidences
             if kept.any():
                 held = np.bincount(local_res[t_res[kept]], weights=t_coef[kept] * s.rate[t_act[kept]],
                                    minlength=res_ids.shape[0])
                 capacity = np.maximum(capacity - held, 0.0)
             bottleneck = np.empty(acts.size, dtype=np.int64)
-            rates = max_min_rates(local_act[t_act[trip_in]], local_res[t_res[trip_in]], t_coef[trip_in],
+            rates = max_min_rates(local_act[in_act], local_res[in_res], t_coef[trip_in],
                                   s.weight[acts], s.cap[acts], s.prio[acts], capacity, bottleneck)
             self._set_rates(acts, rates, _global_ids(res_ids, bottleneck))
         return res_in
