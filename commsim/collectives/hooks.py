@@ -13,12 +13,13 @@ the schedule) are the ``gates`` argument of ``CollectiveRun`` with
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+from commsim.kernel import UNBOUNDED
 
 __all__ = ["TransferHooks", "TransferTerms"]
 
@@ -37,13 +38,13 @@ class TransferTerms:
         (``None``: none).
     cap:
         Most bytes/s a transfer may move (e.g. what the compute units of a communication kernel
-        can issue), per batch or per transfer.
+        can issue), per batch or per transfer; :data:`~commsim.kernel.UNBOUNDED` for no cap.
     weight:
         Max-min weight of the transfers against other activities on shared resources.
     """
 
     extra: Extra | None = None
-    cap: float | np.ndarray = math.inf
+    cap: float | np.ndarray = UNBOUNDED
     weight: float = 1.0
 
 

@@ -16,6 +16,11 @@ The global bottleneck is always one of them, so every round makes progress, and
 the number of rounds is the depth of the bottleneck chain rather than the number
 of distinct rates.
 
+A resource of capacity :data:`UNBOUNDED` never binds: its incidences are left
+out of the filling (no huge-number stand-in, no arithmetic on infinities). An
+activity that nothing bounds (no bounded resource, cap :data:`UNBOUNDED`) gets
+the rate :data:`UNBOUNDED`.
+
 >>> import numpy as np
 >>> # a "parking lot": flow 0 crosses links 0 and 1, flows 1 and 2 one link each
 >>> act = np.array([0, 0, 1, 2]); res = np.array([0, 1, 0, 1])
@@ -26,9 +31,18 @@ array([5., 5., 5.])
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-__all__ = ["TIE_TOLERANCE", "max_min_rates"]
+__all__ = ["TIE_TOLERANCE", "UNBOUNDED", "max_min_rates"]
+
+UNBOUNDED: float = math.inf
+"""The capacity of a resource that never limits, and the cap of an activity without one.
+
+Say so with this constant rather than a large number: the solvers leave such
+resources out and never compute with the value.
+"""
 
 TIE_TOLERANCE = 1e-12
 """Relative difference below which two fair levels count as equal."""
@@ -58,19 +72,23 @@ def max_min_rates(
     weight:
         Per activity, > 0: rates at a shared bottleneck are proportional to it.
     cap:
-        Per activity upper bound on the rate (``inf`` for none).
+        Per activity upper bound on the rate (:data:`UNBOUNDED` for none).
     priority:
         Per activity integer; higher classes are served first (strict priority).
     capacity:
-        Per resource capacity (>= 0), in resource units per second.
+        Per resource capacity (>= 0, or :data:`UNBOUNDED`), in resource units per second.
     bottleneck:
         Optional output array (one int per activity): the resource that held the
         activity back, or -1 when its cap did.
 
-    Activities without incidences get their cap.
+    Activities without incidences on bounded resources get their cap.
     """
+    if capacity.size and capacity.max() == UNBOUNDED:  # capacities are >= 0: the max finds any
+        bounded = capacity[res] != UNBOUNDED
+        act, res, coef = act[bounded], res[bounded], coef[bounded]
     n = weight.shape[0]
-    if 0 < n <= _SMALL and act.shape[0] <= 8 * _SMALL and priority.min() == priority.max():
+    one_class = n == 0 or priority.min() == priority.max()
+    if 0 < n <= _SMALL and act.shape[0] <= 8 * _SMALL and one_class:
         return _small(act, res, coef, weight, cap, capacity, bottleneck)
     rates = np.zeros(n)
     residual = capacity.astype(float, copy=True)
@@ -80,7 +98,7 @@ def max_min_rates(
     if bottleneck is None:
         bottleneck = np.empty(n, dtype=np.int64)
     bottleneck[:] = -1
-    if n == 0 or priority.min() == priority.max():
+    if one_class:
         if res.size and np.bincount(res, minlength=residual.shape[0]).max() == 1:
             _unshared(act, res, coef, weight, cap, residual, rates, bottleneck)
         else:

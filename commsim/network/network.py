@@ -23,7 +23,6 @@ one kernel batch, not one Python object each.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -31,7 +30,7 @@ import numpy as np
 from simpy.events import Event
 
 from commsim.errors import ConfigError, RoutingError
-from commsim.kernel import ActivityBatch, FluidKernel
+from commsim.kernel import UNBOUNDED, ActivityBatch, FluidKernel
 from commsim.network.routing import Router, RoutingPolicy
 from commsim.network.topology import Topology
 from commsim.results.recorder import Recorder
@@ -257,7 +256,7 @@ class Network:
         label: str = "",
         priority: int = 0,
         weight: float = 1.0,
-        cap: float = math.inf,
+        cap: float = UNBOUNDED,
         extra: tuple[Sequence[int], Sequence[float]] | None = None,
         record: bool = True,
     ) -> Event:
@@ -279,7 +278,7 @@ class Network:
         label: str = "",
         priority: int = 0,
         weight: float = 1.0,
-        cap: float | np.ndarray = math.inf,
+        cap: float | np.ndarray = UNBOUNDED,
         extra: Sequence[tuple[Sequence[int], Sequence[float]] | None] | None = None,
         on_delivered: Delivered | None = None,
         record: bool = True,

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from commsim.errors import ConfigError
-from commsim.kernel import FluidKernel, fluid
+from commsim.kernel import FluidKernel, store
 
 
 def make(capacities, verify=True):
@@ -408,7 +408,7 @@ def test_densely_coupled_completions_stay_exact_through_fallbacks_and_back_off(i
     resource index (forced here; large runs use it) and by scanning the incidences.
     """
     if index:
-        monkeypatch.setattr(fluid, "_SCAN_INCIDENCES", 0)
+        monkeypatch.setattr(store, "_SCAN_INCIDENCES", 0)
     rng = np.random.default_rng(7)
     env, kernel, ids = make([1.0] * 24)
     sizes = {0.0: 300, 0.3: 50, 0.6: 400}  # later batches land after the index is built, the last one rebuilds it

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from commsim.kernel import UNBOUNDED
 from commsim.network.topology import Topology
 from commsim.simulation import Simulation
 from commsim.systems.t3.knobs import Knobs
@@ -25,8 +26,8 @@ from commsim.systems.t3.ring import ring_order
 
 __all__ = ["BIG", "DramLedger", "RingContext"]
 
-BIG = 1e30
-"""Capacity of a resource that never binds (the arbiter's resources while it is idle)."""
+BIG = UNBOUNDED
+"""Capacity of a resource that never binds (the arbiter's resources while it is idle): the kernel's explicit one."""
 
 CATEGORIES: tuple[str, ...] = ("gemm", "rs", "ag")
 
