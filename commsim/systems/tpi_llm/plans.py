@@ -101,6 +101,7 @@ def single_device(model: TransformerSpec, device: Any, **options: Any) -> Infere
     options.pop("window", None)
     options.pop("allreduce", None)
     options.pop("shares", None)
+    options.pop("faults", None)     # the scenario's faults name the testbed, not this baseline device
     topo = single_topology(device)
     return InferenceSetup(model=model, topology=topo, devices=["dev0"], blocks=tp_blocks(model, [1.0]), mode="tp",
                           window=None, **options)
@@ -111,6 +112,7 @@ def offload(model: TransformerSpec, device: Any, *, budget: float = 0.85, **opti
     options.pop("window", None)
     options.pop("allreduce", None)
     options.pop("shares", None)
+    options.pop("faults", None)     # the scenario's faults name the testbed, not this baseline device
     options["file_bytes"] = COMPUTE_BYTES       # the offload folder holds the loaded (FP32) weights
     topo = single_topology(device)
     spec = resolve_device(device)

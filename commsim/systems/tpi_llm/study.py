@@ -15,6 +15,9 @@ import numpy as np
 import pandas as pd
 
 from commsim.devices.spec import DeviceSpec
+from commsim.errors import ConfigError
+from commsim.faults.injector import acts_on
+from commsim.network.topology import Topology
 from commsim.systems._study import Study, StudyContext, StudyOutput
 from commsim.systems.tpi_llm import figures
 from commsim.systems.tpi_llm.allreduce import ALGORITHMS, link_latency, time_allreduce
@@ -54,7 +57,8 @@ def _options(params: TPIParams, ctx: StudyContext | None = None) -> dict[str, An
     return {"prompt_tokens": params.prompt_tokens, "decode_tokens": params.decode_tokens,
             "file_bytes": params.file_bytes, "staging": params.staging, "runtime_memory": params.runtime_memory,
             "release": params.release, "tree_fanout": params.tree_fanout,
-            "collective": ctx.collective if ctx is not None else None, "seed": ctx.seed if ctx is not None else 0}
+            "collective": ctx.collective if ctx is not None else None, "seed": ctx.seed if ctx is not None else 0,
+            "faults": list(ctx.faults) if ctx is not None else []}
 
 
 def _device(params: TPIParams, value: Any, field: str) -> DeviceSpec:
@@ -126,12 +130,25 @@ def _detail(setting: str, model: str, devices: Any, window: int | None, allreduc
     return row
 
 
+def _check_faults(faults: list[Any], settings: dict[str, Topology]) -> None:
+    """Every scenario fault must name a link or device of at least one setting's network (none is dropped)."""
+    for i, fault in enumerate(faults):
+        if not any(acts_on(fault, topo) for topo in settings.values()):
+            target = list(fault.link) if hasattr(fault, "link") else fault.device
+            raise ConfigError(field=f"faults[{i}]", value=target,
+                              rule="names a link or device of none of the study's networks "
+                                   f"({', '.join(settings)} devices)",
+                              fix="name a testbed link such as ['dev1', 'router1'] or a device such as 'dev1' "
+                                  "(laptops: 'm1', 'i5', 'i7a', 'i7b' on 'ap')")
+
+
 class TPILLMStudy(Study):
     """TPI-LLM (arXiv 2410.00531): tensor-parallel inference on edge devices, star all-reduce, sliding window."""
 
     name = "tpi_llm"
     title = "TPI-LLM: tensor-parallel LLM inference on edge devices"
     params = TPIParams
+    accepts_faults = True
 
     # ------------------------------------------------------------------ run
     def run(self, params: TPIParams, ctx: StudyContext) -> StudyOutput:
@@ -150,6 +167,7 @@ class TPILLMStudy(Study):
             for name in p.models:
                 for window in windows:
                     jobs.append(("laptops", LAPTOP_SETTING, wifi, name, window))
+        _check_faults(ctx.faults, {str(devices): topo for _, devices, topo, _, _ in jobs})
         extra = len(p.models) * 4 if p.baselines else 0
         total = len(jobs) + extra + 1
         first_window = next((w for w in windows if w is not None), 2)
@@ -361,6 +379,11 @@ class TPILLMStudy(Study):
         if ctx.topology is not None:
             notes.append("The scenario's topology is not used: the study builds the testbed and Wi-Fi networks from "
                          "its parameters (link_bandwidth, link_latency, devices_per_router).")
+        if ctx.faults:
+            notes.append(f"Scenario faults ({len(ctx.faults)}) act in every inference run whose network has the link "
+                         "or device they name (testbed sizes, the laptops, Galaxy and pipeline), at their times from "
+                         "the run's start (t0 is later: the first window loads first); the single-device baselines "
+                         "and the all-reduce curves run without them.")
         return notes
 
     # ------------------------------------------------------------------ validation
