@@ -33,6 +33,7 @@ The data-parallel traffic shares no resource with compute or NVLink (it runs
 GPU -> PCIe -> NIC), so the split loses nothing in the fluid model; a
 validation row compares it with a full replay.
 
+>>> from commsim.workloads import parameter_count
 >>> spec = gpt_22b()
 >>> spec.layers, spec.hidden, round(parameter_count(spec) / 1e9, 1)
 (48, 6144, 22.1)
@@ -55,7 +56,7 @@ from commsim.network.generators import switch
 from commsim.network.topology import Topology
 from commsim.simulation import Simulation
 from commsim.units import Bytes
-from commsim.workloads import Dtype, TransformerSpec, load_model, parameter_count, training_trace
+from commsim.workloads import Dtype, TransformerSpec, load_model, training_trace
 from commsim.workloads.replay import Replay
 from commsim.workloads.trace import DelayOp, Program, Trace
 
@@ -283,8 +284,3 @@ def iteration_time(profile: ComputeProfile, bucket_time: BucketTime | list[Bucke
         if total > step:
             step, exposed = total, float(start[index["optimizer"]] - end[index["backward"]])
     return step, exposed
-
-
-def parameters_of(job: JobModel) -> float:
-    """Parameter count of the job's model."""
-    return float(parameter_count(resolve_model(job.model)))

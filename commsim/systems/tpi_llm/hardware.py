@@ -19,8 +19,8 @@ full-duplex link (an optimistic simplification, stated in the study notes).
 the access point), with the master's link figures.
 
 >>> topo = edge_topology(8)
->>> len(topo.devices), len(path_links(topo, "dev0", "dev7"))
-(8, 4)
+>>> len(topo.devices), round(path_latency(topo, "dev0", "dev7") * 1e3, 6)   # 4 links of 1 ms
+(8, 4.0)
 >>> wifi = wifi_topology()
 >>> wifi.devices, round(path_latency(wifi, "m1", "i5") * 1e3, 3)
 (['m1', 'i5', 'i7a', 'i7b'], 12.0)
@@ -35,7 +35,7 @@ from commsim.network.generators import home_router_edge
 from commsim.network.routing import Router
 from commsim.network.topology import Topology
 
-__all__ = ["LAPTOPS", "LAPTOP_LINKS", "SERVER", "edge_topology", "path_latency", "path_links", "rescale",
+__all__ = ["LAPTOPS", "LAPTOP_LINKS", "SERVER", "edge_topology", "path_latency", "rescale",
            "resolve_device", "wifi_topology", "with_server"]
 
 SERVER = "ps"
@@ -165,11 +165,6 @@ def rescale(topo: Topology, *, bandwidth: float | None = None, latency: float | 
                      bandwidth_back=back if bandwidth is None else bandwidth,
                      latency=data["latency"] if latency is None else latency)
     return out
-
-
-def path_links(topo: Topology, a: str, b: str) -> tuple[int, ...]:
-    """Edge ids of the shortest route from ``a`` to ``b``."""
-    return Router(topo, policy="shortest").path(a, b)
 
 
 def path_latency(topo: Topology, a: str, b: str) -> float:
