@@ -14,14 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from commsim.devices.spec import DeviceSpec
+from commsim.devices.spec import DeviceSpec, device_spec
 from commsim.errors import ConfigError
 from commsim.faults.injector import acts_on
 from commsim.network.topology import Topology
 from commsim.systems._study import Study, StudyContext, StudyOutput
 from commsim.systems.tpi_llm import figures
 from commsim.systems.tpi_llm.allreduce import ALGORITHMS, link_latency, time_allreduce
-from commsim.systems.tpi_llm.hardware import LAPTOP_LINKS, edge_topology, resolve_device, wifi_topology
+from commsim.systems.tpi_llm.hardware import LAPTOP_LINKS, edge_topology, wifi_topology
 from commsim.systems.tpi_llm.params import TPIParams
 from commsim.systems.tpi_llm.partition import COMPUTE_BYTES, tp_blocks
 from commsim.systems.tpi_llm.plans import SYSTEMS, galaxy, offload, pipeline, single_device, tpi
@@ -63,7 +63,7 @@ def _options(params: TPIParams, ctx: StudyContext | None = None) -> dict[str, An
 
 def _device(params: TPIParams, value: Any, field: str) -> DeviceSpec:
     """A device of the study, its disk read bandwidth replaced by ``load_bandwidth`` when that is set."""
-    spec = resolve_device(value, field=field)
+    spec = device_spec(value, field=field)
     if params.load_bandwidth is not None:
         spec = spec.model_copy(update={"disk_read_bandwidth": params.load_bandwidth})
     return spec
@@ -359,8 +359,8 @@ class TPILLMStudy(Study):
             "Network: each device behind its own home router, routers on one core router; "
             f"{p.link_bandwidth * 8 / 1e6:g} Mbps and {p.link_latency * 1e3:g} ms per link; a route's time is its "
             "latency plus bytes over the bottleneck rate (fluid max-min sharing, no per-hop store-and-forward).",
-            "Laptops: assumed M1 / i5 / i7 specs (see hardware.LAPTOPS) on a Wi-Fi star; each laptop's link is "
-            "its own full-duplex link (shared airtime is not modelled: optimistic).",
+            "Laptops: assumed M1 / i5 / i7 specs (the laptop_* device presets) on a Wi-Fi star; each laptop's "
+            "link is its own full-duplex link (shared airtime is not modelled: optimistic).",
             "Weights FP32 in memory, read from "
             f"{p.file_dtype} files ({p.file_bytes:g} B/parameter){' with a staging copy while loading' if p.staging else ''}; "
             f"the master holds embedding and head; prompt {p.prompt_tokens} tokens; token latency is the mean of "
