@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from commsim.network.topology import Topology
     from commsim.simulation import Simulation
 
-__all__ = ["FaultInjector", "acts_on", "check_faults", "faults_on", "parse_faults"]
+__all__ = ["FaultInjector", "accepted_faults", "acts_on", "check_faults", "faults_on", "parse_faults"]
 
 _FAULT = TypeAdapter(Fault)
 _KINDS = {model.model_fields["kind"].default: model for model in (LinkDown, LinkUp, LinkDegraded, DeviceFailure,
@@ -67,6 +67,21 @@ def faults_on(faults: Iterable[Any], topology: Topology) -> list[Any]:
     settings of different sizes): each network gets the faults it has a target for.
     """
     return [fault for fault in faults if acts_on(fault, topology)]
+
+
+def accepted_faults(faults: Iterable[Any], accepts: Callable[[Any], bool], *, rule: str, fix: str,
+                    field: str = "faults") -> list[Any]:
+    """The faults as models, or a :class:`ConfigError` for the first one ``accepts`` refuses.
+
+    For drivers that apply only some kinds of fault (a study that models links but
+    not devices): a fault they cannot apply is refused with ``rule`` and ``fix``, never
+    silently dropped.
+    """
+    parsed = parse_faults(faults, field=field)
+    for i, fault in enumerate(parsed):
+        if not accepts(fault):
+            raise ConfigError(field=f"{field}[{i}]", value=f"{fault.kind} {_target(fault)}", rule=rule, fix=fix)
+    return parsed
 
 
 def check_faults(faults: Iterable[Any], topology: Topology, *, field: str = "faults") -> None:

@@ -48,7 +48,7 @@ import numpy as np
 
 from commsim.collectives import CollectiveConfig
 from commsim.errors import ConfigError
-from commsim.faults.injector import parse_faults
+from commsim.faults.injector import accepted_faults
 from commsim.network.generators import wan
 from commsim.network.topology import Topology
 from commsim.simulation import Simulation
@@ -197,17 +197,11 @@ def check_wan_faults(faults: Sequence[Any], replicas: int) -> list[Any]:
     step time), so a device fault or a link inside a data centre has nothing to act
     on: both are refused rather than silently ignored.
     """
-    parsed = parse_faults(faults)
     wan_links = {frozenset((a, b)) for a, b, data in wan_of(replicas, 1.0, 0.0).links() if data.get("tier") == "wan"}
-    for i, fault in enumerate(parsed):
-        link = getattr(fault, "link", None)
-        if link is None or frozenset(link) not in wan_links:
-            raise ConfigError(field=f"faults[{i}]", value=fault.kind if link is None else list(link),
-                              rule="is not a fault of a WAN link between data centres: the streaming_diloco study "
-                                   "models only the WAN (each replica is one rank with a fixed step time)",
-                              fix="use link_down, link_up or link_degraded on a WAN link such as "
-                                  "['dc0.gw', 'dc1.gw']")
-    return parsed
+    return accepted_faults(faults, lambda fault: frozenset(getattr(fault, "link", ())) in wan_links,
+                           rule="is not a fault of a WAN link between data centres: the streaming_diloco study "
+                                "models only the WAN (each replica is one rank with a fixed step time)",
+                           fix="use link_down, link_up or link_degraded on a WAN link such as ['dc0.gw', 'dc1.gw']")
 
 
 def replay_at(prepared: Prepared, plan: SyncPlan, layout: ModelLayout, *, bandwidth: float, latency: float,

@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 
 from commsim.devices.spec import DeviceSpec, device_spec
-from commsim.errors import ConfigError
-from commsim.faults.injector import acts_on
+from commsim.faults.injector import accepted_faults, acts_on
 from commsim.network.topology import Topology
 from commsim.systems._study import Study, StudyContext, StudyOutput
 from commsim.systems.tpi_llm import figures
@@ -132,14 +131,10 @@ def _detail(setting: str, model: str, devices: Any, window: int | None, allreduc
 
 def _check_faults(faults: list[Any], settings: dict[str, Topology]) -> None:
     """Every scenario fault must name a link or device of at least one setting's network (none is dropped)."""
-    for i, fault in enumerate(faults):
-        if not any(acts_on(fault, topo) for topo in settings.values()):
-            target = list(fault.link) if hasattr(fault, "link") else fault.device
-            raise ConfigError(field=f"faults[{i}]", value=target,
-                              rule="names a link or device of none of the study's networks "
-                                   f"({', '.join(settings)} devices)",
-                              fix="name a testbed link such as ['dev1', 'router1'] or a device such as 'dev1' "
-                                  "(laptops: 'm1', 'i5', 'i7a', 'i7b' on 'ap')")
+    accepted_faults(faults, lambda fault: any(acts_on(fault, topo) for topo in settings.values()),
+                    rule=f"names a link or device of none of the study's networks ({', '.join(settings)} devices)",
+                    fix="name a testbed link such as ['dev1', 'router1'] or a device such as 'dev1' (laptops: 'm1', "
+                        "'i5', 'i7a', 'i7b' on 'ap')")
 
 
 class TPILLMStudy(Study):
