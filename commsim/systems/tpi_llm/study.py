@@ -212,19 +212,14 @@ class TPILLMStudy(Study):
     def _curves(self, p: TPIParams, devices: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         """All-reduce time per algorithm vs per-link latency and vs link bandwidth (one decode token)."""
         nbytes = load_model(p.curve_model).hidden * COMPUTE_BYTES
-        lat_rows, bw_rows = [], []
-        for algorithm in ALGORITHMS:
-            for latency in p.curve_latencies:
-                topo = _testbed(p, devices, latency=latency)
-                lat_rows.append({"algorithm": algorithm, "link_latency_ms": latency * 1e3,
-                                 "bandwidth_mbps": p.link_bandwidth * 8 / 1e6, "bytes": nbytes,
-                                 "time_ms": time_allreduce(topo, algorithm, nbytes, tree_fanout=p.tree_fanout) * 1e3})
-            for bandwidth in p.curve_bandwidths:
-                topo = _testbed(p, devices, bandwidth=bandwidth)
-                bw_rows.append({"algorithm": algorithm, "link_latency_ms": p.link_latency * 1e3,
-                                "bandwidth_mbps": bandwidth * 8 / 1e6, "bytes": nbytes,
-                                "time_ms": time_allreduce(topo, algorithm, nbytes, tree_fanout=p.tree_fanout) * 1e3})
-        return pd.DataFrame(lat_rows), pd.DataFrame(bw_rows)
+
+        def row(algorithm: str, latency: float, bandwidth: float) -> dict[str, Any]:
+            topo = _testbed(p, devices, latency=latency, bandwidth=bandwidth)
+            return {"algorithm": algorithm, "link_latency_ms": latency * 1e3, "bandwidth_mbps": bandwidth * 8 / 1e6,
+                    "bytes": nbytes, "time_ms": time_allreduce(topo, algorithm, nbytes, tree_fanout=p.tree_fanout) * 1e3}
+
+        return (pd.DataFrame([row(a, lat, p.link_bandwidth) for a in ALGORITHMS for lat in p.curve_latencies]),
+                pd.DataFrame([row(a, p.link_latency, bw) for a in ALGORITHMS for bw in p.curve_bandwidths]))
 
     def _baselines(self, p: TPIParams, specs: dict[str, TransformerSpec],
                    results: dict[tuple[str, Any, int | None], InferenceStats], devices: int, window: int,
