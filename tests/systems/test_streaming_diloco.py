@@ -258,11 +258,11 @@ def test_overlapping_periods_use_a_warm_window_that_has_converged() -> None:
 
 # ------------------------------------------------------------------ bad input
 @pytest.mark.parametrize(("params", "field", "needle"), [
-    ({"inner_steps": 0}, "workload.params.inner_steps", "below 1"),
+    ({"inner_steps": 0}, "workload.params.inner_steps", "at least 1"),
     ({"fragment_layers": 5}, "workload.params.fragment_layers", "remainder"),
     ({"overlap_steps": 100}, "workload.params.overlap_steps", "not below inner_steps"),
     ({"inner_steps": 10, "overlap_steps": 12}, "workload.params.overlap_steps", "not below inner_steps"),
-    ({"replicas": 1}, "workload.params.replicas", "below 2"),
+    ({"replicas": 1}, "workload.params.replicas", "at least 2"),
     ({"models": [{"model": "diloco-2b"}]}, "workload.params.models", "catalog"),
     ({"sharing": "lifo"}, "workload.params.sharing", "fair"),
     ({"quantised_bits": 0}, "workload.params.quantised_bits", "above 0"),
