@@ -333,7 +333,7 @@ def test_bad_input_fails_with_clear_messages(topo):
         study.parse({"c4d": {"rate_per_gpu": "-1 /day"}})
     with pytest.raises(ConfigError, match="reference_interruptions"):
         study.parse({"c4d": {"reference_interruptions": -5}})
-    with pytest.raises(ConfigError, match=r"checkpoint_interval.*positive"):
+    with pytest.raises(ConfigError, match=r"checkpoint_interval = 0: must be above 0"):
         study.parse({"c4d": {"checkpoint_interval": 0}})
     with pytest.raises(ConfigError, match="needs a node"):
         study.parse({"c4d": {"faults": [{"kind": "gpu_hang", "at": "1 h"}]}})
