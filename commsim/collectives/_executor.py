@@ -221,6 +221,27 @@ class CollectiveRun:
             self._begin()
         return self.done
 
+    def start_at(self, time: float) -> Event:
+        """Launch at simulated time ``time`` (seconds; at once when it has passed); return ``done``.
+
+        What a driver uses to start a collective at a given time (a job whose members
+        arrive then) without touching the simulation's clock itself.
+        """
+        delay = time - self.sim.env.now
+        if delay > 0:
+            self.sim.env.timeout(delay).callbacks.append(lambda _ev: self.start())
+        else:
+            self.start()
+        return self.done
+
+    def start_after(self, other: CollectiveRun) -> Event:
+        """Launch when ``other`` is done (phases of a collective run one after another); return ``done``."""
+        if other.done.triggered:
+            self.start()
+        else:
+            other.done.callbacks.append(lambda _ev: self.start())
+        return self.done
+
     def _begin(self) -> None:
         self._begun = True
         if self._left == 0:

@@ -58,5 +58,30 @@ PRESETS: dict[str, DeviceSpec] = {
             source="TPI-LLM testbed device (8 cores, 8 GB RAM + 4 GB swap); peak assumes 2.4 GHz with AVX2 FMA "
                    "(32 FP32 FLOP/cycle/core); DDR4 bandwidth and SATA-SSD read 500 MB/s assumed",
         ),
+        DeviceSpec(
+            name="laptop_m1_8core", kind="cpu",
+            peak_flops={"fp32": 542e9, "fp16": 542e9}, efficiency=0.5,
+            memory_bandwidth=68.25e9, memory=8e9, swap=4e9, swap_bandwidth=1.0e9, copy_engines=0,
+            disk_read_bandwidth=2.0e9,
+            source="Assumed Apple M1 (8 GB): 4 P-cores x 3.2 GHz x 32 + 4 E-cores x 2.064 GHz x 16 FP32 FLOP/cycle "
+                   "(NEON FMA, AMX not counted) = 542 GFLOPS; LPDDR4X-4266 on 128 bit = 68.25 GB/s; SSD read 2 GB/s; "
+                   "4 GB swap at 1 GB/s (the paper gives the core count only)"
+        ),
+        DeviceSpec(
+            name="laptop_i5_4core", kind="cpu",
+            peak_flops={"fp32": 307.2e9, "fp16": 307.2e9}, efficiency=0.5,
+            memory_bandwidth=51.2e9, memory=8e9, swap=4e9, swap_bandwidth=0.75e9, copy_engines=0,
+            disk_read_bandwidth=1.5e9,
+            source="Assumed 4-core Core i5 laptop: 4 cores x 2.4 GHz x 32 FP32 FLOP/cycle (AVX2, 2 FMA) = 307 "
+                   "GFLOPS; dual-channel DDR4-3200 = 51.2 GB/s; 8 GB RAM + 4 GB swap; NVMe read 1.5 GB/s"
+        ),
+        DeviceSpec(
+            name="laptop_i7_8core", kind="cpu",
+            peak_flops={"fp32": 563.2e9, "fp16": 563.2e9}, efficiency=0.5,
+            memory_bandwidth=46.9e9, memory=8e9, swap=4e9, swap_bandwidth=1.0e9, copy_engines=0,
+            disk_read_bandwidth=2.0e9,
+            source="Assumed 8-core Core i7 laptop: 8 cores x 2.2 GHz x 32 FP32 FLOP/cycle (AVX2, 2 FMA) = 563 "
+                   "GFLOPS; dual-channel DDR4-2933 = 46.9 GB/s; 8 GB RAM + 4 GB swap; NVMe read 2 GB/s"
+        ),
     )
 }

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from commsim.network.topology import Topology
     from commsim.simulation import Simulation
 
-__all__ = ["FaultInjector", "check_faults", "parse_faults"]
+__all__ = ["FaultInjector", "accepted_faults", "acts_on", "check_faults", "faults_on", "parse_faults"]
 
 _FAULT = TypeAdapter(Fault)
 _KINDS = {model.model_fields["kind"].default: model for model in (LinkDown, LinkUp, LinkDegraded, DeviceFailure,
@@ -52,20 +52,50 @@ def parse_faults(faults: Iterable[Any], *, field: str = "faults") -> list[Any]:
     return out
 
 
+def acts_on(fault: Any, topology: Topology) -> bool:
+    """Whether ``topology`` has the link (both directions) or the device ``fault`` names."""
+    if isinstance(fault, _LINK_FAULTS):
+        a, b = fault.link
+        return topology.has_link(a, b) and topology.has_link(b, a)
+    return fault.device in topology.devices
+
+
+def faults_on(faults: Iterable[Any], topology: Topology) -> list[Any]:
+    """The faults (models) that name a link or device of ``topology``.
+
+    For drivers that run one set of faults on several networks (a study's
+    settings of different sizes): each network gets the faults it has a target for.
+    """
+    return [fault for fault in faults if acts_on(fault, topology)]
+
+
+def accepted_faults(faults: Iterable[Any], accepts: Callable[[Any], bool], *, rule: str, fix: str,
+                    field: str = "faults") -> list[Any]:
+    """The faults as models, or a :class:`ConfigError` for the first one ``accepts`` refuses.
+
+    For drivers that apply only some kinds of fault (a study that models links but
+    not devices): a fault they cannot apply is refused with ``rule`` and ``fix``, never
+    silently dropped.
+    """
+    parsed = parse_faults(faults, field=field)
+    for i, fault in enumerate(parsed):
+        if not accepts(fault):
+            raise ConfigError(field=f"{field}[{i}]", value=f"{fault.kind} {_target(fault)}", rule=rule, fix=fix)
+    return parsed
+
+
 def check_faults(faults: Iterable[Any], topology: Topology, *, field: str = "faults") -> None:
     """Raise :class:`ConfigError` for a fault naming a link or device the topology does not have."""
-    devices = set(topology.devices)
     for i, fault in enumerate(faults):
+        if acts_on(fault, topology):
+            continue
         where = f"{field}[{i}]"
         if isinstance(fault, _LINK_FAULTS):
-            a, b = fault.link
-            if not (topology.has_link(a, b) and topology.has_link(b, a)):
-                raise ConfigError(field=f"{where}.link", value=[a, b], rule="is not a link of the topology",
-                                  fix="name two directly linked nodes, e.g. "
-                                      f"{list(next(topology.links())[:2])}")
-        elif fault.device not in devices:
-            raise ConfigError(field=f"{where}.device", value=fault.device, rule="is not a device of the topology",
-                              fix=f"use one of {', '.join(topology.devices[:6])}...")
+            raise ConfigError(field=f"{where}.link", value=list(fault.link), rule="is not a link of the topology",
+                              fix="name two directly linked nodes, e.g. "
+                                  f"{list(next(topology.links())[:2])}")
+        raise ConfigError(field=f"{where}.device", value=fault.device, rule="is not a device of the topology",
+                          fix=f"use one of {', '.join(topology.devices[:6])}...")
 
 
 class FaultInjector:

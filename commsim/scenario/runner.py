@@ -267,7 +267,8 @@ def scenario_faults(scenario: Scenario, topology: Topology | None) -> list[Any]:
         raise ConfigError(field="faults" if scenario.faults else "fault_rates", value=scenario.workload.study,
                           rule="cannot be applied to a study workload that does not apply them to its simulations",
                           fix="drop faults/fault_rates from this scenario, or run a trace, training, inference, "
-                              "collective or traffic workload (or the c4 or t3 study) to see their effect")
+                              "collective or traffic workload (or the c4, t3, streaming_diloco or tpi_llm study) to see "
+                              "their effect")
     if not given:
         return []
     faults: list[Any] = list(scenario.faults)

@@ -164,3 +164,29 @@ def test_coalesce_sends_what_one_instant_readies_as_one_batch_at_the_same_times(
     sim.run()
     assert run.end_time == pytest.approx(1e-3 + (N - 1) * STEP, rel=1e-12)
     assert batches == ([N] * (N - 1) if coalesce else [1] * (N * (N - 1)))   # separate events stay separate
+
+
+# ---------------------------------------------------------------------- starting at a time, after another run
+def test_start_at_shifts_the_run_to_that_time_and_a_past_time_starts_it_at_once() -> None:
+    sim = Simulation(ring(n=N, bandwidth=BW, latency=LAT), record_usage=False)
+    late = CollectiveRun(sim, ring_reduce_scatter(N, SIZE), GROUP, CollectiveConfig())
+    late.start_at(3e-3)
+    sim.run()
+    assert late.start_time == pytest.approx(3e-3) and late.end_time == pytest.approx(3e-3 + (N - 1) * STEP, rel=1e-9)
+    again = CollectiveRun(sim, ring_reduce_scatter(N, SIZE), GROUP, CollectiveConfig())
+    again.start_at(0.0)     # the clock is past 0: it starts now
+    assert again.start_time == pytest.approx(late.end_time)
+
+
+def test_start_after_runs_a_second_phase_when_the_first_is_done() -> None:
+    sim = Simulation(ring(n=N, bandwidth=BW, latency=LAT), record_usage=False)
+    first = CollectiveRun(sim, ring_reduce_scatter(N, SIZE), GROUP, CollectiveConfig())
+    second = CollectiveRun(sim, ring_reduce_scatter(N, SIZE), GROUP, CollectiveConfig())
+    second.start_after(first)
+    first.start_at(1e-3)
+    sim.run()
+    assert second.start_time == pytest.approx(first.end_time)
+    assert second.end_time == pytest.approx(1e-3 + 2 * (N - 1) * STEP, rel=1e-9)
+    third = CollectiveRun(sim, ring_reduce_scatter(N, SIZE), GROUP, CollectiveConfig())
+    third.start_after(first)     # already done: starts at once
+    assert third.start_time == sim.now

@@ -265,3 +265,26 @@ def test_degrade_factor_zero_is_refused_at_run_time_too():
         sim.network.degrade_link("gpu0", "sw", 0)
     with pytest.raises(ConfigError, match=r"slowdown = 0\.5: must be >= 1"):
         sim.devices["gpu0"].set_slowdown(0.5)
+
+
+def test_faults_on_keeps_the_faults_a_network_has_a_target_for() -> None:
+    from commsim.faults.injector import acts_on, faults_on
+
+    small, large = switch(n=2), switch(n=4)
+    faults = [LinkDown(at=0.0, link=("gpu1", "sw")), LinkDown(at=0.0, link=("gpu3", "sw")),
+              Straggler(at=0.0, device="gpu3", slowdown=2.0)]
+    assert faults_on(faults, small) == faults[:1]
+    assert faults_on(faults, large) == faults
+    assert acts_on(LinkDown(at=0.0, link=("sw", "gpu0")), small)     # either direction names the link
+    assert not acts_on(LinkDown(at=0.0, link=("gpu0", "gpu1")), small)
+
+
+def test_accepted_faults_parses_them_and_refuses_the_first_the_driver_cannot_apply() -> None:
+    from commsim.faults.injector import accepted_faults
+
+    links_only = {"rule": "is not a link fault", "fix": "fail a link"}
+    given = [{"kind": "link_down", "at": 0, "link": ["gpu0", "sw"]}]
+    assert accepted_faults(given, lambda f: hasattr(f, "link"), **links_only) == [LinkDown(at=0.0, link=("gpu0", "sw"))]
+    with pytest.raises(ConfigError, match=r"faults\[1\] = 'straggler gpu1': is not a link fault\. Fix: fail a link"):
+        accepted_faults([*given, Straggler(at=0.0, device="gpu1", slowdown=2.0)], lambda f: hasattr(f, "link"),
+                        **links_only)

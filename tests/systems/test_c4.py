@@ -28,7 +28,7 @@ from commsim.systems.c4.c4d import evaluate_fault
 from commsim.systems.c4.detector import Diagnosis, baseline_of, correct
 from commsim.systems.c4.episode import Fault, build_setup, draw_history, given_history, observe, simulate_episode
 from commsim.systems.c4.layout import dp_rings, place_jobs, server_devices
-from commsim.systems.c4.model import JobModel, compute_profile
+from commsim.systems.c4.model import ComputeProfile, JobModel, compute_profile, iteration_time, step_trace
 from commsim.systems.c4.params import C4Params
 from commsim.systems.c4.timeline import FaultOutcome, run_timeline
 from commsim.systems.c4.traffic import Ring, RingSim, switch_links
@@ -309,6 +309,23 @@ def test_one_replayed_micro_batch_extrapolates_to_the_step(topo):
     assert out.step_time == pytest.approx(full.backward_end[0] + full.optimizer[0], rel=1e-6)
 
 
+def test_the_step_is_its_buckets_replayed_on_the_data_parallel_stream_from_their_ready_times():
+    # stage 0: buckets ready at 0.5 and 0.2 (in that order on the stream), 0.5 s each, backward ends at 1.0;
+    # stage 1: one bucket hidden behind its backward pass
+    profile = ComputeProfile(micro_batches=1, micro_batch_time=1.0, backward_end=(1.0, 1.1), optimizer=(0.1, 0.1),
+                             bucket_bytes=(np.array([5.0, 5.0]), np.array([1.0])),
+                             bucket_ready=(np.array([0.5, 0.2]), np.array([0.3])), tokens_per_step=1.0,
+                             dp_bytes=(10.0, 1.0), replayed_micro_batches=1)
+    step, exposed = iteration_time(profile, lambda sizes: sizes / 10.0)   # 0.5 s and 0.1 s
+    assert step == pytest.approx(1.6, rel=1e-12)       # 0.5 + 0.5 + 0.5 (the second waits for the first) + 0.1
+    assert exposed == pytest.approx(0.5, rel=1e-12)
+    step, exposed = iteration_time(profile, [lambda sizes: sizes / 100.0, lambda sizes: sizes / 10.0])
+    assert step == pytest.approx(1.2, rel=1e-12) and exposed == 0.0   # stage 1 finishes last, nothing exposed
+    trace = step_trace(profile, [np.array([0.5, 0.5]), np.array([0.1])])
+    assert [op.id for op in trace.programs[0].ops] == ["ready0", "ready1", "backward", "bucket0", "bucket1",
+                                                       "optimizer"]
+
+
 # ---------------------------------------------------------------------- bad input
 def test_bad_input_fails_with_clear_messages(topo):
     study = get_study("c4")
@@ -316,7 +333,7 @@ def test_bad_input_fails_with_clear_messages(topo):
         study.parse({"c4d": {"rate_per_gpu": "-1 /day"}})
     with pytest.raises(ConfigError, match="reference_interruptions"):
         study.parse({"c4d": {"reference_interruptions": -5}})
-    with pytest.raises(ConfigError, match=r"checkpoint_interval.*positive"):
+    with pytest.raises(ConfigError, match=r"checkpoint_interval = 0: must be above 0"):
         study.parse({"c4d": {"checkpoint_interval": 0}})
     with pytest.raises(ConfigError, match="needs a node"):
         study.parse({"c4d": {"faults": [{"kind": "gpu_hang", "at": "1 h"}]}})
@@ -405,7 +422,7 @@ def test_a_scenario_link_down_changes_the_c4p_comparison():
 
 
 def test_device_faults_given_to_the_c4_study_are_refused_and_unknown_links_named():
-    with pytest.raises(ConfigError, match=r"faults\[0\]\.kind.*not applied by the c4 study"):
+    with pytest.raises(ConfigError, match=r"faults\[0\].*not applied by the c4 study"):
         _small_run(faults=[{"kind": "straggler", "at": 0, "device": "gpu0", "slowdown": 2}])
     with pytest.raises(ConfigError, match=r"faults\[0\]\.link.*is not a link of the topology"):
         _small_run(faults=[{"kind": "link_down", "at": 0, "link": ["gpu0", "gpu1"]}])

@@ -258,11 +258,11 @@ def test_overlapping_periods_use_a_warm_window_that_has_converged() -> None:
 
 # ------------------------------------------------------------------ bad input
 @pytest.mark.parametrize(("params", "field", "needle"), [
-    ({"inner_steps": 0}, "workload.params.inner_steps", "below 1"),
+    ({"inner_steps": 0}, "workload.params.inner_steps", "at least 1"),
     ({"fragment_layers": 5}, "workload.params.fragment_layers", "remainder"),
     ({"overlap_steps": 100}, "workload.params.overlap_steps", "not below inner_steps"),
     ({"inner_steps": 10, "overlap_steps": 12}, "workload.params.overlap_steps", "not below inner_steps"),
-    ({"replicas": 1}, "workload.params.replicas", "below 2"),
+    ({"replicas": 1}, "workload.params.replicas", "at least 2"),
     ({"models": [{"model": "diloco-2b"}]}, "workload.params.models", "catalog"),
     ({"sharing": "lifo"}, "workload.params.sharing", "fair"),
     ({"quantised_bits": 0}, "workload.params.quantised_bits", "above 0"),
@@ -357,3 +357,41 @@ def test_timeline_shows_compute_waits_and_syncs_of_one_replica() -> None:
     assert (waits["end"] - waits["start"]).sum() == pytest.approx(stats.stall, rel=1e-9)
     assert (computing["end"] - computing["start"]).sum() == pytest.approx(100 * layout.step_time, rel=1e-9)
     assert len(spans[spans["kind"] == "comm"]) == plan.layer_offset.shape[0]
+
+
+# ------------------------------------------------------------------ scenario faults reach the study
+def test_a_degraded_wan_link_is_the_same_as_a_slower_one() -> None:
+    plan, layout = setup("diloco")
+    half = [{"kind": "link_degraded", "at": 0, "link": ["dc0.gw", "dc1.gw"], "factor": 0.5}]
+    degraded = simulate(plan, layout, bandwidth=20 * GBIT, latency=0.0, faults=half)
+    slower = simulate(plan, layout, bandwidth=10 * GBIT, latency=0.0)
+    assert degraded.cu == pytest.approx(slower.cu, rel=1e-9) and degraded.cu < 1.0
+    assert simulate(plan, layout, bandwidth=20 * GBIT, latency=0.0).cu > degraded.cu
+
+
+def _scenario(**extra):
+    from commsim.scenario import simulate as run_scenario
+
+    return run_scenario({"name": "diloco-faults", "topology": "topologies/two_dc_wan.yaml", "workload": {
+        "kind": "study", "study": "streaming_diloco", "params": {
+            "models": [{"model": "diloco-1b", "label": "1B", "step_time": "0.1 s"}],
+            "methods": ["diloco", "streaming_overlap_fp4"], "bandwidth_grid": {"points": 4},
+            "timeline_periods": 1}}, **extra})
+
+
+def test_a_scenario_wan_fault_changes_the_streaming_diloco_result() -> None:
+    clean = _scenario().metrics
+    quarter = {"kind": "link_degraded", "at": 0, "link": ["dc0.gw", "dc1.gw"], "factor": 0.25}
+    hit = _scenario(faults=[quarter])
+    for method in ("diloco", "streaming_overlap_fp4"):   # both stall more on a quarter of the 10 Gbit/s link
+        assert hit.metrics[f"cu_at_link_1B_{method}"][0] < clean[f"cu_at_link_1B_{method}"][0]
+    assert any("Scenario faults (1)" in note for note in hit.notes)
+
+
+@pytest.mark.parametrize("fault", [
+    {"kind": "straggler", "at": 0, "device": "gpu0", "slowdown": 2},
+    {"kind": "link_down", "at": 0, "link": ["gpu0", "dc0.sw"]},
+])
+def test_faults_the_study_cannot_apply_are_refused(fault: dict) -> None:
+    with pytest.raises(ConfigError, match=r"faults\[0\].*not a fault of a WAN link"):
+        _scenario(faults=[fault])

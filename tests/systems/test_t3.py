@@ -423,8 +423,8 @@ def test_scenario_faults_reach_the_t3_study(tmp_path) -> None:
 
 # ---------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(("params", "needle"), [
-    ({"tokens": 0}, "tokens per GEMM = 0 is not positive"),
-    ({"tokens": -8}, "is not positive"),
+    ({"tokens": 0}, "tokens = 0: must be at least 1"),
+    ({"tokens": -8}, "tokens = -8: must be at least 1"),
     ({"configs": [{"model": "megatron-gpt2-8.3b", "tp": 7}]}, "does not divide the hidden size (3072)"),
     ({"configs": [{"model": "t-nlg-17b", "tp": 8}], "strict_heads": True}, "number of attention heads (28)"),
     ({"configs": [{"model": "t-nlg-17b", "tp": 3}]}, "TP degree that does not divide the hidden size (4256)"),

@@ -540,3 +540,33 @@ def test_what_a_run_needs_is_its_peak_on_unlimited_memory(toy, window):
     assert simulate_inference(setup).status == "out of memory" and full.ok
     # scheduler off: start-up and allocations only, the same peak as the whole run
     assert np.array_equal(needed_memory(setup), full.peak_memory)
+
+
+# ------------------------------------------------------------------ scenario faults reach the study
+def _small(toy_path: str, **extra):
+    overrides = {"workload.params.models": [toy_path], "workload.params.device_counts": [2],
+                 "workload.params.windows": [2], "workload.params.laptops": False,
+                 "workload.params.baselines": False, "workload.params.curve_model": toy_path,
+                 "workload.params.timeline_model": toy_path, "workload.params.curve_latencies": ["1 ms"],
+                 "workload.params.curve_bandwidths": ["300 Mbps"], "outputs.dashboard": False, **extra}
+    return simulate(REPO / "scenarios" / "tpi_llm.yaml", overrides=overrides)
+
+
+def test_a_scenario_link_fault_changes_the_tpi_llm_result(toy_path: str):
+    clean = _small(toy_path).csv["summary"].iloc[0]
+    slow = {"kind": "link_degraded", "at": 0, "link": ["dev1", "router1"], "factor": 0.01}
+    hit = _small(toy_path, faults=[slow])
+    faulty = hit.csv["summary"].iloc[0]
+    # the worker's link at 3 Mbps: every all-reduce of the star waits for it
+    assert faulty["token_latency_s"] > clean["token_latency_s"] and faulty["ttft_s"] > clean["ttft_s"]
+    assert any("Scenario faults (1)" in note for note in hit.notes)
+
+
+def test_a_device_outage_delays_the_run_and_a_fault_on_no_network_is_refused(toy_path: str):
+    clean = _small(toy_path).tables["runs"].iloc[0]
+    outage = _small(toy_path, faults=[{"kind": "device_failure", "at": 0, "device": "dev1", "duration": "0.5 s"}])
+    hit = outage.tables["runs"].iloc[0]
+    # dev1's disk, memory and compute stop for 0.5 s: its first window (and so the start) waits for them
+    assert hit["startup_s"] + hit["ttft_s"] == pytest.approx(clean["startup_s"] + clean["ttft_s"] + 0.5, rel=1e-6)
+    with pytest.raises(ConfigError, match=r"faults\[0\].*none of the study's networks"):
+        _small(toy_path, faults=[{"kind": "link_down", "at": 0, "link": ["dev5", "router5"]}])

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from commsim.errors import ConfigError
 from commsim.faults import LinkDegraded, LinkDown
@@ -352,11 +351,3 @@ def observe(setup: C4DSetup, run: EpisodeRun, rng: np.random.Generator, iteratio
         duration = float(np.max(exit_) - np.nanmin(entry)) if not np.isnan(exit_).any() else math.nan
         out.append(Observation(entry=entry, exit=exit_, qp_time=measured, duration=duration))
     return out
-
-
-def qp_table(setup: C4DSetup, run: EpisodeRun) -> pd.DataFrame:
-    """The QPs of a run with the ranks they join."""
-    q = run.rings.qps.copy()
-    q["src_rank"] = setup.qp_src
-    q["dst_rank"] = setup.qp_dst
-    return q

@@ -22,14 +22,18 @@ The step is split where the fabric enters:
    (:class:`~commsim.systems.c4.traffic.RingSim`, ECMP or planned), whose bytes
    per second do not depend on the message size; bucket ``b`` of ``s_b`` bytes
    then takes ``L + s_b x (T - L) / S`` (``T`` the simulated ring time for ``S``
-   bytes, ``L`` its latency), buckets run one after another on the
-   data-parallel stream from their ready times, and the optimizer starts when
-   the last one and the backward pass are done -- the replay engine's rules.
+   bytes, ``L`` its latency). The step is then a trace of delays
+   (:func:`step_trace`: the compute path up to each bucket's ready time, the
+   buckets, the optimizer) replayed by the shared replay engine, whose rules
+   run the buckets one after another on the data-parallel stream from their
+   ready times and start the optimizer when the last one and the backward pass
+   are done.
 
 The data-parallel traffic shares no resource with compute or NVLink (it runs
 GPU -> PCIe -> NIC), so the split loses nothing in the fluid model; a
 validation row compares it with a full replay.
 
+>>> from commsim.workloads import parameter_count
 >>> spec = gpt_22b()
 >>> spec.layers, spec.hidden, round(parameter_count(spec) / 1e9, 1)
 (48, 6144, 22.1)
@@ -48,14 +52,16 @@ from pydantic import Field, model_validator
 from commsim.collectives import CollectiveConfig
 from commsim.config import StrictModel
 from commsim.errors import ConfigError
+from commsim.network.generators import switch
 from commsim.network.topology import Topology
 from commsim.simulation import Simulation
 from commsim.units import Bytes
-from commsim.workloads import Dtype, TransformerSpec, load_model, parameter_count, training_trace
+from commsim.workloads import Dtype, TransformerSpec, load_model, training_trace
 from commsim.workloads.replay import Replay
+from commsim.workloads.trace import DelayOp, Program, Trace
 
 __all__ = ["JobModel", "ComputeProfile", "gpt_22b", "resolve_model", "compute_profile", "iteration_time",
-           "BucketTime"]
+           "step_trace", "BucketTime"]
 
 BucketTime = Callable[[np.ndarray], np.ndarray]
 """Time (s) of the data-parallel all-reduce of each bucket size (bytes) given."""
@@ -227,29 +233,54 @@ def compute_profile(topology: Topology, job: JobModel, dp: int, *,
     return profile
 
 
+def step_trace(profile: ComputeProfile, durations: list[np.ndarray]) -> Trace:
+    """The step as the fabric sees it, one program per pipeline stage, with buckets of ``durations`` seconds.
+
+    A stage's compute path is a chain of delays on its ``compute`` stream ending at
+    each bucket's ready time, then at the end of its backward pass; bucket ``b`` is a
+    delay of ``durations[stage][b]`` on the ``dp_comm`` stream that waits for the
+    compute reaching its ready time; the optimizer follows the backward pass on the
+    compute stream and waits for the last bucket.
+    """
+    programs = []
+    for stage, (ready, spent) in enumerate(zip(profile.bucket_ready, durations, strict=True)):
+        ops: list[Any] = []
+        mark: dict[float, str] = {}
+        clock = 0.0
+        for t in sorted(set(ready.tolist())):
+            mark[t] = f"ready{len(mark)}"
+            ops.append(DelayOp(id=mark[t], seconds=max(0.0, t - clock)))
+            clock = max(clock, t)
+        ops.append(DelayOp(id="backward", seconds=max(0.0, profile.backward_end[stage] - clock)))
+        buckets = [DelayOp(id=f"bucket{b}", stream="dp_comm", seconds=float(d), deps=[mark[r]])
+                   for b, (r, d) in enumerate(zip(ready.tolist(), np.asarray(spent, dtype=float).tolist(),
+                                                  strict=True))]
+        ops += [*buckets, DelayOp(id="optimizer", seconds=profile.optimizer[stage],
+                                  deps=[buckets[-1].id] if buckets else [])]
+        programs.append(Program(name=f"stage{stage}", ranks=[stage], ops=ops))
+    return Trace(name="c4 step", ranks=len(programs), programs=programs)
+
+
 def iteration_time(profile: ComputeProfile, bucket_time: BucketTime | list[BucketTime]) -> tuple[float, float]:
     """Step time and exposed data-parallel time (seconds) with buckets taking ``bucket_time(bytes)``.
 
-    ``bucket_time`` is one function for every stage or one per stage. Buckets run
-    in order on the data-parallel stream, each from when it is ready; the
-    optimizer follows the last bucket and the backward pass.
+    ``bucket_time`` is one function for every stage or one per stage. The step is
+    :func:`step_trace` replayed by :class:`~commsim.workloads.replay.Replay` (its
+    delays only: no device or link takes part), so the replay's rules order it:
+    buckets in turn on the data-parallel stream, each from when it is ready, the
+    optimizer after the last bucket and the backward pass. The exposed time is that
+    of the stage that finishes last: its optimizer's start past its backward pass.
     """
     funcs = bucket_time if isinstance(bucket_time, list) else [bucket_time] * len(profile.backward_end)
+    durations = [fn(sizes) if sizes.size else np.zeros(0) for fn, sizes in zip(funcs, profile.bucket_bytes,
+                                                                                strict=True)]
+    trace = step_trace(profile, durations)
+    replay = Replay(Simulation(switch(n=trace.ranks), record_usage=False), trace, record="none")
+    replay.run_to_end()
     step, exposed = 0.0, 0.0
-    for stage, fn in enumerate(funcs):
-        sizes, ready = profile.bucket_bytes[stage], profile.bucket_ready[stage]
-        end = 0.0
-        if sizes.size:
-            durations = np.asarray(fn(sizes), dtype=float)
-            for r, d in zip(ready.tolist(), durations.tolist(), strict=True):
-                end = max(end, r) + d
-        done = max(profile.backward_end[stage], end)
-        total = done + profile.optimizer[stage]
+    for stage in range(trace.ranks):
+        index, start, end = replay.op_times(stage)
+        total = float(end[index["optimizer"]])
         if total > step:
-            step, exposed = total, done - profile.backward_end[stage]
+            step, exposed = total, float(start[index["optimizer"]] - end[index["backward"]])
     return step, exposed
-
-
-def parameters_of(job: JobModel) -> float:
-    """Parameter count of the job's model."""
-    return float(parameter_count(resolve_model(job.model)))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from commsim.config import StrictModel
 from commsim.errors import ConfigError
@@ -188,16 +188,6 @@ class C4DParams(StrictModel):
     episodes_per_class: Annotated[int, Field(ge=0)] = 4
     routing: Literal["ecmp", "planned"] = "ecmp"
 
-    @field_validator("checkpoint_interval", mode="before")
-    @classmethod
-    def _interval(cls, value: object) -> object:
-        from commsim.units import parse_quantity
-
-        if parse_quantity(value, "time", field="checkpoint_interval") <= 0:
-            raise ConfigError(field="checkpoint_interval", value=value, rule="must be a positive time: with no time "
-                              "between checkpoints the job would do nothing but save", fix="give an interval such as '1 h'")
-        return value
-
     @model_validator(mode="after")
     def _flap(self) -> C4DParams:
         if self.flap_down >= self.flap_period:
@@ -243,19 +233,13 @@ class C4PParams(StrictModel):
         link that carries the most planned QPs; ``[]``: no failure variants.
     """
 
-    jobs: list[JobPlacement] = [JobPlacement(servers=64)]
+    jobs: Annotated[list[JobPlacement], Field(min_length=1)] = [JobPlacement(servers=64)]
     placement: Literal["packed", "interleaved", "random"] = "packed"
     qps: Annotated[int, Field(ge=1, le=16)] = 2
     allreduce_size: Annotated[Bytes, Field(gt=0)] = float(2**30)
     ecmp_seeds: Annotated[int, Field(ge=1, le=32)] = 3
     failed_links: list[tuple[str, str]] | None = None
 
-    @field_validator("jobs")
-    @classmethod
-    def _jobs(cls, value: list[JobPlacement]) -> list[JobPlacement]:
-        if not value:
-            raise ConfigError(field="jobs", value=value, rule="is empty", fix="give at least one job, e.g. [{servers: 64}]")
-        return value
 
 
 class C4Params(StrictModel):

@@ -13,8 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from commsim.errors import ConfigError
-from commsim.faults import DeviceFailure, Straggler
+from commsim.faults.injector import accepted_faults
 from commsim.network.loader import load_topology
 from commsim.network.topology import Topology
 from commsim.systems._study import Study, StudyContext, StudyOutput
@@ -37,14 +36,11 @@ def _topology(params: C4Params, ctx: StudyContext) -> Topology:
 
 def _fabric_faults(faults: list[Any]) -> list[Any]:
     """The scenario's faults, all link faults (the study simulates the fabric's collectives, not device compute)."""
-    for i, fault in enumerate(faults):
-        if isinstance(fault, (DeviceFailure, Straggler)):
-            raise ConfigError(field=f"faults[{i}].kind", value=fault.kind,
-                              rule="is not applied by the c4 study: it simulates the fabric's collectives, "
-                                   "not the devices' compute",
-                              fix="use link_down, link_up or link_degraded here, and workload.params.c4d.faults "
-                                  "(gpu_hang, straggler, ...) for node faults")
-    return list(faults)
+    return accepted_faults(faults, lambda fault: hasattr(fault, "link"),
+                           rule="is not applied by the c4 study: it simulates the fabric's collectives, not the "
+                                "devices' compute",
+                           fix="use link_down, link_up or link_degraded here, and workload.params.c4d.faults "
+                               "(gpu_hang, straggler, ...) for node faults")
 
 
 class C4Study(Study):

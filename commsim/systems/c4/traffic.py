@@ -190,7 +190,7 @@ class RingSim:
                 run = CollectiveRun(self.sim, schedule, list(ring.members), config, label=ring.label or "c4 ring",
                                     observer=self)
                 if runs:   # the next phase starts when this one is done everywhere
-                    runs[-1].done.callbacks.append(lambda _ev, nxt=run: nxt.start())
+                    run.start_after(runs[-1])
                 runs.append(run)
                 step = run.schedule.steps[0]   # flows mode: one step, one entry per connection and QP
                 s_node, d_node, key = run.flows()
@@ -230,7 +230,7 @@ class RingSim:
     def sent(self, run: CollectiveRun, step: int, entries: np.ndarray, batch: TransferBatch) -> None:
         """Observer: QPs of a phase left, after its steps' latency; with their routes', the phase's latency."""
         r, k, row = self._where[id(run)]
-        now = self.sim.env.now
+        now = self.sim.now
         self.start_time[row[entries]] = now
         self._latency[r][k] = now - run.start_time + float(batch.routes.latency.max(initial=0.0))
         self._batches.append((row[entries], batch))
@@ -250,7 +250,7 @@ class RingSim:
         self._started = True
         for t, runs in zip(starts.tolist(), self.phases, strict=True):
             if runs and not math.isnan(t):
-                self.sim.env.timeout(max(0.0, t - self.sim.env.now)).callbacks.append(lambda _ev, c=runs[0]: c.start())
+                runs[0].start_at(t)
 
     def run(self, until: float | None = None) -> RingResult:
         """Run to the end (stalled QPs stay unfinished: ``end`` NaN) and summarise."""

@@ -26,7 +26,7 @@ from commsim.systems.streaming_diloco.layout import ModelLayout, build_layout, d
 from commsim.systems.streaming_diloco.params import StreamingDilocoParams, gbit
 from commsim.systems.streaming_diloco.schedule import Payload, SyncPlan, build_plan
 from commsim.systems.streaming_diloco.workload import Prepared as PreparedTrace
-from commsim.systems.streaming_diloco.workload import RunStats, prepare_trace, replay_at
+from commsim.systems.streaming_diloco.workload import RunStats, check_wan_faults, prepare_trace, replay_at
 
 __all__ = ["Link", "Prepared", "link_of", "prepare", "payloads", "sweep", "run", "first_reaching", "thresholds",
            "threshold_csv", "summary", "cu_label"]
@@ -92,6 +92,7 @@ class Prepared:
     plans: dict[tuple[str, str], SyncPlan]
     traces: dict[tuple[str, str], PreparedTrace]
     notes: list[str] = field(default_factory=list)
+    faults: list[Any] = field(default_factory=list)
 
 
 def payloads(params: StreamingDilocoParams, block_size: int | None = None) -> tuple[Payload, Payload]:
@@ -101,8 +102,11 @@ def payloads(params: StreamingDilocoParams, block_size: int | None = None) -> tu
             Payload(params.quantised_bits, block, collective="all_gather"))
 
 
-def prepare(params: StreamingDilocoParams, link: Link) -> Prepared:
-    """Build layouts (deriving step times where none is given), sync plans and their traces."""
+def prepare(params: StreamingDilocoParams, link: Link, faults: Sequence[Any] = ()) -> Prepared:
+    """Build layouts (deriving step times where none is given), sync plans and their traces.
+
+    ``faults`` (WAN link faults, see :func:`~.workload.check_wan_faults`) act in every replay.
+    """
     from commsim.devices import device_spec
     from commsim.workloads import load_model, parameter_count
 
@@ -135,7 +139,8 @@ def prepare(params: StreamingDilocoParams, link: Link) -> Prepared:
     traces = {key: prepare_trace(plan, layouts[key[0]], sharing=params.sharing,
                                  warmup_periods=params.warmup_periods, measure_periods=params.measure_periods)
               for key, plan in plans.items()}
-    return Prepared(params=params, link=link, layouts=layouts, plans=plans, traces=traces, notes=notes)
+    return Prepared(params=params, link=link, layouts=layouts, plans=plans, traces=traces, notes=notes,
+                    faults=check_wan_faults(faults, params.replicas))
 
 
 def sweep(prep: Prepared, progress: Progress | None = None) -> pd.DataFrame:
@@ -169,7 +174,7 @@ def run(prep: Prepared, key: tuple[str, str], bandwidth: float, *, trace: Prepar
         record: bool = False) -> RunStats:
     """Replay the (model, method) ``key``'s steady-state trace (or ``trace``) at ``bandwidth`` bytes/s."""
     return replay_at(trace or prep.traces[key], prep.plans[key], prep.layouts[key[0]], bandwidth=bandwidth,
-                     latency=prep.link.latency, record=record)
+                     latency=prep.link.latency, record=record, faults=prep.faults)
 
 
 def first_reaching(grid: np.ndarray, cu: np.ndarray, levels: Sequence[float]) -> list[float]:

@@ -147,12 +147,12 @@ class StreamingDilocoParams(StrictModel):
     """
 
     models: Annotated[list[ModelCase], Field(min_length=1)] = Field(default_factory=_default_models)
-    replicas: int = 2
-    inner_steps: int = 100
+    replicas: Annotated[int, Field(ge=2)] = 2
+    inner_steps: Annotated[int, Field(ge=1)] = 100
     fragment_remainder: Literal["reject", "ceil", "floor"] = "reject"
-    fragment_layers: int = Field(default=3, validate_default=True)
+    fragment_layers: Annotated[int, Field(ge=1)] = Field(default=3, validate_default=True)
     fragment_assignment: Literal["strided", "sequential"] = "strided"
-    overlap_steps: int = Field(default=1, validate_default=True)
+    overlap_steps: Annotated[int, Field(ge=0)] = Field(default=1, validate_default=True)
     parameters: Literal["nominal", "catalog"] = "nominal"
     dense_bits: Annotated[float, Field(gt=0, le=64)] = 16.0
     quantised_bits: Annotated[float, Field(gt=0, le=64)] = 4.0
@@ -175,29 +175,9 @@ class StreamingDilocoParams(StrictModel):
     timeline_model: str | None = None
     timeline_periods: Annotated[int, Field(ge=1, le=20)] = 2
 
-    @field_validator("replicas")
-    @classmethod
-    def _replicas(cls, value: int) -> int:
-        if value < 2:
-            raise ConfigError(field="replicas", value=value,
-                              rule="(M) is below 2: with one replica there is nobody to sync with",
-                              fix="give at least 2 replicas (the paper uses 2)")
-        return value
-
-    @field_validator("inner_steps")
-    @classmethod
-    def _inner_steps(cls, value: int) -> int:
-        if value < 1:
-            raise ConfigError(field="inner_steps", value=value, rule="(H) is below 1: the outer sync needs at least "
-                              "one inner step between two syncs", fix="give H >= 1 (the paper uses 100)")
-        return value
-
     @field_validator("fragment_layers")
     @classmethod
     def _fragments(cls, value: int, info: ValidationInfo) -> int:
-        if value < 1:
-            raise ConfigError(field="fragment_layers", value=value, rule="is below 1",
-                              fix="give at least one layer per fragment (the paper uses 3)")
         rule = info.data.get("fragment_remainder", "reject")
         if rule != "reject":
             return value
@@ -217,9 +197,6 @@ class StreamingDilocoParams(StrictModel):
     @field_validator("overlap_steps")
     @classmethod
     def _overlap(cls, value: int, info: ValidationInfo) -> int:
-        if value < 0:
-            raise ConfigError(field="overlap_steps", value=value, rule="(tau) is negative",
-                              fix="give 0 (no overlap) or more (the paper uses 1)")
         h = info.data.get("inner_steps")
         if h is not None and value >= h:
             raise ConfigError(field="overlap_steps", value=value,

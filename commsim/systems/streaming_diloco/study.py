@@ -47,10 +47,11 @@ class StreamingDilocoStudy(Study):
     name = "streaming_diloco"
     title = "Streaming DiLoCo: data-parallel vs DiLoCo vs streamed, overlapped, quantised syncs across data centres"
     params = StreamingDilocoParams
+    accepts_faults = True
 
     def run(self, params: StreamingDilocoParams, ctx: StudyContext) -> StudyOutput:
         link = analysis.link_of(params, ctx.topology)
-        prep = analysis.prepare(params, link)
+        prep = analysis.prepare(params, link, ctx.faults)
         curves = analysis.sweep(prep, ctx.progress)
         table = analysis.thresholds(curves, params.cu_levels)
         level = 0.95 if any(abs(c - 0.95) < 1e-12 for c in params.cu_levels) else params.cu_levels[-1]
@@ -161,6 +162,11 @@ class StreamingDilocoStudy(Study):
             "The dashboard's run (timeline, link utilisation) is the last method's timeline run at the link "
             "bandwidth; the methods timeline shows every method over the same outer steps.",
         ]
+        if prep.faults:
+            notes.append(f"Scenario faults ({len(prep.faults)}) act on the WAN links in every replay (each "
+                         "bandwidth point, the summary and the timeline), at their times from the replay's start; "
+                         "a replay covers one period or a warm-up and a measured window, so a fault late in a "
+                         "long run may fall past its end.")
         return notes + prep.notes
 
     # ------------------------------------------------------------------ validation

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +48,9 @@ import numpy as np
 
 from commsim.collectives import CollectiveConfig
 from commsim.errors import ConfigError
+from commsim.faults.injector import accepted_faults
 from commsim.network.generators import wan
+from commsim.network.topology import Topology
 from commsim.simulation import Simulation
 from commsim.systems.streaming_diloco.layout import ModelLayout
 from commsim.systems.streaming_diloco.schedule import SyncPlan, independent_periods
@@ -55,7 +58,7 @@ from commsim.workloads.replay import Replay, ReplayResult
 from commsim.workloads.steady_state import coalesce_delays
 from commsim.workloads.trace import CollectiveOp, DelayOp, Program, Trace
 
-__all__ = ["RunStats", "sync_trace", "simulate", "forward_id", "sync_id"]
+__all__ = ["RunStats", "sync_trace", "simulate", "forward_id", "sync_id", "wan_of", "check_wan_faults"]
 
 SHARING = ("fair", "fifo")
 _COLLECTIVE = CollectiveConfig(record="none", mode="flows")
@@ -181,15 +184,38 @@ def prepare_trace(plan: SyncPlan, layout: ModelLayout, *, sharing: str = "fair",
     return Prepared(trace=trace, mode=mode, steps=n, measured=measured, window=marks)
 
 
+def wan_of(replicas: int, bandwidth: float, latency: float) -> Topology:
+    """The replicas' WAN: one device per data centre, links inside them never the bottleneck."""
+    return wan(datacenters=replicas, devices_per_dc=1, local_bandwidth=1e18, local_latency=0.0,
+               wan_bandwidth=bandwidth if math.isfinite(bandwidth) else 1.0, wan_latency=latency)
+
+
+def check_wan_faults(faults: Sequence[Any], replicas: int) -> list[Any]:
+    """The scenario's faults, checked to be faults of the WAN links between the ``replicas`` data centres.
+
+    Only the WAN is modelled (each replica is one rank whose compute is a fixed
+    step time), so a device fault or a link inside a data centre has nothing to act
+    on: both are refused rather than silently ignored.
+    """
+    wan_links = {frozenset((a, b)) for a, b, data in wan_of(replicas, 1.0, 0.0).links() if data.get("tier") == "wan"}
+    return accepted_faults(faults, lambda fault: frozenset(getattr(fault, "link", ())) in wan_links,
+                           rule="is not a fault of a WAN link between data centres: the streaming_diloco study "
+                                "models only the WAN (each replica is one rank with a fixed step time)",
+                           fix="use link_down, link_up or link_degraded on a WAN link such as ['dc0.gw', 'dc1.gw']")
+
+
 def replay_at(prepared: Prepared, plan: SyncPlan, layout: ModelLayout, *, bandwidth: float, latency: float,
-              record: bool = False) -> RunStats:
-    """Replay a prepared trace on a WAN of ``bandwidth`` bytes/s per direction and ``latency`` s per link."""
-    infinite = not math.isfinite(bandwidth)
-    topo = wan(datacenters=plan.replicas, devices_per_dc=1, local_bandwidth=1e18, local_latency=0.0,
-               wan_bandwidth=1.0 if infinite else bandwidth, wan_latency=latency)
-    sim = Simulation(topo, record_usage=record, name=f"{layout.label} {plan.method}")
-    if infinite:
+              record: bool = False, faults: Sequence[Any] = ()) -> RunStats:
+    """Replay a prepared trace on a WAN of ``bandwidth`` bytes/s per direction and ``latency`` s per link.
+
+    ``faults`` (:mod:`commsim.faults` models of WAN links) are applied by the simulation's
+    fault injector at their times from the start of the replay.
+    """
+    sim = Simulation(wan_of(plan.replicas, bandwidth, latency), record_usage=record,
+                     name=f"{layout.label} {plan.method}")
+    if not math.isfinite(bandwidth):
         sim.kernel.set_capacity(sim.network.link_resources(), math.inf)
+    sim.schedule_faults(faults)
     replay = Replay(sim, prepared.trace, record="all" if record else "none", collective=_COLLECTIVE)
     if record:
         result = replay.run()
@@ -214,8 +240,8 @@ def replay_at(prepared: Prepared, plan: SyncPlan, layout: ModelLayout, *, bandwi
 
 def simulate(plan: SyncPlan, layout: ModelLayout, *, bandwidth: float, latency: float, sharing: str = "fair",
              steady: str = "auto", warmup_periods: int = 1, measure_periods: int = 1, steps: int | None = None,
-             record: bool = False, coalesce: bool = True) -> RunStats:
+             record: bool = False, coalesce: bool = True, faults: Sequence[Any] = ()) -> RunStats:
     """Prepare the trace of ``plan`` and replay it at ``bandwidth`` (see the module docstring)."""
     prepared = prepare_trace(plan, layout, sharing=sharing, steady=steady, warmup_periods=warmup_periods,
                              measure_periods=measure_periods, steps=steps, coalesce=coalesce)
-    return replay_at(prepared, plan, layout, bandwidth=bandwidth, latency=latency, record=record)
+    return replay_at(prepared, plan, layout, bandwidth=bandwidth, latency=latency, record=record, faults=faults)

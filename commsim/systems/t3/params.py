@@ -158,7 +158,7 @@ class T3Params(StrictModel):
     """
 
     device: str | dict[str, Any] = "mi210_t3"
-    tokens: int = 8192
+    tokens: Annotated[int, Field(ge=1)] = 8192
     tokens_sweep: list[int] = [2048, 32768]
     sublayers: Annotated[list[Sublayer], Field(min_length=1)] = list(SUBLAYERS)
     variants: Annotated[list[Variant], Field(min_length=1)] = list(VARIANTS)
@@ -200,15 +200,6 @@ class T3Params(StrictModel):
                               "waves of one tile per CU", fix="add compute_units to the device spec (80 for the T3 GPU)")
         if "fp16" not in spec.peak_flops:
             raise ConfigError(field="device", value=spec.name, rule="has no fp16 peak", fix="add peak_flops.fp16")
-        return value
-
-    @field_validator("tokens")
-    @classmethod
-    def _tokens(cls, value: int) -> int:
-        if value < 1:
-            raise ConfigError(field="tokens", value=value, rule=f"tokens per GEMM = {value} is not positive: the GEMM needs "
-                              "at least one row", fix="give the number of tokens (sequence length x micro-batch) each "
-                              "GEMM multiplies, e.g. 8192")
         return value
 
     @field_validator("tokens_sweep")

@@ -29,50 +29,32 @@ from __future__ import annotations
 
 from typing import Any
 
-from commsim.collectives import CollectiveConfig, CollectiveRun, Schedule, build_schedule
+from commsim.collectives import CollectiveConfig, run_collective
 from commsim.errors import ConfigError
 from commsim.network.topology import Topology
+from commsim.simulation import Simulation
 from commsim.systems.tpi_llm.hardware import SERVER, with_server
+from commsim.systems.tpi_llm.workload import ALGORITHM_OF
 
-__all__ = ["ALGORITHMS", "allreduce_schedule", "group_of", "link_latency", "time_allreduce"]
+__all__ = ["ALGORITHMS", "link_latency", "time_allreduce"]
 
-ALGORITHMS: tuple[str, ...] = ("star", "tree", "ring", "ps")
+ALGORITHMS: tuple[str, ...] = tuple(ALGORITHM_OF)
 """All-reduce algorithms of the study."""
-
-
-def group_of(devices: list[str], algorithm: str) -> list[str]:
-    """The collective's group: the devices, plus the parameter server for ``ps``."""
-    return [*devices, SERVER] if algorithm == "ps" else list(devices)
-
-
-def allreduce_schedule(algorithm: str, n: int, nbytes: float, *, tree_fanout: int = 3) -> Schedule:
-    """The schedule of ``algorithm`` over ``n`` devices (``n + 1`` positions for ``ps``, server last)."""
-    if algorithm == "star":
-        return build_schedule("all_reduce", "star", n, nbytes, root=0)
-    if algorithm == "ring":
-        return build_schedule("all_reduce", "ring", n, nbytes)
-    if algorithm == "tree":
-        if not isinstance(tree_fanout, int) or tree_fanout < 1:
-            raise ConfigError(field="tree_fanout", value=tree_fanout, rule="must be a whole number of at least 1",
-                              fix="give the number of children per tree node, e.g. 2 (binary) or 3")
-        return build_schedule("all_reduce", "kary_tree", n, nbytes, fanout=tree_fanout)
-    if algorithm == "ps":
-        return build_schedule("all_reduce", "star", n + 1, nbytes, root=n)
-    raise ConfigError(field="allreduce", value=algorithm, rule="is not an all-reduce algorithm of the study",
-                      fix=f"use one of {', '.join(ALGORITHMS)}")
 
 
 def time_allreduce(topology: Topology, algorithm: str, nbytes: float, *, devices: int | None = None,
                    tree_fanout: int = 3, config: CollectiveConfig | None = None) -> float:
     """Seconds one all-reduce of ``nbytes`` takes alone on ``topology`` (its first ``devices`` devices)."""
-    from commsim.simulation import Simulation
-
-    names = topology.devices[: devices or len(topology.devices)]
-    topo = with_server(topology) if algorithm == "ps" else topology
-    sim = Simulation(topo, record_usage=False, routing="shortest")
-    schedule = allreduce_schedule(algorithm, len(names), nbytes, tree_fanout=tree_fanout)
-    run = CollectiveRun(sim, schedule, group_of(names, algorithm), config or CollectiveConfig(record="none"))
-    run.start()
+    if algorithm not in ALGORITHM_OF:
+        raise ConfigError(field="allreduce", value=algorithm, rule="is not an all-reduce algorithm of the study",
+                          fix=f"use one of {', '.join(ALGORITHMS)}")
+    group = topology.devices[: devices or len(topology.devices)]
+    if algorithm == "ps":   # the server joins the group, last, as the star's root
+        topology, group = with_server(topology), [*group, SERVER]
+    shape = {"fanout": tree_fanout} if algorithm == "tree" else {"root": len(group) - 1 if algorithm == "ps" else 0}
+    sim = Simulation(topology, record_usage=False, routing="shortest")
+    run = run_collective(sim, "all_reduce", group, nbytes, algorithm=ALGORITHM_OF[algorithm],
+                         config=config or CollectiveConfig(record="none"), **({} if algorithm == "ring" else shape))
     sim.run()
     return float(run.time)
 

@@ -10,7 +10,8 @@ device-to-device route is 4 links.
 4-core i5 at 320 Mbps / 7 ms and two 8-core i7 at 610 Mbps / 3 ms, each on its
 own Wi-Fi link to one access point (a star; a laptop-to-laptop route is 2
 links). The paper gives cores and links only; the compute, memory and disk
-figures in :data:`LAPTOPS` are assumptions stated in each spec's ``source``.
+figures of the ``laptop_*`` device presets (:data:`commsim.devices.PRESETS`) are
+assumptions stated in each spec's ``source``.
 Wi-Fi airtime is shared in reality; here each laptop's link is its own
 full-duplex link (an optimistic simplification, stated in the study notes).
 
@@ -19,8 +20,8 @@ full-duplex link (an optimistic simplification, stated in the study notes).
 the access point), with the master's link figures.
 
 >>> topo = edge_topology(8)
->>> len(topo.devices), len(path_links(topo, "dev0", "dev7"))
-(8, 4)
+>>> len(topo.devices), round(path_latency(topo, "dev0", "dev7") * 1e3, 6)   # 4 links of 1 ms
+(8, 4.0)
 >>> wifi = wifi_topology()
 >>> wifi.devices, round(path_latency(wifi, "m1", "i5") * 1e3, 3)
 (['m1', 'i5', 'i7a', 'i7b'], 12.0)
@@ -30,44 +31,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from commsim.devices.spec import DeviceSpec, device_spec
+from commsim.devices.spec import device_spec
 from commsim.network.generators import home_router_edge
 from commsim.network.routing import Router
 from commsim.network.topology import Topology
 
-__all__ = ["LAPTOPS", "LAPTOP_LINKS", "SERVER", "edge_topology", "path_latency", "path_links", "rescale",
-           "resolve_device", "wifi_topology", "with_server"]
+__all__ = ["LAPTOP_LINKS", "SERVER", "edge_topology", "path_latency", "rescale", "wifi_topology", "with_server"]
 
 SERVER = "ps"
 """Node name of the parameter server added by :func:`with_server`."""
 
 _MBPS = 1e6 / 8  # bytes/s per Mbit/s
-
-LAPTOPS: dict[str, DeviceSpec] = {
-    "laptop_m1_8core": DeviceSpec(
-        name="laptop_m1_8core", kind="cpu",
-        peak_flops={"fp32": 542e9, "fp16": 542e9}, efficiency=0.5,
-        memory_bandwidth=68.25e9, memory=8e9, swap=4e9, swap_bandwidth=1.0e9, copy_engines=0,
-        disk_read_bandwidth=2.0e9,
-        source="Assumed Apple M1 (8 GB): 4 P-cores x 3.2 GHz x 32 + 4 E-cores x 2.064 GHz x 16 FP32 FLOP/cycle "
-               "(NEON FMA, AMX not counted) = 542 GFLOPS; LPDDR4X-4266 on 128 bit = 68.25 GB/s; SSD read 2 GB/s; "
-               "4 GB swap at 1 GB/s (the paper gives the core count only)"),
-    "laptop_i5_4core": DeviceSpec(
-        name="laptop_i5_4core", kind="cpu",
-        peak_flops={"fp32": 307.2e9, "fp16": 307.2e9}, efficiency=0.5,
-        memory_bandwidth=51.2e9, memory=8e9, swap=4e9, swap_bandwidth=0.75e9, copy_engines=0,
-        disk_read_bandwidth=1.5e9,
-        source="Assumed 4-core Core i5 laptop: 4 cores x 2.4 GHz x 32 FP32 FLOP/cycle (AVX2, 2 FMA) = 307 "
-               "GFLOPS; dual-channel DDR4-3200 = 51.2 GB/s; 8 GB RAM + 4 GB swap; NVMe read 1.5 GB/s"),
-    "laptop_i7_8core": DeviceSpec(
-        name="laptop_i7_8core", kind="cpu",
-        peak_flops={"fp32": 563.2e9, "fp16": 563.2e9}, efficiency=0.5,
-        memory_bandwidth=46.9e9, memory=8e9, swap=4e9, swap_bandwidth=1.0e9, copy_engines=0,
-        disk_read_bandwidth=2.0e9,
-        source="Assumed 8-core Core i7 laptop: 8 cores x 2.2 GHz x 32 FP32 FLOP/cycle (AVX2, 2 FMA) = 563 "
-               "GFLOPS; dual-channel DDR4-2933 = 46.9 GB/s; 8 GB RAM + 4 GB swap; NVMe read 2 GB/s"),
-}
-"""Device specs of the home testbed's laptops (assumed figures; see each ``source``)."""
 
 LAPTOP_LINKS: list[tuple[str, str, float, float]] = [
     ("m1", "laptop_m1_8core", 510 * _MBPS, 5e-3),
@@ -78,31 +52,11 @@ LAPTOP_LINKS: list[tuple[str, str, float, float]] = [
 """``(node, device spec, Wi-Fi bandwidth bytes/s, latency s)`` of the 4 laptops, the M1 (master) first."""
 
 
-def resolve_device(value: Any, *, field: str = "device") -> DeviceSpec:
-    """A device spec from a preset or laptop name, a mapping (``base:`` may name a laptop) or a spec.
-
-    >>> resolve_device({"base": "laptop_m1_8core", "swap": "32 GB"}).swap
-    32000000000.0
-    """
-    if isinstance(value, str) and value in LAPTOPS:
-        return LAPTOPS[value]
-    if isinstance(value, dict) and value.get("base") in LAPTOPS:
-        data = dict(value)
-        base = LAPTOPS[data.pop("base")]
-        merged = base.model_dump()
-        if "peak_flops" in data:
-            merged["peak_flops"] = {**merged["peak_flops"], **data.pop("peak_flops")}
-        merged.update(data)
-        merged["name"] = value.get("name", f"{base.name}*")
-        return device_spec(merged, field=field)
-    return device_spec(value, field=field)
-
-
 def edge_topology(devices: int, *, bandwidth: float = 300 * _MBPS, latency: float = 1e-3,
                   devices_per_router: int = 1, device: Any = "edge_cpu_8core") -> Topology:
     """The home-router edge network of ``devices`` devices (``dev0`` is the master)."""
     return home_router_edge(devices=devices, bandwidth=bandwidth, latency=latency,
-                            devices_per_router=devices_per_router, device=resolve_device(device))
+                            devices_per_router=devices_per_router, device=device_spec(device))
 
 
 def wifi_topology(laptops: list[tuple[str, Any, float, float]] | None = None) -> Topology:
@@ -111,7 +65,7 @@ def wifi_topology(laptops: list[tuple[str, Any, float, float]] | None = None) ->
     topo = Topology("wifi-laptops", f"{len(laptops)} laptops on one Wi-Fi access point")
     topo.add_node("ap", "router")
     for name, spec, bandwidth, latency in laptops:
-        resolved = resolve_device(spec, field=f"laptops.{name}")
+        resolved = device_spec(spec, field=f"laptops.{name}")
         topo.add_node(name, "device", device=resolved)
         topo.add_link(name, "ap", bandwidth=bandwidth, latency=latency)
     topo.check()
@@ -131,7 +85,7 @@ def with_server(topo: Topology, *, device: Any = "edge_cpu_8core") -> Topology:
     neighbour = next(iter(out.graph.successors(first)))
     attrs = out.graph.edges[first, neighbour]
     bandwidth, latency = attrs["bandwidth"], attrs["latency"]
-    out.add_node(SERVER, "device", device=resolve_device(device))
+    out.add_node(SERVER, "device", device=device_spec(device))
     if hub == "core":
         out.add_node("router_ps", "router")
         out.add_link("router_ps", "core", bandwidth=bandwidth, latency=latency)
@@ -151,7 +105,7 @@ def rescale(topo: Topology, *, bandwidth: float | None = None, latency: float | 
         extra = {k: v for k, v in data.items() if k not in ("kind", "latency", "device", "forwards")}
         device = data["device"]
         if memory is not None and data["kind"] == "device":
-            device = resolve_device(device).model_copy(update={"memory": memory, "swap": 0.0})
+            device = device_spec(device).model_copy(update={"memory": memory, "swap": 0.0})
         out.add_node(node, data["kind"], latency=data["latency"], device=device, forwards=data["forwards"],
                      **extra)
     seen: set[frozenset[str]] = set()
@@ -165,11 +119,6 @@ def rescale(topo: Topology, *, bandwidth: float | None = None, latency: float | 
                      bandwidth_back=back if bandwidth is None else bandwidth,
                      latency=data["latency"] if latency is None else latency)
     return out
-
-
-def path_links(topo: Topology, a: str, b: str) -> tuple[int, ...]:
-    """Edge ids of the shortest route from ``a`` to ``b``."""
-    return Router(topo, policy="shortest").path(a, b)
 
 
 def path_latency(topo: Topology, a: str, b: str) -> float:

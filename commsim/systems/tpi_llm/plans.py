@@ -29,9 +29,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from commsim.devices.spec import DeviceSpec
+from commsim.devices.spec import DeviceSpec, device_spec
 from commsim.network.topology import Topology
-from commsim.systems.tpi_llm.hardware import resolve_device
 from commsim.systems.tpi_llm.partition import COMPUTE_BYTES, pipeline_blocks, tp_blocks
 from commsim.systems.tpi_llm.run import InferenceSetup
 from commsim.workloads.models import TransformerSpec
@@ -58,7 +57,7 @@ def speed_shares(specs: list[DeviceSpec], *, window: int | None, file_bytes: flo
 def _shares(topology: Topology, devices: list[str], shares: Any, window: int | None, file_bytes: float) -> list[float]:
     if isinstance(shares, list):
         return [float(s) for s in shares]
-    specs = [resolve_device(topology.device_spec(d)) for d in devices]
+    specs = [device_spec(topology.device_spec(d)) for d in devices]
     return speed_shares(specs, window=window, file_bytes=file_bytes)
 
 
@@ -91,7 +90,7 @@ def pipeline(model: TransformerSpec, topology: Topology, *, window: int | None, 
 def single_topology(device: Any) -> Topology:
     """A topology of one device (``dev0``) and nothing else."""
     topo = Topology("single", "one device")
-    topo.add_node("dev0", "device", device=resolve_device(device))
+    topo.add_node("dev0", "device", device=device_spec(device))
     topo.check()
     return topo
 
@@ -101,6 +100,7 @@ def single_device(model: TransformerSpec, device: Any, **options: Any) -> Infere
     options.pop("window", None)
     options.pop("allreduce", None)
     options.pop("shares", None)
+    options.pop("faults", None)     # the scenario's faults name the testbed, not this baseline device
     topo = single_topology(device)
     return InferenceSetup(model=model, topology=topo, devices=["dev0"], blocks=tp_blocks(model, [1.0]), mode="tp",
                           window=None, **options)
@@ -111,9 +111,10 @@ def offload(model: TransformerSpec, device: Any, *, budget: float = 0.85, **opti
     options.pop("window", None)
     options.pop("allreduce", None)
     options.pop("shares", None)
+    options.pop("faults", None)     # the scenario's faults name the testbed, not this baseline device
     options["file_bytes"] = COMPUTE_BYTES       # the offload folder holds the loaded (FP32) weights
     topo = single_topology(device)
-    spec = resolve_device(device)
+    spec = device_spec(device)
     blocks = tp_blocks(model, [1.0])[0]
     room = budget * spec.memory - options.get("runtime_memory", 0.0)
     pinned, used = [], 0.0

@@ -36,6 +36,7 @@ import numpy as np
 
 from commsim.collectives import CollectiveConfig
 from commsim.errors import CommsimError, ConfigError, OutOfMemoryError, StallError
+from commsim.faults.injector import faults_on
 from commsim.network.topology import Topology
 from commsim.simulation import Simulation
 from commsim.systems.tpi_llm.hardware import SERVER, rescale, with_server
@@ -96,6 +97,10 @@ class InferenceSetup:
     lockstep:
         Run the devices of one program (workers with the same slices) as one
         replay cohort (exact when they are alike, as here) or each alone.
+    faults:
+        Faults (:mod:`commsim.faults` models) at their times from the start of the
+        run; those naming a link or device ``topology`` lacks are left out
+        (:func:`~commsim.faults.injector.faults_on`).
     """
 
     model: TransformerSpec
@@ -118,6 +123,7 @@ class InferenceSetup:
     record: bool = False
     seed: int = 0
     lockstep: bool = True
+    faults: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -245,6 +251,7 @@ def _replay(setup: InferenceSetup, tokens: int) -> tuple[Simulation, Replay, Win
     server = setup.mode == "tp" and setup.allreduce == "ps" and len(setup.devices) > 1
     topo = with_server(setup.topology) if server and SERVER not in setup.topology.graph else setup.topology
     sim = Simulation(topo, seed=setup.seed, routing="shortest", record_usage=setup.record)
+    sim.schedule_faults(faults_on(setup.faults, topo))
     base = setup.collective or CollectiveConfig()
     config = CollectiveConfig(step_latency=base.step_latency, bandwidth_efficiency=base.bandwidth_efficiency,
                               reduction=base.reduction, dtype="fp32", mode=base.mode,

@@ -14,11 +14,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from commsim.devices.spec import DeviceSpec
+from commsim.devices.spec import DeviceSpec, device_spec
+from commsim.faults.injector import accepted_faults, acts_on
+from commsim.network.topology import Topology
 from commsim.systems._study import Study, StudyContext, StudyOutput
 from commsim.systems.tpi_llm import figures
 from commsim.systems.tpi_llm.allreduce import ALGORITHMS, link_latency, time_allreduce
-from commsim.systems.tpi_llm.hardware import LAPTOP_LINKS, edge_topology, resolve_device, wifi_topology
+from commsim.systems.tpi_llm.hardware import LAPTOP_LINKS, edge_topology, wifi_topology
 from commsim.systems.tpi_llm.params import TPIParams
 from commsim.systems.tpi_llm.partition import COMPUTE_BYTES, tp_blocks
 from commsim.systems.tpi_llm.plans import SYSTEMS, galaxy, offload, pipeline, single_device, tpi
@@ -54,12 +56,13 @@ def _options(params: TPIParams, ctx: StudyContext | None = None) -> dict[str, An
     return {"prompt_tokens": params.prompt_tokens, "decode_tokens": params.decode_tokens,
             "file_bytes": params.file_bytes, "staging": params.staging, "runtime_memory": params.runtime_memory,
             "release": params.release, "tree_fanout": params.tree_fanout,
-            "collective": ctx.collective if ctx is not None else None, "seed": ctx.seed if ctx is not None else 0}
+            "collective": ctx.collective if ctx is not None else None, "seed": ctx.seed if ctx is not None else 0,
+            "faults": list(ctx.faults) if ctx is not None else []}
 
 
 def _device(params: TPIParams, value: Any, field: str) -> DeviceSpec:
     """A device of the study, its disk read bandwidth replaced by ``load_bandwidth`` when that is set."""
-    spec = resolve_device(value, field=field)
+    spec = device_spec(value, field=field)
     if params.load_bandwidth is not None:
         spec = spec.model_copy(update={"disk_read_bandwidth": params.load_bandwidth})
     return spec
@@ -126,12 +129,21 @@ def _detail(setting: str, model: str, devices: Any, window: int | None, allreduc
     return row
 
 
+def _check_faults(faults: list[Any], settings: dict[str, Topology]) -> None:
+    """Every scenario fault must name a link or device of at least one setting's network (none is dropped)."""
+    accepted_faults(faults, lambda fault: any(acts_on(fault, topo) for topo in settings.values()),
+                    rule=f"names a link or device of none of the study's networks ({', '.join(settings)} devices)",
+                    fix="name a testbed link such as ['dev1', 'router1'] or a device such as 'dev1' (laptops: 'm1', "
+                        "'i5', 'i7a', 'i7b' on 'ap')")
+
+
 class TPILLMStudy(Study):
     """TPI-LLM (arXiv 2410.00531): tensor-parallel inference on edge devices, star all-reduce, sliding window."""
 
     name = "tpi_llm"
     title = "TPI-LLM: tensor-parallel LLM inference on edge devices"
     params = TPIParams
+    accepts_faults = True
 
     # ------------------------------------------------------------------ run
     def run(self, params: TPIParams, ctx: StudyContext) -> StudyOutput:
@@ -150,6 +162,7 @@ class TPILLMStudy(Study):
             for name in p.models:
                 for window in windows:
                     jobs.append(("laptops", LAPTOP_SETTING, wifi, name, window))
+        _check_faults(ctx.faults, {str(devices): topo for _, devices, topo, _, _ in jobs})
         extra = len(p.models) * 4 if p.baselines else 0
         total = len(jobs) + extra + 1
         first_window = next((w for w in windows if w is not None), 2)
@@ -199,19 +212,14 @@ class TPILLMStudy(Study):
     def _curves(self, p: TPIParams, devices: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         """All-reduce time per algorithm vs per-link latency and vs link bandwidth (one decode token)."""
         nbytes = load_model(p.curve_model).hidden * COMPUTE_BYTES
-        lat_rows, bw_rows = [], []
-        for algorithm in ALGORITHMS:
-            for latency in p.curve_latencies:
-                topo = _testbed(p, devices, latency=latency)
-                lat_rows.append({"algorithm": algorithm, "link_latency_ms": latency * 1e3,
-                                 "bandwidth_mbps": p.link_bandwidth * 8 / 1e6, "bytes": nbytes,
-                                 "time_ms": time_allreduce(topo, algorithm, nbytes, tree_fanout=p.tree_fanout) * 1e3})
-            for bandwidth in p.curve_bandwidths:
-                topo = _testbed(p, devices, bandwidth=bandwidth)
-                bw_rows.append({"algorithm": algorithm, "link_latency_ms": p.link_latency * 1e3,
-                                "bandwidth_mbps": bandwidth * 8 / 1e6, "bytes": nbytes,
-                                "time_ms": time_allreduce(topo, algorithm, nbytes, tree_fanout=p.tree_fanout) * 1e3})
-        return pd.DataFrame(lat_rows), pd.DataFrame(bw_rows)
+
+        def row(algorithm: str, latency: float, bandwidth: float) -> dict[str, Any]:
+            topo = _testbed(p, devices, latency=latency, bandwidth=bandwidth)
+            return {"algorithm": algorithm, "link_latency_ms": latency * 1e3, "bandwidth_mbps": bandwidth * 8 / 1e6,
+                    "bytes": nbytes, "time_ms": time_allreduce(topo, algorithm, nbytes, tree_fanout=p.tree_fanout) * 1e3}
+
+        return (pd.DataFrame([row(a, lat, p.link_bandwidth) for a in ALGORITHMS for lat in p.curve_latencies]),
+                pd.DataFrame([row(a, p.link_latency, bw) for a in ALGORITHMS for bw in p.curve_bandwidths]))
 
     def _baselines(self, p: TPIParams, specs: dict[str, TransformerSpec],
                    results: dict[tuple[str, Any, int | None], InferenceStats], devices: int, window: int,
@@ -341,8 +349,8 @@ class TPILLMStudy(Study):
             "Network: each device behind its own home router, routers on one core router; "
             f"{p.link_bandwidth * 8 / 1e6:g} Mbps and {p.link_latency * 1e3:g} ms per link; a route's time is its "
             "latency plus bytes over the bottleneck rate (fluid max-min sharing, no per-hop store-and-forward).",
-            "Laptops: assumed M1 / i5 / i7 specs (see hardware.LAPTOPS) on a Wi-Fi star; each laptop's link is "
-            "its own full-duplex link (shared airtime is not modelled: optimistic).",
+            "Laptops: assumed M1 / i5 / i7 specs (the laptop_* device presets) on a Wi-Fi star; each laptop's "
+            "link is its own full-duplex link (shared airtime is not modelled: optimistic).",
             "Weights FP32 in memory, read from "
             f"{p.file_dtype} files ({p.file_bytes:g} B/parameter){' with a staging copy while loading' if p.staging else ''}; "
             f"the master holds embedding and head; prompt {p.prompt_tokens} tokens; token latency is the mean of "
@@ -361,6 +369,11 @@ class TPILLMStudy(Study):
         if ctx.topology is not None:
             notes.append("The scenario's topology is not used: the study builds the testbed and Wi-Fi networks from "
                          "its parameters (link_bandwidth, link_latency, devices_per_router).")
+        if ctx.faults:
+            notes.append(f"Scenario faults ({len(ctx.faults)}) act in every inference run whose network has the link "
+                         "or device they name (testbed sizes, the laptops, Galaxy and pipeline), at their times from "
+                         "the run's start (t0 is later: the first window loads first); the single-device baselines "
+                         "and the all-reduce curves run without them.")
         return notes
 
     # ------------------------------------------------------------------ validation
