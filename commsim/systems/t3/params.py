@@ -31,7 +31,7 @@ without MCA (20%).
 >>> validate(T3Params, {"tokens": 0})
 Traceback (most recent call last):
 ...
-commsim.errors.ConfigError: tokens = 0: tokens per GEMM = 0 is not positive: the GEMM needs at least one row. Fix: give the number of tokens (sequence length x micro-batch) each GEMM multiplies, e.g. 8192.
+commsim.errors.ConfigError: tokens = 0: must be at least 1. Fix: give a value at least 1.
 """
 
 from __future__ import annotations
