@@ -98,3 +98,15 @@ def test_a_waiting_total_off_its_line_is_not_periodic():
     assert prediction._extend(_runs([1.0, 1.2, 1.4], [2.0, 2.5, 3.1]), [4, 5, 6], 10) is None
     exact = prediction._extend(_runs([1.0, 1.2, 1.4], [2.0, 2.5, 3.0]), [4, 5, 6], 10)
     assert exact is not None and exact.loose == {}
+
+
+@pytest.mark.parametrize(("tp", "pp", "dp"), [(2, 4, 2), (1, 4, 4)])
+def test_periodic_prediction_with_reused_collectives_equals_its_full_replay(tp, pp, dp):
+    # each probe replay times its own first runs: DP buckets simulated in the kernel in every probe alike
+    config = {"tp": tp, "pp": pp, "dp": dp, "sequence_parallel": tp > 1, "num_micro_batches": 12}
+    fast = predict_training_step(TINY, config, cluster, reuse_collectives=True, fold="always")
+    full = predict_training_step(TINY, config, cluster, reuse_collectives=True, fold="always", periodic=False)
+    assert len(fast.replayed) == 3 and full.replayed == [12]
+    step = full.metrics["step_time"][0]
+    for name, (value, _unit) in full.metrics.items():
+        assert math.isclose(fast.metrics[name][0], value, rel_tol=1e-9, abs_tol=1e-9 * step), name
