@@ -39,6 +39,19 @@ def _mix(x: int) -> int:
     return x ^ (x >> 31)
 
 
+def _shared_tables(topo: CompiledTopology, policy: str, seed: int
+                   ) -> tuple[dict[int, list[int]], dict[tuple[int, int, int], tuple[int, ...]]]:
+    """The distance and route tables of the intact ``topo`` under ``policy`` and ``seed``, kept on ``topo``."""
+    tables = getattr(topo, "_route_tables", None)
+    if tables is None:
+        tables = {}
+        object.__setattr__(topo, "_route_tables", tables)
+    found = tables.get((policy, seed))
+    if found is None or len(found[1]) > 1 << 20:
+        found = tables[(policy, seed)] = ({}, {})
+    return found
+
+
 def flow_hash(src: int, dst: int, key: int, seed: int) -> int:
     """The 64-bit ECMP hash of a flow (its endpoints, key and the fabric seed)."""
     return _mix(_mix(_mix(seed * 0x9E3779B97F4A7C15 + src) + dst) + key)
@@ -142,9 +155,14 @@ class Router:
         self.policy = policy
         self.seed = int(seed)
         self.failed: set[int] = set()
-        self._dist: dict[int, list[int]] = {}
         self._explicit: dict[tuple[int, int], tuple[int, ...]] = {}
-        self._cache: dict[tuple[int, int, int], tuple[int, ...]] = {}
+        # routes on the intact fabric are a function of the topology, policy and seed alone: routers of one
+        # compiled topology (a simulation per replay of a search) share them until one fails or pins a link
+        self._dist, self._cache = _shared_tables(self.compiled, policy, self.seed)
+
+    def _own_tables(self) -> None:
+        """Stop sharing route tables (failures or explicit paths make this router's routes its own)."""
+        self._dist, self._cache = {}, {}
 
     # ------------------------------------------------------------------ lookups
     def node(self, name: str | int) -> int:
@@ -280,26 +298,24 @@ class Router:
                                   fix="route through switches, routers or NICs only")
         route = tuple(edges)
         self._explicit[(idx[0], idx[-1])] = route
-        self._cache.clear()
+        self._own_tables()
         return route
 
     def clear_paths(self) -> None:
         """Forget every explicit path."""
         self._explicit.clear()
-        self._cache.clear()
+        self._own_tables()
 
     # ------------------------------------------------------------------ failures
     def fail(self, edges: Iterable[int]) -> None:
         """Stop routing over these directed edges."""
         self.failed.update(int(e) for e in edges)
-        self._dist.clear()
-        self._cache.clear()
+        self._own_tables()
 
     def restore(self, edges: Iterable[int]) -> None:
         """Route over these directed edges again."""
         self.failed.difference_update(int(e) for e in edges)
-        self._dist.clear()
-        self._cache.clear()
+        self._own_tables()
 
     def uses_failed(self, path: Sequence[int]) -> bool:
         """Whether ``path`` crosses a failed edge."""

@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
+
 from commsim.errors import ConfigError, TraceError
 from commsim.units import format_bytes
 from commsim.workloads._index import TraceIndex, _short
@@ -354,6 +356,48 @@ def _compare_group(trace: Trace, label: str, members: list[int], programs: list[
 
 
 def _check_point_to_point(trace: Trace, peers: dict[tuple[int, int | str], list[int]]) -> None:
+    """Every send has its recv (the n-th of a source, destination and tag matches the n-th) of the same size."""
+    if not _point_to_point_matches(trace, peers):
+        _point_to_point_error(trace, peers)
+
+
+def _point_to_point_matches(trace: Trace, peers: dict[tuple[int, int | str], list[int]]) -> bool:
+    """True when the sends and recvs pair up with equal sizes (the check of :func:`_point_to_point_error`, in bulk).
+
+    Sends sorted by (source, destination, tag, program, op) and recvs sorted the same way pair the
+    n-th send of a channel with its n-th recv, in list order: the two sorted tables must agree on the
+    channel of every row and on its size.
+    """
+    sides: dict[str, list[tuple[np.ndarray, np.ndarray, int, int, int, float]]] = {"send": [], "recv": []}
+    for p, program in enumerate(trace.programs):
+        ranks: np.ndarray | None = None
+        resolved: dict[Any, np.ndarray] = {}
+        for j, op in enumerate(program.ops):
+            if op.kind not in sides:
+                continue
+            if ranks is None:
+                ranks = np.asarray(program.rank_list(), dtype=np.int64)
+            other = resolved.get(op.peer)
+            if other is None:
+                other = resolved[op.peer] = np.asarray(peers[(p, op.peer)], dtype=np.int64)
+            src, dst = (ranks, other) if op.kind == "send" else (other, ranks)
+            sides[op.kind].append((src, dst, int(op.tag), p, j, float(op.bytes)))
+    tables = []
+    for rows in sides.values():
+        if not rows:
+            tables.append(np.empty((5, 0)))
+            continue
+        counts = [len(r[0]) for r in rows]
+        columns = [np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows]),
+                   *(np.repeat(np.array([r[k] for r in rows]), counts) for k in (2, 3, 4))]
+        size = np.repeat(np.array([r[5] for r in rows]), counts)
+        order = np.lexsort(columns[::-1])
+        tables.append(np.stack([*(c[order] for c in columns[:3]), size[order]]))
+    sent, received = tables
+    return sent.shape == received.shape and bool(np.array_equal(sent, received))
+
+
+def _point_to_point_error(trace: Trace, peers: dict[tuple[int, int | str], list[int]]) -> None:
     sends: dict[tuple[int, int, int], list[tuple[int, int]]] = defaultdict(list)
     recvs: dict[tuple[int, int, int], list[tuple[int, int]]] = defaultdict(list)
     for p, program in enumerate(trace.programs):

@@ -130,13 +130,17 @@ class LayerFolder:
         """
         step, b = emitter.step, emitter.b
         timings = [self.timings[(emitter.stage, tags["phase"], step.is_moe(layer))] for layer in layers]
+        # only a pass whose gradients feed buckets is cut where they complete (the others would be cut into
+        # a hundred delays that nothing waits for)
+        feeds = final or self.zero >= 2
         # the chain as consecutive parts: head (compute only), body (from a collective), tail (a collective)
         chain: list[_Link] = []
         for layer, t in zip(layers, timings, strict=True):
-            chain.append(_Link("head", t.head, None, [(layer, n, at) for n, where, at in t.grads if where == "head"]))
+            grads = t.grads if feeds else ()
+            chain.append(_Link("head", t.head, None, [(layer, n, at) for n, where, at in grads if where == "head"]))
             if t.body_stream is not None:
                 chain.append(_Link("body", t.body, t.body_stream,
-                                   [(layer, n, at) for n, where, at in t.grads if where == "body"]))
+                                   [(layer, n, at) for n, where, at in grads if where == "body"]))
             if t.tail is not None:
                 chain.append(_Link("tail", t.tail, t.tail_stream, []))
         tail = chain.pop() if chain and chain[-1].kind == "tail" else None
@@ -163,7 +167,7 @@ class LayerFolder:
                                       tags={**tags, "folded": tail.part.classes},
                                       deps=(emitter.pending, emitter.last_compute, b.last_on(stream)))
         for layer, t in zip(layers, timings, strict=True):
-            for name, _, _ in t.grads:
+            for name, _, _ in t.grads if feeds else ():
                 producer = f"{layer}.{name}"
                 if final:
                     emitter.grad_ready.append((markers[(layer, name)], producer))

@@ -314,3 +314,14 @@ def test_a_disconnected_topology_names_its_smallest_part():
     with pytest.raises(TopologyError, match=r"disconnected \(2 parts") as caught:
         topo.check()
     assert caught.value.value == ["gpu2"]
+
+
+def test_routers_of_one_topology_share_intact_routes_but_not_failed_ones():
+    topo = leaf_spine(leaves=2, spines=2, hosts_per_leaf=2)
+    a, b = Router(topo), Router(topo)
+    src, dst = topo.devices[0], topo.devices[-1]
+    first = a.path(src, dst, key=7)
+    assert b._cache is a._cache and b.path(src, dst, key=7) == first
+    a.fail([first[1]])                          # a's spine link down: a reroutes, b keeps the intact route
+    assert first[1] not in a.path(src, dst, key=7)
+    assert b.path(src, dst, key=7) == first and Router(topo).path(src, dst, key=7) == first

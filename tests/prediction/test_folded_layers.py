@@ -92,6 +92,10 @@ def test_a_folded_trace_has_few_ops_per_pass_and_the_same_peak_memory():
     folded, plain = step_trace(step, folder), step_trace(step)
     for f, p in zip(folded.programs, plain.programs, strict=True):
         assert len(f.ops) < len(p.ops) / 2
+        # only the last micro-batch's backward feeds the gradient buckets: it alone is cut where gradients end
+        layer_ops = {m: [op for op in f.ops if op.kind == "delay" and op.id.startswith(f"b{m}.layers")]
+                     for m in range(4)}
+        assert all(len(layer_ops[m]) == 2 for m in range(3)) and len(layer_ops[3]) > 4     # head and body
     sims = [cluster(), cluster()]
     from commsim.workloads.replay import Replay
     for sim, trace in zip(sims, (folded, plain), strict=True):

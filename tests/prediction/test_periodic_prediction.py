@@ -22,9 +22,11 @@ def cluster() -> Simulation:
                                      port_bandwidth="400 Gbps", servers_per_leaf=2, spines=1), record_usage=False)
 
 
-@pytest.mark.parametrize(("tp", "pp", "dp"), [(8, 2, 1), (2, 4, 2), (1, 4, 4), (4, 1, 4)])
-def test_periodic_fast_prediction_equals_the_full_replay(tp, pp, dp):
-    config = {"tp": tp, "pp": pp, "dp": dp, "sequence_parallel": tp > 1, "num_micro_batches": 12}
+@pytest.mark.parametrize(("tp", "pp", "dp", "v"), [(8, 2, 1, 1), (2, 4, 2, 1), (1, 4, 4, 1), (4, 1, 4, 1), (2, 2, 2, 2),
+                                                   (8, 2, 1, 4)])
+def test_periodic_fast_prediction_equals_the_full_replay(tp, pp, dp, v):
+    config = {"tp": tp, "pp": pp, "dp": dp, "sequence_parallel": tp > 1, "num_micro_batches": 12,
+              "virtual_pipeline_stages": v}
     fast = predict_training_step(TINY, config, cluster)
     full = predict_training_step(TINY, config, cluster, fast=False, periodic=False)
     assert len(fast.replayed) == 3 and full.replayed == [12]
@@ -47,7 +49,9 @@ def test_periodic_points():
     assert periodic_points(64, 8) == [8, 9, 10]
     assert periodic_points(10, 8) is None          # too few micro-batches to gain anything
     assert periodic_points(64, 1) == [1, 2, 3]     # gradient accumulation repeats too
-    assert periodic_points(32, 4, virtual_stages=2) == [4, 8, 12]
+    # interleaved: at m = pp every stage runs all forwards first, so the steady state starts at 2·pp
+    assert periodic_points(32, 4, virtual_stages=2) == [8, 12, 16]
+    assert periodic_points(16, 4, virtual_stages=2) is None
 
 
 def test_breakdown_adds_up_to_the_step_and_metrics_by_hand():
@@ -65,3 +69,44 @@ def test_breakdown_adds_up_to_the_step_and_metrics_by_hand():
     assert math.isclose(m["mfu"], flops / m["step_time"] / 16 / 989e12, rel_tol=1e-12)
     assert m["hfu"] == m["mfu"]                    # no recomputation
     assert m["peak_memory_per_gpu"] > 0
+
+
+def _runs(split: list[float], total: list[float]) -> list[dict]:
+    """Three synthetic replays of one stage: compute grows 1 s per point, ``split`` of ``total`` waiting is pipeline."""
+    import pandas as pd
+
+    runs = []
+    for k, (pp_comm, waiting) in enumerate(zip(split, total, strict=True)):
+        row = dict.fromkeys(BREAKDOWN_COLUMNS, 0.0)
+        row.update(cohort=0, end=10.0 + k + waiting, compute_busy=10.0 + k, compute=10.0 + k,
+                   exposed_pp_comm=pp_comm, idle=waiting - pp_comm)
+        runs.append({"step_time": row["end"], "cohorts": pd.DataFrame([row])})
+    return runs
+
+
+def test_a_waiting_split_off_its_line_is_extended_by_its_mean_increment_and_reported():
+    # the total waiting time is on a line (2, 2.5, 3 s); its pipeline part is not (1, 1.3, 1.5 s)
+    out = prediction._extend(_runs([1.0, 1.3, 1.5], [2.0, 2.5, 3.0]), [4, 5, 6], 10)
+    assert out is not None and set(out.loose) == {0}
+    assert math.isclose(out.loose[0], 0.1, rel_tol=1e-12)
+    row = out.cohorts.iloc[0]
+    assert math.isclose(row["exposed_pp_comm"], 1.5 + 4 * 0.25) and math.isclose(row["idle"], 3.0 + 4 * 0.5 - 2.5)
+    assert math.isclose(out.step_time, 15.0 + 4 * 1.5) and math.isclose(row["compute"], 16.0)
+
+
+def test_a_waiting_total_off_its_line_is_not_periodic():
+    assert prediction._extend(_runs([1.0, 1.2, 1.4], [2.0, 2.5, 3.1]), [4, 5, 6], 10) is None
+    exact = prediction._extend(_runs([1.0, 1.2, 1.4], [2.0, 2.5, 3.0]), [4, 5, 6], 10)
+    assert exact is not None and exact.loose == {}
+
+
+@pytest.mark.parametrize(("tp", "pp", "dp"), [(2, 4, 2), (1, 4, 4)])
+def test_periodic_prediction_with_reused_collectives_equals_its_full_replay(tp, pp, dp):
+    # each probe replay times its own first runs: DP buckets simulated in the kernel in every probe alike
+    config = {"tp": tp, "pp": pp, "dp": dp, "sequence_parallel": tp > 1, "num_micro_batches": 12}
+    fast = predict_training_step(TINY, config, cluster, reuse_collectives=True, fold="always")
+    full = predict_training_step(TINY, config, cluster, reuse_collectives=True, fold="always", periodic=False)
+    assert len(fast.replayed) == 3 and full.replayed == [12]
+    step = full.metrics["step_time"][0]
+    for name, (value, _unit) in full.metrics.items():
+        assert math.isclose(fast.metrics[name][0], value, rel_tol=1e-9, abs_tol=1e-9 * step), name
