@@ -49,6 +49,7 @@ from commsim.collectives.nccl import (
     describe_cluster,
     model_algorithms,
     predict_many,
+    protocols_for,
     protocols_of,
 )
 from commsim.collectives.nccl_run import simulate_nccl_sizes, spread_group
@@ -189,8 +190,8 @@ def _envelope(case: _Case, params: NcclParameters) -> tuple[np.ndarray, list[str
     if params.algorithm != "auto" and params.algorithm in algorithms:
         algorithms = [params.algorithm]
     for algorithm in algorithms:
-        protocols = protocols_of(algorithm)
-        if params.protocol != "auto" and params.protocol in protocols:
+        protocols = protocols_for(algorithm, case.cluster)
+        if params.protocol != "auto" and params.protocol in protocols_of(algorithm):
             protocols = (params.protocol,)
         for protocol in protocols:
             times.append(predict_many(case.cluster, case.log.op, case.sizes, params, algorithm=algorithm,
@@ -237,7 +238,8 @@ def informed_parameters(cases: Sequence[_Case]) -> tuple[str, ...]:
     (all-to-all talks to many peers at once); the point-to-point NVLink
     efficiency and channel rate a single-server log of all-to-all or send/recv.
     Latencies and the LL/LL128 bandwidth factors need sizes below
-    ``LATENCY_SIZES``, except Simple's launch (the intercept every log shows).
+    ``LATENCY_SIZES``, except Simple's launch (the intercept every log shows);
+    LL128's costs need a log where the tuner may pick LL128.
     """
     rings = [c for c in cases if c.cluster.ranks > 1 and c.log.op not in P2P_OPS]
     multi = any(c.cluster.servers > 1 for c in cases)
@@ -253,6 +255,9 @@ def informed_parameters(cases: Sequence[_Case]) -> tuple[str, ...]:
     # latencies and the low-latency protocols show only where a call takes tens of microseconds: without sizes
     # below LATENCY_SIZES they keep NCCL's constants
     small = any(c.cluster.ranks > 1 and c.sizes.min() < LATENCY_SIZES for c in cases)
+    # LL128 shows only where NCCL's tuner may pick it (not across servers whose GPUs reach their NICs through the
+    # CPU's host bridge)
+    ll128 = any("LL128" in protocols_for(a, c.cluster) for c in rings for a in model_algorithms(c.log.op, c.cluster))
     wanted = []
     for n in NAMES:
         ok = ((multi or n not in _REMOTE) and (single or n not in _COPY) and (several or n in _COPY)
@@ -260,7 +265,7 @@ def informed_parameters(cases: Sequence[_Case]) -> tuple[str, ...]:
               and (nvls or n not in _NVLS) and (p2p or n not in _P2P)
               and (peer or n != "p2p_peer_bandwidth")
               and (p2p_local or n not in ("p2p_local_efficiency", "p2p_channel_bandwidth"))
-              and (small or n not in _LATENCY))
+              and (small or n not in _LATENCY) and (ll128 or not n.startswith("LL128.")))
         if ok:
             wanted.append(n)
     return tuple(wanted)

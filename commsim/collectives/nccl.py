@@ -61,6 +61,7 @@ import numpy as np
 from commsim.collectives._registry import ALGORITHMS
 from commsim.devices.spec import device_spec
 from commsim.errors import ConfigError
+from commsim.network.pcie_paths import DEFAULT_GPU_PATH, path_worse_than
 from commsim.network.topology import Topology
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "RAMP_BYTES",
     "RING_SLICES",
     "RING_SLICE_BYTES",
+    "LL128_GPU_PATH",
     "Choice",
     "Cluster",
     "NcclParameters",
@@ -88,6 +90,7 @@ __all__ = [
     "ring_latency",
     "predict",
     "predict_many",
+    "protocols_for",
     "protocols_of",
     "resolve_parameters",
     "schedule_of",
@@ -280,7 +283,9 @@ class Cluster:
     node with ``nvls: true``); ``switches`` names that switch of every server.
     ``local_port_bandwidth``: what rank 0 can send to all its local peers at once,
     bytes/s (the sum of the distinct first links of its paths to them: one
-    NVSwitch port, or every link of a direct NVLink mesh).
+    NVSwitch port, or every link of a direct NVLink mesh). ``gpu_path``: NCCL's
+    PCIe path type between a GPU and its NIC (the worst over rank 0's server,
+    from the NICs' ``gpu_path``; :mod:`commsim.network.pcie_paths`).
     """
 
     ranks: int
@@ -297,6 +302,7 @@ class Cluster:
     nvls: bool = False
     switches: tuple[str, ...] = ()
     local_port_bandwidth: float = math.nan
+    gpu_path: str = DEFAULT_GPU_PATH
 
 
 def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
@@ -347,7 +353,7 @@ def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
             nvls, switches = False, []
             break
         switches.append(compiled.names[inner[0]])
-    remote_bw, remote_lat, rails = math.inf, 0.0, 1
+    remote_bw, remote_lat, rails, gpu_path = math.inf, 0.0, 1, DEFAULT_GPU_PATH
     if servers > 1:
         first = [i for i in range(len(group)) if server[i] == 0]
         second = {int(local[i]): i for i in range(len(group)) if server[i] == 1}
@@ -356,6 +362,12 @@ def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
             peer = second.get(int(local[i]), next(iter(second.values())))
             bw, lat, path = measure(group[i], group[peer])
             remote_bw, remote_lat = min(remote_bw, bw), max(remote_lat, lat)
+            for node in router.nodes_of(path):
+                if compiled.kinds[node] == "nic":
+                    # the first NIC on the way out is this GPU's own
+                    own = topology.node_attributes(compiled.names[node]).get("gpu_path", DEFAULT_GPU_PATH)
+                    gpu_path = own if path_worse_than(own, gpu_path) else gpu_path
+                    break
             edges = np.asarray(path, dtype=np.int64)
             bottlenecks.add(int(edges[np.argmin(compiled.edge_bandwidth[edges])]))
         rails = max(1, len(bottlenecks))
@@ -363,7 +375,7 @@ def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
     return Cluster(ranks=len(group), servers=servers, ranks_per_server=per_server, server=server, local=local,
                    local_bandwidth=local_bw, remote_bandwidth=remote_bw, local_latency=local_lat,
                    remote_latency=remote_lat, rails=rails, memory_bandwidth=float(spec.memory_bandwidth),
-                   nvls=nvls, switches=tuple(switches), local_port_bandwidth=port)
+                   nvls=nvls, switches=tuple(switches), local_port_bandwidth=port, gpu_path=gpu_path)
 
 
 # ---------------------------------------------------------------------------------------------------- time models
@@ -637,6 +649,25 @@ def protocols_of(algorithm: str) -> tuple[str, ...]:
     return _MODELS[algorithm].protocols
 
 
+LL128_GPU_PATH = "PXB"
+"""The farthest GPU-NIC path over which NCCL's tuner enables LL128 across servers (``src/graph/tuning.cc``:
+``typeInter <= PATH_PXB``, or ``PATH_PXN`` on Hopper, which is still nearer than the host bridge)."""
+
+
+def protocols_for(algorithm: str, cluster: Cluster) -> tuple[str, ...]:
+    """Protocols NCCL's tuner considers for ``algorithm`` on ``cluster`` (a forced protocol may still run others).
+
+    Across servers NCCL enables LL128 only when the GPU reaches its NIC without
+    crossing the CPU's host bridge (:data:`LL128_GPU_PATH`): LL128 relies on the
+    128-byte stores of a line arriving together, which NCCL trusts only for NVLink
+    and PCIe switches. GPUs on a CPU's root ports (``PHB``) then run LL and Simple.
+    """
+    protocols = protocols_of(algorithm)
+    if cluster.servers > 1 and path_worse_than(cluster.gpu_path, LL128_GPU_PATH):
+        protocols = tuple(p for p in protocols if p != "LL128")
+    return protocols
+
+
 def schedule_of(algorithm: str) -> str | None:
     """The registry schedule that runs NCCL's ``algorithm`` (``None``: a driver of its own)."""
     return _MODELS[algorithm].schedule
@@ -729,7 +760,7 @@ def tune(cluster: Cluster, op: str, nbytes: float, params: NcclParameters | None
         raise ConfigError(field="op", value=op, rule="has no algorithm the NCCL model can time",
                           fix=f"use one of {', '.join(NCCL_OPS)}")
     candidates = {(a, p): predict(cluster, op, nbytes, params, algorithm=a, protocol=p)
-                  for a in algorithms for p in (protocols_of(a) if protocol == "auto" else [protocol])}
+                  for a in algorithms for p in (protocols_for(a, cluster) if protocol == "auto" else [protocol])}
     (best_a, best_p), best = min(candidates.items(), key=lambda item: item[1])
     channels = ring_channels(cluster, nbytes, best_p) if best_a == "ring" else 1
     return Choice(op, best_a, best_p, channels, best, candidates)

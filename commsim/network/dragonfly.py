@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import validate_call
 
 from commsim.network._params import GENERATOR_CALL, NonNegativeDuration, PositiveBandwidth, PositiveInt
+from commsim.network.pcie_paths import DEFAULT_GPU_PATH, GpuPath
 from commsim.network.topology import Topology
 
 __all__ = ["dragonfly"]
@@ -47,13 +48,16 @@ def dragonfly(
     global_bandwidth: PositiveBandwidth = 25e9,
     link_latency: NonNegativeDuration = 500e-9,
     switch_latency: NonNegativeDuration = 350e-9,
+    gpu_nic_path: GpuPath = DEFAULT_GPU_PATH,
 ) -> Topology:
     """``servers`` servers on a dragonfly; bandwidths are per direction, bytes/s (or unit strings).
 
     ``nvlink_bandwidth`` joins every pair of GPUs of a server (A100 4-GPU boards:
     4 NVLink 3 links x 25 GB/s per pair); ``local_bandwidth`` every pair of
     switches of a group; ``global_links`` links of ``global_bandwidth`` every pair
-    of groups.
+    of groups. ``gpu_nic_path`` is NCCL's PCIe path type between a GPU and its NIC
+    (``PHB``: both on the CPU's root ports, as on nodes without PCIe switches),
+    recorded on every NIC (see :mod:`commsim.network.pcie_paths`).
     """
     from commsim.errors import TopologyError
 
@@ -95,7 +99,7 @@ def dragonfly(
             topo.add_link(a, b, bandwidth=nvlink_bandwidth, latency=nvlink_latency, tier="nvlink")
         for n in range(nics_per_server):
             nic = f"nic{s}.{n}"
-            topo.add_node(nic, "nic", server=s, rail=n)
+            topo.add_node(nic, "nic", server=s, rail=n, gpu_path=gpu_nic_path)
             topo.add_link(nic, f"sw{s // servers_per_switch}", bandwidth=nic_bandwidth, latency=link_latency,
                           tier="edge")
             for g in range(n * per_nic, (n + 1) * per_nic):
