@@ -54,7 +54,6 @@ from commsim.collectives.nccl import (
 )
 from commsim.collectives.nccl_run import simulate_nccl_sizes, spread_group
 from commsim.collectives.nccl_tests import NcclTestsLog
-from commsim.collectives.nccl_tuner import nccl_view_time, uses_nccl_view
 from commsim.config import StrictModel, dump_yaml, load_yaml, validate
 from commsim.errors import ConfigError
 from commsim.network.loader import load_topology
@@ -200,12 +199,6 @@ def _envelope(case: _Case, params: NcclParameters) -> tuple[np.ndarray, list[str
             labels.append(f"{algorithm}/{protocol}")
     stack = np.vstack(times)
     best = np.argmin(stack, axis=0)
-    pairs = [tuple(label.split("/")) for label in labels]
-    if uses_nccl_view(case.cluster, pairs):
-        # NCCL picks on its own constants (see nccl_tuner); the pick costs what the calibrated model says
-        view = np.array([[nccl_view_time(case.cluster, case.log.op, size, a, p) for size in case.sizes.tolist()]
-                         for a, p in pairs])
-        best = np.argmin(view, axis=0)
     return stack[best, np.arange(stack.shape[1])], [labels[i] for i in best]
 
 

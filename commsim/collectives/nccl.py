@@ -59,7 +59,6 @@ from typing import Any
 import numpy as np
 
 from commsim.collectives._registry import ALGORITHMS
-from commsim.collectives.nccl_tuner import nccl_pick, uses_nccl_view
 from commsim.devices.spec import device_spec
 from commsim.errors import ConfigError
 from commsim.network.pcie_paths import DEFAULT_GPU_PATH, path_worse_than
@@ -286,10 +285,7 @@ class Cluster:
     bytes/s (the sum of the distinct first links of its paths to them: one
     NVSwitch port, or every link of a direct NVLink mesh). ``gpu_path``: NCCL's
     PCIe path type between a GPU and its NIC (the worst over rank 0's server,
-    from the NICs' ``gpu_path``; :mod:`commsim.network.pcie_paths`). ``device``: rank
-    0's device name; ``host_cpu``: the vendor of the CPU its NIC hangs off (``intel``
-    unless the NIC says ``amd``); both feed NCCL's tuner view
-    (:mod:`commsim.collectives.nccl_tuner`).
+    from the NICs' ``gpu_path``; :mod:`commsim.network.pcie_paths`).
     """
 
     ranks: int
@@ -307,8 +303,6 @@ class Cluster:
     switches: tuple[str, ...] = ()
     local_port_bandwidth: float = math.nan
     gpu_path: str = DEFAULT_GPU_PATH
-    device: str = ""
-    host_cpu: str = "intel"
 
 
 def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
@@ -359,7 +353,7 @@ def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
             nvls, switches = False, []
             break
         switches.append(compiled.names[inner[0]])
-    remote_bw, remote_lat, rails, gpu_path, host_cpu = math.inf, 0.0, 1, DEFAULT_GPU_PATH, "intel"
+    remote_bw, remote_lat, rails, gpu_path = math.inf, 0.0, 1, DEFAULT_GPU_PATH
     if servers > 1:
         first = [i for i in range(len(group)) if server[i] == 0]
         second = {int(local[i]): i for i in range(len(group)) if server[i] == 1}
@@ -371,10 +365,8 @@ def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
             for node in router.nodes_of(path):
                 if compiled.kinds[node] == "nic":
                     # the first NIC on the way out is this GPU's own
-                    nic = topology.node_attributes(compiled.names[node])
-                    own = nic.get("gpu_path", DEFAULT_GPU_PATH)
+                    own = topology.node_attributes(compiled.names[node]).get("gpu_path", DEFAULT_GPU_PATH)
                     gpu_path = own if path_worse_than(own, gpu_path) else gpu_path
-                    host_cpu = str(nic.get("host_cpu", host_cpu))
                     break
             edges = np.asarray(path, dtype=np.int64)
             bottlenecks.add(int(edges[np.argmin(compiled.edge_bandwidth[edges])]))
@@ -383,8 +375,7 @@ def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
     return Cluster(ranks=len(group), servers=servers, ranks_per_server=per_server, server=server, local=local,
                    local_bandwidth=local_bw, remote_bandwidth=remote_bw, local_latency=local_lat,
                    remote_latency=remote_lat, rails=rails, memory_bandwidth=float(spec.memory_bandwidth),
-                   nvls=nvls, switches=tuple(switches), local_port_bandwidth=port, gpu_path=gpu_path,
-                   device=spec.name, host_cpu=host_cpu)
+                   nvls=nvls, switches=tuple(switches), local_port_bandwidth=port, gpu_path=gpu_path)
 
 
 # ---------------------------------------------------------------------------------------------------- time models
@@ -750,11 +741,7 @@ class Choice:
 
 def tune(cluster: Cluster, op: str, nbytes: float, params: NcclParameters | None = None, *,
          algorithm: str = "auto", protocol: str = "auto") -> Choice:
-    """Pick algorithm x protocol as NCCL's tuner does (``auto``), or time a forced one.
-
-    Across servers, between ring and tree, the pick is NCCL's own
-    (:func:`~commsim.collectives.nccl_tuner.nccl_pick`, on NCCL's constants); else
-    the fastest under ``params``. The time is always the calibrated one.
+    """Pick the fastest algorithm x protocol as NCCL's tuner does (``auto``), or time a forced one.
 
     >>> from commsim.network.loader import load_topology
     >>> topo = load_topology("nvswitch_node:8,300GB/s")
@@ -774,11 +761,6 @@ def tune(cluster: Cluster, op: str, nbytes: float, params: NcclParameters | None
                           fix=f"use one of {', '.join(NCCL_OPS)}")
     candidates = {(a, p): predict(cluster, op, nbytes, params, algorithm=a, protocol=p)
                   for a in algorithms for p in (protocols_for(a, cluster) if protocol == "auto" else [protocol])}
-    if uses_nccl_view(cluster, list(candidates)):
-        # NCCL picks on its own constants, which may misjudge the hardware; the pick then costs what it costs
-        best_a, best_p = nccl_pick(cluster, op, nbytes, list(candidates))
-        best = candidates[(best_a, best_p)]
-    else:
-        (best_a, best_p), best = min(candidates.items(), key=lambda item: item[1])
+    (best_a, best_p), best = min(candidates.items(), key=lambda item: item[1])
     channels = ring_channels(cluster, nbytes, best_p) if best_a == "ring" else 1
     return Choice(op, best_a, best_p, channels, best, candidates)

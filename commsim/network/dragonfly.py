@@ -18,7 +18,7 @@ global hop.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import validate_call
 
@@ -49,7 +49,6 @@ def dragonfly(
     link_latency: NonNegativeDuration = 500e-9,
     switch_latency: NonNegativeDuration = 350e-9,
     gpu_nic_path: GpuPath = DEFAULT_GPU_PATH,
-    host_cpu: Literal["intel", "amd"] = "intel",
 ) -> Topology:
     """``servers`` servers on a dragonfly; bandwidths are per direction, bytes/s (or unit strings).
 
@@ -58,8 +57,7 @@ def dragonfly(
     switches of a group; ``global_links`` links of ``global_bandwidth`` every pair
     of groups. ``gpu_nic_path`` is NCCL's PCIe path type between a GPU and its NIC
     (``PHB``: both on the CPU's root ports, as on nodes without PCIe switches),
-    recorded on every NIC (see :mod:`commsim.network.pcie_paths`), as is ``host_cpu``,
-    the vendor of the CPU the NICs hang off (NCCL's tuner constants depend on it).
+    recorded on every NIC (see :mod:`commsim.network.pcie_paths`).
     """
     from commsim.errors import TopologyError
 
@@ -101,7 +99,7 @@ def dragonfly(
             topo.add_link(a, b, bandwidth=nvlink_bandwidth, latency=nvlink_latency, tier="nvlink")
         for n in range(nics_per_server):
             nic = f"nic{s}.{n}"
-            topo.add_node(nic, "nic", server=s, rail=n, gpu_path=gpu_nic_path, host_cpu=host_cpu)
+            topo.add_node(nic, "nic", server=s, rail=n, gpu_path=gpu_nic_path)
             topo.add_link(nic, f"sw{s // servers_per_switch}", bandwidth=nic_bandwidth, latency=link_latency,
                           tier="edge")
             for g in range(n * per_nic, (n + 1) * per_nic):
