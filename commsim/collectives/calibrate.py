@@ -227,7 +227,7 @@ def summarise(errors: pd.DataFrame) -> pd.DataFrame:
                          "sizes": grouped.size()})
 
 
-def informed_parameters(cases: Sequence[_Case]) -> tuple[str, ...]:
+def informed_parameters(cases: Sequence[_Case], protocol: str = "auto") -> tuple[str, ...]:
     """The parameters the logs can inform; the others keep their starting values.
 
     Network costs need a log across servers; the copy a one-rank log; the ring
@@ -239,7 +239,8 @@ def informed_parameters(cases: Sequence[_Case]) -> tuple[str, ...]:
     efficiency and channel rate a single-server log of all-to-all or send/recv.
     Latencies and the LL/LL128 bandwidth factors need sizes below
     ``LATENCY_SIZES``, except Simple's launch (the intercept every log shows);
-    LL128's costs need a log where the tuner may pick LL128.
+    LL128's costs need a log where the tuner may pick LL128, or runs that forced it
+    (``protocol``, the environment's ``NCCL_PROTO``).
     """
     rings = [c for c in cases if c.cluster.ranks > 1 and c.log.op not in P2P_OPS]
     multi = any(c.cluster.servers > 1 for c in cases)
@@ -257,7 +258,8 @@ def informed_parameters(cases: Sequence[_Case]) -> tuple[str, ...]:
     small = any(c.cluster.ranks > 1 and c.sizes.min() < LATENCY_SIZES for c in cases)
     # LL128 shows only where NCCL's tuner may pick it (not across servers whose GPUs reach their NICs through the
     # CPU's host bridge)
-    ll128 = any("LL128" in protocols_for(a, c.cluster) for c in rings for a in model_algorithms(c.log.op, c.cluster))
+    ll128 = protocol == "LL128" or any("LL128" in protocols_for(a, c.cluster) for c in rings
+                                       for a in model_algorithms(c.log.op, c.cluster))
     wanted = []
     for n in NAMES:
         ok = ((multi or n not in _REMOTE) and (single or n not in _COPY) and (several or n in _COPY)
@@ -301,7 +303,7 @@ def fit_nccl(logs: Iterable[NcclTestsLog], topology: Any, *, initial: NcclParame
     if not logs:
         raise ConfigError(field="logs", value=[], rule="is empty", fix="give at least one nccl-tests log")
     cases = [_case(log, topology) for log in logs]
-    free = informed_parameters(cases)
+    free = informed_parameters(cases, initial.protocol)
     lo = np.array([_BOUNDS[n][0] for n in free])
     hi = np.array([_BOUNDS[n][1] for n in free])
     start = vector_from_params(free, initial)

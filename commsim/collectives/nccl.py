@@ -67,6 +67,7 @@ from commsim.network.topology import Topology
 __all__ = [
     "NCCL_DEFAULTS",
     "NCCL_OPS",
+    "LL128_GPU_PATH",
     "P2P_NVL_CHUNK",
     "P2P_OPS",
     "PIPELINE_CHUNK",
@@ -74,7 +75,6 @@ __all__ = [
     "RAMP_BYTES",
     "RING_SLICES",
     "RING_SLICE_BYTES",
-    "LL128_GPU_PATH",
     "Choice",
     "Cluster",
     "NcclParameters",

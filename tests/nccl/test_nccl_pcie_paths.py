@@ -82,3 +82,12 @@ def test_polaris_logs_do_not_inform_ll128() -> None:
 def test_topology_file_states_polaris_path() -> None:
     topo = load_topology(POLARIS, overrides={"servers": 2})
     assert {topo.node_attributes(n)["gpu_path"] for n in topo.nodes("nic")} == {"PHB"}
+
+
+def test_runs_that_forced_ll128_inform_its_costs_even_behind_the_host_bridge() -> None:
+    from dataclasses import replace
+
+    logs = [read_nccl_tests(CLUSTERS["alcf_polaris"].data / "all_reduce_8gpu.log")]
+    forced = replace(NCCL_DEFAULTS, protocol="LL128")
+    free = fit_nccl(logs, POLARIS, initial=forced, iterations=1, allow_bounds=True).free
+    assert "LL128.launch" in free and "LL128.bandwidth_factor" in free
