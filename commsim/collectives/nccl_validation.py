@@ -129,7 +129,7 @@ def predict_scales(name: str, multiples: tuple[int, ...] = PREDICTION_MULTIPLES,
     from commsim.collectives.closed_form import bus_factor
     from commsim.collectives.nccl import describe_cluster, tune
     from commsim.collectives.nccl_run import spread_group
-    from commsim.collectives.nccl_tests import read_nccl_tests
+    from commsim.collectives.nccl_tests import NcclTestsLog, read_nccl_tests
     from commsim.errors import ConfigError
 
     cluster = NCCL_CLUSTERS[name]
@@ -137,21 +137,21 @@ def predict_scales(name: str, multiples: tuple[int, ...] = PREDICTION_MULTIPLES,
     if not paths:
         raise ConfigError(field="cluster", value=name, rule=f"has no measured logs in {cluster.data}",
                           fix=f"check out the shared data or set {SHARED_DATA_VARIABLE}")
-    largest: dict[str, object] = {}
+    largest: dict[str, NcclTestsLog] = {}
     for log in (read_nccl_tests(p) for p in paths):
-        if log.ranks > 1 and (log.op not in largest or log.ranks > largest[log.op].ranks):  # type: ignore[attr-defined]
+        if log.ranks > 1 and (log.op not in largest or log.ranks > largest[log.op].ranks):
             largest[log.op] = log
     params = load_calibration(cluster.calibration)
     rows = []
     for op, log in largest.items():
         for multiple in multiples:
-            servers = log.servers * multiple  # type: ignore[attr-defined]
-            ranks = log.ranks * multiple  # type: ignore[attr-defined]
+            servers = log.servers * multiple
+            ranks = log.ranks * multiple
             topo = topology_for(cluster.topology, servers)
             shape = describe_cluster(topo, spread_group(topo, ranks, servers))
             for size in sizes:
                 choice = tune(shape, op, size, params)
-                rows.append({"cluster": name, "op": op, "measured_gpus": log.ranks,  # type: ignore[attr-defined]
+                rows.append({"cluster": name, "op": op, "measured_gpus": log.ranks,
                              "multiple": multiple, "gpus": ranks, "servers": servers, "size": int(size),
                              "choice": f"{choice.algorithm}/{choice.protocol}",
                              "busbw_Bps": size / choice.time * bus_factor(op, ranks)})
