@@ -68,7 +68,7 @@ def _median(rows: pd.DataFrame) -> tuple[float, float, int]:
 
 def cluster_checks(name: str) -> list[Check]:
     """The checks of cluster ``name``: fitted logs (simulated) and leave-one-scale-out predictions (closed form)."""
-    from commsim.collectives.calibrate import compare_simulation, leave_scale_out, load_calibration
+    from commsim.collectives.calibrate import compare_simulation, leave_scale_out, load_calibration, refit_start
     from commsim.collectives.nccl_tests import read_nccl_tests
     from commsim.config import load_yaml
 
@@ -93,7 +93,7 @@ def cluster_checks(name: str) -> list[Check]:
                           detail=f"{log.op}, {log.servers} x {log.ranks_per_server} GPUs, {sizes} sizes, worst "
                                  f"{worst:.1%}; simulated with {cluster.calibration.name}"))
     if len({log.ranks for log in logs}) > 1:
-        held = leave_scale_out(logs, cluster.topology)
+        held = leave_scale_out(logs, cluster.topology, initial=refit_start(params))
         smaller = sorted({log.ranks for log in logs} - {int(held["ranks"].max())})
         for log_name, part in held.groupby("log", sort=False):
             median, worst, sizes = _median(part)
