@@ -34,6 +34,10 @@ def nccl_tests_command(
                                       "auto, ring, tree, nvls or nvls_tree; recorded in the calibration.")] = "auto",
     proto: Annotated[str, typer.Option("--proto", help="The protocol the runs' environment forced (NCCL_PROTO): "
                                        "auto, LL, LL128 or Simple; recorded in the calibration.")] = "auto",
+    nccl_version: Annotated[str, typer.Option("--nccl-version", help="The NCCL version the runs used (e.g. "
+                                              "2.21.5, printed by NCCL at init); where its tuning constants are "
+                                              "known (2.21), NCCL's own tuner view picks ring or tree across "
+                                              "servers. Recorded in the calibration.")] = "",
 ) -> None:
     """Fit protocol latencies, bandwidth factors and link efficiencies to LOGS; print the fit and write -o.
 
@@ -49,7 +53,7 @@ def nccl_tests_command(
 
     try:
         output_file(output, field="--output")
-        initial = replace(NCCL_DEFAULTS, algorithm=algo, protocol=proto)
+        initial = replace(NCCL_DEFAULTS, algorithm=algo, protocol=proto, nccl_version=nccl_version)
         parsed = [read_nccl_tests(path) for path in logs]
         fit = fit_nccl(parsed, topology, initial=initial)
         quality = fit.summary()

@@ -49,10 +49,12 @@ from commsim.collectives.nccl import (
     describe_cluster,
     model_algorithms,
     predict_many,
+    protocols_for,
     protocols_of,
 )
 from commsim.collectives.nccl_run import simulate_nccl_sizes, spread_group
 from commsim.collectives.nccl_tests import NcclTestsLog
+from commsim.collectives.nccl_tuner import nccl_view_time, uses_nccl_view
 from commsim.config import StrictModel, dump_yaml, load_yaml, validate
 from commsim.errors import ConfigError
 from commsim.network.loader import load_topology
@@ -61,7 +63,7 @@ from commsim.units import Bandwidth, Duration, format_time
 
 __all__ = ["LATENCY_SIZES", "NAMES", "CalibrationFit", "at_bounds", "compare_model", "compare_simulation", "fit_nccl",
            "informed_parameters", "leave_one_out", "leave_scale_out", "load_calibration", "params_from_vector",
-           "save_calibration", "scale_of", "summarise", "topology_for", "vector_from_params"]
+           "refit_start", "save_calibration", "scale_of", "summarise", "topology_for", "vector_from_params"]
 
 # name -> (lower, upper bound); latencies in seconds
 _BOUNDS: dict[str, tuple[float, float]] = {}
@@ -86,6 +88,8 @@ _BOUNDS["p2p_local_efficiency"] = (0.05, 1.0)
 _BOUNDS["p2p_peer_bandwidth"] = (0.5e9, 2e12)
 # one point-to-point channel (one thread block copying over NVLink) inside a server, bytes/s
 _BOUNDS["p2p_channel_bandwidth"] = (1e9, 400e9)
+# one network message above the NIC's eager limit: a rendezvous handshake before its payload moves
+_BOUNDS["rendezvous_latency"] = (0.1e-6, 200e-6)
 
 NAMES: tuple[str, ...] = tuple(_BOUNDS)
 """Every parameter the fit may move (Simple's bandwidth factor is 1 by definition)."""
@@ -189,8 +193,8 @@ def _envelope(case: _Case, params: NcclParameters) -> tuple[np.ndarray, list[str
     if params.algorithm != "auto" and params.algorithm in algorithms:
         algorithms = [params.algorithm]
     for algorithm in algorithms:
-        protocols = protocols_of(algorithm)
-        if params.protocol != "auto" and params.protocol in protocols:
+        protocols = protocols_for(algorithm, case.cluster)
+        if params.protocol != "auto" and params.protocol in protocols_of(algorithm):
             protocols = (params.protocol,)
         for protocol in protocols:
             times.append(predict_many(case.cluster, case.log.op, case.sizes, params, algorithm=algorithm,
@@ -198,6 +202,12 @@ def _envelope(case: _Case, params: NcclParameters) -> tuple[np.ndarray, list[str
             labels.append(f"{algorithm}/{protocol}")
     stack = np.vstack(times)
     best = np.argmin(stack, axis=0)
+    pairs = [tuple(label.split("/")) for label in labels]
+    if uses_nccl_view(case.cluster, pairs, params.nccl_version):
+        # NCCL picks on its own constants (see nccl_tuner); the pick costs what the calibrated model says
+        view = np.array([[nccl_view_time(case.cluster, case.log.op, size, a, p) for size in case.sizes.tolist()]
+                         for a, p in pairs])
+        best = np.argmin(view, axis=0)
     return stack[best, np.arange(stack.shape[1])], [labels[i] for i in best]
 
 
@@ -226,7 +236,7 @@ def summarise(errors: pd.DataFrame) -> pd.DataFrame:
                          "sizes": grouped.size()})
 
 
-def informed_parameters(cases: Sequence[_Case]) -> tuple[str, ...]:
+def informed_parameters(cases: Sequence[_Case], protocol: str = "auto") -> tuple[str, ...]:
     """The parameters the logs can inform; the others keep their starting values.
 
     Network costs need a log across servers; the copy a one-rank log; the ring
@@ -237,7 +247,13 @@ def informed_parameters(cases: Sequence[_Case]) -> tuple[str, ...]:
     (all-to-all talks to many peers at once); the point-to-point NVLink
     efficiency and channel rate a single-server log of all-to-all or send/recv.
     Latencies and the LL/LL128 bandwidth factors need sizes below
-    ``LATENCY_SIZES``, except Simple's launch (the intercept every log shows).
+    ``LATENCY_SIZES``, except Simple's launch (the intercept every log shows);
+    LL128's costs need a log where the tuner may pick LL128, or runs that forced it
+    (``protocol``, the environment's ``NCCL_PROTO``). The rendezvous of a network
+    message needs a ring log across servers whose NICs have an eager limit; there
+    LL's bandwidth factor keeps NCCL's constant, the per-message cost taking the
+    mid sizes (on Polaris fitting both moved the factor to 0.12 and predicted the
+    left-out 32 GPUs worse: all-gather 10.2% vs 8.6%, all-reduce 11.1% vs 10.4%).
     """
     rings = [c for c in cases if c.cluster.ranks > 1 and c.log.op not in P2P_OPS]
     multi = any(c.cluster.servers > 1 for c in cases)
@@ -253,6 +269,12 @@ def informed_parameters(cases: Sequence[_Case]) -> tuple[str, ...]:
     # latencies and the low-latency protocols show only where a call takes tens of microseconds: without sizes
     # below LATENCY_SIZES they keep NCCL's constants
     small = any(c.cluster.ranks > 1 and c.sizes.min() < LATENCY_SIZES for c in cases)
+    # LL128 shows only where NCCL's tuner may pick it (not across servers whose GPUs reach their NICs through the
+    # CPU's host bridge)
+    ll128 = protocol == "LL128" or any("LL128" in protocols_for(a, c.cluster) for c in rings
+                                       for a in model_algorithms(c.log.op, c.cluster))
+    # a rendezvous shows only across servers whose NICs have an eager limit
+    rendezvous = any(c.cluster.servers > 1 and math.isfinite(c.cluster.eager_limit) for c in rings)
     wanted = []
     for n in NAMES:
         ok = ((multi or n not in _REMOTE) and (single or n not in _COPY) and (several or n in _COPY)
@@ -260,7 +282,11 @@ def informed_parameters(cases: Sequence[_Case]) -> tuple[str, ...]:
               and (nvls or n not in _NVLS) and (p2p or n not in _P2P)
               and (peer or n != "p2p_peer_bandwidth")
               and (p2p_local or n not in ("p2p_local_efficiency", "p2p_channel_bandwidth"))
-              and (small or n not in _LATENCY))
+              and (small or n not in _LATENCY) and (ll128 or not n.startswith("LL128."))
+              and (rendezvous or n != "rendezvous_latency")
+              # LL's mid sizes cost per byte (its payload share) and per message (the rendezvous): with a
+              # rendezvous to fit, the share keeps NCCL's constant (fitting both predicts a left-out scale worse)
+              and not (rendezvous and n == "LL.bandwidth_factor"))
         if ok:
             wanted.append(n)
     return tuple(wanted)
@@ -296,7 +322,7 @@ def fit_nccl(logs: Iterable[NcclTestsLog], topology: Any, *, initial: NcclParame
     if not logs:
         raise ConfigError(field="logs", value=[], rule="is empty", fix="give at least one nccl-tests log")
     cases = [_case(log, topology) for log in logs]
-    free = informed_parameters(cases)
+    free = informed_parameters(cases, initial.protocol)
     lo = np.array([_BOUNDS[n][0] for n in free])
     hi = np.array([_BOUNDS[n][1] for n in free])
     start = vector_from_params(free, initial)
@@ -477,6 +503,16 @@ def _predict_held(rest: Sequence[NcclTestsLog], held: Sequence[NcclTestsLog], to
     return table
 
 
+def refit_start(params: NcclParameters) -> NcclParameters:
+    """Where a refit of ``params``' logs starts: NCCL's defaults under the environment ``params`` records.
+
+    The runs' forced algorithm and protocol and their NCCL version are facts about
+    the logs, not fitted numbers: a refit (or a leave-one-scale-out check) keeps them.
+    """
+    return replace(NCCL_DEFAULTS, algorithm=params.algorithm, protocol=params.protocol,
+                   nccl_version=params.nccl_version)
+
+
 # ---------------------------------------------------------------------------------------------------- files
 _Time = Annotated[Duration, Field(ge=0)]
 _Fraction = Annotated[float, Field(gt=0, le=1)]
@@ -507,9 +543,14 @@ class _P2PFile(StrictModel):
     channel_bandwidth: Annotated[Bandwidth, Field(gt=0)] | None = None
 
 
+class _NetworkFile(StrictModel):
+    rendezvous_latency: _Time = 0.0
+
+
 class _EnvironmentFile(StrictModel):
     algorithm: Literal["auto", "ring", "tree", "nvls", "nvls_tree"] = "auto"
     protocol: Literal["auto", "LL", "LL128", "Simple"] = "auto"
+    nccl_version: Annotated[str, Field(pattern=r"^(\d+(\.\d+)*)?$")] = ""
     note: str = ""
 
 
@@ -527,6 +568,7 @@ class CalibrationFile(StrictModel):
     device_copy: _DeviceCopyFile
     nvls: _NvlsFile = _NvlsFile()
     p2p: _P2PFile = _P2PFile()
+    network: _NetworkFile = _NetworkFile()
     environment: _EnvironmentFile = _EnvironmentFile()
     quality: dict[str, dict[str, float]] = {}
     leave_scale_out: dict[str, dict[str, float]] = {}
@@ -554,7 +596,8 @@ def load_calibration(path: str | Path) -> NcclParameters:
         p2p_peer_bandwidth=math.inf if spec.p2p.peer_bandwidth is None else spec.p2p.peer_bandwidth,
         p2p_channels=spec.p2p.channels,
         p2p_channel_bandwidth=math.inf if spec.p2p.channel_bandwidth is None else spec.p2p.channel_bandwidth,
-        algorithm=spec.environment.algorithm, protocol=spec.environment.protocol, source=str(path))
+        rendezvous_latency=spec.network.rendezvous_latency, algorithm=spec.environment.algorithm, protocol=spec.environment.protocol,
+        nccl_version=spec.environment.nccl_version, source=str(path))
 
 
 def _t(value: float) -> str:
@@ -575,7 +618,8 @@ def save_calibration(params: NcclParameters, path: str | Path, *, topology: str 
                                       "reaches; device_copy: the one-rank out-of-place copy; nvls: NVLink SHARP "
                                       "inside a server; p2p: all-to-all and send/recv (NIC and NVLink fractions, the "
                                       "most one peer connection moves across servers, NCCL's point-to-point channels "
-                                      "and the most one moves inside a server); environment: an algorithm or "
+                                      "and the most one moves inside a server); network: the rendezvous of a network "
+                                      "message above the NIC's eager limit; environment: an algorithm or "
                                       "protocol the runs forced. quality: the fit's |busbw error| over sizes >= 1 "
                                       "MiB per log; leave_scale_out: the largest scale predicted by a fit to the "
                                       "smaller ones; fitted: the parameters the logs informed (the others keep "
@@ -591,7 +635,9 @@ def save_calibration(params: NcclParameters, path: str | Path, *, topology: str 
         "device_copy": {"launch": _t(params.copy_launch), "efficiency": round(params.copy_efficiency, 5)},
         "nvls": {"efficiency": round(params.nvls_efficiency, 5), "latency": _t(params.nvls_latency)},
         "p2p": {"efficiency": round(params.p2p_efficiency, 5)},
-        "environment": {"algorithm": params.algorithm, "protocol": params.protocol, "note": environment_note},
+        "network": {"rendezvous_latency": _t(params.rendezvous_latency)},
+        "environment": {"algorithm": params.algorithm, "protocol": params.protocol,
+                        "nccl_version": params.nccl_version, "note": environment_note},
     }
     if params.p2p_local_efficiency is not None:
         data["p2p"]["local_efficiency"] = round(params.p2p_local_efficiency, 5)

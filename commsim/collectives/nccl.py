@@ -59,13 +59,16 @@ from typing import Any
 import numpy as np
 
 from commsim.collectives._registry import ALGORITHMS
+from commsim.collectives.nccl_tuner import nccl_pick, uses_nccl_view
 from commsim.devices.spec import device_spec
 from commsim.errors import ConfigError
+from commsim.network.pcie_paths import DEFAULT_GPU_PATH, path_worse_than
 from commsim.network.topology import Topology
 
 __all__ = [
     "NCCL_DEFAULTS",
     "NCCL_OPS",
+    "LL128_GPU_PATH",
     "P2P_NVL_CHUNK",
     "P2P_OPS",
     "PIPELINE_CHUNK",
@@ -73,6 +76,7 @@ __all__ = [
     "RAMP_BYTES",
     "RING_SLICES",
     "RING_SLICE_BYTES",
+    "WIRE_BYTES",
     "Choice",
     "Cluster",
     "NcclParameters",
@@ -86,9 +90,12 @@ __all__ = [
     "p2p_rates",
     "ring_channels",
     "ring_latency",
+    "tree_remote_hop_latency",
     "predict",
     "predict_many",
+    "protocols_for",
     "protocols_of",
+    "rendezvous_cost",
     "resolve_parameters",
     "schedule_of",
     "steps_of",
@@ -122,6 +129,9 @@ RING_SLICE_BYTES: dict[str, float] = {"LL": 32.0 * 2**10, "LL128": 576_000.0, "S
 """Most data bytes of one ring slice: a step of the protocol's buffer (``buffSize / NCCL_STEPS``; LL carries 8 data
 bytes per 16-byte line of its 512 KiB buffer, LL128 120 of 128 bytes of its 4.9 MB one), two steps for Simple
 (``ALLREDUCE_SLICESTEPS``, 4 MiB buffer), from NCCL's ``src/include/device.h``, ``collectives.h`` and ``init.cc``."""
+
+WIRE_BYTES: dict[str, float] = {"LL": 2.0, "LL128": 128.0 / 120.0, "Simple": 1.0}
+"""Bytes on the wire per data byte: LL's 16-byte lines carry 8 data bytes, LL128's 128-byte lines 120, Simple all."""
 
 PIPELINE_CHUNK = 4.0 * 2**20
 """Bytes per NVLS pipeline chunk: the reduction and the multicast of consecutive chunks overlap."""
@@ -174,8 +184,13 @@ class NcclParameters:
     an NVSwitch H100 server); ``p2p_channel_bandwidth``: the most one of those
     channels (one thread block copying) moves inside a server, bytes/s
     (``inf``: no cap); with it a small send uses few channels (:func:`p2p_channels`).
+    ``rendezvous_latency``: what one network message above the NIC's eager limit
+    (``Cluster.eager_limit``) costs on top, seconds: the transport's rendezvous
+    handshake before the payload moves (:func:`rendezvous_cost`).
     ``algorithm`` / ``protocol``: what the run's environment forced
-    (``NCCL_ALGO`` / ``NCCL_PROTO``), ``auto`` for NCCL's tuner.
+    (``NCCL_ALGO`` / ``NCCL_PROTO``), ``auto`` for NCCL's tuner. ``nccl_version``:
+    the NCCL the runs used (``""``: not known); where its tuning constants are known
+    NCCL's own tuner view picks ring or tree across servers (:func:`tune`).
     ``source`` says where the numbers come from.
     """
 
@@ -191,8 +206,10 @@ class NcclParameters:
     p2p_peer_bandwidth: float = math.inf
     p2p_channels: int = 32
     p2p_channel_bandwidth: float = math.inf
+    rendezvous_latency: float = 0.0
     algorithm: str = "auto"
     protocol: str = "auto"
+    nccl_version: str = ""
     source: str = "NCCL defaults"
 
     def __post_init__(self) -> None:
@@ -219,9 +236,17 @@ class NcclParameters:
         if not (isinstance(self.p2p_channels, int) and self.p2p_channels >= 1):
             raise ConfigError(field="p2p_channels", value=self.p2p_channels, rule="must be a whole number >= 1",
                               fix="give NCCL's point-to-point channel count, e.g. 32 (NCCL prints it at init)")
+        if not (math.isfinite(self.rendezvous_latency) and self.rendezvous_latency >= 0):
+            raise ConfigError(field="rendezvous_latency", value=self.rendezvous_latency,
+                              rule="must be a finite time >= 0",
+                              fix="give the cost of one rendezvous handshake in seconds, e.g. 20e-6")
         if not (math.isfinite(self.nvls_latency) and self.nvls_latency >= 0):
             raise ConfigError(field="nvls_latency", value=self.nvls_latency, rule="must be a finite time >= 0",
                               fix="give a latency in seconds, e.g. 25e-6")
+        if self.nccl_version and not all(part.isdigit() for part in self.nccl_version.split(".")):
+            raise ConfigError(field="nccl_version", value=self.nccl_version, rule="is not an NCCL version",
+                              fix="give the version the runs used, e.g. 2.21.5 (NCCL prints it at init), or leave "
+                                  "it empty")
         if self.protocol not in ("auto", *PROTOCOLS):
             raise ConfigError(field="protocol", value=self.protocol, rule="is not an NCCL protocol",
                               fix=f"use auto or one of {', '.join(PROTOCOLS)}")
@@ -280,7 +305,14 @@ class Cluster:
     node with ``nvls: true``); ``switches`` names that switch of every server.
     ``local_port_bandwidth``: what rank 0 can send to all its local peers at once,
     bytes/s (the sum of the distinct first links of its paths to them: one
-    NVSwitch port, or every link of a direct NVLink mesh).
+    NVSwitch port, or every link of a direct NVLink mesh). ``gpu_path``: NCCL's
+    PCIe path type between a GPU and its NIC (the worst over rank 0's server,
+    from the NICs' ``gpu_path``; :mod:`commsim.network.pcie_paths`). ``device``: rank
+    0's device name; ``host_cpu``: the vendor of the CPU its NIC hangs off (``intel``
+    unless the NIC says ``amd``); both feed NCCL's tuner view
+    (:mod:`commsim.collectives.nccl_tuner`). ``eager_limit``: the largest network
+    message rank 0's NIC transport sends eagerly, bytes (the NIC's ``eager_limit``;
+    ``inf``: no rendezvous), see :func:`rendezvous_cost`.
     """
 
     ranks: int
@@ -297,6 +329,10 @@ class Cluster:
     nvls: bool = False
     switches: tuple[str, ...] = ()
     local_port_bandwidth: float = math.nan
+    gpu_path: str = DEFAULT_GPU_PATH
+    device: str = ""
+    host_cpu: str = "intel"
+    eager_limit: float = math.inf
 
 
 def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
@@ -347,7 +383,8 @@ def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
             nvls, switches = False, []
             break
         switches.append(compiled.names[inner[0]])
-    remote_bw, remote_lat, rails = math.inf, 0.0, 1
+    remote_bw, remote_lat, rails, gpu_path, host_cpu = math.inf, 0.0, 1, DEFAULT_GPU_PATH, "intel"
+    eager_limit = math.inf
     if servers > 1:
         first = [i for i in range(len(group)) if server[i] == 0]
         second = {int(local[i]): i for i in range(len(group)) if server[i] == 1}
@@ -356,6 +393,15 @@ def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
             peer = second.get(int(local[i]), next(iter(second.values())))
             bw, lat, path = measure(group[i], group[peer])
             remote_bw, remote_lat = min(remote_bw, bw), max(remote_lat, lat)
+            for node in router.nodes_of(path):
+                if compiled.kinds[node] == "nic":
+                    # the first NIC on the way out is this GPU's own
+                    nic = topology.node_attributes(compiled.names[node])
+                    own = nic.get("gpu_path", DEFAULT_GPU_PATH)
+                    gpu_path = own if path_worse_than(own, gpu_path) else gpu_path
+                    host_cpu = str(nic.get("host_cpu", host_cpu))
+                    eager_limit = min(eager_limit, float(nic.get("eager_limit", math.inf)))
+                    break
             edges = np.asarray(path, dtype=np.int64)
             bottlenecks.add(int(edges[np.argmin(compiled.edge_bandwidth[edges])]))
         rails = max(1, len(bottlenecks))
@@ -363,7 +409,8 @@ def describe_cluster(topology: Topology, group: list[str]) -> Cluster:
     return Cluster(ranks=len(group), servers=servers, ranks_per_server=per_server, server=server, local=local,
                    local_bandwidth=local_bw, remote_bandwidth=remote_bw, local_latency=local_lat,
                    remote_latency=remote_lat, rails=rails, memory_bandwidth=float(spec.memory_bandwidth),
-                   nvls=nvls, switches=tuple(switches), local_port_bandwidth=port)
+                   nvls=nvls, switches=tuple(switches), local_port_bandwidth=port, gpu_path=gpu_path,
+                   device=spec.name, host_cpu=host_cpu, eager_limit=eager_limit)
 
 
 # ---------------------------------------------------------------------------------------------------- time models
@@ -387,18 +434,35 @@ def ring_channels(cluster: Cluster, nbytes: Any = None, protocol: str = "Simple"
     return int(channels) if channels.ndim == 0 else channels
 
 
+def rendezvous_cost(cluster: Cluster, params: NcclParameters, protocol: str, message: Any) -> Any:
+    """Extra seconds of one network message of ``message`` data bytes sent with ``protocol``.
+
+    A network transport sends a message up to its eager limit with its header;
+    a larger one first needs a rendezvous (a handshake, then the receiver pulls
+    the payload): ``params.rendezvous_latency`` on top. The wire size counts the
+    protocol's flags (:data:`WIRE_BYTES`). Zero on one server.
+    """
+    wire = np.asarray(message, dtype=float) * WIRE_BYTES[protocol]
+    if cluster.servers == 1:
+        return np.zeros_like(wire)
+    return np.where(wire > cluster.eager_limit, params.rendezvous_latency, 0.0)
+
+
 @dataclass(frozen=True)
 class RingLatency:
     """Per-step protocol latencies of a ring after the part its slices hide, and the part paid once (seconds).
 
     ``local`` / ``remote``: what every step still waits on a hop inside a server /
     between servers (the route's latency comes on top); ``once``: the rest, paid
-    once per call (the pipeline's fill). Arrays when sizes are.
+    once per call (the pipeline's fill); ``remote_hop``: a step's whole protocol
+    latency between servers before any is hidden (the rendezvous of its messages
+    included, :func:`rendezvous_cost`). Arrays when sizes are.
     """
 
     local: Any
     remote: Any
     once: Any
+    remote_hop: Any = 0.0
 
 
 def _ring_rates(cluster: Cluster, channels: Any, params: NcclParameters, costs: ProtocolCosts) -> tuple[Any, Any]:
@@ -427,18 +491,22 @@ def ring_latency(cluster: Cluster, nbytes: Any, params: NcclParameters, protocol
     rate)`` stays exposed; the hidden rest is paid once, when the pipeline fills.
     A step then takes ``max(latency + slice / rate, C / rate)`` instead of
     ``latency + C / rate``: latency-bound steps shorten by the transfer of the
-    other slices, bandwidth-bound ones pay the latency only once per call.
+    other slices, bandwidth-bound ones pay the latency only once per call. A slice
+    is one network message: above the NIC's eager limit its rendezvous adds to the
+    remote hop latency (:func:`rendezvous_cost`).
     """
     channels = np.asarray(ring_channels(cluster, nbytes, protocol), dtype=float)
     chunk = np.asarray(nbytes, dtype=float) / (cluster.ranks * channels)
     piece = np.minimum(chunk / RING_SLICES[protocol], RING_SLICE_BYTES[protocol])
     local_rate, remote_rate = _ring_rates(cluster, channels, params, params.protocols[protocol])
     costs = params.protocols[protocol]
+    remote_hop = costs.remote_hop_latency + rendezvous_cost(cluster, params, protocol, piece)
     local = np.maximum(0.0, costs.hop_latency - (chunk - piece) / local_rate)
-    remote = np.maximum(0.0, costs.remote_hop_latency - (chunk - piece) / remote_rate)
+    remote = np.maximum(0.0, remote_hop - (chunk - piece) / remote_rate)
     hidden_local = costs.hop_latency - local if cluster.ranks_per_server > 1 else 0.0
-    hidden_remote = costs.remote_hop_latency - remote if cluster.servers > 1 else 0.0
-    return RingLatency(local=local, remote=remote, once=np.maximum(hidden_local, hidden_remote))
+    hidden_remote = remote_hop - remote if cluster.servers > 1 else 0.0
+    return RingLatency(local=local, remote=remote, once=np.maximum(hidden_local, hidden_remote),
+                       remote_hop=remote_hop)
 
 
 def _ring_time(cluster: Cluster, op: str, nbytes: Any, costs: ProtocolCosts, params: NcclParameters,
@@ -456,6 +524,17 @@ def _ring_time(cluster: Cluster, op: str, nbytes: Any, costs: ProtocolCosts, par
     return costs.launch + exposed.once + steps_of(op, n) * per_step
 
 
+def tree_remote_hop_latency(cluster: Cluster, params: NcclParameters, protocol: str, nbytes: float) -> float:
+    """A tree hop's protocol latency between servers, seconds: its rendezvous included.
+
+    The tree pipelines the buffer in steps of the protocol's buffer (at most
+    ``RING_SLICE_BYTES`` of data per channel, one channel per rail): one network
+    message per step (:func:`rendezvous_cost`).
+    """
+    message = min(nbytes / max(1, cluster.rails), RING_SLICE_BYTES[protocol])
+    return params.protocols[protocol].remote_hop_latency + float(rendezvous_cost(cluster, params, protocol, message))
+
+
 def _tree_time(cluster: Cluster, op: str, nbytes: Any, costs: ProtocolCosts, params: NcclParameters,
                protocol: str) -> Any:
     from commsim.collectives.closed_form import hierarchical_all_reduce_time
@@ -465,7 +544,8 @@ def _tree_time(cluster: Cluster, op: str, nbytes: Any, costs: ProtocolCosts, par
     remote = cluster.remote_bandwidth * min(1.0, cluster.rails / cluster.ranks_per_server) \
         * params.remote_efficiency * costs.bandwidth_factor
     times = [hierarchical_all_reduce_time(cluster.ranks, float(size), alpha=costs.hop_latency + cluster.local_latency,
-                                          bandwidth=local, alpha_inter=costs.remote_hop_latency + cluster.remote_latency,
+                                          bandwidth=local, alpha_inter=cluster.remote_latency
+                                          + tree_remote_hop_latency(cluster, params, protocol, float(size)),
                                           bandwidth_inter=remote, ranks_per_node=cluster.ranks_per_server,
                                           inter="tree", channels=1)
              for size in np.atleast_1d(nbytes).tolist()]
@@ -637,6 +717,25 @@ def protocols_of(algorithm: str) -> tuple[str, ...]:
     return _MODELS[algorithm].protocols
 
 
+LL128_GPU_PATH = "PXB"
+"""The farthest GPU-NIC path over which NCCL's tuner enables LL128 across servers (``src/graph/tuning.cc``:
+``typeInter <= PATH_PXB``, or ``PATH_PXN`` on Hopper, which is still nearer than the host bridge)."""
+
+
+def protocols_for(algorithm: str, cluster: Cluster) -> tuple[str, ...]:
+    """Protocols NCCL's tuner considers for ``algorithm`` on ``cluster`` (a forced protocol may still run others).
+
+    Across servers NCCL enables LL128 only when the GPU reaches its NIC without
+    crossing the CPU's host bridge (:data:`LL128_GPU_PATH`): LL128 relies on the
+    128-byte stores of a line arriving together, which NCCL trusts only for NVLink
+    and PCIe switches. GPUs on a CPU's root ports (``PHB``) then run LL and Simple.
+    """
+    protocols = protocols_of(algorithm)
+    if cluster.servers > 1 and path_worse_than(cluster.gpu_path, LL128_GPU_PATH):
+        protocols = tuple(p for p in protocols if p != "LL128")
+    return protocols
+
+
 def schedule_of(algorithm: str) -> str | None:
     """The registry schedule that runs NCCL's ``algorithm`` (``None``: a driver of its own)."""
     return _MODELS[algorithm].schedule
@@ -710,7 +809,13 @@ class Choice:
 
 def tune(cluster: Cluster, op: str, nbytes: float, params: NcclParameters | None = None, *,
          algorithm: str = "auto", protocol: str = "auto") -> Choice:
-    """Pick the fastest algorithm x protocol as NCCL's tuner does (``auto``), or time a forced one.
+    """Pick algorithm x protocol as NCCL's tuner does (``auto``), or time a forced one.
+
+    For runs of an NCCL version whose tuning constants are known
+    (``params.nccl_version``, :data:`~commsim.collectives.nccl_tuner.TUNER_VERSIONS`),
+    across servers, between ring and tree, the pick is NCCL's own
+    (:func:`~commsim.collectives.nccl_tuner.nccl_pick`, on NCCL's constants); else
+    the fastest under ``params``. The time is always the calibrated one.
 
     >>> from commsim.network.loader import load_topology
     >>> topo = load_topology("nvswitch_node:8,300GB/s")
@@ -729,7 +834,12 @@ def tune(cluster: Cluster, op: str, nbytes: float, params: NcclParameters | None
         raise ConfigError(field="op", value=op, rule="has no algorithm the NCCL model can time",
                           fix=f"use one of {', '.join(NCCL_OPS)}")
     candidates = {(a, p): predict(cluster, op, nbytes, params, algorithm=a, protocol=p)
-                  for a in algorithms for p in (protocols_of(a) if protocol == "auto" else [protocol])}
-    (best_a, best_p), best = min(candidates.items(), key=lambda item: item[1])
+                  for a in algorithms for p in (protocols_for(a, cluster) if protocol == "auto" else [protocol])}
+    if uses_nccl_view(cluster, list(candidates), params.nccl_version):
+        # NCCL picks on its own constants, which may misjudge the hardware; the pick then costs what it costs
+        best_a, best_p = nccl_pick(cluster, op, nbytes, list(candidates))
+        best = candidates[(best_a, best_p)]
+    else:
+        (best_a, best_p), best = min(candidates.items(), key=lambda item: item[1])
     channels = ring_channels(cluster, nbytes, best_p) if best_a == "ring" else 1
     return Choice(op, best_a, best_p, channels, best, candidates)

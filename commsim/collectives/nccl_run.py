@@ -42,6 +42,7 @@ from commsim.collectives.nccl import (
     resolve_parameters,
     ring_latency,
     schedule_of,
+    tree_remote_hop_latency,
     tune,
 )
 from commsim.collectives.nvls import nvls_schedule
@@ -215,6 +216,9 @@ def collective_config(params: NcclParameters, protocol: str, *, algorithm: str =
         # a step's slices hide part of its latency; the hidden part is paid once (see ring_latency)
         exposed = ring_latency(cluster, nbytes, params, protocol)
         step, remote_step, launch = float(exposed.local), float(exposed.remote), costs.launch + float(exposed.once)
+    elif algorithm == "tree" and cluster is not None and nbytes is not None:
+        # a tree step's network message pays its rendezvous above the NIC's eager limit
+        remote_step = tree_remote_hop_latency(cluster, params, protocol, nbytes)
     elif algorithm == "p2p" and cluster is not None:
         rates = p2p_rates(cluster, op, params, costs)
         own = params.local_efficiency if params.p2p_local_efficiency is None else params.p2p_local_efficiency

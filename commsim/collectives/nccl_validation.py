@@ -21,7 +21,8 @@ from commsim.network.shipped import topologies_folder
 from commsim.shared_data import SHARED_DATA_VARIABLE, shared_data_folder
 from commsim.validation import Check
 
-__all__ = ["NCCL_CLUSTERS", "NcclCluster", "cluster_checks"]
+__all__ = ["NCCL_CLUSTERS", "PREDICTION_MULTIPLES", "PREDICTION_SIZES", "NcclCluster", "cluster_checks",
+           "predict_scales"]
 
 FIT_TOLERANCE = 0.05
 PREDICTION_TOLERANCE = 0.10
@@ -67,7 +68,7 @@ def _median(rows: pd.DataFrame) -> tuple[float, float, int]:
 
 def cluster_checks(name: str) -> list[Check]:
     """The checks of cluster ``name``: fitted logs (simulated) and leave-one-scale-out predictions (closed form)."""
-    from commsim.collectives.calibrate import compare_simulation, leave_scale_out, load_calibration
+    from commsim.collectives.calibrate import compare_simulation, leave_scale_out, load_calibration, refit_start
     from commsim.collectives.nccl_tests import read_nccl_tests
     from commsim.config import load_yaml
 
@@ -92,7 +93,7 @@ def cluster_checks(name: str) -> list[Check]:
                           detail=f"{log.op}, {log.servers} x {log.ranks_per_server} GPUs, {sizes} sizes, worst "
                                  f"{worst:.1%}; simulated with {cluster.calibration.name}"))
     if len({log.ranks for log in logs}) > 1:
-        held = leave_scale_out(logs, cluster.topology)
+        held = leave_scale_out(logs, cluster.topology, initial=refit_start(params))
         smaller = sorted({log.ranks for log in logs} - {int(held["ranks"].max())})
         for log_name, part in held.groupby("log", sort=False):
             median, worst, sizes = _median(part)
@@ -103,3 +104,55 @@ def cluster_checks(name: str) -> list[Check]:
                               detail=f"leave-one-scale-out, closed form; {sizes} sizes, worst {worst:.1%}"
                                      + (f"; that fit has {bounds}" if bounds else "")))
     return rows
+
+
+PREDICTION_MULTIPLES: tuple[int, ...] = (2, 4, 16)
+"""Multiples of a cluster's largest measured scale its calibration is asked to predict."""
+
+PREDICTION_SIZES: tuple[float, ...] = (64.0 * 2**20, 2.0**30)
+"""Message sizes of the prediction table, bytes (a mid size and 1 GiB)."""
+
+
+def predict_scales(name: str, multiples: tuple[int, ...] = PREDICTION_MULTIPLES,
+                   sizes: tuple[float, ...] = PREDICTION_SIZES) -> pd.DataFrame:
+    """Predicted busbw of every collective measured on cluster ``name`` at ``multiples`` of its largest scale.
+
+    The largest measured log of each collective sets the layout (GPUs per server);
+    its server count is multiplied, so ``16`` means 16 times as many servers with
+    the same GPUs each. Times come from the NCCL model's closed form under the
+    calibration beside the topology, with NCCL's tuner picking algorithm and
+    protocol (``commsim collective --estimate``). Columns: ``cluster``, ``op``,
+    ``measured_gpus``, ``multiple``, ``gpus``, ``servers``, ``size`` (bytes),
+    ``choice``, ``busbw_Bps``. Needs the shared logs (to know the measured scale).
+    """
+    from commsim.collectives.calibrate import load_calibration, topology_for
+    from commsim.collectives.closed_form import bus_factor
+    from commsim.collectives.nccl import describe_cluster, tune
+    from commsim.collectives.nccl_run import spread_group
+    from commsim.collectives.nccl_tests import NcclTestsLog, read_nccl_tests
+    from commsim.errors import ConfigError
+
+    cluster = NCCL_CLUSTERS[name]
+    paths = sorted(cluster.data.glob("*.log"))
+    if not paths:
+        raise ConfigError(field="cluster", value=name, rule=f"has no measured logs in {cluster.data}",
+                          fix=f"check out the shared data or set {SHARED_DATA_VARIABLE}")
+    largest: dict[str, NcclTestsLog] = {}
+    for log in (read_nccl_tests(p) for p in paths):
+        if log.ranks > 1 and (log.op not in largest or log.ranks > largest[log.op].ranks):
+            largest[log.op] = log
+    params = load_calibration(cluster.calibration)
+    rows = []
+    for op, log in largest.items():
+        for multiple in multiples:
+            servers = log.servers * multiple
+            ranks = log.ranks * multiple
+            topo = topology_for(cluster.topology, servers)
+            shape = describe_cluster(topo, spread_group(topo, ranks, servers))
+            for size in sizes:
+                choice = tune(shape, op, size, params)
+                rows.append({"cluster": name, "op": op, "measured_gpus": log.ranks,
+                             "multiple": multiple, "gpus": ranks, "servers": servers, "size": int(size),
+                             "choice": f"{choice.algorithm}/{choice.protocol}",
+                             "busbw_Bps": size / choice.time * bus_factor(op, ranks)})
+    return pd.DataFrame(rows)

@@ -18,12 +18,15 @@ global hop.
 from __future__ import annotations
 
 import itertools
-from typing import Any
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import validate_call
+from pydantic import Field, validate_call
 
 from commsim.network._params import GENERATOR_CALL, NonNegativeDuration, PositiveBandwidth, PositiveInt
+from commsim.network.pcie_paths import DEFAULT_GPU_PATH, GpuPath
 from commsim.network.topology import Topology
+from commsim.units import Bytes
 
 __all__ = ["dragonfly"]
 
@@ -47,13 +50,22 @@ def dragonfly(
     global_bandwidth: PositiveBandwidth = 25e9,
     link_latency: NonNegativeDuration = 500e-9,
     switch_latency: NonNegativeDuration = 350e-9,
+    gpu_nic_path: GpuPath = DEFAULT_GPU_PATH,
+    host_cpu: Literal["intel", "amd"] = "intel",
+    eager_limit: Annotated[Bytes, Field(gt=0)] = math.inf,
 ) -> Topology:
     """``servers`` servers on a dragonfly; bandwidths are per direction, bytes/s (or unit strings).
 
     ``nvlink_bandwidth`` joins every pair of GPUs of a server (A100 4-GPU boards:
     4 NVLink 3 links x 25 GB/s per pair); ``local_bandwidth`` every pair of
     switches of a group; ``global_links`` links of ``global_bandwidth`` every pair
-    of groups.
+    of groups. ``gpu_nic_path`` is NCCL's PCIe path type between a GPU and its NIC
+    (``PHB``: both on the CPU's root ports, as on nodes without PCIe switches),
+    recorded on every NIC (see :mod:`commsim.network.pcie_paths`), as is ``host_cpu``,
+    the vendor of the CPU the NICs hang off (NCCL's tuner constants depend on it), and
+    ``eager_limit``, bytes: the largest message the NICs' transport sends eagerly
+    (larger ones pay a rendezvous, see :func:`commsim.collectives.nccl.rendezvous_cost`;
+    ``inf``: none).
     """
     from commsim.errors import TopologyError
 
@@ -95,7 +107,8 @@ def dragonfly(
             topo.add_link(a, b, bandwidth=nvlink_bandwidth, latency=nvlink_latency, tier="nvlink")
         for n in range(nics_per_server):
             nic = f"nic{s}.{n}"
-            topo.add_node(nic, "nic", server=s, rail=n)
+            transport = {"eager_limit": eager_limit} if math.isfinite(eager_limit) else {}
+            topo.add_node(nic, "nic", server=s, rail=n, gpu_path=gpu_nic_path, host_cpu=host_cpu, **transport)
             topo.add_link(nic, f"sw{s // servers_per_switch}", bandwidth=nic_bandwidth, latency=link_latency,
                           tier="edge")
             for g in range(n * per_nic, (n + 1) * per_nic):
