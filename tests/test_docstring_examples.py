@@ -42,7 +42,7 @@ DOCUMENTED_BY_EXAMPLE = [
     "commsim.systems.tpi_llm.plans", "commsim.systems.t3.tiling",
     "commsim.systems.t3.ring", "commsim.systems.t3.shapes", "commsim.systems.t3.params",
     "commsim.systems.t3.interference", "commsim.systems.t3.knobs", "commsim.systems.t3.calibration",
-    "commsim.workloads.steady_state", "commsim.collectives.kary_tree", "commsim.network.shipped",
+    "commsim.workloads.steady_state", "commsim.workloads.periodic", "commsim.workloads.issue_order", "commsim.collectives.kary_tree", "commsim.network.shipped",
     "commsim.shared_data", "commsim.validators", "commsim.systems._study", "commsim.extras",
 ]
 

@@ -28,7 +28,8 @@ from commsim.errors import ConfigError
 __all__ = ["Fabric", "UNLIMITED"]
 
 UNLIMITED = 1e30
-"""Bytes/s standing for an infinitely fast link (finite, so the max-min solver never subtracts inf from inf)."""
+"""Bytes/s standing for an infinitely fast link (finite, so the max-min solver never subtracts inf from inf).
+Still needed until the kernel has an explicit unbounded capacity (another branch adds it)."""
 
 
 @dataclass(frozen=True)
@@ -66,13 +67,18 @@ class Fabric:
         if not port_bandwidth > 0:
             raise ConfigError(field="inter_node_gbps", value=port_bandwidth, rule="must be positive",
                               fix="give a bandwidth above 0")
-        ids = sim.network.link_resources()[self.inter_node]
-        caps = (np.full(ids.shape[0], UNLIMITED) if math.isinf(port_bandwidth)
+        caps = (np.full(self.inter_node.shape[0], UNLIMITED) if math.isinf(port_bandwidth)
                 else self.nominal * (port_bandwidth / self.port_bandwidth))
-        sim.kernel.set_capacity(ids, caps)
+        _set_bandwidth(sim, self.inter_node, caps)
 
     @staticmethod
     def unlimited(sim) -> None:
         """Give every link of ``sim`` unlimited bandwidth (:data:`UNLIMITED`; what remains is latency)."""
-        ids = sim.network.link_resources()
-        sim.kernel.set_capacity(ids, np.full(ids.shape[0], UNLIMITED))
+        edges = np.arange(sim.network.link_resources().shape[0])
+        _set_bandwidth(sim, edges, np.full(edges.shape[0], UNLIMITED))
+
+
+def _set_bandwidth(sim, edges: np.ndarray, bandwidth: np.ndarray) -> None:
+    """Make ``bandwidth`` the links' own (the network's nominal, which faults degrade from) and apply it now."""
+    sim.network.nominal_bandwidth[edges] = bandwidth
+    sim.kernel.set_capacity(sim.network.link_resources()[edges], bandwidth)
