@@ -95,14 +95,14 @@ def replay_until_periodic(run: Callable[[int], tuple[np.ndarray, np.ndarray, Any
 
     ``run(steps)`` returns ``(starts, settle, context)``: ``steps + 1`` start times and
     ``steps`` settle times, seconds. ``first`` is the first trace length tried (default
-    ``lag + 2 x repeats``), ``limit`` the longest.
+    ``lag + repeats + 1``: a period of one step found as early as it can be), ``limit`` the longest.
     """
     if lag < 0 or limit < 1 or max_period < 1 or repeats < 1:
         raise ConfigError(field="replay_until_periodic", value={"lag": lag, "limit": limit, "max_period": max_period,
                                                                 "repeats": repeats},
                           rule="needs lag >= 0 and limit, max_period, repeats >= 1",
                           fix="give a non-negative lag and positive counts")
-    steps = min(limit, first if first is not None else lag + 2 * repeats)
+    steps = min(limit, first if first is not None else lag + repeats + 1)
     checked = 0
     while True:
         starts, settle, context = run(steps)
