@@ -10,7 +10,7 @@ import pytest
 from commsim.collectives import CollectiveConfig
 from commsim.collectives.api import ring_path_parameters
 from commsim.collectives.closed_form import ring_all_reduce_time
-from commsim.compression import make_compressor
+from commsim.compression import PayloadCounter, make_compressor
 from commsim.config import validate
 from commsim.devices.device import kernel_time
 from commsim.errors import ConfigError
@@ -20,7 +20,6 @@ from commsim.systems.compressed_dp import analysis
 from commsim.systems.compressed_dp.fabric import Fabric
 from commsim.systems.compressed_dp.layout import layout_from_buckets
 from commsim.systems.compressed_dp.params import CompressedDPParams, CompressorEntry
-from commsim.systems.compressed_dp.payloads import PayloadCounter
 from commsim.systems.compressed_dp.plan import build_plan
 from commsim.systems.compressed_dp.regimes import regimes
 from commsim.systems.compressed_dp.schedules import CollectivePlan, volume_per_rank

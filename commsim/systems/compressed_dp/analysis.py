@@ -1,7 +1,7 @@
 """The study's sweep: every compressor, regime, variant and inter-node bandwidth, and the tables made from it.
 
 :func:`prepare` resolves the topology, ranks, model layout and collectives, counts
-every compressor's payloads (:mod:`.payloads`) and builds one step plan per regime
+every compressor's payloads (:class:`commsim.compression.PayloadCounter`) and builds one step plan per regime
 (:mod:`.regimes`, :mod:`.plan`). :func:`sweep` simulates each distinct plan
 (:mod:`.workload`: a trace replayed on the shared engine) at every bandwidth of the grid and on an unlimited network, for
 each variant; :func:`iterations`, :func:`run_means`, :func:`payload_table` and
@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from commsim.compression import PayloadCounter
 from commsim.errors import ConfigError
 from commsim.systems.compressed_dp.fabric import Fabric
 from commsim.systems.compressed_dp.layout import ModelLayout, build_layout
 from commsim.systems.compressed_dp.params import DEFAULT_TOPOLOGY, CompressedDPParams
-from commsim.systems.compressed_dp.payloads import PayloadCounter
 from commsim.systems.compressed_dp.plan import StepPlan, build_plan
 from commsim.systems.compressed_dp.regimes import STEADY, Regime, regimes
 from commsim.systems.compressed_dp.schedules import CollectivePlan

@@ -49,9 +49,8 @@ def _layout(model: str = "llama-2-7b"):
 
 def powersgd_rows() -> list[Check]:
     """PowerSGD ratios on the CIFAR ResNet-18 shapes through the study's counting and bucket plan."""
-    from commsim.compression import make_compressor, resnet18_shapes
+    from commsim.compression import PayloadCounter, make_compressor, resnet18_shapes
     from commsim.systems.compressed_dp.layout import layout_from_buckets
-    from commsim.systems.compressed_dp.payloads import PayloadCounter
     from commsim.systems.compressed_dp.plan import build_plan
     from commsim.systems.compressed_dp.schedules import CollectivePlan
 
@@ -73,8 +72,7 @@ def powersgd_rows() -> list[Check]:
 
 def ratio_rows() -> list[Check]:
     """signSGD and DGC whole-gradient ratios on llama-2-7b."""
-    from commsim.compression import make_compressor
-    from commsim.systems.compressed_dp.payloads import PayloadCounter
+    from commsim.compression import PayloadCounter, make_compressor
     from commsim.systems.compressed_dp.plan import build_plan
     from commsim.systems.compressed_dp.schedules import CollectivePlan
 
@@ -101,10 +99,9 @@ def ratio_rows() -> list[Check]:
 
 
 def _tiny_case(n: int, spec: str, bandwidth: str = "50GB/s"):
-    from commsim.compression import make_compressor
+    from commsim.compression import PayloadCounter, make_compressor
     from commsim.network.loader import load_topology
     from commsim.systems.compressed_dp.layout import layout_from_buckets
-    from commsim.systems.compressed_dp.payloads import PayloadCounter
     from commsim.systems.compressed_dp.plan import build_plan
     from commsim.systems.compressed_dp.schedules import CollectivePlan
 
