@@ -14,7 +14,7 @@ import pytest
 DOCUMENTED_BY_EXAMPLE = [
     "commsim.errors", "commsim.units", "commsim.config", "commsim.kernel.maxmin", "commsim.kernel.fluid",
     "commsim.network.topology", "commsim.network.generators", "commsim.network.routing", "commsim.network.network",
-    "commsim.network.loader", "commsim.devices.spec", "commsim.devices.memory", "commsim.devices.device",
+    "commsim.network.loader", "commsim.network.inter_node", "commsim.devices.spec", "commsim.devices.memory", "commsim.devices.device",
     "commsim.faults.model", "commsim.simulation", "commsim.paths", "commsim.collectives.api",
     "commsim.collectives.closed_form", "commsim.collectives.ring", "commsim.collectives._pipeline",
     "commsim.collectives.tree", "commsim.collectives.halving_doubling", "commsim.collectives.all_to_all",
@@ -37,7 +37,7 @@ DOCUMENTED_BY_EXAMPLE = [
     "commsim.systems.compressed_dp.params", "commsim.systems.compressed_dp.layout",
     "commsim.systems.compressed_dp.regimes",
     "commsim.systems.compressed_dp.schedules", "commsim.systems.compressed_dp.plan",
-    "commsim.systems.compressed_dp.fabric", "commsim.systems.tpi_llm.hardware", "commsim.systems.tpi_llm.partition",
+    "commsim.systems.tpi_llm.hardware", "commsim.systems.tpi_llm.partition",
     "commsim.systems.tpi_llm.scheduler", "commsim.systems.tpi_llm.allreduce", "commsim.systems.tpi_llm.params",
     "commsim.systems.tpi_llm.plans", "commsim.systems.t3.tiling",
     "commsim.systems.t3.ring", "commsim.systems.t3.shapes", "commsim.systems.t3.params",

@@ -14,10 +14,10 @@ from commsim.compression import PayloadCounter, make_compressor
 from commsim.config import validate
 from commsim.devices.device import kernel_time
 from commsim.errors import ConfigError
+from commsim.network.inter_node import Fabric
 from commsim.network.loader import load_topology
 from commsim.systems import StudyContext, get_study
 from commsim.systems.compressed_dp import analysis
-from commsim.systems.compressed_dp.fabric import Fabric
 from commsim.systems.compressed_dp.layout import layout_from_buckets
 from commsim.systems.compressed_dp.params import CompressedDPParams, CompressorEntry
 from commsim.systems.compressed_dp.plan import build_plan

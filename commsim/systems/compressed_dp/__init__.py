@@ -14,7 +14,7 @@ convergence run (loss against bytes).
 Modules, one concept each: :mod:`.params` (inputs and their checks), :mod:`.layout`
 (buckets and compute of the model), :mod:`.regimes` (warm-up schedules), :mod:`.schedules` (collectives
 and their volumes), :mod:`.plan` (a step's kernels and transfers per bucket),
-:mod:`.fabric` (inter-node links and the bandwidth sweep), :mod:`.workload` (the
+:mod:`.workload` (the
 training steps as a trace, replayed by :mod:`commsim.workloads.replay`), :mod:`.analysis` (sweep and tables), :mod:`.figures`,
 :mod:`.validation`, :mod:`.study`.
 """

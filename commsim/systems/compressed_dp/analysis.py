@@ -26,7 +26,7 @@ import pandas as pd
 
 from commsim.compression import PayloadCounter
 from commsim.errors import ConfigError
-from commsim.systems.compressed_dp.fabric import Fabric
+from commsim.network.inter_node import Fabric
 from commsim.systems.compressed_dp.layout import ModelLayout, build_layout
 from commsim.systems.compressed_dp.params import DEFAULT_TOPOLOGY, CompressedDPParams
 from commsim.systems.compressed_dp.plan import StepPlan, build_plan

@@ -48,7 +48,7 @@ import numpy as np
 from commsim.collectives import CollectiveConfig
 from commsim.devices.device import kernel_time
 from commsim.errors import ConfigError
-from commsim.systems.compressed_dp.fabric import Fabric
+from commsim.network.inter_node import Fabric
 from commsim.systems.compressed_dp.layout import ModelLayout
 from commsim.systems.compressed_dp.plan import StepPlan
 from commsim.systems.compressed_dp.schedules import CollectivePlan

@@ -1,4 +1,4 @@
-"""Which links are inter-node, and setting their bandwidth for the sweep.
+"""Which links are inter-node, and setting their bandwidth (a sweep over the fabric's port bandwidth).
 
 A directed link is *intra-node* when both its ends carry the same ``server``
 attribute (NVLink/NVSwitch, the PCIe link to the GPU's NIC); every other link
@@ -44,8 +44,7 @@ class Fabric:
     def of(cls, topology) -> Fabric:
         """Classify the links of ``topology``."""
         compiled = topology.compile()
-        nodes = topology.graph.nodes
-        server = [nodes[name].get("server") for name in compiled.names]
+        server = [topology.node_attributes(name).get("server") for name in compiled.names]
         kinds = compiled.kinds
         src, dst = compiled.edge_src, compiled.edge_dst
         inter = np.array([server[a] is None or server[a] != server[b] for a, b in zip(src.tolist(), dst.tolist(),
