@@ -98,8 +98,8 @@ class CompressedDPStudy(Study):
         stats = analysis.run(prep, key, p.timeline.variant, _nearest(prep.grid, prep.nominal_gbit), record=True,
                              steps=steps)
         result = stats.result.result
-        # each bucket's chain ran on streams of its own (compression.s<step>.b<bucket>): show the three queues
-        result.spans["stream"] = result.spans["stream"].str.replace(r"\.s\d+\.b\d+$", "", regex=True)
+        # each bucket's ops ran on streams of their own (compression.s<step>.b<bucket>...): show the three queues
+        result.spans["stream"] = result.spans["stream"].str.replace(r"\.s\d+\.b\d+(\..*)?$", "", regex=True)
         return result
 
     def _metrics(self, prep: analysis.Prepared, steady: pd.DataFrame, means: pd.DataFrame,

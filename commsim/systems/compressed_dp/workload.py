@@ -21,8 +21,9 @@ chain (stage kernel, its collectives, the next stage, ..., the final kernel).
 Compression and collectives run in *issue order* — the order they become ready,
 known only at run time — through the
 :class:`~commsim.workloads.issue_order.IssueQueues` plug-in; each bucket's chain
-sits on trace streams of its own (``compression.s<step>.b<bucket>``,
-``comm.s<step>.b<bucket>``). Ranks run in lockstep: ranks whose kernels differ
+sits on trace streams of its own (``compression.s<step>.b<bucket>``, and one
+``comm.s<step>.b<bucket>.t<stage>.<i>`` per collective: a stage's collectives are
+issued together). Ranks run in lockstep: ranks whose kernels differ
 (a star server's aggregation) form a program of their own, and a queued op
 starts when every program holding it is ready. The step's ``sync`` op ends when
 its last bucket has; the forward pass of step ``s`` waits for the sync of step
@@ -163,34 +164,42 @@ def step_trace(plan: StepPlan, layout: ModelLayout, coll: CollectivePlan, *, ste
 
 def _bucket(ops: list[Any], plan: StepPlan, coll: CollectivePlan, s: int, b: int, rank: int, dtype: str, *,
             after: str) -> list[str]:
-    """Append bucket ``b``'s chain of step ``s`` (for the program of ``rank``) released by op ``after``;
-    return the chain's last op id (none for an empty chain)."""
+    """Append bucket ``b``'s chain of step ``s`` (for the program of ``rank``), released by op ``after``.
+
+    A stage's collectives are issued together once its kernel has ended (they queue in
+    order); the next stage, or the final kernel, waits for the last of them. Returns the
+    chain's last op id (none for an empty chain).
+    """
     bucket = plan.buckets[b]
     lane = f"s{s}.b{b}"
     tags = {"step": s, "bucket": b}
     chain: list[Any] = []
+    ready = [after]
 
     def kernel(work: np.ndarray, op_id: str, name: str) -> None:
         if work[:, rank].any():
-            chain.append(ComputeOp(id=op_id, stream=f"compression.{lane}", flops=float(work[0, rank]),
+            chain.append(ComputeOp(id=op_id, stream=f"compression.{lane}", deps=ready, flops=float(work[0, rank]),
                                    bytes=float(work[1, rank]), dtype=dtype, tags={**tags, "queue": "compression"},
                                    name=name))
         elif work.any():  # only other ranks work (a star server): this rank waits for it where they do
-            chain.append(DelayOp(id=op_id, stream=f"compression.{lane}", seconds=0.0,
+            chain.append(DelayOp(id=op_id, stream=f"compression.{lane}", deps=ready, seconds=0.0,
                                  tags={**tags, "queue": "compression"}, name=name))
+        else:
+            return
+        ready[:] = [op_id]
 
     for k, stage in enumerate(bucket.stages):
         server = any(t.kind == "reply" for t in stage.transfers)
         kernel(stage.kernel, f"{lane}.k{k}", f"{'server' if server else 'compress'} block {b} stage {k}")
-        for i, item in enumerate(stage.transfers):
-            if item.nbytes > 0:
-                chain.append(CollectiveOp(id=f"{lane}.t{k}.{i}", stream=f"comm.{lane}", group="dp",
-                                          tags={**tags, "queue": "comm"},
-                                          name=f"step {s} block {b} {item.kind} {item.label}",
-                                          **coll.collective(item.kind, item.nbytes)))
+        # each on a stream of its own: they join the comm queue together, in list order
+        sent = [CollectiveOp(id=f"{lane}.t{k}.{i}", stream=f"comm.{lane}.t{k}.{i}", group="dp", deps=list(ready),
+                             tags={**tags, "queue": "comm"}, name=f"step {s} block {b} {item.kind} {item.label}",
+                             **coll.collective(item.kind, item.nbytes))
+                for i, item in enumerate(stage.transfers) if item.nbytes > 0]
+        chain += sent
+        if sent:
+            ready[:] = [sent[-1].id]
     kernel(bucket.finish, f"{lane}.finish", f"decompress block {b}")
-    for before, op in zip([None, *chain], chain, strict=False):
-        op.deps.append(after if before is None else before.id)
     ops.extend(chain)
     return [chain[-1].id] if chain else []
 
@@ -198,14 +207,16 @@ def _bucket(ops: list[Any], plan: StepPlan, coll: CollectivePlan, s: int, b: int
 # --------------------------------------------------------------------------- the runs
 
 
-def _times(replay: Replay, op_id: str, which: int) -> float:
-    """Latest start (``which`` 1) or end (2) of op ``op_id`` over the cohorts that hold it (NaN: none)."""
-    found = []
-    for c in range(len(replay.cohorts)):
-        table = replay.op_times(c)
-        if op_id in table[0]:
-            found.append(table[which][table[0][op_id]])
-    return float(max(found)) if found else math.nan
+class _Times:
+    """Op start and end times of a finished replay, latest over the cohorts that hold an op (NaN: none)."""
+
+    def __init__(self, replay: Replay) -> None:
+        self._tables = [replay.op_times(c) for c in range(len(replay.cohorts))]
+
+    def get(self, op_id: str, which: int) -> float:
+        """Start (``which`` 1) or end (2) of op ``op_id``."""
+        found = [t[which][t[0][op_id]] for t in self._tables if op_id in t[0]]
+        return float(max(found)) if found else math.nan
 
 
 def simulate(topology: Any, layout: ModelLayout, plan: StepPlan, collectives: CollectivePlan, *, group: list[str],
@@ -245,9 +256,10 @@ def simulate(topology: Any, layout: ModelLayout, plan: StepPlan, collectives: Co
         replay = Replay(sim, trace, devices=group, collective=config, plugins=[IssueQueues()],
                         record="all" if record else "none")
         result = replay.run() if record else replay.run_to_end()
-        starts = np.array([_times(replay, forward_id(s), 1) for s in range(count + 1)])
-        settle = np.array([_times(replay, sync_id(s), 2) for s in range(count)]) - starts[:count]
-        last.update(replay=replay, sim=sim, result=result, count=count)
+        times = _Times(replay)
+        starts = np.array([times.get(forward_id(s), 1) for s in range(count + 1)])
+        settle = np.array([times.get(sync_id(s), 2) for s in range(count)]) - starts[:count]
+        last.update(replay=replay, sim=sim, result=result, count=count, times=times)
         return starts, settle, replay
 
     if steps is not None or variant == "sync":
@@ -262,14 +274,14 @@ def simulate(topology: Any, layout: ModelLayout, plan: StepPlan, collectives: Co
                                       repeats=MEASURE_STEPS)
         starts, measured, iteration = found.starts, found.steps, found.iteration
         periodic, period = found.periodic, found.period
-    replay, sim = last["replay"], last["sim"]
-    compute_end = np.array([_times(replay, f"s{s}.bwd0", 2) for s in range(measured)])
+    replay, sim, times = last["replay"], last["sim"], last["times"]
+    compute_end = np.array([times.get(f"s{s}.bwd0", 2) for s in range(measured)])
     stall = float(np.sum(starts[1:measured + 1] - compute_end))
     per_step = sum(1 for op in replay.trace.programs[0].ops if op.kind == "collective") / last["count"]
     first_send: dict[int, float] = {}
     for op in replay.trace.programs[0].ops:
         if op.kind == "collective" and op.tags["step"] == 0:
-            first_send.setdefault(int(op.tags["bucket"]), _times(replay, op.id, 1))
+            first_send.setdefault(int(op.tags["bucket"]), times.get(op.id, 1))
     return RunStats(variant=variant, tau=int(tau), steps=measured, iteration_time=iteration, step_start=starts,
                     stall=stall, wire_bytes=sim.network.bytes_sent / (collectives.n * last["count"]),
                     transfers=int(per_step * measured), first_send=first_send, periodic=periodic, period=period,
