@@ -120,12 +120,10 @@ def sync_id(step: int) -> str:
 
 def _programs(plan: StepPlan, n: int) -> list[list[int]]:
     """Ranks grouped by the kernels they run (every rank alike, or a star server apart)."""
-    work = [np.concatenate([s.kernel for b in plan.buckets for s in b.stages] + [b.finish for b in plan.buckets],
-                           axis=0)] if plan.buckets else []
+    work = np.concatenate([s.kernel for b in plan.buckets for s in b.stages] + [b.finish for b in plan.buckets])
     groups: dict[bytes, list[int]] = {}
     for r in range(n):
-        key = b"".join(w[:, r].tobytes() for w in work)
-        groups.setdefault(key, []).append(r)
+        groups.setdefault(work[:, r].tobytes(), []).append(r)
     return list(groups.values())
 
 
