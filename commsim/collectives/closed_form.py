@@ -21,7 +21,7 @@ from commsim.collectives.tree import DBT_CHUNK
 __all__ = ["CLOSED_FORMS", "closed_form_time", "ring_all_reduce_time", "ring_reduce_scatter_time",
            "ring_all_gather_time", "pipeline_time", "bus_factor", "register_closed_form", "binary_tree_pipeline_time",
            "tree_time", "double_binary_tree_time", "halving_doubling_time", "all_to_all_time", "star_all_reduce_time",
-           "hierarchical_all_reduce_time"]
+           "star_one_way_time", "hierarchical_all_reduce_time", "hierarchical_all_gather_time"]
 
 ClosedForm = Callable[..., float]
 CLOSED_FORMS: dict[tuple[str, str], ClosedForm] = {}
@@ -186,7 +186,13 @@ def all_to_all_time(n: int, nbytes: float, *, alpha: float, bandwidth: float, ef
 def star_all_reduce_time(n: int, nbytes: float, *, alpha: float, bandwidth: float, efficiency: float = 1.0,
                          root: int = 0) -> float:
     """Gather to the root, then send back: ``2 (alpha + (n - 1) S / B)`` (incast, then fan-out, on its link)."""
-    return 2 * (alpha + (n - 1) * nbytes / (bandwidth * efficiency))
+    return 2 * star_one_way_time(n, nbytes, alpha=alpha, bandwidth=bandwidth, efficiency=efficiency)
+
+
+def star_one_way_time(n: int, nbytes: float, *, alpha: float, bandwidth: float, efficiency: float = 1.0,
+                      root: int = 0) -> float:
+    """Star reduce (incast) or broadcast (fan-out) alone: ``alpha + (n - 1) S / B`` on the root's link."""
+    return alpha + (n - 1) * nbytes / (bandwidth * efficiency) if n > 1 else 0.0
 
 
 def hierarchical_all_reduce_time(n: int, nbytes: float, *, alpha: float, bandwidth: float, efficiency: float = 1.0,
@@ -218,10 +224,30 @@ def hierarchical_all_reduce_time(n: int, nbytes: float, *, alpha: float, bandwid
     return intra + across
 
 
+
+def hierarchical_all_gather_time(n: int, nbytes: float, *, alpha: float, bandwidth: float, efficiency: float = 1.0,
+                                 ranks_per_node: int, alpha_inter: float | None = None,
+                                 bandwidth_inter: float | None = None) -> float:
+    """Inter-node ring per rail, ``M - 1`` steps of ``P = S / n``, then an intra-node ring, ``L - 1`` steps of ``M P``.
+
+    ``S`` is the gathered output (``n`` payloads of ``P``); ``alpha``/``bandwidth`` the
+    intra-node path, ``alpha_inter``/``bandwidth_inter`` the inter-node one (default: the same).
+    """
+    local = ranks_per_node
+    nodes = n // local
+    piece = nbytes / n
+    a2 = alpha if alpha_inter is None else alpha_inter
+    b2 = bandwidth if bandwidth_inter is None else bandwidth_inter
+    return ((nodes - 1) * _step(piece, a2, b2, efficiency)
+            + (local - 1) * _step(nodes * piece, alpha, bandwidth, efficiency))
+
 register_closed_form("all_reduce", "double_binary_tree", double_binary_tree_time)
 register_closed_form("broadcast", "tree", tree_time)
 register_closed_form("reduce", "tree", tree_time)
 register_closed_form("all_reduce", "halving_doubling", halving_doubling_time)
 register_closed_form("all_to_all", "direct", all_to_all_time)
 register_closed_form("all_reduce", "star", star_all_reduce_time)
+register_closed_form("reduce", "star", star_one_way_time)
+register_closed_form("broadcast", "star", star_one_way_time)
 register_closed_form("all_reduce", "hierarchical", hierarchical_all_reduce_time)
+register_closed_form("all_gather", "hierarchical", hierarchical_all_gather_time)

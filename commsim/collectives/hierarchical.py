@@ -11,6 +11,11 @@ all-gather inside every node. A transfer that starts a phase waits until its
 sender and receiver have both finished the previous phase. ``channels`` splits
 every ring (and tree) into that many, each with its own flow hash.
 
+:func:`hierarchical_all_gather` gathers the other way round: first an inter-node
+ring per rail (each rank's payload to the same local rank of every other node),
+then an intra-node ring of the rail's gathered blocks; each rank still sends
+``(n - 1) P`` bytes, but only ``(M - 1) P`` of them cross the fabric.
+
 ``ranks_per_node`` can be read off a topology whose devices carry a ``server``
 attribute (:func:`ranks_per_node_of`); :func:`~commsim.collectives.run_collective`
 does that when it is not given.
@@ -39,14 +44,15 @@ from commsim.collectives._pipeline import (
     sequence,
     with_channels,
 )
-from commsim.collectives._schedule import Schedule, Step
+from commsim.collectives._schedule import Dep, Schedule, Step
 from commsim.collectives.tree import DBT_CHUNK, double_binary_tree_template
 from commsim.errors import ConfigError
 
 if TYPE_CHECKING:
     from commsim.network.topology import Topology
 
-__all__ = ["PHASE_OPS", "hierarchical_all_reduce", "hierarchical_phases", "ranks_per_node_of", "ring_template"]
+__all__ = ["PHASE_OPS", "hierarchical_all_gather", "hierarchical_all_reduce", "hierarchical_phases", "ranks_per_node_of",
+           "ring_template"]
 
 
 def ring_template(m: int, reduce: int) -> Template:
@@ -128,6 +134,48 @@ def hierarchical_phases(n: int, nbytes: float, *, ranks_per_node: int, inter: Li
     return [Schedule(op, "hierarchical", n, nbytes, steps, notes=f"{op} phase; {notes}")
             for op, steps in zip(PHASE_OPS, phases, strict=True) if steps]
 
+
+
+def hierarchical_all_gather(n: int, nbytes: float, *, ranks_per_node: int) -> Schedule:
+    """All-gather of ``nbytes`` (the gathered output, ``P = nbytes / n`` from each rank): rails first, then nodes.
+
+    Phase 1: ``M - 1`` steps in which rank ``(m, l)`` sends ``P`` to ``(m + 1, l)`` and
+    forwards what it received. Phase 2: ``L - 1`` steps in which rank ``(m, l)`` sends
+    the ``M`` payloads of its rail (``M P``) to ``(m, l + 1)`` and forwards. A transfer
+    waits for its sender's previous send and for the arrival it forwards.
+
+    >>> s = hierarchical_all_gather(8, 800.0, ranks_per_node=4)
+    >>> [st.phase for st in s.steps], s.wire_bytes / 8     # (n - 1) P per rank
+    (['inter all-gather', 'intra all-gather', 'intra all-gather', 'intra all-gather'], 700.0)
+    """
+    check_common(n, nbytes)
+    _check_local(n, ranks_per_node)
+    local = int(ranks_per_node)
+    nodes = n // local
+    per_rank = nbytes / n
+    pos = np.arange(n)
+    node, lane = pos // local, pos % local
+    steps: list[Step] = []
+    if nodes > 1:
+        dst = ((node + 1) % nodes) * local + lane
+        left = ((node - 1) % nodes) * local + lane
+        size = np.full(n, per_rank)
+        for k in range(nodes - 1):
+            deps = () if k == 0 else (Dep(k - 1, pos), Dep(k - 1, left))
+            steps.append(Step(src=pos, dst=dst, nbytes=size, deps=deps, phase="inter all-gather"))
+    if local > 1:
+        dst = node * local + (lane + 1) % local
+        left = node * local + (lane - 1) % local
+        size = np.full(n, per_rank * nodes)
+        first = len(steps)
+        # forward the rail's blocks once the last inter-node arrival is in (and the own send is done)
+        start: tuple[Dep, ...] = ((Dep(first - 1, pos), Dep(first - 1, ((node - 1) % nodes) * local + lane))
+                                  if first else ())
+        for k in range(local - 1):
+            deps = start if k == 0 else (Dep(first + k - 1, pos), Dep(first + k - 1, left))
+            steps.append(Step(src=pos, dst=dst, nbytes=size, deps=deps, phase="intra all-gather"))
+    return Schedule("all_gather", "hierarchical", n, nbytes, steps,
+                    notes=f"{nodes} nodes x {local} ranks, inter-node rings per rail first")
 
 def ranks_per_node_of(topology: Topology, group: Sequence[str]) -> int:
     """Ranks per node of ``group``, from its devices' ``server`` attribute (equal, consecutive blocks)."""

@@ -35,7 +35,8 @@ from commsim.errors import ConfigError
 from commsim.kernel import ActivityBatch, FluidKernel
 from commsim.results.recorder import Recorder
 
-__all__ = ["Device", "kernel_activity", "kernel_resources", "launch_delay", "start_kernels", "start_kernels_on"]
+__all__ = ["Device", "kernel_activity", "kernel_resources", "kernel_time", "launch_delay", "start_kernels",
+           "start_kernels_on"]
 
 
 def kernel_activity(spec: DeviceSpec, flops: float, nbytes: float, dtype: str,
@@ -65,6 +66,23 @@ def kernel_activity(spec: DeviceSpec, flops: float, nbytes: float, dtype: str,
         return nbytes, [flops / nbytes / rate, 1.0]
     return flops, [1.0 / rate, 0.0]
 
+
+
+def kernel_time(spec: DeviceSpec, flops: float, nbytes: float, dtype: str, efficiency: float | None = None,
+                kernel: KernelShape | None = None) -> float:
+    """Seconds one kernel takes alone on an idle device of ``spec`` (launch overhead not included).
+
+    The rate of :func:`kernel_activity` at full capacity: the roofline
+    ``max(F / (peak * efficiency), B / bandwidth)``, or the compute model's time.
+
+    >>> from commsim.devices.spec import device_spec
+    >>> kernel_time(device_spec("h100_sxm"), 989e12 * 0.7, 1e9, "bf16")
+    1.0
+    """
+    if flops <= 0 and nbytes <= 0:
+        return 0.0
+    amount, (on_compute, on_memory) = kernel_activity(spec, flops, nbytes, dtype, efficiency, kernel)
+    return amount * max(on_compute, on_memory / spec.memory_bandwidth)
 
 def launch_delay(spec: DeviceSpec, kernel: KernelShape | None = None) -> float:
     """Seconds before a kernel starts: its compute model's overhead per launch, else the spec's."""

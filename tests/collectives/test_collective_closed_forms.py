@@ -75,7 +75,15 @@ def _cases() -> list:
     # star
     add(switch, "all_reduce", "star", small, SIZES, root=1)
     add(nvswitch, "all_reduce", "star", (64, 1024), (KiB, 4 * GiB))
+    # star reduce (a parameter server's push) and broadcast (its reply)
+    add(switch, "reduce", "star", small, SIZES, root=0)
+    add(switch, "broadcast", "star", small, SIZES, root=1)
+    add(nvswitch, "reduce", "star", (64,), (KiB, 4 * GiB), root=63)
     # hierarchical
+    add(switch, "all_gather", "hierarchical", (8, 12), SIZES, ranks_per_node=4)
+    for servers, gpus in ((2, 4), (3, 2)):
+        add(lambda _n, s=servers, g=gpus: f"rail_optimized:{s},{g},50GB/s", "all_gather", "hierarchical",
+            (servers * gpus,), SIZES[::2])
     add(switch, "all_reduce", "hierarchical", (8, 12), SIZES, ranks_per_node=4)
     add(switch, "all_reduce", "hierarchical", (8,), SIZES, ranks_per_node=2, inter="tree", chunk_size=256 * MiB)
     add(nvswitch, "all_reduce", "hierarchical", (1024,), (4 * GiB,), ranks_per_node=8, channels=2)

@@ -10,20 +10,20 @@ import pytest
 from commsim.collectives import CollectiveConfig
 from commsim.collectives.api import ring_path_parameters
 from commsim.collectives.closed_form import ring_all_reduce_time
-from commsim.compression import make_compressor
+from commsim.compression import PayloadCounter, make_compressor
 from commsim.config import validate
+from commsim.devices.device import kernel_time
 from commsim.errors import ConfigError
+from commsim.network.inter_node import Fabric
 from commsim.network.loader import load_topology
 from commsim.systems import StudyContext, get_study
 from commsim.systems.compressed_dp import analysis
-from commsim.systems.compressed_dp.engine import compute_time, device_of, roofline, simulate
-from commsim.systems.compressed_dp.fabric import Fabric
 from commsim.systems.compressed_dp.layout import layout_from_buckets
 from commsim.systems.compressed_dp.params import CompressedDPParams, CompressorEntry
-from commsim.systems.compressed_dp.payloads import PayloadCounter
 from commsim.systems.compressed_dp.plan import build_plan
 from commsim.systems.compressed_dp.regimes import regimes
-from commsim.systems.compressed_dp.schedules import CollectivePlan, hierarchical_all_gather, volume_per_rank
+from commsim.systems.compressed_dp.schedules import CollectivePlan, volume_per_rank
+from commsim.systems.compressed_dp.workload import compute_time, device_of, simulate
 
 FLOWS = CollectiveConfig(mode="flows")
 COUNTER = PayloadCounter(chunk_elements=1 << 14, whole_limit=1 << 16)
@@ -114,18 +114,6 @@ def test_all_gather_volume_grows_with_the_ranks_and_all_reduce_does_not() -> Non
             assert stats.wire_bytes == pytest.approx(2 * (n - 1) / n * dense.payload_packed, rel=1e-12)
 
 
-def test_hierarchical_all_gather_delivers_every_payload_to_every_rank() -> None:
-    s = hierarchical_all_gather(12, 10.0, ranks_per_node=4)
-    s.check()
-    received = np.zeros(12)
-    for step in s.steps:
-        np.add.at(received, step.dst, step.nbytes)
-    assert np.allclose(received, 11 * 10.0)  # (n - 1) P arrive at every rank
-    inter = [st for st in s.steps if st.phase.startswith("inter")]
-    assert len(inter) == 2 and all((st.src // 4 != st.dst // 4).all() for st in inter)  # rails cross servers
-    assert all(((st.src % 4) == (st.dst % 4)).all() for st in inter)  # on the same rail
-
-
 # ------------------------------------------------------------------ payload counting
 @pytest.mark.parametrize("spec", ["int8", "topk:ratio=0.01", "powersgd:rank=2", "signsgd", "ef_signsgd",
                                   "liec:ratio=0.01", "fp4_e3m0"])
@@ -196,7 +184,7 @@ def test_compression_delays_the_send_by_exactly_its_kernel_time(spec: str) -> No
     spec_ = device_of(topo, topo.devices[0])
     backward_end = compute_time(layout, spec_)
     first = plan.buckets[0].stages[0].kernel
-    kernel = roofline(float(first[0, 0]), float(first[1, 0]), spec_, "fp32")
+    kernel = kernel_time(spec_, float(first[0, 0]), float(first[1, 0]), "fp32")
     assert stats.first_send[0] == pytest.approx(backward_end + kernel, rel=1e-12, abs=1e-15)
     assert (kernel == 0.0) == (spec == "none")
 
@@ -204,7 +192,7 @@ def test_compression_delays_the_send_by_exactly_its_kernel_time(spec: str) -> No
 def test_unlimited_network_iteration_is_compute_plus_serial_compression() -> None:
     topo, layout, coll, plan = case("int8", buckets=[[(2048, 1024)], [(1024, 1024)]], flops=(2e12, 2e12))
     spec = device_of(topo, topo.devices[0])
-    serial = sum(roofline(float(w[0, 0]), float(w[1, 0]), spec, "fp32")
+    serial = sum(kernel_time(spec, float(w[0, 0]), float(w[1, 0]), "fp32")
                  for b in plan.buckets for w in [*(s.kernel for s in b.stages), b.finish])
     stats = simulate(topo, layout, plan, coll, group=topo.devices, config=FLOWS, release="after_backward",
                      unlimited=True)
@@ -337,3 +325,53 @@ def test_bad_groups_and_algorithms_get_clear_errors(tiny: str) -> None:
     with pytest.raises(ConfigError, match="multiple of"):
         analysis.prepare(CompressedDPParams(model=tiny, tokens_per_rank=200, convergence={"enabled": False}),
                          load_topology("switch:4,50GB/s,1us"))
+
+
+# ------------------------------------------------------------------ the training trace
+def test_the_step_trace_chains_each_bucket_on_issue_order_queues_with_a_star_server_apart() -> None:
+    from commsim.systems.compressed_dp.workload import step_trace
+
+    _, layout, coll, plan = case("signsgd", buckets=[[(512, 256)], [(256,)]], flops=(1e12, 1e12), root=2)
+    trace = step_trace(plan, layout, coll, steps=2, lag=2, release="backward")
+    server, workers = sorted(trace.programs, key=lambda p: p.name)
+    assert (server.name, server.ranks, workers.rank_list()) == ("server", [2], [0, 1, 3])
+    ops = {op.id: op for op in workers.ops}
+    push, reply = ops["s0.b1.t0.0"], ops["s0.b1.t1.0"]
+    assert (push.op, push.algorithm, push.root, reply.op, reply.algorithm) == ("reduce", "star", 2, "broadcast", "star")
+    assert ops["s0.b1.k0"].deps == ["s0.bwd1"]  # bucket 1 is released by its own backward kernel
+    assert ops["s0.b1.k1"].kind == "delay" and ops["s0.b1.k1"].seconds == 0  # the server's aggregation, waited for
+    assert {op.id: op for op in server.ops}["s0.b1.k1"].flops > 0
+    assert {ops[i].tags["queue"] for i in ("s0.b1.k0", "s0.b1.t0.0", "s0.fwd")} == {"compression", "comm", "compute"}
+    # step 2 (the measurement's end) waits for the sync of step 0; step 1 for nothing
+    assert ops["s2.fwd"].deps == ["s0.sync"] and ops["s1.fwd"].deps == []
+    assert set(ops["s0.sync"].deps) == {"s0.b0.finish", "s0.b1.finish"}
+    after = step_trace(plan, layout, coll, steps=1, lag=1, release="after_backward")
+    assert {op.id: op for op in after.programs[0].ops}["s0.b1.k0"].deps == ["s0.bwd0"]
+
+
+def test_scenario_faults_reach_the_study_and_a_failed_link_changes_its_result(tiny: str) -> None:
+    from commsim.scenario import simulate as run_scenario
+
+    params = {"model": tiny, "tokens_per_rank": 128, "inter_node_gbps": [100], "variants": ["sync", "co2"],
+              "compressors": [{"spec": "none"}], "train_steps": 10, "convergence": {"enabled": False},
+              "timeline": {"compressor": "none", "steps": 1}}
+    scenario = {"name": "cdp-faults", "topology": "rail_optimized:2,2,100Gbps",
+                "workload": {"kind": "study", "study": "compressed_dp", "params": params}}
+    clean = run_scenario(scenario).tables["iterations"].set_index("variant")["iteration_time"]
+    # gpu0's NVLink is down: its intra-server traffic goes round through its NIC, the rail and a spine
+    failed = run_scenario({**scenario, "faults": [{"kind": "link_down", "at": 0, "link": ["gpu0", "nvsw0"]}]})
+    slow = failed.tables["iterations"].set_index("variant")["iteration_time"]
+    for variant in ("sync", "co2"):
+        assert slow[variant] > clean[variant] * 1.1, variant
+    with pytest.raises(ConfigError, match="not a link of the topology"):
+        run_scenario({**scenario, "faults": [{"kind": "link_down", "at": 0, "link": ["gpu0", "gpu3"]}]})
+
+
+def test_the_study_drives_no_simulation_clock_of_its_own() -> None:
+    from pathlib import Path
+
+    import commsim.systems.compressed_dp as package
+
+    sources = {p.name: p.read_text() for p in Path(package.__file__).parent.glob("*.py")}
+    assert "workload.py" in sources and "engine.py" not in sources
+    assert not [name for name, text in sources.items() if "simpy" in text or "env.timeout" in text or "env.process" in text]

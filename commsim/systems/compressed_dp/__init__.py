@@ -12,16 +12,15 @@ against inter-node bandwidth per compressor, the time breakdown, and a tiny-mode
 convergence run (loss against bytes).
 
 Modules, one concept each: :mod:`.params` (inputs and their checks), :mod:`.layout`
-(buckets and compute of the model), :mod:`.payloads` (bytes per tensor shape from
-real tensors), :mod:`.regimes` (warm-up schedules), :mod:`.schedules` (collectives
+(buckets and compute of the model), :mod:`.regimes` (warm-up schedules), :mod:`.schedules` (collectives
 and their volumes), :mod:`.plan` (a step's kernels and transfers per bucket),
-:mod:`.fabric` (inter-node links and the bandwidth sweep), :mod:`.engine` (the
-simulation), :mod:`.analysis` (sweep and tables), :mod:`.figures`,
+:mod:`.workload` (the
+training steps as a trace, replayed by :mod:`commsim.workloads.replay`), :mod:`.analysis` (sweep and tables), :mod:`.figures`,
 :mod:`.validation`, :mod:`.study`.
 """
 
-from commsim.systems.compressed_dp.engine import RunStats, simulate
 from commsim.systems.compressed_dp.params import CompressedDPParams, CompressorEntry
 from commsim.systems.compressed_dp.study import CompressedDPStudy
+from commsim.systems.compressed_dp.workload import RunStats, simulate
 
 __all__ = ["CompressedDPParams", "CompressedDPStudy", "CompressorEntry", "RunStats", "simulate"]

@@ -1,9 +1,9 @@
 """The study's sweep: every compressor, regime, variant and inter-node bandwidth, and the tables made from it.
 
 :func:`prepare` resolves the topology, ranks, model layout and collectives, counts
-every compressor's payloads (:mod:`.payloads`) and builds one step plan per regime
+every compressor's payloads (:class:`commsim.compression.PayloadCounter`) and builds one step plan per regime
 (:mod:`.regimes`, :mod:`.plan`). :func:`sweep` simulates each distinct plan
-(:mod:`.engine`) at every bandwidth of the grid and on an unlimited network, for
+(:mod:`.workload`: a trace replayed on the shared engine) at every bandwidth of the grid and on an unlimited network, for
 each variant; :func:`iterations`, :func:`run_means`, :func:`payload_table` and
 :func:`warmup_table` turn the runs into the output tables.
 
@@ -18,21 +18,21 @@ network.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from commsim.compression import PayloadCounter
 from commsim.errors import ConfigError
-from commsim.systems.compressed_dp.engine import RunStats, compute_time, device_of, simulate
-from commsim.systems.compressed_dp.fabric import Fabric
+from commsim.network.inter_node import Fabric
 from commsim.systems.compressed_dp.layout import ModelLayout, build_layout
 from commsim.systems.compressed_dp.params import DEFAULT_TOPOLOGY, CompressedDPParams
-from commsim.systems.compressed_dp.payloads import PayloadCounter
 from commsim.systems.compressed_dp.plan import StepPlan, build_plan
 from commsim.systems.compressed_dp.regimes import STEADY, Regime, regimes
 from commsim.systems.compressed_dp.schedules import CollectivePlan
+from commsim.systems.compressed_dp.workload import RunStats, compute_time, device_of, simulate
 
 __all__ = ["Prepared", "prepare", "sweep", "iterations", "run_means", "payload_table", "warmup_table", "gbit",
            "resolve_topology", "UNLIMITED_LABEL"]
@@ -64,6 +64,7 @@ class Prepared:
     regimes: dict[str, list[Regime]]
     plans: dict[str, StepPlan]
     grid: list[float]
+    faults: list[Any] = field(default_factory=list)
 
     @property
     def nominal_gbit(self) -> float:
@@ -101,11 +102,18 @@ def _ranks_per_node(topology: Any, group: list[str]) -> int | None:
 
 
 def prepare(params: CompressedDPParams, topology: Any = None, *, collective: Any = None,
-            progress: Any = None) -> Prepared:
-    """Resolve inputs, count payloads and build the plan of every regime."""
+            progress: Any = None, faults: list[Any] | None = None) -> Prepared:
+    """Resolve inputs, count payloads and build the plan of every regime.
+
+    ``faults`` (:mod:`commsim.faults` models or mappings) happen in every simulated run,
+    at their times from the run's first step; they are checked against the topology here.
+    """
     from commsim.collectives import CollectiveConfig
+    from commsim.faults.injector import check_faults, parse_faults
 
     topo, source = resolve_topology(topology)
+    faults = parse_faults(faults or [])
+    check_faults(faults, topo)
     group = _group(topo, params.ranks)
     spec = device_of(topo, group[0])
     layout = build_layout(params.model, tokens_per_rank=params.tokens_per_rank, seq_len=params.seq_len)
@@ -133,7 +141,7 @@ def prepare(params: CompressedDPParams, topology: Any = None, *, collective: Any
     grid = sorted(set(params.inter_node_gbps) | {round(gbit(fabric.port_bandwidth), 9)})
     return Prepared(params=params, topology=topo, topology_source=source, group=group, layout=layout, spec=spec,
                     compute=compute_time(layout, spec), collectives=collectives, fabric=fabric, config=config,
-                    counter=counter, regimes=by_entry, plans=plans, grid=grid)
+                    counter=counter, regimes=by_entry, plans=plans, grid=grid, faults=faults)
 
 
 def run(prep: Prepared, key: str, variant: str, gbit_per_s: float, *, record: bool = False,
@@ -145,7 +153,7 @@ def run(prep: Prepared, key: str, variant: str, gbit_per_s: float, *, record: bo
                     port_bandwidth=None if unlimited else gbit_per_s * 1e9 / 8, unlimited=unlimited,
                     fabric=prep.fabric, variant=variant, tau=p.co2_tau, release=p.release,
                     compression_dtype=p.compression_dtype, config=prep.config, record=record, steps=steps,
-                    seed=p.seed)
+                    seed=p.seed, faults=prep.faults)
 
 
 def sweep(prep: Prepared, progress: Any = None) -> pd.DataFrame:

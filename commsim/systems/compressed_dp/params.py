@@ -166,7 +166,7 @@ class CompressedDPParams(StrictModel):
         ``flows`` (each connection's bytes as one flow after the schedule's latency; fast) or
         ``steps`` (every step of every schedule).
     count_chunk_elements:
-        Largest real tensor compressed when counting bytes (see :mod:`.payloads`).
+        Largest real tensor compressed when counting bytes (see :class:`commsim.compression.PayloadCounter`).
     convergence:
         The tiny-model convergence run.
     timeline:

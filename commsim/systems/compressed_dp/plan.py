@@ -28,7 +28,7 @@ accumulator read and write).
 
 >>> from commsim.compression import make_compressor
 >>> from commsim.systems.compressed_dp.layout import layout_from_buckets
->>> from commsim.systems.compressed_dp.payloads import PayloadCounter
+>>> from commsim.compression import PayloadCounter
 >>> from commsim.systems.compressed_dp.schedules import CollectivePlan
 >>> lay = layout_from_buckets([[(256, 128), (128,)]], backward_flops=[1e9])
 >>> coll = CollectivePlan.resolve(4, None)
@@ -44,8 +44,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from commsim.compression import PayloadCounter, TensorCount
 from commsim.systems.compressed_dp.layout import ModelLayout
-from commsim.systems.compressed_dp.payloads import PayloadCounter, TensorCount
 from commsim.systems.compressed_dp.schedules import CollectivePlan
 
 __all__ = ["Transfer", "Stage", "BucketPlan", "StepPlan", "build_plan"]

@@ -1,100 +1,39 @@
-"""The collectives a compressed payload travels in, as schedules for :mod:`commsim.collectives`.
+"""The collectives a compressed payload travels in, from the collective registry (:mod:`commsim.collectives`).
 
 - ``all_reduce`` (dense and shared-support payloads, summed in wire format): the
-  registry's algorithms (:func:`commsim.collectives.build_schedule`) -- ``ring``,
-  ``hierarchical`` (intra-server ring reduce-scatter, inter-server all-reduce per
-  rail, intra-server all-gather), ``double_binary_tree``, ``halving_doubling``.
+  registry's algorithms -- ``ring``, ``hierarchical`` (intra-server ring
+  reduce-scatter, inter-server all-reduce per rail, intra-server all-gather),
+  ``double_binary_tree``, ``halving_doubling``.
 - ``all_gather`` (payloads that cannot be summed: sparse supports, per-rank
-  scales): every rank ends with every rank's payload. ``ring`` is the registry's;
-  ``hierarchical`` is built here (:func:`hierarchical_all_gather`): an inter-server
-  ring per rail first (each rank's payload to the same local rank of every other
-  server), then an intra-server ring of the gathered blocks. Either way each rank
-  sends ``(n - 1) P`` bytes, so the volume grows with the number of ranks.
+  scales): every rank ends with every rank's payload; ``ring`` or ``hierarchical``
+  (inter-server rings per rail first, then intra-server rings). Either way each
+  rank sends ``(n - 1) P`` bytes, so the volume grows with the number of ranks.
 - parameter server, ``star``: every other rank pushes its payload to the server
-  rank (:func:`star_push`), the server aggregates and replies to each
-  (:func:`star_reply`); ``sharded``: every rank serves ``1/n`` of the tensor (a
+  rank (``reduce``/``star``), the server aggregates and replies to each
+  (``broadcast``/``star``); ``sharded``: every rank serves ``1/n`` of the tensor (a
   direct all-to-all push, an all-gather of the reply shards).
 
-:func:`volume_per_rank` gives the bytes each rank puts on the wire for each, in
-closed form (the tests and validation compare it with the simulation).
+:meth:`CollectivePlan.collective` names the registry collective of a transfer
+(as a trace collective op: op, algorithm, bytes in the nccl-tests convention,
+root); :func:`volume_per_rank` gives the bytes each rank puts on the wire for
+each, in closed form (the tests and validation compare it with the simulation).
 
->>> s = hierarchical_all_gather(8, 100.0, ranks_per_node=4)
->>> [st.phase for st in s.steps], s.wire_bytes / 8     # (n - 1) P per rank
-(['inter all-gather', 'intra all-gather', 'intra all-gather', 'intra all-gather'], 700.0)
->>> volume_per_rank("all_gather", "ring", 8, 100.0), volume_per_rank("all_reduce", "ring", 8, 800.0)
+>>> plan = CollectivePlan.resolve(8, 4)
+>>> plan.collective("all_gather", 100.0)
+{'op': 'all_gather', 'algorithm': 'hierarchical', 'bytes': 800.0}
+>>> plan.volume("all_gather", 100.0), volume_per_rank("all_reduce", "ring", 8, 800.0)
 (700.0, 1400.0)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
-
-from commsim.collectives import Dep, Schedule, Step, build_schedule
+from commsim.collectives import Schedule, build_schedule
 from commsim.errors import ConfigError
 
-__all__ = ["hierarchical_all_gather", "star_push", "star_reply", "volume_per_rank", "CollectivePlan"]
-
-
-def hierarchical_all_gather(n: int, per_rank: float, *, ranks_per_node: int) -> Schedule:
-    """All-gather of ``per_rank`` bytes from each of ``n`` ranks: inter-server rings per rail, then intra-server rings.
-
-    Positions ``m L .. m L + L - 1`` are server ``m`` (``L = ranks_per_node``, ``M = n / L``
-    servers). Phase 1: ``M - 1`` steps in which rank ``(m, l)`` sends ``per_rank`` to
-    ``(m + 1, l)`` and forwards what it received. Phase 2: ``L - 1`` steps in which rank
-    ``(m, l)`` sends the ``M`` payloads of its rail (``M · per_rank``) to ``(m, l + 1)`` and
-    forwards. A transfer waits for its sender's previous send and for the arrival it forwards.
-    """
-    if n < 1 or not per_rank > 0:
-        raise ConfigError(field="all_gather", value=(n, per_rank), rule="needs at least 1 rank and a positive size",
-                          fix="give a payload of at least one byte")
-    local = int(ranks_per_node)
-    if local < 1 or n % local:
-        raise ConfigError(field="ranks_per_node", value=ranks_per_node, rule=f"does not divide the {n} ranks",
-                          fix="give the number of ranks per server, the same on every server")
-    nodes = n // local
-    pos = np.arange(n)
-    m, l_ = pos // local, pos % local
-    own = np.arange(n)
-    steps: list[Step] = []
-    if nodes > 1:
-        dst = ((m + 1) % nodes) * local + l_
-        left = ((m - 1) % nodes) * local + l_
-        size = np.full(n, float(per_rank))
-        for k in range(nodes - 1):
-            deps = () if k == 0 else (Dep(k - 1, own), Dep(k - 1, left))
-            steps.append(Step(src=pos, dst=dst, nbytes=size, deps=deps, phase="inter all-gather"))
-    if local > 1:
-        dst = m * local + (l_ + 1) % local
-        left = m * local + (l_ - 1) % local
-        size = np.full(n, float(per_rank) * nodes)
-        first = len(steps)
-        if first:
-            # forward the rail's blocks once the last inter-server arrival is in (and the own send is done)
-            inter_left = ((m - 1) % nodes) * local + l_
-            start_deps: tuple[Dep, ...] = (Dep(first - 1, own), Dep(first - 1, inter_left))
-        else:
-            start_deps = ()
-        for k in range(local - 1):
-            deps = start_deps if k == 0 else (Dep(first + k - 1, own), Dep(first + k - 1, left))
-            steps.append(Step(src=pos, dst=dst, nbytes=size, deps=deps, phase="intra all-gather"))
-    return Schedule("all_gather", "hierarchical", n, float(per_rank) * n, steps,
-                    notes=f"{nodes} servers x {local} ranks, inter-server rings per rail first")
-
-
-def star_push(n: int, per_rank: float, *, root: int = 0) -> Schedule:
-    """Every rank but ``root`` sends ``per_rank`` bytes to ``root`` at once (an incast on the server's links)."""
-    others = np.delete(np.arange(n), root)
-    step = Step(src=others, dst=np.full(n - 1, root), nbytes=np.full(n - 1, float(per_rank)), phase="push")
-    return Schedule("reduce", "star", n, float(per_rank), [step], notes=f"push to rank {root}")
-
-
-def star_reply(n: int, per_rank: float, *, root: int = 0) -> Schedule:
-    """``root`` sends ``per_rank`` bytes to every other rank at once."""
-    others = np.delete(np.arange(n), root)
-    step = Step(src=np.full(n - 1, root), dst=others, nbytes=np.full(n - 1, float(per_rank)), phase="reply")
-    return Schedule("broadcast", "star", n, float(per_rank), [step], notes=f"reply from rank {root}")
+__all__ = ["volume_per_rank", "CollectivePlan"]
 
 
 def volume_per_rank(kind: str, algorithm: str, n: int, nbytes: float, *, ranks_per_node: int = 1,
@@ -173,32 +112,36 @@ class CollectivePlan:
         return {"all_reduce": self.all_reduce, "all_gather": self.all_gather, "push": self.server,
                 "reply": self.server}[kind]
 
-    def schedule(self, kind: str, nbytes: float) -> Schedule:
-        """The schedule of one transfer (``nbytes`` as in :func:`volume_per_rank`)."""
-        key = (kind, float(nbytes))
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
+    def collective(self, kind: str, nbytes: float) -> dict[str, Any]:
+        """The registry collective of one transfer as trace-op fields (``nbytes`` as in :func:`volume_per_rank`)."""
         n = self.n
         if kind == "all_reduce":
-            params = {"ranks_per_node": self.ranks_per_node} if self.all_reduce == "hierarchical" else {}
-            out = build_schedule("all_reduce", self.all_reduce, n, nbytes, **params)
-        elif kind == "all_gather":
-            out = (hierarchical_all_gather(n, nbytes, ranks_per_node=self.ranks_per_node)
-                   if self.all_gather == "hierarchical" else build_schedule("all_gather", "ring", n, n * nbytes))
-        elif kind == "push":
-            out = (star_push(n, nbytes, root=self.root) if self.server == "star"
-                   else build_schedule("all_to_all", "direct", n, nbytes))
-        elif kind == "reply":
-            if self.server == "star":
-                out = star_reply(n, nbytes, root=self.root)
-            else:  # every rank holds 1/n of the reply: all-gather the shards
-                out = self.schedule("all_gather", nbytes / n)
-        else:
+            return {"op": "all_reduce", "algorithm": self.all_reduce, "bytes": nbytes}
+        if kind == "all_gather":  # the trace gives an all-gather's gathered output
+            return {"op": "all_gather", "algorithm": self.all_gather, "bytes": n * nbytes}
+        if kind not in ("push", "reply"):
             raise ConfigError(field="kind", value=kind, rule="is not a transfer kind",
                               fix="use all_reduce, all_gather, push or reply")
-        self._cache[key] = out
-        return out
+        if self.server == "star":
+            return {"op": "reduce" if kind == "push" else "broadcast", "algorithm": "star", "bytes": nbytes,
+                    "root": self.root}
+        if kind == "push":  # the sharded server: each rank sends every shard to its owner
+            return {"op": "all_to_all", "algorithm": "direct", "bytes": nbytes}
+        return {"op": "all_gather", "algorithm": self.all_gather, "bytes": nbytes}  # every rank holds 1/n of it
+
+    def schedule(self, kind: str, nbytes: float) -> Schedule:
+        """The registry schedule of one transfer (cached)."""
+        key = (kind, float(nbytes))
+        cached = self._cache.get(key)
+        if cached is None:
+            spec = self.collective(kind, nbytes)
+            params: dict[str, Any] = {}
+            if spec["algorithm"] == "hierarchical":
+                params["ranks_per_node"] = self.ranks_per_node
+            if "root" in spec:
+                params["root"] = spec["root"]
+            cached = self._cache[key] = build_schedule(spec["op"], spec["algorithm"], self.n, spec["bytes"], **params)
+        return cached
 
     def volume(self, kind: str, nbytes: float) -> float:
         """Wire bytes per rank of one transfer, from its schedule (the closed forms are :func:`volume_per_rank`)."""

@@ -15,9 +15,9 @@ import pandas as pd
 
 from commsim.systems._study import Study, StudyContext, StudyOutput
 from commsim.systems.compressed_dp import analysis, figures
-from commsim.systems.compressed_dp.engine import MAX_CO2_STEPS, MAX_PERIOD, MEASURE_STEPS
 from commsim.systems.compressed_dp.params import CompressedDPParams
 from commsim.systems.compressed_dp.regimes import STEADY
+from commsim.systems.compressed_dp.workload import MAX_CO2_STEPS, MAX_PERIOD, MEASURE_STEPS
 from commsim.validation import Check
 
 __all__ = ["CompressedDPStudy"]
@@ -33,9 +33,11 @@ class CompressedDPStudy(Study):
     name = "compressed_dp"
     title = "Compressed data-parallel training: payloads from real tensors on their collectives, against bandwidth"
     params = CompressedDPParams
+    accepts_faults = True
 
     def run(self, params: CompressedDPParams, ctx: StudyContext) -> StudyOutput:
-        prep = analysis.prepare(params, ctx.topology, collective=ctx.collective, progress=ctx.progress)
+        prep = analysis.prepare(params, ctx.topology, collective=ctx.collective, progress=ctx.progress,
+                                faults=ctx.faults)
         runs = analysis.sweep(prep, ctx.progress)
         steady = analysis.iterations(prep, runs)
         regimes = analysis.warmup_table(prep, runs)
@@ -67,6 +69,10 @@ class CompressedDPStudy(Study):
         metrics = self._metrics(prep, steady, means, runs)
         csv = {"iteration_vs_bandwidth": steady[CSV_COLUMNS]}
         notes = self._notes(prep, payloads)
+        if prep.faults:
+            notes.append(f"Scenario faults ({len(prep.faults)}) happen in every simulated run (each bandwidth, variant "
+                         "and compressor) at their times from the run's first step; the unlimited-network runs of the "
+                         "breakdown see them too.")
         loose = runs[~runs["periodic"]]
         if len(loose):
             notes.append(f"{len(loose)} of {int((runs['variant'] == 'co2').sum())} CO2 runs did not repeat exactly "
@@ -91,7 +97,10 @@ class CompressedDPStudy(Study):
         steps = p.timeline.steps if p.timeline.variant == "sync" else max(p.timeline.steps, p.co2_tau + 2)
         stats = analysis.run(prep, key, p.timeline.variant, _nearest(prep.grid, prep.nominal_gbit), record=True,
                              steps=steps)
-        return stats.sim.result()
+        result = stats.result.result
+        # each bucket's ops ran on streams of their own (compression.s<step>.b<bucket>...): show the three queues
+        result.spans["stream"] = result.spans["stream"].str.replace(r"\.s\d+\.b\d+(\..*)?$", "", regex=True)
+        return result
 
     def _metrics(self, prep: analysis.Prepared, steady: pd.DataFrame, means: pd.DataFrame,
                  runs: pd.DataFrame) -> dict[str, tuple[float, str]]:

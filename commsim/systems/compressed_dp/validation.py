@@ -49,9 +49,8 @@ def _layout(model: str = "llama-2-7b"):
 
 def powersgd_rows() -> list[Check]:
     """PowerSGD ratios on the CIFAR ResNet-18 shapes through the study's counting and bucket plan."""
-    from commsim.compression import make_compressor, resnet18_shapes
+    from commsim.compression import PayloadCounter, make_compressor, resnet18_shapes
     from commsim.systems.compressed_dp.layout import layout_from_buckets
-    from commsim.systems.compressed_dp.payloads import PayloadCounter
     from commsim.systems.compressed_dp.plan import build_plan
     from commsim.systems.compressed_dp.schedules import CollectivePlan
 
@@ -73,8 +72,7 @@ def powersgd_rows() -> list[Check]:
 
 def ratio_rows() -> list[Check]:
     """signSGD and DGC whole-gradient ratios on llama-2-7b."""
-    from commsim.compression import make_compressor
-    from commsim.systems.compressed_dp.payloads import PayloadCounter
+    from commsim.compression import PayloadCounter, make_compressor
     from commsim.systems.compressed_dp.plan import build_plan
     from commsim.systems.compressed_dp.schedules import CollectivePlan
 
@@ -101,10 +99,9 @@ def ratio_rows() -> list[Check]:
 
 
 def _tiny_case(n: int, spec: str, bandwidth: str = "50GB/s"):
-    from commsim.compression import make_compressor
+    from commsim.compression import PayloadCounter, make_compressor
     from commsim.network.loader import load_topology
     from commsim.systems.compressed_dp.layout import layout_from_buckets
-    from commsim.systems.compressed_dp.payloads import PayloadCounter
     from commsim.systems.compressed_dp.plan import build_plan
     from commsim.systems.compressed_dp.schedules import CollectivePlan
 
@@ -118,7 +115,7 @@ def _tiny_case(n: int, spec: str, bandwidth: str = "50GB/s"):
 def volume_rows() -> list[Check]:
     """Simulated wire bytes per rank of an all-gathered top-k payload and a dense all-reduce against n."""
     from commsim.collectives import CollectiveConfig
-    from commsim.systems.compressed_dp.engine import simulate
+    from commsim.systems.compressed_dp.workload import simulate
 
     rows = []
     for n in (4, 8, 16):
@@ -167,8 +164,8 @@ def wire_rows() -> list[Check]:
 
 def unlimited_rows() -> list[Check]:
     """Iteration on an unlimited network against compute + compression kernels (serial and overlapped)."""
+    from commsim.devices.device import kernel_time
     from commsim.systems.compressed_dp import analysis
-    from commsim.systems.compressed_dp.engine import roofline
     from commsim.systems.compressed_dp.params import CompressedDPParams, CompressorEntry
 
     entries = [CompressorEntry(spec=s) for s in ("int8", "topk:ratio=0.01", "powersgd:rank=4", "signsgd")]
@@ -180,7 +177,7 @@ def unlimited_rows() -> list[Check]:
         spec, dtype = prep.spec, params.compression_dtype
 
         def serial(work, spec=spec, dtype=dtype) -> float:
-            return max(roofline(float(work[0, r]), float(work[1, r]), spec, dtype) for r in range(work.shape[1]))
+            return max(kernel_time(spec, float(work[0, r]), float(work[1, r]), dtype) for r in range(work.shape[1]))
 
         for entry in entries:
             key = prep.regimes[entry.name][-1].key

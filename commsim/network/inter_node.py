@@ -1,4 +1,4 @@
-"""Which links are inter-node, and setting their bandwidth for the sweep.
+"""Which links are inter-node, and setting their bandwidth (a sweep over the fabric's port bandwidth).
 
 A directed link is *intra-node* when both its ends carry the same ``server``
 attribute (NVLink/NVSwitch, the PCIe link to the GPU's NIC); every other link
@@ -28,7 +28,8 @@ from commsim.errors import ConfigError
 __all__ = ["Fabric", "UNLIMITED"]
 
 UNLIMITED = 1e30
-"""Bytes/s standing for an infinitely fast link (finite, so the max-min solver never subtracts inf from inf)."""
+"""Bytes/s standing for an infinitely fast link (finite, so the max-min solver never subtracts inf from inf).
+Still needed until the kernel has an explicit unbounded capacity (another branch adds it)."""
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,7 @@ class Fabric:
     def of(cls, topology) -> Fabric:
         """Classify the links of ``topology``."""
         compiled = topology.compile()
-        nodes = topology.graph.nodes
-        server = [nodes[name].get("server") for name in compiled.names]
+        server = [topology.node_attributes(name).get("server") for name in compiled.names]
         kinds = compiled.kinds
         src, dst = compiled.edge_src, compiled.edge_dst
         inter = np.array([server[a] is None or server[a] != server[b] for a, b in zip(src.tolist(), dst.tolist(),
@@ -66,13 +66,18 @@ class Fabric:
         if not port_bandwidth > 0:
             raise ConfigError(field="inter_node_gbps", value=port_bandwidth, rule="must be positive",
                               fix="give a bandwidth above 0")
-        ids = sim.network.link_resources()[self.inter_node]
-        caps = (np.full(ids.shape[0], UNLIMITED) if math.isinf(port_bandwidth)
+        caps = (np.full(self.inter_node.shape[0], UNLIMITED) if math.isinf(port_bandwidth)
                 else self.nominal * (port_bandwidth / self.port_bandwidth))
-        sim.kernel.set_capacity(ids, caps)
+        _set_bandwidth(sim, self.inter_node, caps)
 
     @staticmethod
     def unlimited(sim) -> None:
         """Give every link of ``sim`` unlimited bandwidth (:data:`UNLIMITED`; what remains is latency)."""
-        ids = sim.network.link_resources()
-        sim.kernel.set_capacity(ids, np.full(ids.shape[0], UNLIMITED))
+        edges = np.arange(sim.network.link_resources().shape[0])
+        _set_bandwidth(sim, edges, np.full(edges.shape[0], UNLIMITED))
+
+
+def _set_bandwidth(sim, edges: np.ndarray, bandwidth: np.ndarray) -> None:
+    """Make ``bandwidth`` the links' own (the network's nominal, which faults degrade from) and apply it now."""
+    sim.network.nominal_bandwidth[edges] = bandwidth
+    sim.kernel.set_capacity(sim.network.link_resources()[edges], bandwidth)

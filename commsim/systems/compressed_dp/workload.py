@@ -1,0 +1,286 @@
+"""Data-parallel training steps as a commsim trace, replayed on the shared engine.
+
+:func:`step_trace` writes ``steps`` training steps of a :class:`~.plan.StepPlan` as a
+:class:`~commsim.workloads.trace.Trace`. Every rank runs three queues, as a CUDA
+training process does:
+
+- ``compute``: the forward pass (one kernel), then one backward kernel per bucket
+  from the last block to the first (:mod:`.layout`), bf16 device kernels;
+- ``compression``: the bucket's compression, server and decompression kernels
+  (:mod:`.plan`) on the same device, where they share compute and memory
+  bandwidth with the backward kernels by max-min fairness (``compression_dtype``);
+- ``comm``: the bucket's collectives over the ``dp`` communicator, from the
+  collective registry (all-reduce, hierarchical or ring all-gather, a star push
+  (``reduce``) and reply (``broadcast``) to and from the server rank, or the
+  sharded server's all-to-all and all-gather), one at a time as NCCL runs one
+  communicator's collectives.
+
+A bucket is released when its backward kernel ends (``release="backward"``) or
+when the whole backward pass has ended (``"after_backward"``); its ops are a
+chain (stage kernel, its collectives, the next stage, ..., the final kernel).
+Compression and collectives run in *issue order* — the order they become ready,
+known only at run time — through the
+:class:`~commsim.workloads.issue_order.IssueQueues` plug-in; each bucket's chain
+sits on trace streams of its own (``compression.s<step>.b<bucket>``, and one
+``comm.s<step>.b<bucket>.t<stage>.<i>`` per collective: a stage's collectives are
+issued together). Ranks run in lockstep: ranks whose kernels differ
+(a star server's aggregation) form a program of their own, and a queued op
+starts when every program holding it is ready. The step's ``sync`` op ends when
+its last bucket has; the forward pass of step ``s`` waits for the sync of step
+``s - lag`` (``sync``: lag 1; ``co2``: ``tau + 1``, CO2's asynchronous all-reduce
+overlapped with ``tau`` further steps).
+
+:func:`simulate` measures the iteration time: ``sync`` replays one step from idle
+(every step is a copy of it); ``co2`` replays until the run repeats itself
+(:func:`commsim.workloads.periodic.replay_until_periodic`: a pattern of 1 to
+:data:`MAX_PERIOD` steps seen :data:`MEASURE_STEPS` times, with the syncs'
+completions measured from their steps' starts repeating too) and averages the
+pattern.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from commsim.collectives import CollectiveConfig
+from commsim.devices.device import kernel_time
+from commsim.errors import ConfigError
+from commsim.network.inter_node import Fabric
+from commsim.systems.compressed_dp.layout import ModelLayout
+from commsim.systems.compressed_dp.plan import StepPlan
+from commsim.systems.compressed_dp.schedules import CollectivePlan
+from commsim.workloads.issue_order import IssueQueues
+from commsim.workloads.periodic import replay_until_periodic
+from commsim.workloads.replay import Replay
+from commsim.workloads.trace import CollectiveOp, ComputeOp, DelayOp, Program, Trace
+
+__all__ = ["RunStats", "simulate", "step_trace", "compute_time", "device_of", "MEASURE_STEPS", "MAX_CO2_STEPS",
+           "MAX_PERIOD"]
+
+MEASURE_STEPS = 3
+"""Times the ``co2`` variant's repeating pattern must be seen (and is averaged over)."""
+MAX_CO2_STEPS = 60
+"""Steps after the first wait at which a ``co2`` run stops even if it has not become periodic."""
+MAX_PERIOD = 4
+"""Longest period (steps) a ``co2`` run is recognised to repeat with (syncs of consecutive steps interleave)."""
+
+
+@dataclass
+class RunStats:
+    """What one run measured (seconds; bytes per rank and step).
+
+    ``result`` is the replay's :class:`~commsim.workloads.replay.ReplayResult` when recorded.
+    """
+
+    variant: str
+    tau: int
+    steps: int
+    iteration_time: float
+    step_start: np.ndarray
+    stall: float
+    wire_bytes: float
+    transfers: int
+    first_send: dict[int, float] = field(default_factory=dict)
+    periodic: bool = True
+    period: int = 1
+    result: Any = None
+
+
+def device_of(topology: Any, node: str) -> Any:
+    """The :class:`~commsim.devices.spec.DeviceSpec` of device ``node`` (presets resolved)."""
+    from commsim.devices.spec import device_spec
+
+    return device_spec(topology.device_spec(node), field=f"devices.{node}")
+
+
+def compute_time(layout: ModelLayout, spec: Any) -> float:
+    """Forward plus backward kernels of one step alone on the device (seconds, bf16)."""
+    total = kernel_time(spec, layout.forward_flops, layout.forward_bytes, "bf16")
+    for f, b in zip(layout.backward_flops.tolist(), layout.backward_bytes.tolist(), strict=True):
+        total += kernel_time(spec, f, b, "bf16")
+    return total
+
+
+# --------------------------------------------------------------------------- the trace
+
+
+def forward_id(step: int) -> str:
+    """Id of step ``step``'s forward op (step ``steps`` is the marker of when the next step could start)."""
+    return f"s{step}.fwd"
+
+
+def sync_id(step: int) -> str:
+    """Id of the op that ends when every bucket of step ``step`` is done."""
+    return f"s{step}.sync"
+
+
+def _programs(plan: StepPlan, n: int) -> list[list[int]]:
+    """Ranks grouped by the kernels they run (every rank alike, or a star server apart)."""
+    work = np.concatenate([s.kernel for b in plan.buckets for s in b.stages] + [b.finish for b in plan.buckets])
+    groups: dict[bytes, list[int]] = {}
+    for r in range(n):
+        groups.setdefault(work[:, r].tobytes(), []).append(r)
+    return list(groups.values())
+
+
+def step_trace(plan: StepPlan, layout: ModelLayout, coll: CollectivePlan, *, steps: int, lag: int,
+               release: str = "backward", dtype: str = "fp32") -> Trace:
+    """``steps`` training steps of ``plan`` and the start of the next (see the module docstring)."""
+    groups = _programs(plan, coll.n)
+    programs = []
+    for members in groups:
+        ops: list[Any] = []
+        for s in range(steps + 1):
+            step = {"queue": "compute", "step": s}
+            waits = [sync_id(s - lag)] if 0 <= s - lag < steps else []
+            if s == steps:  # when step ``steps`` could start: the end of the measurement
+                ops.append(ComputeOp(id=forward_id(s), deps=waits, tags=step, name=f"step {s} start"))
+                break
+            ops.append(ComputeOp(id=forward_id(s), deps=waits, flops=layout.forward_flops,
+                                 bytes=layout.forward_bytes, tags=step, name=f"step {s} forward"))
+            ends = []
+            for b in reversed(range(layout.buckets)):
+                ops.append(ComputeOp(id=f"s{s}.bwd{b}", flops=float(layout.backward_flops[b]),
+                                     bytes=float(layout.backward_bytes[b]), tags=step,
+                                     name=f"step {s} backward block {b}"))
+                if release == "backward":
+                    ends += _bucket(ops, plan, coll, s, b, members[0], dtype, after=f"s{s}.bwd{b}")
+            if release == "after_backward":
+                for b in reversed(range(layout.buckets)):
+                    ends += _bucket(ops, plan, coll, s, b, members[0], dtype, after=f"s{s}.bwd0")
+            ops.append(DelayOp(id=sync_id(s), stream=f"sync.s{s}", seconds=0.0, deps=ends or [f"s{s}.bwd0"],
+                               tags={"step": s}, name=f"step {s} sync"))
+        name = "ranks" if len(groups) == 1 else ("server" if coll.root in members else "workers")
+        programs.append(Program(name=name, ranks=members, ops=ops))
+    return Trace(name=f"{plan.compressor} data-parallel", ranks=coll.n,
+                 communicators={"dp": [list(range(coll.n))]}, programs=programs)
+
+
+def _bucket(ops: list[Any], plan: StepPlan, coll: CollectivePlan, s: int, b: int, rank: int, dtype: str, *,
+            after: str) -> list[str]:
+    """Append bucket ``b``'s chain of step ``s`` (for the program of ``rank``), released by op ``after``.
+
+    A stage's collectives are issued together once its kernel has ended (they queue in
+    order); the next stage, or the final kernel, waits for the last of them. Returns the
+    chain's last op id (none for an empty chain).
+    """
+    bucket = plan.buckets[b]
+    lane = f"s{s}.b{b}"
+    tags = {"step": s, "bucket": b}
+    chain: list[Any] = []
+    ready = [after]
+
+    def kernel(work: np.ndarray, op_id: str, name: str) -> None:
+        if work[:, rank].any():
+            chain.append(ComputeOp(id=op_id, stream=f"compression.{lane}", deps=ready, flops=float(work[0, rank]),
+                                   bytes=float(work[1, rank]), dtype=dtype, tags={**tags, "queue": "compression"},
+                                   name=name))
+        elif work.any():  # only other ranks work (a star server): this rank waits for it where they do
+            chain.append(DelayOp(id=op_id, stream=f"compression.{lane}", deps=ready, seconds=0.0,
+                                 tags={**tags, "queue": "compression"}, name=name))
+        else:
+            return
+        ready[:] = [op_id]
+
+    for k, stage in enumerate(bucket.stages):
+        server = any(t.kind == "reply" for t in stage.transfers)
+        kernel(stage.kernel, f"{lane}.k{k}", f"{'server' if server else 'compress'} block {b} stage {k}")
+        # each on a stream of its own: they join the comm queue together, in list order
+        sent = [CollectiveOp(id=f"{lane}.t{k}.{i}", stream=f"comm.{lane}.t{k}.{i}", group="dp", deps=list(ready),
+                             tags={**tags, "queue": "comm"}, name=f"step {s} block {b} {item.kind} {item.label}",
+                             **coll.collective(item.kind, item.nbytes))
+                for i, item in enumerate(stage.transfers) if item.nbytes > 0]
+        chain += sent
+        if sent:
+            ready[:] = [sent[-1].id]
+    kernel(bucket.finish, f"{lane}.finish", f"decompress block {b}")
+    ops.extend(chain)
+    return [chain[-1].id] if chain else []
+
+
+# --------------------------------------------------------------------------- the runs
+
+
+class _Times:
+    """Op start and end times of a finished replay, latest over the cohorts that hold an op (NaN: none)."""
+
+    def __init__(self, replay: Replay) -> None:
+        self._tables = [replay.op_times(c) for c in range(len(replay.cohorts))]
+
+    def get(self, op_id: str, which: int) -> float:
+        """Start (``which`` 1) or end (2) of op ``op_id``."""
+        found = [t[which][t[0][op_id]] for t in self._tables if op_id in t[0]]
+        return float(max(found)) if found else math.nan
+
+
+def simulate(topology: Any, layout: ModelLayout, plan: StepPlan, collectives: CollectivePlan, *, group: list[str],
+             port_bandwidth: float | None = None, unlimited: bool = False, fabric: Fabric | None = None,
+             variant: str = "sync", tau: int = 1, release: str = "backward", compression_dtype: str = "fp32",
+             config: CollectiveConfig | None = None, record: bool = False, steps: int | None = None,
+             seed: int = 0, faults: list[Any] | None = None) -> RunStats:
+    """Replay ``plan`` on ``topology`` and measure the iteration time (see the module docstring).
+
+    ``port_bandwidth`` (bytes/s per NIC port, None: the topology's) scales the inter-node
+    links through ``fabric``; ``unlimited`` makes every link infinitely fast. ``steps``
+    overrides the number of replayed steps (timelines). ``faults`` (:mod:`commsim.faults`
+    models) happen at their times from the first step's start, in every replay.
+    """
+    from commsim.simulation import Simulation
+
+    if variant not in ("sync", "co2"):
+        raise ConfigError(field="variant", value=variant, rule="is not a variant", fix="use sync or co2")
+    if release not in ("backward", "after_backward"):
+        raise ConfigError(field="release", value=release, rule="is not a release mode",
+                          fix="use backward or after_backward")
+    if len(group) != collectives.n:
+        raise ConfigError(field="ranks", value=len(group), rule=f"do not match the collectives' {collectives.n} ranks",
+                          fix="build the collective plan for the group")
+    lag = 1 if variant == "sync" else int(tau) + 1
+    last: dict[str, Any] = {}
+
+    def run(count: int) -> tuple[np.ndarray, np.ndarray, Any]:
+        sim = Simulation(topology, seed=seed, record_usage=record, name=f"{plan.compressor} {variant}")
+        if unlimited:
+            Fabric.unlimited(sim)
+        elif port_bandwidth is not None:
+            (fabric or Fabric.of(topology)).apply(sim, port_bandwidth)
+        if faults:
+            sim.schedule_faults(faults)
+        trace = step_trace(plan, layout, collectives, steps=count, lag=lag, release=release, dtype=compression_dtype)
+        replay = Replay(sim, trace, devices=group, collective=config, plugins=[IssueQueues()],
+                        record="all" if record else "none")
+        result = replay.run() if record else replay.run_to_end()
+        times = _Times(replay)
+        starts = np.array([times.get(forward_id(s), 1) for s in range(count + 1)])
+        settle = np.array([times.get(sync_id(s), 2) for s in range(count)]) - starts[:count]
+        last.update(replay=replay, sim=sim, result=result, count=count, times=times)
+        return starts, settle, replay
+
+    if steps is not None or variant == "sync":
+        count = int(steps) if steps is not None else 1
+        starts, _, _ = run(count)
+        window = max(1, min(count, 1 if variant == "sync" else MEASURE_STEPS))
+        measured = count
+        iteration = float((starts[-1] - starts[-1 - window]) / window)
+        periodic, period = True, 1
+    else:
+        found = replay_until_periodic(run, lag=lag, limit=lag + MAX_CO2_STEPS, max_period=MAX_PERIOD,
+                                      repeats=MEASURE_STEPS)
+        starts, measured, iteration = found.starts, found.steps, found.iteration
+        periodic, period = found.periodic, found.period
+    replay, sim, times = last["replay"], last["sim"], last["times"]
+    compute_end = np.array([times.get(f"s{s}.bwd0", 2) for s in range(measured)])
+    stall = float(np.sum(starts[1:measured + 1] - compute_end))
+    per_step = sum(1 for op in replay.trace.programs[0].ops if op.kind == "collective") / last["count"]
+    first_send: dict[int, float] = {}
+    for op in replay.trace.programs[0].ops:
+        if op.kind == "collective" and op.tags["step"] == 0:
+            first_send.setdefault(int(op.tags["bucket"]), times.get(op.id, 1))
+    return RunStats(variant=variant, tau=int(tau), steps=measured, iteration_time=iteration, step_start=starts,
+                    stall=stall, wire_bytes=sim.network.bytes_sent / (collectives.n * last["count"]),
+                    transfers=int(per_step * measured), first_send=first_send, periodic=periodic, period=period,
+                    result=last["result"] if record else None)
