@@ -24,12 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from commsim.errors import ConfigError
+from commsim.kernel import UNBOUNDED
 
-__all__ = ["Fabric", "UNLIMITED"]
-
-UNLIMITED = 1e30
-"""Bytes/s standing for an infinitely fast link (finite, so the max-min solver never subtracts inf from inf).
-Still needed until the kernel has an explicit unbounded capacity (another branch adds it)."""
+__all__ = ["Fabric"]
 
 
 @dataclass(frozen=True)
@@ -60,21 +57,21 @@ class Fabric:
 
     def apply(self, sim, port_bandwidth: float | None) -> None:
         """Scale the inter-node links of ``sim`` to ``port_bandwidth`` per port (None: keep the topology's;
-        ``inf``: :data:`UNLIMITED`)."""
+        ``inf``: unbounded, :data:`commsim.kernel.UNBOUNDED`)."""
         if port_bandwidth is None:
             return
         if not port_bandwidth > 0:
             raise ConfigError(field="inter_node_gbps", value=port_bandwidth, rule="must be positive",
                               fix="give a bandwidth above 0")
-        caps = (np.full(self.inter_node.shape[0], UNLIMITED) if math.isinf(port_bandwidth)
+        caps = (np.full(self.inter_node.shape[0], UNBOUNDED) if math.isinf(port_bandwidth)
                 else self.nominal * (port_bandwidth / self.port_bandwidth))
         _set_bandwidth(sim, self.inter_node, caps)
 
     @staticmethod
     def unlimited(sim) -> None:
-        """Give every link of ``sim`` unlimited bandwidth (:data:`UNLIMITED`; what remains is latency)."""
+        """Give every link of ``sim`` unlimited bandwidth (:data:`commsim.kernel.UNBOUNDED`; what remains is latency)."""
         edges = np.arange(sim.network.link_resources().shape[0])
-        _set_bandwidth(sim, edges, np.full(edges.shape[0], UNLIMITED))
+        _set_bandwidth(sim, edges, np.full(edges.shape[0], UNBOUNDED))
 
 
 def _set_bandwidth(sim, edges: np.ndarray, bandwidth: np.ndarray) -> None:

@@ -22,13 +22,6 @@ import commsim
 
 PACKAGE_ROOT = Path(commsim.__file__).parent
 
-# Imports that stay until another area's branch is merged: each must still occur (the test below fails
-# when one is gone, so the entry is removed with it).
-ALLOWED = {
-    # compressed DP is being rebuilt on the replay in its own branch; `Gemm` is public as commsim.workloads.Gemm
-    ("commsim.systems.compressed_dp.layout", "commsim.workloads._gemm"),
-}
-
 _MODULE_STRING = re.compile(r"commsim(\.[A-Za-z_][A-Za-z0-9_]*)+(:[A-Za-z_][A-Za-z0-9_]*)?")
 
 
@@ -88,14 +81,9 @@ def cross_package_private_imports(root: Path) -> list[tuple[str, int, str, str |
 
 
 def test_no_module_imports_another_packages_private_names() -> None:
-    found = [f for f in cross_package_private_imports(PACKAGE_ROOT) if (f[0], f[2]) not in ALLOWED]
+    found = cross_package_private_imports(PACKAGE_ROOT)
     assert found == [], "import these through the owning package's public API (add them to its __all__):\n" + \
         "\n".join(f"{m}:{line} imports {t}{'.' + n if n else ''}" for m, line, t, n in found)
-
-
-def test_every_allowed_exception_still_occurs() -> None:
-    found = {(f[0], f[2]) for f in cross_package_private_imports(PACKAGE_ROOT)}
-    assert ALLOWED - found == set(), "remove the allowed exceptions that no longer occur"
 
 
 def _tree(tmp_path: Path, files: dict[str, str]) -> Path:

@@ -72,8 +72,7 @@ class ModelLayout:
 
 def build_layout(model: str, *, tokens_per_rank: int, seq_len: int | None = None) -> ModelLayout:
     """The buckets and compute of catalog model ``model`` at ``tokens_per_rank`` tokens per rank and step."""
-    from commsim.workloads import gemm_backward, layer_gemms, load_model, parameters_by_layer
-    from commsim.workloads._gemm import Gemm
+    from commsim.workloads import Gemm, gemm_backward, layer_gemms, load_model, parameters_by_layer
 
     spec = load_model(model)
     seq = int(seq_len or min(spec.default_seq_len, tokens_per_rank))
