@@ -46,6 +46,34 @@ from commsim.devices.device import kernel_activity, launch_delay
 
 __all__ = ["Shortcuts"]
 
+_KNOWN_LINKS: dict[tuple[Any, ...], tuple[Any, dict[tuple[Any, ...], list[int]]]] = {}
+"""Links of collectives and send/recv pairs per fabric (see :func:`_known_links`)."""
+
+
+def _known_links(replay: Any) -> dict[tuple[Any, ...], list[int]]:
+    """The links already found for ``replay``'s fabric, by collective (kind, algorithm, bytes, root, nodes) or pairs.
+
+    Routes at the start of a replay without faults follow from the topology, the links down, the routing policy
+    and seed and the flows' ECMP keys alone, and a collective's schedule from its arguments, the channels, the algorithm
+    options and the collective model: replays of the same topology with them equal (the probe and the periodic
+    replays of a layout, the layouts of a search) find the same links, so they are found once. The topology
+    object itself is kept with its entry, so an entry never outlives it under a reused ``id``.
+    """
+    sim = replay.sim
+    resources = sim.network.link_resources()
+    router = sim.network.router
+    context = (id(sim.topology), sim.seed, router.policy, tuple(sorted(router.failed)),
+               int(resources[0]) if resources.size else 0, int(resources.size), replay.channels, repr(replay.algorithm_options), repr(replay.collective))
+    entry = _KNOWN_LINKS.get(context)
+    if entry is None or entry[0] is not sim.topology:
+        if len(_KNOWN_LINKS) >= 8:
+            _KNOWN_LINKS.clear()
+        entry = _KNOWN_LINKS[context] = (sim.topology, {})
+    if len(entry[1]) > 1 << 14:
+        entry[1].clear()
+    return entry[1]
+
+
 Timing = tuple[float, np.ndarray]
 """A remembered collective run: (time from launch to the group's completion, each member's end - launch)."""
 
@@ -125,11 +153,16 @@ class Shortcuts:
                 group_streams[group].update((p, s) for s in streams[(p, spec)])
         owners: dict[int, set[Any]] = defaultdict(set)
         links_of: dict[tuple[int, ...], set[int]] = defaultdict(set)
+        known = _known_links(replay)
         for group, used in group_kinds.items():
             nodes = [replay.devices[r] for r in group]
             for (kind, algorithm, root), nbytes in used.items():
-                schedule = schedule_of(kind, algorithm, nbytes, len(group), root, nodes)
-                links_of[group].update(CollectiveRun(sim, schedule, nodes, replay.collective).links().tolist())
+                key = (kind, algorithm, nbytes, root, tuple(nodes))
+                links = known.get(key)
+                if links is None:
+                    schedule = schedule_of(kind, algorithm, nbytes, len(group), root, nodes)
+                    links = known[key] = CollectiveRun(sim, schedule, nodes, replay.collective).links().tolist()
+                links_of[group].update(links)
             for link in links_of[group]:
                 owners[link].add(group)
         pairs: set[tuple[int, int]] = set()
@@ -139,9 +172,14 @@ class Shortcuts:
                 pairs.update({(rank, other), (other, rank)})
         if pairs:
             ordered = sorted(pairs)
-            routes = sim.network.routes([replay.devices[s] for s, _ in ordered], [replay.devices[d] for _, d in ordered],
-                                        [s * trace.ranks + d for s, d in ordered])
-            for link in np.unique(routes.resources).tolist():
+            key = ("p2p", trace.ranks, tuple((replay.devices[s], replay.devices[d]) for s, d in ordered))
+            links = known.get(key)
+            if links is None:
+                routes = sim.network.routes([replay.devices[s] for s, _ in ordered],
+                                            [replay.devices[d] for _, d in ordered],
+                                            [s * trace.ranks + d for s, d in ordered])
+                links = known[key] = np.unique(routes.resources).tolist()
+            for link in links:
                 owners[link].add("p2p")
         self.owners, self.links_of = dict(owners), dict(links_of)
         private = set()
