@@ -116,6 +116,7 @@ class LayerFolder:
         self.zero = zero
         self.links = links or {}
         """Per in-layer group (TP, EP): the links its collectives use (``None`` when the probe could not tell)."""
+        self._plans: dict[tuple[Any, ...], _PassPlan] = {}
 
     def folds(self, emitter: Any, phase: str, final: bool) -> bool:
         """True when the pass of ``phase`` (``final``: the last micro-batch's) of ``emitter``'s stage is folded."""
@@ -129,10 +130,43 @@ class LayerFolder:
         waits for the op ending when its last gradient does.
         """
         step, b = emitter.step, emitter.b
-        timings = [self.timings[(emitter.stage, tags["phase"], step.is_moe(layer))] for layer in layers]
         # only a pass whose gradients feed buckets is cut where they complete (the others would be cut into
         # a hundred delays that nothing waits for)
         feeds = final or self.zero >= 2
+        key = (emitter.stage, tags["phase"], tuple(layers), feeds)
+        plan = self._plans.get(key)
+        if plan is None:
+            # every micro-batch's pass of a stage and direction is the same chain: planned once per folder
+            plan = self._plans[key] = self._plan(step, emitter.stage, tags["phase"], layers, feeds)
+        track = step.config.track_memory and plan.working > 0
+        markers: dict[tuple[int, str], str] = {}
+        if track:
+            b.alloc(f"{prefix}.layers_alloc", f"layers.{prefix}", plan.working, tags=tags)
+        if plan.head:
+            emitter.last_compute = _emit_pieces(b, f"{prefix}.layers_head", plan.head, tags, markers,
+                                                deps=(emitter.pending, *emitter.waits))
+            emitter.pending, emitter.waits = None, []
+        if plan.body:
+            emitter.last_compute = _emit_pieces(b, f"{prefix}.layers", plan.body, tags, markers,
+                                                deps=(emitter.pending, *emitter.waits,
+                                                      b.last_on(str(plan.body_stream))))
+            emitter.pending, emitter.waits = None, []
+        if track:
+            b.free(f"{prefix}.layers_free", f"layers.{prefix}", tags=tags)
+        if plan.tail is not None:
+            stream = str(plan.tail.stream)
+            emitter.pending = b.delay(f"{prefix}.layers_tail", plan.tail.part.seconds, stream=stream,
+                                      tags={**tags, "folded": plan.tail.part.classes},
+                                      deps=(emitter.pending, emitter.last_compute, b.last_on(stream)))
+        for producer_key in plan.grads:
+            producer = f"{producer_key[0]}.{producer_key[1]}"
+            if final:
+                emitter.grad_ready.append((markers[producer_key], producer))
+            emitter.sync.add(markers[producer_key], producer, final)
+
+    def _plan(self, step: Any, stage: int, phase: str, layers: list[int], feeds: bool) -> _PassPlan:
+        """The folded chain of one pass (see :meth:`emit`): its pieces, tail, working buffers and gradients."""
+        timings = [self.timings[(stage, phase, step.is_moe(layer))] for layer in layers]
         # the chain as consecutive parts: head (compute only), body (from a collective), tail (a collective)
         chain: list[_Link] = []
         for layer, t in zip(layers, timings, strict=True):
@@ -146,32 +180,11 @@ class LayerFolder:
         tail = chain.pop() if chain and chain[-1].kind == "tail" else None
         first = next((k for k, link in enumerate(chain) if link.kind != "head"), len(chain))
         head, body = chain[:first], chain[first:]
-        working = max(t.working for t in timings)
-        track = step.config.track_memory and working > 0
-        markers: dict[tuple[int, str], str] = {}
-        if track:
-            b.alloc(f"{prefix}.layers_alloc", f"layers.{prefix}", working, tags=tags)
-        if head:
-            emitter.last_compute = _pieces(b, f"{prefix}.layers_head", head, tags, markers,
-                                           deps=(emitter.pending, *emitter.waits))
-            emitter.pending, emitter.waits = None, []
-        if body:
-            emitter.last_compute = _pieces(b, f"{prefix}.layers", body, tags, markers,
-                                           deps=(emitter.pending, *emitter.waits, b.last_on(str(body[0].stream))))
-            emitter.pending, emitter.waits = None, []
-        if track:
-            b.free(f"{prefix}.layers_free", f"layers.{prefix}", tags=tags)
-        if tail is not None:
-            stream = str(tail.stream)
-            emitter.pending = b.delay(f"{prefix}.layers_tail", tail.part.seconds, stream=stream,
-                                      tags={**tags, "folded": tail.part.classes},
-                                      deps=(emitter.pending, emitter.last_compute, b.last_on(stream)))
-        for layer, t in zip(layers, timings, strict=True):
-            for name, _, _ in t.grads if feeds else ():
-                producer = f"{layer}.{name}"
-                if final:
-                    emitter.grad_ready.append((markers[(layer, name)], producer))
-                emitter.sync.add(markers[(layer, name)], producer, final)
+        grads = [(layer, name) for layer, t in zip(layers, timings, strict=True) for name, _, _ in (t.grads if feeds
+                                                                                                    else ())]
+        return _PassPlan(head=_pieces(head) if head else None, body=_pieces(body) if body else None,
+                         body_stream=body[0].stream if body else None, tail=tail,
+                         working=max(t.working for t in timings), grads=grads)
 
 
 @dataclass
@@ -184,14 +197,33 @@ class _Link:
     grads: list[tuple[int, str, float]]
 
 
-def _pieces(b: Any, name: str, links: list[_Link], tags: dict[str, Any], markers: dict[tuple[int, str], str],
-            deps: tuple[str | None, ...]) -> str:
-    """Delay ops for consecutive ``links`` on the compute stream, cut where a gradient completes; the last op's id.
+@dataclass
+class _Pieces:
+    """Delay ops of consecutive links on the compute stream: each one's seconds and ``folded`` classes, and per
+    gradient (layer, name) the index of the op that ends when it does."""
 
-    ``markers`` gets, per gradient, the op that ends when it does. Each op's ``folded``
-    classes are taken from the links' in order: the chain is the only thing running on its
-    ranks' compute and in-layer streams meanwhile, so where in it a class falls cannot change
-    the breakdown.
+    ops: list[tuple[float, dict[str, float]]]
+    markers: dict[tuple[int, str], int]
+
+
+@dataclass
+class _PassPlan:
+    """One folded pass, the same for every micro-batch of a stage and direction (see :meth:`LayerFolder.emit`)."""
+
+    head: _Pieces | None
+    body: _Pieces | None
+    body_stream: str | None
+    tail: _Link | None
+    working: float
+    grads: list[tuple[int, str]]
+
+
+def _pieces(links: list[_Link]) -> _Pieces:
+    """Delay ops for consecutive ``links`` on the compute stream, cut where a gradient completes.
+
+    Each op's ``folded`` classes are taken from the links' in order: the chain is the only thing running on
+    its ranks' compute and in-layer streams meanwhile, so where in it a class falls cannot change the
+    breakdown.
     """
     total = _add([link.part for link in links])
     cuts: list[tuple[float, tuple[int, str]]] = []
@@ -201,7 +233,7 @@ def _pieces(b: Any, name: str, links: list[_Link], tags: dict[str, Any], markers
         base += link.part.seconds
     ends = sorted({min(at, total.seconds) for at, _ in cuts} | {total.seconds})
     left = dict(total.classes)
-    done, last, ids = 0.0, "", {}
+    done, ops, index = 0.0, [], {}
     for k, end in enumerate(ends):
         seconds = end - done
         share: dict[str, float] = {}
@@ -210,13 +242,24 @@ def _pieces(b: Any, name: str, links: list[_Link], tags: dict[str, Any], markers
             if take > 0:
                 share[column] = take
                 left[column] -= take
-        last = b.delay(name if k == len(ends) - 1 else f"{name}.{k}", seconds, deps=deps if k == 0 else (),
-                       tags={**tags, "folded": share}, stream="compute")
-        ids[end] = last
+        ops.append((seconds, share))
+        index[end] = k
         done = end
-    for at, key in cuts:
-        markers[key] = ids[min(at, total.seconds)]
-    return last
+    return _Pieces(ops, {key: index[min(at, total.seconds)] for at, key in cuts})
+
+
+def _emit_pieces(b: Any, name: str, pieces: _Pieces, tags: dict[str, Any], markers: dict[tuple[int, str], str],
+                 deps: tuple[str | None, ...]) -> str:
+    """Append ``pieces`` to ``b`` (the first waiting for ``deps``); the last op's id. ``markers`` gets, per
+    gradient, the id of the op that ends when it does."""
+    ids = []
+    last = len(pieces.ops) - 1
+    for k, (seconds, share) in enumerate(pieces.ops):
+        ids.append(b.delay(name if k == last else f"{name}.{k}", seconds, deps=deps if k == 0 else (),
+                           tags={**tags, "folded": dict(share)}, stream="compute"))
+    for key, k in pieces.markers.items():
+        markers[key] = ids[k]
+    return ids[-1]
 
 
 def fold_refusal(step: _Step, sim: Any, options: dict[str, Any]) -> str | None:
