@@ -227,6 +227,9 @@ class CollectiveRun:
         What a driver uses to start a collective at a given time (a job whose members
         arrive then) without touching the simulation's clock itself.
         """
+        if not math.isfinite(time):
+            raise ConfigError(field="start time", value=time, rule="is not a finite number of seconds",
+                              fix="give the simulated time the collective starts at, in seconds")
         delay = time - self.sim.env.now
         if delay > 0:
             self.sim.env.timeout(delay).callbacks.append(lambda _ev: self.start())

@@ -7,6 +7,8 @@ as an exact shift or stretch of it.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -176,6 +178,14 @@ def test_start_at_shifts_the_run_to_that_time_and_a_past_time_starts_it_at_once(
     again = CollectiveRun(sim, ring_reduce_scatter(N, SIZE), GROUP, CollectiveConfig())
     again.start_at(0.0)     # the clock is past 0: it starts now
     assert again.start_time == pytest.approx(late.end_time)
+
+
+@pytest.mark.parametrize("when", [math.nan, math.inf])
+def test_start_at_refuses_a_time_that_is_not_finite(when: float) -> None:
+    sim = Simulation(ring(n=N, bandwidth=BW, latency=LAT), record_usage=False)
+    run = CollectiveRun(sim, ring_reduce_scatter(N, SIZE), GROUP, CollectiveConfig())
+    with pytest.raises(ConfigError, match=r"start time = (nan|inf): is not a finite number of seconds"):
+        run.start_at(when)
 
 
 def test_start_after_runs_a_second_phase_when_the_first_is_done() -> None:
