@@ -84,6 +84,7 @@ def kernel_time(spec: DeviceSpec, flops: float, nbytes: float, dtype: str, effic
     amount, (on_compute, on_memory) = kernel_activity(spec, flops, nbytes, dtype, efficiency, kernel)
     return amount * max(on_compute, on_memory / spec.memory_bandwidth)
 
+
 def launch_delay(spec: DeviceSpec, kernel: KernelShape | None = None) -> float:
     """Seconds before a kernel starts: its compute model's overhead per launch, else the spec's."""
     model = spec.kernel_model()
