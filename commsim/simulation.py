@@ -69,6 +69,10 @@ class Simulation:
         Check every rate recomputation against a full solve (tests).
     name:
         Name of the run in results.
+    unbounded_memory:
+        Give every device an unbounded memory pool (:class:`~commsim.devices.MemoryPool`
+        with no capacity): nothing is refused or swapped, and each pool's peak is
+        what the run needs.
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class Simulation:
         reroute: bool = True,
         verify: bool = False,
         name: str | None = None,
+        unbounded_memory: bool = False,
     ) -> None:
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ConfigError(field="seed", value=seed, rule="is not a whole number of at least 0",
@@ -94,7 +99,9 @@ class Simulation:
         self.recorder = Recorder()
         self.kernel = FluidKernel(self.env, record_usage=record_usage, verify=verify)
         self.devices: dict[str, Device] = {
-            node: Device(node, topology.device_spec(node), self.kernel, self.recorder) for node in topology.devices
+            node: Device(node, topology.device_spec(node), self.kernel, self.recorder,
+                         unbounded_memory=unbounded_memory)
+            for node in topology.devices
         }
         self.network = Network(self.kernel, topology, routing=routing, seed=seed, recorder=self.recorder,
                                reroute=reroute)

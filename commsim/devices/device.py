@@ -106,9 +106,13 @@ class Device:
         The fluid kernel its resources join.
     recorder:
         Where its spans go (optional).
+    unbounded_memory:
+        Give it an unbounded memory pool instead of the spec's RAM and swap: nothing
+        is refused or swapped, and the pool's peak is what the work needs.
     """
 
-    def __init__(self, name: str, spec: Any, kernel: FluidKernel, recorder: Recorder | None = None) -> None:
+    def __init__(self, name: str, spec: Any, kernel: FluidKernel, recorder: Recorder | None = None, *,
+                 unbounded_memory: bool = False) -> None:
         self.name = name
         self.spec = device_spec(spec, field=f"devices.{name}")
         self.kernel = kernel
@@ -123,7 +127,8 @@ class Device:
         self.compute_resource = int(ids[0])
         self.memory_resource = int(ids[1])
         self.disk_resource = int(ids[2]) if len(ids) > 2 else None
-        self.memory = MemoryPool(name, self.spec.memory, self.spec.swap, clock=lambda: self.env.now)
+        capacity, swap = (None, 0.0) if unbounded_memory else (self.spec.memory, self.spec.swap)
+        self.memory = MemoryPool(name, capacity, swap, clock=lambda: self.env.now)
         self._copy_engines: simpy.Resource | None = None
         self.slowdown = 1.0
         self.failed = False

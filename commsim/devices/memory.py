@@ -11,6 +11,13 @@
 Traceback (most recent call last):
 ...
 commsim.errors.OutOfMemoryError: out of memory on gpu0: allocating 4.657 GiB with 5.588 GiB in use exceeds the capacity of 9.313 GiB. Fix: free memory first, use a device with more memory or swap, or shard the workload over more devices.
+
+An unbounded pool (``capacity=None``) never refuses; its peak says what a workload needs:
+
+>>> roomy = MemoryPool("gpu0", capacity=None)
+>>> _ = roomy.allocate(1e15, "everything")
+>>> roomy.peak, roomy.swapped
+(1000000000000000.0, 0.0)
 """
 
 from __future__ import annotations
@@ -25,14 +32,20 @@ __all__ = ["MemoryPool"]
 class MemoryPool:
     """Bytes held on one device.
 
-    Allocations beyond ``capacity`` spill into ``swap`` (when there is any);
-    beyond both they raise :class:`~commsim.errors.OutOfMemoryError`.
-    ``clock`` gives the current simulated time for the timeline.
+    Allocations beyond ``capacity`` (bytes) spill into ``swap`` (bytes, when there
+    is any); beyond both they raise :class:`~commsim.errors.OutOfMemoryError`.
+    ``capacity=None`` is an unbounded pool: it holds anything, never swaps, and
+    its peak is what the workload needs. ``clock`` gives the current simulated
+    time for the timeline.
     """
 
-    def __init__(self, name: str, capacity: float, swap: float = 0.0, clock: Callable[[], float] | None = None):
+    def __init__(self, name: str, capacity: float | None, swap: float = 0.0,
+                 clock: Callable[[], float] | None = None):
+        if capacity is None and swap:
+            raise ConfigError(field="swap", value=swap, rule="is given to an unbounded memory pool",
+                              fix="give a capacity with swap, or no swap to an unbounded pool")
         self.name = name
-        self.capacity = float(capacity)
+        self.capacity = None if capacity is None else float(capacity)
         self.swap = float(swap)
         self._clock = clock or (lambda: 0.0)
         self._held: dict[int, tuple[float, str]] = {}
@@ -47,18 +60,18 @@ class MemoryPool:
     @property
     def swapped(self) -> float:
         """Bytes currently held in swap."""
-        return max(0.0, self.in_use - self.capacity)
+        return 0.0 if self.capacity is None else max(0.0, self.in_use - self.capacity)
 
     @property
     def resident(self) -> float:
         """Bytes currently held in memory proper."""
-        return min(self.in_use, self.capacity)
+        return self.in_use if self.capacity is None else min(self.in_use, self.capacity)
 
     def allocate(self, nbytes: float, label: str = "") -> int:
         """Hold ``nbytes`` more; return a handle for :meth:`free`."""
         if not nbytes >= 0:
             raise ConfigError(field="bytes", value=nbytes, rule="must be >= 0", fix="allocate a non-negative size")
-        if self.in_use + nbytes > self.capacity + self.swap:
+        if self.capacity is not None and self.in_use + nbytes > self.capacity + self.swap:
             raise OutOfMemoryError(self.name, nbytes, self.in_use, self.capacity + self.swap)
         handle = self._next
         self._next += 1

@@ -184,6 +184,13 @@ class Topology:
         self._succ[b][a] = {"bandwidth": float(back), "latency": float(latency), **attrs}
         self._changed()
 
+    def copy(self) -> Topology:
+        """An independent copy (same nodes, links and attributes) to extend without changing this one."""
+        out = Topology(self.name, self.description)
+        out._nodes = {n: dict(attrs) for n, attrs in self._nodes.items()}
+        out._succ = {a: {b: dict(attrs) for b, attrs in succ.items()} for a, succ in self._succ.items()}
+        return out
+
     def set_device(self, node: str, device: Any) -> None:
         """Replace the device (preset name or spec) of device node ``node``."""
         if self._nodes.get(node, {}).get("kind") != "device":

@@ -189,6 +189,29 @@ def test_memory_pool_tracks_peak_and_timeline():
     assert pool.in_use == 0.0
 
 
+def test_an_unbounded_pool_refuses_nothing_and_records_the_peak():
+    clock = [0.0]
+    pool = MemoryPool("gpu0", capacity=None, clock=lambda: clock[0])
+    a = pool.allocate(5e18, "weights")
+    clock[0] = 1.0
+    pool.allocate(2e18, "activations")
+    pool.free(a)
+    assert (pool.in_use, pool.peak, pool.swapped, pool.resident, pool.peak_swapped) == (2e18, 7e18, 0.0, 2e18, 0.0)
+    assert pool.timeline == [(0.0, 0.0), (0.0, 5e18), (1.0, 7e18), (1.0, 2e18)]
+    with pytest.raises(ConfigError, match="unbounded memory pool"):
+        MemoryPool("gpu0", capacity=None, swap=1e9)
+
+
+def test_a_simulation_with_unbounded_memory_gives_every_device_an_unbounded_pool():
+    topo = switch(n=2)                                    # H100: 80 GB
+    bounded, roomy = Simulation(topo), Simulation(topo, unbounded_memory=True)
+    with pytest.raises(OutOfMemoryError):
+        bounded.devices["gpu1"].memory.allocate(100e9)
+    for device in roomy.devices.values():
+        device.memory.allocate(100e9)
+        assert device.memory.capacity is None and device.memory.peak == 100e9
+
+
 def test_memory_over_capacity_is_out_of_memory():
     sim = Simulation(switch(n=2))  # H100: 80 GB
     pool = sim.devices["gpu0"].memory

@@ -325,3 +325,13 @@ def test_routers_of_one_topology_share_intact_routes_but_not_failed_ones():
     a.fail([first[1]])                          # a's spine link down: a reroutes, b keeps the intact route
     assert first[1] not in a.path(src, dst, key=7)
     assert b.path(src, dst, key=7) == first and Router(topo).path(src, dst, key=7) == first
+
+
+def test_a_copy_has_the_same_network_and_changes_alone():
+    topo = leaf_spine(leaves=2, spines=2, hosts_per_leaf=2)
+    twin = topo.copy()
+    assert (twin.name, twin.nodes(), list(twin.links())) == (topo.name, topo.nodes(), list(topo.links()))
+    assert twin.node_attributes(twin.devices[0]) == topo.node_attributes(topo.devices[0])
+    twin.add_node("extra", "host")
+    twin.add_link("extra", twin.nodes("switch")[0], bandwidth=1e9)
+    assert not topo.has_node("extra") and twin.link_count == topo.link_count + 1

@@ -528,15 +528,15 @@ def test_tree_fanout_reaches_the_collective_library(toy):
 
 
 @pytest.mark.parametrize("window", [None, 2])
-def test_what_a_run_needs_is_its_peak_on_unlimited_memory(toy, window):
+def test_what_a_run_needs_is_its_peak_on_unbounded_memory(toy, window):
     from dataclasses import replace
 
-    from commsim.systems.tpi_llm.hardware import rescale
-    from commsim.systems.tpi_llm.run import UNLIMITED, needed_memory
+    from commsim.systems.tpi_llm.run import needed_memory
 
     tiny = edge_topology(2, device={"base": "edge_cpu_8core", "memory": "2 MB", "swap": "1 MB"})
     setup = tpi(toy, tiny, window=window, runtime_memory=0.0)
-    full = simulate_inference(replace(setup, topology=rescale(tiny, memory=UNLIMITED)))
+    huge = edge_topology(2, device={"base": "edge_cpu_8core", "memory": "1 PB", "swap": "0 B"})
+    full = simulate_inference(replace(setup, topology=huge))
     assert simulate_inference(setup).status == "out of memory" and full.ok
     # scheduler off: start-up and allocations only, the same peak as the whole run
     assert np.array_equal(needed_memory(setup), full.peak_memory)

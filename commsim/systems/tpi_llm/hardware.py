@@ -36,7 +36,7 @@ from commsim.network.generators import home_router_edge
 from commsim.network.routing import Router
 from commsim.network.topology import Topology
 
-__all__ = ["LAPTOP_LINKS", "SERVER", "edge_topology", "path_latency", "rescale", "wifi_topology", "with_server"]
+__all__ = ["LAPTOP_LINKS", "SERVER", "edge_topology", "path_latency", "wifi_topology", "with_server"]
 
 SERVER = "ps"
 """Node name of the parameter server added by :func:`with_server`."""
@@ -79,7 +79,7 @@ def with_server(topo: Topology, *, device: Any = "edge_cpu_8core") -> Topology:
     router (4 links to any device); on an access point it joins the access
     point directly. Its links copy the master's first link (stated assumption).
     """
-    out = rescale(topo)
+    out = topo.copy()
     hub = "core" if "core" in out.graph else "ap"
     first = topo.devices[0]
     neighbour = next(iter(out.graph.successors(first)))
@@ -93,31 +93,6 @@ def with_server(topo: Topology, *, device: Any = "edge_cpu_8core") -> Topology:
     else:
         out.add_link(SERVER, hub, bandwidth=bandwidth, latency=latency)
     out.check()
-    return out
-
-
-def rescale(topo: Topology, *, bandwidth: float | None = None, latency: float | None = None,
-            memory: float | None = None) -> Topology:
-    """A copy of ``topo``; ``bandwidth`` and/or ``latency`` replace every link's values when given, ``memory``
-    (bytes) every device's RAM (with no swap: what a run needs is then its peak, whatever the device holds)."""
-    out = Topology(topo.name, topo.description)
-    for node, data in topo.graph.nodes(data=True):
-        extra = {k: v for k, v in data.items() if k not in ("kind", "latency", "device", "forwards")}
-        device = data["device"]
-        if memory is not None and data["kind"] == "device":
-            device = device_spec(device).model_copy(update={"memory": memory, "swap": 0.0})
-        out.add_node(node, data["kind"], latency=data["latency"], device=device, forwards=data["forwards"],
-                     **extra)
-    seen: set[frozenset[str]] = set()
-    for a, b, data in topo.graph.edges(data=True):
-        key = frozenset((a, b))
-        if key in seen:
-            continue
-        seen.add(key)
-        back = topo.graph.edges[b, a]["bandwidth"]
-        out.add_link(a, b, bandwidth=data["bandwidth"] if bandwidth is None else bandwidth,
-                     bandwidth_back=back if bandwidth is None else bandwidth,
-                     latency=data["latency"] if latency is None else latency)
     return out
 
 

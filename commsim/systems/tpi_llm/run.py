@@ -39,17 +39,14 @@ from commsim.errors import CommsimError, ConfigError, OutOfMemoryError, StallErr
 from commsim.faults.injector import faults_on
 from commsim.network.topology import Topology
 from commsim.simulation import Simulation
-from commsim.systems.tpi_llm.hardware import SERVER, rescale, with_server
+from commsim.systems.tpi_llm.hardware import SERVER, with_server
 from commsim.systems.tpi_llm.partition import COMPUTE_BYTES, Block
 from commsim.systems.tpi_llm.workload import ALGORITHM_OF, inference_trace
 from commsim.workloads.models import TransformerSpec
 from commsim.workloads.replay import Replay
 from commsim.workloads.window import Blocks, WindowLoader
 
-__all__ = ["BREAKDOWN", "UNLIMITED", "InferenceSetup", "InferenceStats", "needed_memory", "simulate_inference"]
-
-UNLIMITED = 1e18
-"""RAM (bytes) of the devices of the run that measures what a run which does not fit would need."""
+__all__ = ["BREAKDOWN", "InferenceSetup", "InferenceStats", "needed_memory", "simulate_inference"]
 
 BREAKDOWN = ("compute", "allreduce", "input_wait", "stall", "swap")
 """Where a device's time goes, per token (they add up to the token's time on the device)."""
@@ -245,12 +242,15 @@ def _check(setup: InferenceSetup) -> None:
                           fix="give the number of children per tree node, e.g. 2 (binary) or 3")
 
 
-def _replay(setup: InferenceSetup, tokens: int) -> tuple[Simulation, Replay, WindowLoader, Any, CommsimError | None]:
-    """Replay the first ``tokens`` tokens of ``setup`` (0: start-up and allocations only)."""
+def _replay(setup: InferenceSetup, tokens: int, *, unbounded_memory: bool = False,
+            ) -> tuple[Simulation, Replay, WindowLoader, Any, CommsimError | None]:
+    """Replay the first ``tokens`` tokens of ``setup`` (0: start-up and allocations only); ``unbounded_memory``
+    gives every device an unbounded memory pool."""
     _check(setup)
     server = setup.mode == "tp" and setup.allreduce == "ps" and len(setup.devices) > 1
     topo = with_server(setup.topology) if server and SERVER not in setup.topology.graph else setup.topology
-    sim = Simulation(topo, seed=setup.seed, routing="shortest", record_usage=setup.record)
+    sim = Simulation(topo, seed=setup.seed, routing="shortest", record_usage=setup.record,
+                     unbounded_memory=unbounded_memory)
     sim.schedule_faults(faults_on(setup.faults, topo))
     base = setup.collective or CollectiveConfig()
     config = CollectiveConfig(step_latency=base.step_latency, bandwidth_efficiency=base.bandwidth_efficiency,
@@ -299,12 +299,12 @@ def simulate_inference(setup: InferenceSetup) -> InferenceStats:
 
 
 def needed_memory(setup: InferenceSetup) -> np.ndarray:
-    """Per device, the bytes ``setup`` needs (its peak), measured on its devices given unlimited RAM.
+    """Per device, the bytes ``setup`` needs (its peak), measured on its devices given unbounded memory pools.
 
     With the scheduler off every block is pinned: after the start-up (which loads them) and the
     trace's first ops (the runtime, KV cache and workspace allocations) nothing is allocated until
     the end, so only those are replayed (the same peak as a whole run, without its tokens).
     """
-    roomy = replace(setup, topology=rescale(setup.topology, memory=UNLIMITED), record=False)
-    sim, *_ = _replay(roomy, 0 if setup.window is None else 1 + setup.decode_tokens)
+    sim, *_ = _replay(replace(setup, record=False), 0 if setup.window is None else 1 + setup.decode_tokens,
+                      unbounded_memory=True)
     return np.array([sim.devices[d].memory.peak for d in setup.devices])
