@@ -18,7 +18,9 @@ occupancy reflects: how much of the HBM bandwidth the GEMM is using.
   more than communication can take).
 
 Capacities change only when a GEMM phase starts or ends or communication
-starts or stops on a GPU: the arbiter re-reads its inputs then.
+starts or stops on a GPU: the arbiter re-reads its inputs then. A resource
+that does not bind (the GEMM idle, no communication) has the kernel's
+``UNBOUNDED`` capacity.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from commsim.kernel import UNBOUNDED
 
 if TYPE_CHECKING:
     from commsim.systems.t3.context import RingContext
@@ -37,18 +41,16 @@ class MemoryArbiter:
     """Per-GPU admission and port resources of T3-MCA (see the module docstring)."""
 
     def __init__(self, ctx: RingContext) -> None:
-        from commsim.systems.t3.context import BIG
-
         self.ctx = ctx
         p = ctx.p
         kernel = ctx.kernel
-        self.port = kernel.add_resources(np.full(p, BIG), [f"mca_port:{n}" for n in ctx.names])
-        self.admit = kernel.add_resources(np.full(p, BIG), [f"mca_admit:{n}" for n in ctx.names])
+        self.port = kernel.add_resources(np.full(p, UNBOUNDED), [f"mca_port:{n}" for n in ctx.names])
+        self.admit = kernel.add_resources(np.full(p, UNBOUNDED), [f"mca_admit:{n}" for n in ctx.names])
         self.demand = np.zeros(p)          # GEMM HBM demand, bytes/s (inf: saturating)
         self.active = np.zeros(p, dtype=np.int64)  # communication flows using each GPU's HBM
         self.need = np.zeros(p)                     # HBM bytes/s those flows can use at their link rate
-        self._port_cap = np.full(p, BIG)
-        self._admit_cap = np.full(p, BIG)
+        self._port_cap = np.full(p, UNBOUNDED)
+        self._admit_cap = np.full(p, UNBOUNDED)
 
     def gemm_phase(self, gpus: np.ndarray, demand: np.ndarray | float) -> None:
         """The GEMM on ``gpus`` entered a phase demanding ``demand`` bytes/s of HBM (0: idle, inf: saturating)."""
@@ -72,8 +74,6 @@ class MemoryArbiter:
         self._update(np.unique(gpus))
 
     def _update(self, gpus: np.ndarray) -> None:
-        from commsim.systems.t3.context import BIG
-
         if gpus.size == 0:
             return
         knobs = self.ctx.knobs
@@ -82,8 +82,8 @@ class MemoryArbiter:
         demand = self.demand[gpus]
         busy = self.active[gpus] > 0
         reserve = np.minimum(share * cap, self.need[gpus])
-        port = np.where(busy & (demand >= cap - reserve), cap - reserve, BIG)
-        admit = np.where(demand > 0, np.maximum(knobs.mca_threshold * cap - np.minimum(demand, cap), share * cap), BIG)
+        port = np.where(busy & (demand >= cap - reserve), cap - reserve, UNBOUNDED)
+        admit = np.where(demand > 0, np.maximum(knobs.mca_threshold * cap - np.minimum(demand, cap), share * cap), UNBOUNDED)
         change = (port != self._port_cap[gpus])
         if change.any():
             self._port_cap[gpus[change]] = port[change]

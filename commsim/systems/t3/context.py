@@ -18,16 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from commsim.kernel import UNBOUNDED
 from commsim.network.topology import Topology
 from commsim.simulation import Simulation
 from commsim.systems.t3.knobs import Knobs
 from commsim.systems.t3.ring import ring_order
 
-__all__ = ["BIG", "DramLedger", "RingContext"]
-
-BIG = UNBOUNDED
-"""Capacity of a resource that never binds (the arbiter's resources while it is idle): the kernel's explicit one."""
+__all__ = ["DramLedger", "RingContext"]
 
 CATEGORIES: tuple[str, ...] = ("gemm", "rs", "ag")
 
