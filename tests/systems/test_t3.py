@@ -421,6 +421,15 @@ def test_scenario_faults_reach_the_t3_study(tmp_path) -> None:
         assert failed[variant] > clean[variant] * 1.05, variant
 
 
+def test_the_default_parameters_give_the_default_knobs_and_every_knob_is_a_parameter() -> None:
+    from dataclasses import fields
+
+    assert T3Params().knobs() == Knobs()
+    changed = T3Params(link_bandwidth="150 GB/s", hbm_arbitration="bytes", mca_min_share=0.2).knobs()
+    assert (changed.link_bandwidth, changed.cu_weighted, changed.mca_min_share) == (150e9, False, 0.2)
+    assert {f.name for f in fields(Knobs)} - {"cu_weighted"} <= set(T3Params.model_fields)
+
+
 # ---------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(("params", "needle"), [
     ({"tokens": 0}, "tokens = 0: must be at least 1"),

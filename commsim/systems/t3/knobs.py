@@ -47,46 +47,11 @@ VARIANT_LABELS: dict[str, str] = {"sequential": "Sequential", "coarse": "Coarse-
 class Knobs:
     """Everything the sublayer engine uses, SI units.
 
-    Attributes
-    ----------
-    device:
-        Device preset name or spec mapping of every GPU of the ring.
-    link_bandwidth, link_latency:
-        Ring link, bytes/s per direction and seconds per link.
-    gemm_efficiency:
-        Fraction of the device's peak FP16 FLOP/s a GEMM's main loop reaches (None: the device's).
-    hbm_efficiency:
-        Fraction of peak HBM bandwidth the memory controller sustains (calibrated).
-    comm_peak_bandwidth, comm_cu_scale:
-        Rate model of a communication kernel on CUs (:func:`comm_kernel_rate`): its link steps
-        and local reductions move at most ``comm_peak_bandwidth · (1 - exp(-cus / comm_cu_scale))``
-        bytes/s (bytes/s and CUs; calibrated on the motivation figure's 8- and 16-CU points).
-    tile_m, tile_n, group_rows, l2_bytes, l2_reuse:
-        GEMM macro-tile, raster band height (tile rows), L2 capacity for operand reuse and
-        the fraction of the LRU model's operand hits that happen.
-    rccl_cus:
-        Compute units of a stand-alone communication kernel (Sequential's RS, every AG, the
-        motivation experiment's all-reduce alone).
-    coarse_chunks, coarse_comm_cus:
-        Coarse-grained decomposition: GEMM pieces and CUs the communication kernel keeps.
-    dma_weight:
-        Memory-controller share of DMA/near-memory traffic, in CU-equivalents of requesters.
-    cu_weighted:
-        Saturated HBM is shared in proportion to the requesters (CUs, DMA weight) of each
-        activity; false: byte-fair.
-    nmc_update_cost:
-        HBM capacity one byte of near-memory update uses, relative to a plain write.
-    remote_first_chunk:
-        T3 maps the first chunk's output to the ring neighbour (remote stores, no DMA).
-    mca_threshold, mca_min_share:
-        T3-MCA: HBM utilisation below which communication is admitted, and the share
-        communication keeps while the GEMM saturates memory (the starvation bound).
-    hbm_interference:
-        ``kappa`` (dimensionless): while DMA / near-memory-update traffic moves ``u`` of the
-        achievable HBM bandwidth through a GPU's memory, each byte its GEMM main loop fetches
-        from DRAM costs ``kappa·u`` times its transfer time in extra stalls (DRAM queueing and
-        row-buffer interference, :mod:`commsim.systems.t3.interference`; none under MCA; 0:
-        off). Calibrated.
+    Every field means what the same-named field of
+    :class:`~commsim.systems.t3.params.T3Params` means, with the same default
+    (:meth:`T3Params.knobs <commsim.systems.t3.params.T3Params.knobs>` copies them);
+    ``cu_weighted`` is ``hbm_arbitration == "requesters"``: saturated HBM is shared in
+    proportion to the requesters (CUs, DMA weight) of each activity, else byte-fair.
     """
 
     device: Any = "mi210_t3"

@@ -36,6 +36,7 @@ commsim.errors.ConfigError: tokens = 0: must be at least 1. Fix: give a value at
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -266,13 +267,5 @@ class T3Params(StrictModel):
 
     def knobs(self) -> Knobs:
         """The engine's numbers for these parameters."""
-        return Knobs(device=self.device, link_bandwidth=self.link_bandwidth, link_latency=self.link_latency,
-                     gemm_efficiency=self.gemm_efficiency, hbm_efficiency=self.hbm_efficiency,
-                     comm_peak_bandwidth=self.comm_peak_bandwidth,
-                     comm_cu_scale=self.comm_cu_scale, tile_m=self.tile_m, tile_n=self.tile_n,
-                     group_rows=self.group_rows, l2_bytes=self.l2_bytes, l2_reuse=self.l2_reuse,
-                     rccl_cus=self.rccl_cus, coarse_chunks=self.coarse_chunks, coarse_comm_cus=self.coarse_comm_cus,
-                     dma_weight=self.dma_weight, cu_weighted=self.hbm_arbitration == "requesters",
-                     nmc_update_cost=self.nmc_update_cost, remote_first_chunk=self.remote_first_chunk,
-                     mca_threshold=self.mca_threshold, mca_min_share=self.mca_min_share,
-                     hbm_interference=self.hbm_interference)
+        copied = {f.name: getattr(self, f.name) for f in fields(Knobs) if f.name != "cu_weighted"}
+        return Knobs(**copied, cu_weighted=self.hbm_arbitration == "requesters")
