@@ -22,11 +22,11 @@ from commsim.systems.c4.c4p import bucket_time_of, run_c4p
 from commsim.systems.c4.detector import baseline_of
 from commsim.systems.c4.episode import build_setup, observe, simulate_episode
 from commsim.systems.c4.layout import dp_rings, server_devices
-from commsim.systems.c4.model import JobModel, compute_profile, iteration_time, resolve_model
+from commsim.systems.c4.model import JobModel, compute_profile, iteration_time
 from commsim.systems.c4.params import FAULT_KINDS, C4Params
 from commsim.systems.c4.traffic import RingSim
 from commsim.validation import Check, relative_check
-from commsim.workloads import training_trace
+from commsim.workloads import load_model, training_trace
 from commsim.workloads.replay import Replay
 
 __all__ = ["checks", "default_topology"]
@@ -129,7 +129,7 @@ def _replay(topo: Topology) -> list[Check]:
     rings = dp_rings(servers, list(range(servers_n)), tp=job.tp, pp=1, nbytes=profile.dp_bytes)
     res = RingSim(topo, rings, qps=1, routing="ecmp", seed=0).run()
     estimate = iteration_time(profile, bucket_time_of(res, list(range(len(rings)))))[0]
-    trace = training_trace(resolve_model(job.model), tp=job.tp, pp=1, dp=dp, num_micro_batches=micro,
+    trace = training_trace(load_model(job.model), tp=job.tp, pp=1, dp=dp, num_micro_batches=micro,
                            track_memory=False)
     sim = Simulation(topo, seed=0, record_usage=False)
     full = Replay(sim, trace, devices=topo.devices[:servers_n * 8],
