@@ -7,6 +7,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "write_dashboard": "commsim.views.dashboard",
     "write_sweep_dashboard": "commsim.views.dashboard",
     "collective_curve": "commsim.views.figures",
+    "column_bars": "commsim.views.figures",
     "sweep_curves": "commsim.views.figures",
     "timeline": "commsim.views.figures",
     "topology_load": "commsim.views.figures",
@@ -14,5 +15,5 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "variant_bars": "commsim.views.figures",
 })
 
-__all__ = ["collective_curve", "sweep_curves", "timeline", "topology_load", "utilisation_heatmap", "variant_bars",
+__all__ = ["collective_curve", "column_bars", "sweep_curves", "timeline", "topology_load", "utilisation_heatmap", "variant_bars",
            "write_dashboard", "write_sweep_dashboard"]

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-__all__ = ["timeline", "breakdown_bars", "utilisation_heatmap", "topology_load", "variant_bars", "sweep_curves", "collective_curve",
-           "KIND_COLOURS"]
+__all__ = ["timeline", "breakdown_bars", "utilisation_heatmap", "topology_load", "variant_bars", "column_bars",
+           "sweep_curves", "collective_curve", "KIND_COLOURS"]
 
 KIND_COLOURS = {"compute": "#1f77b4", "comm": "#ff7f0e", "collective": "#ff7f0e", "copy": "#2ca02c",
                 "disk": "#9467bd", "delay": "#7f7f7f", "alloc": "#bcbd22", "free": "#bcbd22"}
@@ -307,6 +307,18 @@ def variant_bars(table: pd.DataFrame, *, x: str, y: str, colour: str | None = No
     for name, part in groups:
         fig.add_trace(go.Bar(x=part[x].astype(str), y=part[y], name=str(name) if name is not None else y))
     fig.update_layout(title=title, barmode="group", xaxis_title=x, yaxis_title=y_title or y, height=420)
+    return fig
+
+
+def column_bars(table: pd.DataFrame, x: str | Sequence[str], columns: dict[str, str], *, stacked: bool = False,
+                title: str = "", y_title: str | None = None, height: int = 420) -> go.Figure:
+    """One bar per row of ``table`` at ``x`` (a column, or a label per row) for each of ``columns``
+    (column -> legend name), grouped or ``stacked``: e.g. published against simulated, or the parts of a time."""
+    labels = table[x] if isinstance(x, str) else list(x)
+    fig = go.Figure()
+    for column, name in columns.items():
+        fig.add_trace(go.Bar(x=labels, y=table[column], name=name))
+    fig.update_layout(title=title, barmode="stack" if stacked else "group", yaxis_title=y_title, height=height)
     return fig
 
 

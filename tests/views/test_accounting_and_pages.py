@@ -104,3 +104,16 @@ def test_sweep_command_plots_asked_metric_first_and_prints_human_units(tmp_path,
     with pytest.raises(SystemExit) as info:
         main([*argv[:-1], "nope"])
     assert info.value.code == 2 and "--plot = 'nope': is not a metric of this sweep" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_column_bars_draw_one_trace_per_column_over_the_rows(stacked):
+    from commsim.views import column_bars
+
+    table = pd.DataFrame({"claim": ["a", "b"], "published": [1.0, 2.0], "simulated": [1.5, 2.5]})
+    fig = column_bars(table, "claim", {"published": "paper", "simulated": "here"}, stacked=stacked, title="t")
+    assert [t.name for t in fig.data] == ["paper", "here"]
+    assert list(fig.data[1].x) == ["a", "b"] and list(fig.data[1].y) == [1.5, 2.5]
+    assert fig.layout.barmode == ("stack" if stacked else "group")
+    labelled = column_bars(table, ["first", "second"], {"simulated": "here"})
+    assert list(labelled.data[0].x) == ["first", "second"]

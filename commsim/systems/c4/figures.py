@@ -7,6 +7,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from commsim.views import column_bars
+
 __all__ = ["fault_timeline", "downtime_breakdown", "detection_delays", "localisation_scores", "uplink_heatmaps",
            "allreduce_bars", "iteration_bars", "reduction_sensitivity"]
 
@@ -111,12 +113,10 @@ def allreduce_bars(allreduce: pd.DataFrame) -> go.Figure:
 
 def iteration_bars(iteration: pd.DataFrame) -> go.Figure:
     """Iteration time per variant and job, split into compute path and exposed data-parallel time."""
-    fig = go.Figure()
-    label = iteration["variant"] + " · job " + iteration["job"].astype(str)
-    fig.add_trace(go.Bar(x=label, y=iteration["iteration_time"] - iteration["exposed_dp"], name="compute path"))
-    fig.add_trace(go.Bar(x=label, y=iteration["exposed_dp"], name="exposed data-parallel all-reduce"))
-    fig.update_layout(title="Iteration time by routing variant", barmode="stack", yaxis_title="seconds", height=440)
-    return fig
+    return column_bars(iteration.assign(compute=iteration["iteration_time"] - iteration["exposed_dp"]),
+                       iteration["variant"] + " · job " + iteration["job"].astype(str),
+                       {"compute": "compute path", "exposed_dp": "exposed data-parallel all-reduce"}, stacked=True,
+                       title="Iteration time by routing variant", y_title="seconds", height=440)
 
 
 def reduction_sensitivity(table: pd.DataFrame) -> go.Figure:

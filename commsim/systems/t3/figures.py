@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 
 from commsim.systems.t3.knobs import VARIANT_LABELS
 from commsim.systems.t3.sublayer import SublayerRun
-from commsim.views import sweep_curves, variant_bars
+from commsim.views import column_bars, sweep_curves, variant_bars
 
 __all__ = ["claims_figure", "data_movement_figure", "end_to_end_figure", "speedup_figure", "sweep_figure",
            "variant_timeline"]
@@ -98,11 +98,8 @@ def data_movement_figure(table: pd.DataFrame) -> go.Figure:
 
 def claims_figure(checks: pd.DataFrame) -> go.Figure:
     """Published against simulated numbers (one bar pair per claim)."""
-    fig = go.Figure()
-    fig.add_trace(go.Bar(x=checks["claim"], y=checks["published"], name="published"))
-    fig.add_trace(go.Bar(x=checks["claim"], y=checks["simulated"], name="simulated"))
-    fig.update_layout(title="Published claims against this simulation", barmode="group", height=420)
-    return fig
+    return column_bars(checks, "claim", {"published": "published", "simulated": "simulated"},
+                       title="Published claims against this simulation")
 
 
 def sweep_figure(sweep: pd.DataFrame) -> go.Figure:

@@ -1,7 +1,8 @@
 """Dashboard figures of the TPI-LLM study (plotly).
 
 Each takes one of the study's tables and returns a figure; the shared views
-(:func:`~commsim.views.figures.timeline`, :func:`~commsim.views.figures.variant_bars`)
+(:func:`~commsim.views.figures.timeline`, :func:`~commsim.views.figures.variant_bars`,
+:func:`~commsim.views.figures.column_bars`)
 draw what they already can.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from commsim.views.figures import timeline, variant_bars
+from commsim.views.figures import column_bars, timeline, variant_bars
 
 __all__ = ["allreduce_curve", "baseline_bars", "breakdown_bars", "memory_bars", "prefetch_timeline",
            "token_latency_bars"]
@@ -48,11 +49,8 @@ def memory_bars(summary: pd.DataFrame, devices: object) -> go.Figure:
 
 def breakdown_bars(runs: pd.DataFrame, columns: list[str], title: str) -> go.Figure:
     """Stacked seconds per decode token on the master, one bar per model."""
-    fig = go.Figure()
-    for column in columns:
-        fig.add_trace(go.Bar(x=runs["model"], y=runs[column], name=column.removesuffix("_s")))
-    fig.update_layout(title=title, barmode="stack", yaxis_title="seconds per decode token", height=420)
-    return fig
+    return column_bars(runs, "model", {c: c.removesuffix("_s") for c in columns}, stacked=True, title=title,
+                       y_title="seconds per decode token")
 
 
 def baseline_bars(table: pd.DataFrame) -> go.Figure:
