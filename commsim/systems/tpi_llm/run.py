@@ -75,18 +75,8 @@ class InferenceSetup:
         Per device, block positions kept resident (an offloading baseline's budget).
     prefetch:
         Load ahead (the scheduler) or on demand (offloading).
-    prompt_tokens, decode_tokens:
-        Prompt length and how many tokens to decode after the first.
-    file_bytes:
-        Bytes per parameter on disk (2: FP16 checkpoint slices, converted to FP32 on load).
-    staging:
-        Hold the file-dtype copy of a block while it loads.
-    runtime_memory:
-        Bytes every device holds for its runtime (Python, PyTorch, buffers).
-    release:
-        ``"after_sync"`` or ``"after_compute"`` (see the module notes).
-    tree_fanout:
-        Fan-out of the ``tree`` all-reduce.
+    prompt_tokens, decode_tokens, file_bytes, staging, runtime_memory, release, tree_fanout:
+        As the same-named fields of :class:`~commsim.systems.tpi_llm.params.TPIParams` (SI units).
     collective:
         Per-step latency, efficiency and reduction cost of the all-reduces.
     record:
