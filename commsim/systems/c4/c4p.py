@@ -117,7 +117,6 @@ def _port_balance(topology: Topology, result: RingResult, variant: str) -> dict[
 
 def _failed_links(topology: Topology, planned: RingResult, given: list[tuple[str, str]] | None
                   ) -> list[tuple[str, str]]:
-    c = topology.compile()
     links = switch_links(topology)
     known = {frozenset(link) for link in links}
     if given is not None:
@@ -127,13 +126,8 @@ def _failed_links(topology: Topology, planned: RingResult, given: list[tuple[str
                                   rule="is not a switch-to-switch link of the topology",
                                   fix=f"name a leaf-spine link such as {list(links[0]) if links else '[leaf, spine]'}")
         return list(given)
-    best, load = None, 0
-    for a, b in links:
-        n = int(planned.edge_flows[c.edge_index[(c.index[a], c.index[b])]]
-                + planned.edge_flows[c.edge_index[(c.index[b], c.index[a])]])
-        if n > load:
-            best, load = (a, b), n
-    return [best] if best is not None else []
+    busiest = max(links, key=lambda link: planned.qps_on(*link), default=None)   # the first of equals
+    return [busiest] if busiest is not None and planned.qps_on(*busiest) > 0 else []
 
 
 def run_c4p(topology: Topology, params: C4Params, *, seed: int = 0, step_latency: float = 0.0,

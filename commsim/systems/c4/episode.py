@@ -140,13 +140,7 @@ def build_setup(topology: Topology, params: C4DParams, job: JobModel, *, seed: i
     setup.iteration = setup.iteration_with(healthy)
     setup.qp_src = np.array([setup.rank_of[s] for s in healthy.qps["src"]], dtype=np.int64)
     setup.qp_dst = np.array([setup.rank_of[d] for d in healthy.qps["dst"]], dtype=np.int64)
-    c = topology.compile()
-    used = []
-    for a, b in switch_links(topology):
-        if healthy.edge_flows[c.edge_index[(c.index[a], c.index[b])]] or \
-                healthy.edge_flows[c.edge_index[(c.index[b], c.index[a])]]:
-            used.append((a, b))
-    setup.used_links = used
+    setup.used_links = [link for link in switch_links(topology) if healthy.qps_on(*link)]
     return setup
 
 

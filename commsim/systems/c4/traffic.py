@@ -110,6 +110,11 @@ class RingResult:
     result: object = None
     sim: Simulation | None = None
 
+    def qps_on(self, a: str, b: str) -> int:
+        """QPs whose path crossed the link between nodes ``a`` and ``b`` (either direction)."""
+        c = self.sim.network.compiled   # type: ignore[union-attr]  # RingSim.run sets sim
+        return int(sum(self.edge_flows[c.edge_index[(c.index[u], c.index[v])]] for u, v in ((a, b), (b, a))))
+
     def check_finished(self, what: str) -> None:
         """Raise :class:`~commsim.errors.ConfigError` when an all-reduce of ``what`` never finished.
 
