@@ -58,18 +58,12 @@ class MemoryArbiter:
         self.demand[gpus] = demand
         self._update(gpus)
 
-    def comm_started(self, gpus: np.ndarray, need: np.ndarray) -> None:
-        """Communication flows started using ``need[i]`` bytes/s (at most) of the HBM of ``gpus[i]``."""
+    def comm_changed(self, gpus: np.ndarray, need: np.ndarray, sign: int) -> None:
+        """Communication flows using ``need[i]`` bytes/s (at most) of the HBM of ``gpus[i]`` started
+        (``sign`` +1) or ended (-1)."""
         gpus = np.asarray(gpus, dtype=np.int64)
-        np.add.at(self.active, gpus, 1)
-        np.add.at(self.need, gpus, need)
-        self._update(np.unique(gpus))
-
-    def comm_ended(self, gpus: np.ndarray, need: np.ndarray) -> None:
-        """Communication flows that used ``need[i]`` of the HBM of ``gpus[i]`` ended."""
-        gpus = np.asarray(gpus, dtype=np.int64)
-        np.add.at(self.active, gpus, -1)
-        np.add.at(self.need, gpus, -np.asarray(need, dtype=float))
+        np.add.at(self.active, gpus, sign)
+        np.add.at(self.need, gpus, sign * np.asarray(need, dtype=float))
         self.need[self.active == 0] = 0.0   # no rounding residue once idle
         self._update(np.unique(gpus))
 

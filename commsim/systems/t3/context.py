@@ -156,16 +156,10 @@ class RingContext:
             ends = np.concatenate([src[src_coef > 0], dst if dst_coef > 0 else dst[:0]])
             need = np.concatenate([rate * src_coef[src_coef > 0], np.full(dst.size if dst_coef > 0 else 0,
                                                                           rate * dst_coef)])
-            if sign > 0:
-                self.arbiter.comm_started(ends, need)
-            else:
-                self.arbiter.comm_ended(ends, need)
+            self.arbiter.comm_changed(ends, need, sign)
         if dma and self.interference is not None:
-            link_rate = np.full(src.shape, rate)
-            if sign > 0:
-                self.interference.flows_started(src, link_rate, src_coef=src_coef, dst_coef=dst_coef)
-            else:
-                self.interference.flows_ended(src, link_rate, src_coef=src_coef, dst_coef=dst_coef)
+            self.interference.flows_changed(src, np.full(src.shape, rate), src_coef=src_coef, dst_coef=dst_coef,
+                                            sign=sign)
 
     def send(self, src: np.ndarray, nbytes: np.ndarray, *, src_coef: float | np.ndarray, dst_coef: float,
              cap: float = math.inf, weight: float = 1.0, priority: int = 0, label: str = "", dma: bool = False,

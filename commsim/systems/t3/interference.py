@@ -75,7 +75,7 @@ declared as such, because its maximum is nearer the paper's 39%).
 >>> ctx = RingContext(build_ring(4, bandwidth=75e9, latency=5e-7, device="mi210_t3"), 4, knobs, record=False)
 >>> model = ctx.interference
 >>> model.gemm_wave(np.arange(4), np.full(4, 0.3))       # main loops reading 30% of the HBM at the roofline
->>> model.flows_started(np.array([0]), np.array([75e9]), src_coef=np.array([1.0]), dst_coef=1.0)
+>>> model.flows_changed(np.array([0]), np.array([75e9]), src_coef=np.array([1.0]), dst_coef=1.0, sign=+1)
 >>> [round(float(x), 4) for x in model.utilisation]      # 75 GB/s of 900 GB/s on GPUs 0 and 1
 [0.0833, 0.0833, 0.0, 0.0]
 >>> [round(float(x), 4) for x in model.slowdown]         # 1 + 2 x 0.0833 x 0.3
@@ -125,15 +125,24 @@ class MemoryInterference:
         self.intensity[gpus] = np.clip(intensity, 0.0, 1.0)
         self._update(gpus)
 
-    def flows_started(self, src: np.ndarray, rate: np.ndarray, *, src_coef: np.ndarray, dst_coef: float) -> None:
-        """Flows from each ``src[i]`` to its ring neighbour started at (at most) ``rate[i]`` bytes/s."""
-        self._flows(np.asarray(src, dtype=np.int64), np.asarray(rate, dtype=float), np.asarray(src_coef, dtype=float),
-                    dst_coef, +1)
-
-    def flows_ended(self, src: np.ndarray, rate: np.ndarray, *, src_coef: np.ndarray, dst_coef: float) -> None:
-        """The flows :meth:`flows_started` announced ended (same arguments)."""
-        self._flows(np.asarray(src, dtype=np.int64), np.asarray(rate, dtype=float), np.asarray(src_coef, dtype=float),
-                    dst_coef, -1)
+    def flows_changed(self, src: np.ndarray, rate: np.ndarray, *, src_coef: np.ndarray, dst_coef: float,
+                      sign: int) -> None:
+        """Flows from each ``src[i]`` to its ring neighbour at (at most) ``rate[i]`` bytes/s started
+        (``sign`` +1) or ended (-1, the same arguments)."""
+        src = np.asarray(src, dtype=np.int64)
+        if src.size == 0:
+            return
+        dst = self.ctx.nxt(src)
+        rate = np.asarray(rate, dtype=float)
+        src_coef = np.broadcast_to(np.asarray(src_coef, dtype=float), src.shape)
+        for side, gpus, coef in ((0, src, src_coef), (1, dst, np.full(src.shape, float(dst_coef)))):
+            np.add.at(self.flows[side], gpus, sign)
+            np.add.at(self.link_rate[side], gpus, sign * rate)
+            np.add.at(self.hbm_rate[side], gpus, sign * rate * coef)
+        idle = self.flows == 0
+        self.link_rate[idle] = 0.0     # no rounding residue once idle
+        self.hbm_rate[idle] = 0.0
+        self._update(np.unique(np.concatenate([src, dst])))
 
     # ------------------------------------------------------------------ state
     @property
@@ -153,20 +162,6 @@ class MemoryInterference:
     def slowdown(self) -> np.ndarray:
         """Factor by which each GPU's GEMM main loop is slower right now, ``1 + kappa·u·d``."""
         return 1.0 + self.kappa * self.utilisation * self.intensity
-
-    def _flows(self, src: np.ndarray, rate: np.ndarray, src_coef: np.ndarray, dst_coef: float, sign: int) -> None:
-        if src.size == 0:
-            return
-        dst = self.ctx.nxt(src)
-        src_coef = np.broadcast_to(src_coef, src.shape)
-        for side, gpus, coef in ((0, src, src_coef), (1, dst, np.full(src.shape, float(dst_coef)))):
-            np.add.at(self.flows[side], gpus, sign)
-            np.add.at(self.link_rate[side], gpus, sign * rate)
-            np.add.at(self.hbm_rate[side], gpus, sign * rate * coef)
-        idle = self.flows == 0
-        self.link_rate[idle] = 0.0     # no rounding residue once idle
-        self.hbm_rate[idle] = 0.0
-        self._update(np.unique(np.concatenate([src, dst])))
 
     def _update(self, gpus: np.ndarray) -> None:
         cap = np.round(1.0 / self.slowdown[gpus], 12)   # symmetric GPUs stay bit-identical (batched events)
