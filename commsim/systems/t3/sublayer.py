@@ -121,9 +121,8 @@ def simulate_sublayer(gemm: SublayerGemm, variant: str, knobs: Knobs, *, topolog
     ag = RingAllGather(ctx, _output_chunks(grid, p), cus=knobs.rccl_cus)
     fine = variant in ("ideal", "t3", "t3_mca")
     if fine:
-        plan0 = plans[0][0]
-        counts = plan0.chunk_tile_count
-        chunk_bytes = np.array([grid.tile_bytes[plan0.chunk_of_tile == c].sum() for c in range(p)])
+        counts = plans[0][0].chunk_tile_count
+        chunk_bytes = _chunk_bytes(grid, plans[0][0], p)
         remote = counts.copy() if knobs.remote_first_chunk else None
         mode = "free" if variant == "ideal" else "dma"
         rs = RingReduceScatter(ctx, chunk_bytes, mode, local_need=counts, remote_tiles=remote,
@@ -135,26 +134,19 @@ def simulate_sublayer(gemm: SublayerGemm, variant: str, knobs: Knobs, *, topolog
                             priority=1 if variant == "t3_mca" else 0, on_tiles=rs.local, on_remote=rs.remote)
         rs_list = [rs]
     elif variant == "sequential":
-        plan0 = plans[0][0]
-        chunk_bytes = np.array([grid.tile_bytes[plan0.chunk_of_tile == c].sum() for c in range(p)])
-        rs = RingReduceScatter(ctx, chunk_bytes, "cu", cus=knobs.rccl_cus, local_need=1, on_done=ag.start)
+        rs = RingReduceScatter(ctx, _chunk_bytes(grid, plans[0][0], p), "cu", cus=knobs.rccl_cus, local_need=1, on_done=ag.start)
         driver = GemmDriver(ctx, [list(pl) for pl in plans], cus=gemm_cus, on_done=rs.local_event)
         rs_list = [rs]
     else:  # coarse
         rs_list = []
         for i in range(pieces):
-            plan_i = plans[0][i]
-            chunk_bytes = np.array([grid.tile_bytes[plan_i.chunk_of_tile == c].sum() for c in range(p)])
             need = 1 if i == 0 else 2   # piece done (+ previous piece's reduce-scatter done: stream order)
-            rs_list.append(RingReduceScatter(ctx, chunk_bytes, "cu", cus=knobs.coarse_comm_cus, local_need=need,
+            rs_list.append(RingReduceScatter(ctx, _chunk_bytes(grid, plans[0][i], p), "cu", cus=knobs.coarse_comm_cus, local_need=need,
                                              name="reduce-scatter"))
         for i, rs_i in enumerate(rs_list):
             rs_i.on_done = rs_list[i + 1].local_event if i + 1 < pieces else ag.start
-
-        def piece_done(gpus: np.ndarray, piece: int) -> None:
-            rs_list[piece].local_event(gpus)
-
-        driver = GemmDriver(ctx, [list(pl) for pl in plans], cus=gemm_cus, on_piece=piece_done)
+        driver = GemmDriver(ctx, [list(pl) for pl in plans], cus=gemm_cus,
+                            on_piece=lambda gpus, piece: rs_list[piece].local_event(gpus))
     driver.start()
     result = ctx.sim.run()
     rs_end = float(np.nanmax(rs_list[-1].done_at))
@@ -167,6 +159,11 @@ def simulate_sublayer(gemm: SublayerGemm, variant: str, knobs: Knobs, *, topolog
                        rs_end=rs_end, ag_end=ag_end, dram=dram, wire_bytes=wire, triggers=triggers,
                        waves=driver.stage_log, rs_steps=steps, result=result if record else None,
                        hbm_bytes=float(ctx.kernel.carried()[ctx.hbm].mean()))
+
+
+def _chunk_bytes(grid: TileGrid, plan: WavePlan, p: int) -> np.ndarray:
+    """Bytes of each of the ``p`` reduce-scatter chunks of ``plan``'s tiles (a chunk: the tiles assigned to it)."""
+    return np.array([grid.tile_bytes[plan.chunk_of_tile == c].sum() for c in range(p)])
 
 
 def _output_chunks(grid: TileGrid, p: int) -> np.ndarray:
