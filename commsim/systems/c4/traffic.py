@@ -211,21 +211,16 @@ class RingSim:
                 columns["ring"] += [r] * order.shape[0]
                 columns["phase"] += [k] * order.shape[0]
             self.phases.append(runs)
-        self.src, self.dst = columns["src"], columns["dst"]
-        self.ring_of = np.array(columns["ring"], dtype=np.int64)
-        self.phase = np.array(columns["phase"], dtype=np.int64)
-        self.pos = np.array(columns["pos"], dtype=np.int64)
-        self.qp = np.array(columns["qp"], dtype=np.int64)
-        self.nbytes = np.array(columns["bytes"], dtype=float)
-        self.key = np.array(columns["key"], dtype=np.int64)
+        self.columns = columns
+        """Per QP (row): its ring, phase, position, QP, devices, bytes, ECMP key and route end nodes."""
         self.router: C4PRouter | None = None
         if routing == "planned":
             self.router = C4PRouter(topology, seed=seed, replan=replan)
             self.network.use_router(self.router)
-            self.router.plan(columns["src_node"], columns["dst_node"], self.key)
+            self.router.plan(columns["src_node"], columns["dst_node"], columns["key"])
         self.sim.schedule_faults(faults)
-        self.start_time = np.full(len(self.src), math.nan)
-        self.end_time = np.full(len(self.src), math.nan)
+        self.start_time = np.full(len(columns["ring"]), math.nan)
+        self.end_time = np.full(len(columns["ring"]), math.nan)
         self.ring_start = np.full(len(self.rings), math.nan)
         self._latency = [[0.0] * len(runs) for runs in self.phases]
         self._started = False
@@ -262,7 +257,8 @@ class RingSim:
         if not self._started:
             self.start()
         result = self.sim.run(until=until, on_stall="report")
-        paths: list[tuple[int, ...]] = [()] * len(self.src)
+        q = self.columns
+        paths: list[tuple[int, ...]] = [()] * len(q["ring"])
         for rows, batch in self._batches:   # the final paths (flows may have been re-routed)
             for j, i in enumerate(rows.tolist()):
                 paths[i] = batch.routes.paths[j] or ()
@@ -272,13 +268,13 @@ class RingSim:
         for i, path in enumerate(paths):
             if path:
                 flows[list(path)] += 1
-                volume[list(path)] += self.nbytes[i]
+                volume[list(path)] += q["bytes"][i]
         phase_time = [[c.time if c.done.triggered else math.nan for c in runs] for runs in self.phases]
         ring_time = np.array([runs[-1].end_time - start if runs and runs[-1].done.triggered else math.nan
                               for runs, start in zip(self.phases, self.ring_start.tolist(), strict=True)])
         qps = pd.DataFrame({
-            "ring": self.ring_of, "job": [self.rings[r].job for r in self.ring_of.tolist()], "phase": self.phase,
-            "pos": self.pos, "qp": self.qp, "src": self.src, "dst": self.dst, "key": self.key, "bytes": self.nbytes,
+            "ring": q["ring"], "job": [self.rings[r].job for r in q["ring"]], "phase": q["phase"], "pos": q["pos"],
+            "qp": q["qp"], "src": q["src"], "dst": q["dst"], "key": q["key"], "bytes": q["bytes"],
             "start": self.start_time, "end": self.end_time, "path": paths,
         })
         return RingResult(qps=qps, ring_start=self.ring_start.copy(), ring_time=ring_time,
