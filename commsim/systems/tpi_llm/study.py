@@ -151,17 +151,11 @@ class TPILLMStudy(Study):
         progress: Callable[[float, float, str], None] = ctx.progress
         windows = p.window_values()
         specs = {name: load_model(name) for name in p.models}
-        jobs: list[tuple[str, Any, Any, str, int | None]] = []
-        for n in p.device_counts:
-            topo = _testbed(p, n)
-            for name in p.models:
-                for window in windows:
-                    jobs.append(("testbed", n, topo, name, window))
+        settings: list[tuple[str, Any, Topology]] = [("testbed", n, _testbed(p, n)) for n in p.device_counts]
         if p.laptops:
-            wifi = _laptops(p)
-            for name in p.models:
-                for window in windows:
-                    jobs.append(("laptops", LAPTOP_SETTING, wifi, name, window))
+            settings.append(("laptops", LAPTOP_SETTING, _laptops(p)))
+        jobs = [(setting, devices, topo, name, window) for setting, devices, topo in settings for name in p.models
+                for window in windows]
         _check_faults(ctx.faults, {str(devices): topo for _, devices, topo, _, _ in jobs})
         extra = len(p.models) * 4 if p.baselines else 0
         total = len(jobs) + extra + 1
