@@ -232,16 +232,6 @@ class RingReduceScatter:
                                  hooks=self.traffic, coalesce=True)
         self.done_at = np.full(p, np.nan)
 
-    @property
-    def step_log(self) -> list[tuple[int, int, int, float, float]]:
-        """``(gpu, step, chunk, start, delivered)`` of every network step."""
-        return self.traffic.log
-
-    @property
-    def triggers(self) -> list[tuple[float, int, int]]:
-        """``(time, gpu, chunk)`` of every chunk the tracker found complete (its transfer started)."""
-        return self.traffic.starts
-
     # ------------------------------------------------------------------ inputs
     def local(self, gpus: np.ndarray, chunks: np.ndarray, counts: np.ndarray) -> None:
         """``counts[i]`` local updates of chunk ``chunks[i]`` were written on GPU ``gpus[i]``."""
@@ -283,11 +273,6 @@ class RingAllGather:
         self.run = CollectiveRun(ctx.sim, schedule, ctx.names, _config(ctx), label=name,
                                  gates={0: np.ones(p, dtype=np.int64)}, hooks=self.traffic, coalesce=True)
         self.done_at = np.full(p, np.nan)
-
-    @property
-    def step_log(self) -> list[tuple[int, int, int, float, float]]:
-        """``(gpu, step, chunk, start, delivered)`` of every step."""
-        return self.traffic.log
 
     def start(self, gpus: np.ndarray) -> None:
         """The reduced chunk of each of ``gpus`` is complete: its all-gather may begin."""

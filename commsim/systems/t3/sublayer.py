@@ -153,8 +153,8 @@ def simulate_sublayer(gemm: SublayerGemm, variant: str, knobs: Knobs, *, topolog
     ag_end = float(np.nanmax(ag.done_at))
     dram = {(kind, cat): ctx.ledger.per_gpu(kind, cat) for kind in ("read", "write") for cat in ("gemm", "rs", "ag")}
     wire = ctx.wire.get("reduce-scatter", 0.0) + ctx.wire.get("remote stores", 0.0)
-    triggers = [t for r in rs_list for t in r.triggers]
-    steps = [s for r in rs_list for s in r.step_log]
+    triggers = [t for r in rs_list for t in r.traffic.starts]   # every chunk the tracker found complete
+    steps = [s for r in rs_list for s in r.traffic.log]
     return SublayerRun(gemm=gemm, variant=variant, time=ag_end, gemm_end=float(np.nanmax(driver.done_at)),
                        rs_end=rs_end, ag_end=ag_end, dram=dram, wire_bytes=wire, triggers=triggers,
                        waves=driver.stage_log, rs_steps=steps, result=result if record else None,
