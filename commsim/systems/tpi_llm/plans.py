@@ -72,16 +72,12 @@ def tpi(model: TransformerSpec, topology: Topology, *, window: int | None, allre
 
 def galaxy(model: TransformerSpec, topology: Topology, **options: Any) -> InferenceSetup:
     """Ring tensor parallelism, every slice resident (no memory scheduler)."""
-    options.pop("window", None)
-    options.pop("allreduce", None)
     return tpi(model, topology, window=None, allreduce="ring", **options)
 
 
 def pipeline(model: TransformerSpec, topology: Topology, *, window: int | None, devices: list[str] | None = None,
              **options: Any) -> InferenceSetup:
     """Layer-wise pipeline over the devices (stage 0 on the master, which also holds embedding and head)."""
-    options.pop("allreduce", None)
-    options.pop("shares", None)
     names = list(devices or topology.devices)
     return InferenceSetup(model=model, topology=topology, devices=names, blocks=pipeline_blocks(model, len(names)),
                           mode="pipeline", window=window, **options)
@@ -97,9 +93,6 @@ def single_topology(device: Any) -> Topology:
 
 def single_device(model: TransformerSpec, device: Any, **options: Any) -> InferenceSetup:
     """The whole model on one device, the scheduler off (Transformers-like)."""
-    options.pop("window", None)
-    options.pop("allreduce", None)
-    options.pop("shares", None)
     options.pop("faults", None)     # the scenario's faults name the testbed, not this baseline device
     topo = single_topology(device)
     return InferenceSetup(model=model, topology=topo, devices=["dev0"], blocks=tp_blocks(model, [1.0]), mode="tp",
@@ -108,9 +101,6 @@ def single_device(model: TransformerSpec, device: Any, **options: Any) -> Infere
 
 def offload(model: TransformerSpec, device: Any, *, budget: float = 0.85, **options: Any) -> InferenceSetup:
     """Accelerate-like: resident weights up to ``budget`` of RAM, the rest read on demand from FP32 files."""
-    options.pop("window", None)
-    options.pop("allreduce", None)
-    options.pop("shares", None)
     options.pop("faults", None)     # the scenario's faults name the testbed, not this baseline device
     options["file_bytes"] = COMPUTE_BYTES       # the offload folder holds the loaded (FP32) weights
     topo = single_topology(device)
