@@ -193,8 +193,8 @@ class NcclParameters:
     an NVSwitch H100 server); ``p2p_channel_bandwidth``: the most one of those
     channels (one thread block copying) moves inside a server, bytes/s
     (``inf``: no cap); with it a small send uses few channels (:func:`p2p_channels`).
-    ``p2p_peer_latency``: seconds every remote peer of a point-to-point call adds
-    in series, seconds (:func:`p2p_serial_latency`).
+    ``p2p_peer_latency``: what every remote peer of a point-to-point call adds in
+    series, seconds (the host's proxy thread serves them in turn, :func:`p2p_serial_latency`).
     ``rendezvous_latency``: what one network message above the NIC's eager limit
     (``Cluster.eager_limit``) costs on top, seconds: the transport's rendezvous
     handshake before the payload moves (:func:`rendezvous_cost`).
