@@ -201,7 +201,10 @@ def collective_config(params: NcclParameters, protocol: str, *, algorithm: str =
     NVLS runs its reduce and multicast at ``nvls_efficiency`` of NVLink after
     ``nvls_latency``; point-to-point runs at the NIC share of
     :func:`~commsim.collectives.nccl.p2p_rates` across servers (needs ``cluster``) and, given the
-    buffer's ``nbytes``, inside a server at most what its point-to-point channels move.
+    buffer's ``nbytes``, inside a server at most what its point-to-point channels move; its
+    network messages pay the rendezvous above the NIC's eager limit
+    (:func:`~commsim.collectives.nccl.p2p_remote_hop_latency`) and its remote peers their
+    serial cost before the data flows (:func:`~commsim.collectives.nccl.p2p_serial_latency`).
     """
     costs = params.protocols[protocol]
     options.setdefault("record", "none")
