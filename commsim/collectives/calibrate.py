@@ -48,6 +48,7 @@ from commsim.collectives.nccl import (
     ProtocolCosts,
     describe_cluster,
     model_algorithms,
+    p2p_remote_peers,
     predict_many,
     protocols_for,
     protocols_of,
@@ -88,6 +89,8 @@ _BOUNDS["p2p_local_efficiency"] = (0.05, 1.0)
 _BOUNDS["p2p_peer_bandwidth"] = (0.5e9, 2e12)
 # one point-to-point channel (one thread block copying over NVLink) inside a server, bytes/s
 _BOUNDS["p2p_channel_bandwidth"] = (1e9, 400e9)
+# a remote peer of a point-to-point call, served in series by the host's proxy thread
+_BOUNDS["p2p_peer_latency"] = (0.01e-6, 100e-6)
 # one network message above the NIC's eager limit: a rendezvous handshake before its payload moves
 _BOUNDS["rendezvous_latency"] = (0.1e-6, 200e-6)
 
@@ -97,7 +100,7 @@ NAMES: tuple[str, ...] = tuple(_BOUNDS)
 _REMOTE = {"network_latency", "remote_efficiency"}
 _COPY = {"copy_launch", "copy_efficiency"}
 _NVLS = {"nvls_efficiency", "nvls_latency"}
-_P2P = {"p2p_efficiency", "p2p_peer_bandwidth"}
+_P2P = {"p2p_efficiency", "p2p_peer_bandwidth", "p2p_peer_latency"}
 _RING = {n for n in _BOUNDS if n.startswith(("LL.", "LL128.")) or n == "local_efficiency"}
 # Simple's launch, a fixed cost per call, stays free: large calls show it as their intercept (with the ring's
 # latency hidden behind its slices, per-step latencies no longer masquerade as one)
@@ -264,6 +267,8 @@ def informed_parameters(cases: Sequence[_Case], protocol: str = "auto") -> tuple
     nvls = any(a.startswith("nvls") for c in rings for a in model_algorithms(c.log.op, c.cluster))
     p2p = any(c.log.op in P2P_OPS and c.cluster.servers > 1 for c in cases)
     peer = any(c.log.op == "sendrecv" and c.cluster.servers > 1 for c in cases)
+    # a per-peer cost shows as a slope over the number of remote peers: at one count it is the launch's
+    remote_peers = {p2p_remote_peers(c.cluster, c.log.op) for c in cases if c.log.op in P2P_OPS} - {0}
     # inside a server the point-to-point rate shows only where no NIC is slower: single-server logs
     p2p_local = any(c.log.op in P2P_OPS and c.cluster.servers == 1 and c.cluster.ranks > 1 for c in cases)
     # latencies and the low-latency protocols show only where a call takes tens of microseconds: without sizes
@@ -281,6 +286,7 @@ def informed_parameters(cases: Sequence[_Case], protocol: str = "auto") -> tuple
               and (rings or n not in _RING) and (inside or n != "local_efficiency")
               and (nvls or n not in _NVLS) and (p2p or n not in _P2P)
               and (peer or n != "p2p_peer_bandwidth")
+              and (len(remote_peers) > 1 or n != "p2p_peer_latency")
               and (p2p_local or n not in ("p2p_local_efficiency", "p2p_channel_bandwidth"))
               and (small or n not in _LATENCY) and (ll128 or not n.startswith("LL128."))
               and (rendezvous or n != "rendezvous_latency")
@@ -541,6 +547,7 @@ class _P2PFile(StrictModel):
     peer_bandwidth: Annotated[Bandwidth, Field(gt=0)] | None = None
     channels: Annotated[int, Field(ge=1)] = NCCL_DEFAULTS.p2p_channels
     channel_bandwidth: Annotated[Bandwidth, Field(gt=0)] | None = None
+    peer_latency: _Time = 0.0
 
 
 class _NetworkFile(StrictModel):
@@ -596,6 +603,7 @@ def load_calibration(path: str | Path) -> NcclParameters:
         p2p_peer_bandwidth=math.inf if spec.p2p.peer_bandwidth is None else spec.p2p.peer_bandwidth,
         p2p_channels=spec.p2p.channels,
         p2p_channel_bandwidth=math.inf if spec.p2p.channel_bandwidth is None else spec.p2p.channel_bandwidth,
+        p2p_peer_latency=spec.p2p.peer_latency,
         rendezvous_latency=spec.network.rendezvous_latency, algorithm=spec.environment.algorithm, protocol=spec.environment.protocol,
         nccl_version=spec.environment.nccl_version, source=str(path))
 
@@ -618,7 +626,8 @@ def save_calibration(params: NcclParameters, path: str | Path, *, topology: str 
                                       "reaches; device_copy: the one-rank out-of-place copy; nvls: NVLink SHARP "
                                       "inside a server; p2p: all-to-all and send/recv (NIC and NVLink fractions, the "
                                       "most one peer connection moves across servers, NCCL's point-to-point channels "
-                                      "and the most one moves inside a server); network: the rendezvous of a network "
+                                      "and the most one moves inside a server, the serial cost of each remote "
+                                      "peer); network: the rendezvous of a network "
                                       "message above the NIC's eager limit; environment: an algorithm or "
                                       "protocol the runs forced. quality: the fit's |busbw error| over sizes >= 1 "
                                       "MiB per log; leave_scale_out: the largest scale predicted by a fit to the "
@@ -643,6 +652,8 @@ def save_calibration(params: NcclParameters, path: str | Path, *, topology: str 
         data["p2p"]["local_efficiency"] = round(params.p2p_local_efficiency, 5)
     if math.isfinite(params.p2p_peer_bandwidth):
         data["p2p"]["peer_bandwidth"] = f"{params.p2p_peer_bandwidth / 1e9:.5g} GB/s"
+    if params.p2p_peer_latency > 0:
+        data["p2p"]["peer_latency"] = _t(params.p2p_peer_latency)
     if math.isfinite(params.p2p_channel_bandwidth):
         data["p2p"]["channels"] = params.p2p_channels
         data["p2p"]["channel_bandwidth"] = f"{params.p2p_channel_bandwidth / 1e9:.5g} GB/s"

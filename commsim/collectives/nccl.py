@@ -69,6 +69,7 @@ __all__ = [
     "NCCL_DEFAULTS",
     "NCCL_OPS",
     "LL128_GPU_PATH",
+    "P2P_NET_CHUNK",
     "P2P_NVL_CHUNK",
     "P2P_OPS",
     "PIPELINE_CHUNK",
@@ -87,7 +88,11 @@ __all__ = [
     "nvls_chunks",
     "nvls_stages",
     "p2p_channels",
+    "p2p_message",
     "p2p_rates",
+    "p2p_remote_hop_latency",
+    "p2p_remote_peers",
+    "p2p_serial_latency",
     "ring_channels",
     "ring_latency",
     "tree_remote_hop_latency",
@@ -121,6 +126,10 @@ rings and, across servers, on fewer NICs."""
 
 P2P_NVL_CHUNK = 512.0 * 2**10
 """Bytes of one point-to-point step on one server (NCCL's ``NCCL_P2P_NVL_CHUNKSIZE`` default, ``src/init.cc``)."""
+
+P2P_NET_CHUNK = 128.0 * 2**10
+"""Most bytes of one point-to-point network message: a peer's data crosses the network in steps of
+``NCCL_P2P_NET_CHUNKSIZE`` (default 128 KiB, ``src/init.cc``), one network send each."""
 
 RING_SLICES: dict[str, int] = {"LL": 1, "LL128": 1, "Simple": 2}
 """Slices a ring step's chunk is sent in (Simple: ``ALLREDUCE_CHUNKSTEPS / ALLREDUCE_SLICESTEPS`` of NCCL)."""
@@ -184,6 +193,8 @@ class NcclParameters:
     an NVSwitch H100 server); ``p2p_channel_bandwidth``: the most one of those
     channels (one thread block copying) moves inside a server, bytes/s
     (``inf``: no cap); with it a small send uses few channels (:func:`p2p_channels`).
+    ``p2p_peer_latency``: what every remote peer of a point-to-point call adds in
+    series, seconds (the host's proxy thread serves them in turn, :func:`p2p_serial_latency`).
     ``rendezvous_latency``: what one network message above the NIC's eager limit
     (``Cluster.eager_limit``) costs on top, seconds: the transport's rendezvous
     handshake before the payload moves (:func:`rendezvous_cost`).
@@ -206,6 +217,7 @@ class NcclParameters:
     p2p_peer_bandwidth: float = math.inf
     p2p_channels: int = 32
     p2p_channel_bandwidth: float = math.inf
+    p2p_peer_latency: float = 0.0
     rendezvous_latency: float = 0.0
     algorithm: str = "auto"
     protocol: str = "auto"
@@ -236,6 +248,9 @@ class NcclParameters:
         if not (isinstance(self.p2p_channels, int) and self.p2p_channels >= 1):
             raise ConfigError(field="p2p_channels", value=self.p2p_channels, rule="must be a whole number >= 1",
                               fix="give NCCL's point-to-point channel count, e.g. 32 (NCCL prints it at init)")
+        if not (math.isfinite(self.p2p_peer_latency) and self.p2p_peer_latency >= 0):
+            raise ConfigError(field="p2p_peer_latency", value=self.p2p_peer_latency, rule="must be a finite time >= 0",
+                              fix="give the serial cost of one remote peer in seconds, e.g. 10e-6")
         if not (math.isfinite(self.rendezvous_latency) and self.rendezvous_latency >= 0):
             raise ConfigError(field="rendezvous_latency", value=self.rendezvous_latency,
                               rule="must be a finite time >= 0",
@@ -653,19 +668,67 @@ def p2p_rates(cluster: Cluster, op: str, params: NcclParameters, costs: Protocol
     return local, remote
 
 
+def p2p_message(cluster: Cluster, op: str, nbytes: Any) -> Any:
+    """Data bytes of one point-to-point network message for a call of ``nbytes`` (the op's buffer).
+
+    All-to-all sends ``1 / ranks`` of the buffer to each peer, send/recv all of it
+    to one; a peer's data crosses the network in messages of at most
+    :data:`P2P_NET_CHUNK`. Arrays when sizes are.
+    """
+    peer = np.asarray(nbytes, dtype=float) / (cluster.ranks if op == "all_to_all" else 1)
+    return np.minimum(peer, P2P_NET_CHUNK)
+
+
+def p2p_remote_hop_latency(cluster: Cluster, params: NcclParameters, op: str, nbytes: Any) -> Any:
+    """A point-to-point hop's protocol latency between servers, seconds: its messages' rendezvous included.
+
+    Point-to-point sends go through the same network transport as ring and tree
+    steps, so a message above the NIC's eager limit pays the rendezvous
+    (:func:`rendezvous_cost`); a peer's later messages follow in the pipeline, so
+    one rendezvous shows per call. Arrays when sizes are.
+    """
+    message = p2p_message(cluster, op, nbytes)
+    return params.protocols["Simple"].remote_hop_latency + rendezvous_cost(cluster, params, "Simple", message)
+
+
+def p2p_remote_peers(cluster: Cluster, op: str) -> int:
+    """Peers in other servers one rank of a point-to-point call exchanges data with.
+
+    All-to-all: ``ranks - ranks_per_server``; send/recv: one where a rank sends to
+    another server, else none.
+    """
+    if cluster.servers == 1:
+        return 0
+    if op == "all_to_all":
+        return cluster.ranks - cluster.ranks_per_server
+    return int(bool(np.any(cluster.server != np.roll(cluster.server, -1))))
+
+
+def p2p_serial_latency(cluster: Cluster, op: str, params: NcclParameters) -> float:
+    """Seconds a point-to-point call spends on its remote peers one after another.
+
+    The network transport has one proxy thread per GPU on the host: it posts and
+    progresses every peer connection's network sends and receives in turn, while
+    peers inside the server are reached by the GPU itself over NVLink. Each remote
+    peer (:func:`p2p_remote_peers`) then costs ``p2p_peer_latency`` in series.
+    """
+    return p2p_remote_peers(cluster, op) * params.p2p_peer_latency
+
+
 def _p2p_time(cluster: Cluster, op: str, nbytes: Any, costs: ProtocolCosts, params: NcclParameters,
               protocol: str) -> Any:
     """All-to-all: ``1/n`` of the buffer to every peer at once; send/recv: the buffer to the next rank."""
     n, per = cluster.ranks, cluster.ranks_per_server
     local_rate, remote_rate = p2p_rates(cluster, op, params, costs, nbytes)
     local_hop = costs.hop_latency + cluster.local_latency
-    remote_hop = costs.remote_hop_latency + cluster.remote_latency
+    remote_hop = p2p_remote_hop_latency(cluster, params, op, nbytes) + cluster.remote_latency
+    launch = costs.launch + p2p_serial_latency(cluster, op, params)
     if op == "all_to_all":
         local = local_hop + nbytes * (per - 1) / n / local_rate if per > 1 else 0.0
         remote = remote_hop + nbytes * (n - per) / n / remote_rate if cluster.servers > 1 else 0.0
-        return costs.launch + np.maximum(local, remote)
+        return launch + np.maximum(local, remote)
     crosses = bool(np.any(cluster.server != np.roll(cluster.server, -1)))
-    return costs.launch + (remote_hop + nbytes / remote_rate if crosses else local_hop + nbytes / local_rate)
+    return launch + (remote_hop + nbytes / remote_rate if crosses else local_hop + nbytes / local_rate)
 
 
 TimeModel = Callable[[Cluster, str, Any, ProtocolCosts, NcclParameters, str], Any]

@@ -39,6 +39,8 @@ from commsim.collectives.nccl import (
     describe_cluster,
     nvls_chunks,
     p2p_rates,
+    p2p_remote_hop_latency,
+    p2p_serial_latency,
     resolve_parameters,
     ring_latency,
     schedule_of,
@@ -199,7 +201,10 @@ def collective_config(params: NcclParameters, protocol: str, *, algorithm: str =
     NVLS runs its reduce and multicast at ``nvls_efficiency`` of NVLink after
     ``nvls_latency``; point-to-point runs at the NIC share of
     :func:`~commsim.collectives.nccl.p2p_rates` across servers (needs ``cluster``) and, given the
-    buffer's ``nbytes``, inside a server at most what its point-to-point channels move.
+    buffer's ``nbytes``, inside a server at most what its point-to-point channels move; its
+    network messages pay the rendezvous above the NIC's eager limit
+    (:func:`~commsim.collectives.nccl.p2p_remote_hop_latency`) and its remote peers their
+    serial cost before the data flows (:func:`~commsim.collectives.nccl.p2p_serial_latency`).
     """
     costs = params.protocols[protocol]
     options.setdefault("record", "none")
@@ -228,6 +233,11 @@ def collective_config(params: NcclParameters, protocol: str, *, algorithm: str =
         if cluster.servers > 1:
             shared = min(1.0, cluster.rails / cluster.ranks_per_server) if op == "all_to_all" else 1.0
             remote = min(1.0, rates[1] / (cluster.remote_bandwidth * shared))
+            if nbytes is not None:
+                # a network message above the NIC's eager limit pays its rendezvous, as ring and tree steps do
+                remote_step = float(p2p_remote_hop_latency(cluster, params, op, nbytes))
+        # the host's proxy thread serves the remote peers one after another before their data flows
+        launch = costs.launch + p2p_serial_latency(cluster, op, params)
     return CollectiveConfig(step_latency=step, remote_step_latency=remote_step,
                             bandwidth_efficiency=local, remote_efficiency=remote, launch_latency=launch, **options)
 
