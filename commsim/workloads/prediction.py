@@ -83,15 +83,21 @@ def replay_equivalent(config: TrainingConfig) -> TrainingConfig:
     """The configuration whose step replays op for op as ``config``'s does: ``config`` itself, or the one
     standing for it.
 
-    Selective recomputation under flash attention recomputes nothing: flash attention keeps no score matrix
-    for it to drop (:mod:`commsim.workloads._activations`: the same stored and working bytes) and the
-    generator emits no score recomputation, so its step is the step of ``recompute: none``, op for op. Only
-    the hardware FLOPs (``hfu``) differ, which Megatron's formula counts from the configuration, not from the
-    ops. A layout search predicts such configurations once (:func:`restate`).
+    * Selective recomputation under flash attention recomputes nothing: flash attention keeps no score
+      matrix for it to drop (:mod:`commsim.workloads._activations`: the same stored and working bytes) and
+      the generator emits no score recomputation, so its step is the step of ``recompute: none``. Only the
+      hardware FLOPs (``hfu``) differ, which Megatron's formula counts from the configuration, not the ops.
+    * The distributed optimizer (ZeRO-1) without data or context parallelism shards over one rank: no
+      bucket is reduced, no parameter gathered and the optimizer updates every parameter, as without it.
+
+    A layout search predicts such configurations once (:func:`restate`).
     """
+    update: dict[str, Any] = {}
     if config.recompute == "selective" and config.flash_attention:
-        return config.model_copy(update={"recompute": "none"})
-    return config
+        update["recompute"] = "none"
+    if config.zero == 1 and config.dp * config.cp == 1:
+        update.update(distributed_optimizer=False, zero_stage=0)
+    return config.model_copy(update=update) if update else config
 
 
 def restate(prediction: StepPrediction, model: TransformerSpec | str,

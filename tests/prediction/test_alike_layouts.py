@@ -34,8 +34,19 @@ def test_selective_recompute_under_flash_attention_is_the_step_without_recompute
     assert ops_of(training_trace(TINY, selective)) == ops_of(training_trace(TINY, none))
 
 
+@pytest.mark.parametrize("optimizer", [{"distributed_optimizer": True}, {"zero_stage": 1}])
+def test_the_distributed_optimizer_without_data_parallelism_is_the_step_without_it(optimizer):
+    alone = {**BASE, "dp": 1, "tp": 4}
+    sharded = TrainingConfig(**alone, **optimizer)
+    assert replay_equivalent(sharded) == TrainingConfig(**alone)
+    assert ops_of(training_trace(TINY, sharded)) == ops_of(training_trace(TINY, alone))
+    # with two data-parallel ranks it reduce-scatters and gathers: another step
+    assert ops_of(training_trace(TINY, {**BASE, **optimizer})) != ops_of(training_trace(TINY, BASE))
+
+
 def test_other_configurations_stand_for_themselves():
-    for update in ({"recompute": "full"}, {"recompute": "none"}, {"recompute": "selective", "flash_attention": False}):
+    for update in ({"recompute": "full"}, {"recompute": "none"}, {"recompute": "selective", "flash_attention": False},
+                   {"distributed_optimizer": True}, {"dp": 1, "tp": 4, "zero_stage": 2}):
         config = TrainingConfig(**{**BASE, **update})
         assert replay_equivalent(config) is config
     # without flash attention, selective recomputation re-runs the attention scores: another step
@@ -44,13 +55,17 @@ def test_other_configurations_stand_for_themselves():
         ops_of(training_trace(TINY, {**slow, "recompute": "none"}))
 
 
-def test_a_restated_prediction_equals_predicting_the_configuration():
+@pytest.mark.parametrize(("config", "standing"), [
+    ({**BASE, "recompute": "selective"}, {**BASE, "recompute": "none"}),
+    ({**BASE, "dp": 1, "tp": 4, "distributed_optimizer": True}, {**BASE, "dp": 1, "tp": 4})])
+def test_a_restated_prediction_equals_predicting_the_configuration(config, standing):
     options = {"fold": "always", "reuse_collectives": True}
-    alone = predict_training_step(TINY, {**BASE, "recompute": "selective"}, cluster, **options)
-    base = predict_training_step(TINY, {**BASE, "recompute": "none"}, cluster, **options)
-    restated = restate(base, TINY, {**BASE, "recompute": "selective"})
+    alone = predict_training_step(TINY, config, cluster, **options)
+    base = predict_training_step(TINY, standing, cluster, **options)
+    restated = restate(base, TINY, config)
     assert restated.metrics == alone.metrics
-    assert restated.metrics["hfu"][0] > base.metrics["hfu"][0]     # Megatron counts the selective recomputation
+    if config.get("recompute") == "selective":      # Megatron counts the selective recomputation
+        assert restated.metrics["hfu"][0] > base.metrics["hfu"][0]
     assert restated.cohorts.equals(alone.cohorts) and restated.notes == alone.notes
     assert restated.config == alone.config
 
