@@ -18,7 +18,8 @@ Cases (each in a fresh subprocess, so its peak memory is its own):
     (``topologies/dgx_h100.yaml`` with 16 servers), global batch 1,024 sequences
     of 4,096 tokens, ``--jobs`` processes. Target: ≥ 1,000 layouts in ≤ 2 min
     on 2 cores. ``--search-limit N`` predicts only the first N runnable layouts
-    (the rate is what the target needs).
+    (the rate is what the target needs); ``--table PATH`` writes the search's table
+    (layouts in enumeration order, every digit) to compare runs row by row.
 
 The training steps fold each pass's layers where that is exact and reuse each group's first run of a
 collective for its later identical runs (``reuse_collectives``: approximate where data-parallel buckets share
@@ -68,7 +69,7 @@ def _step(spec: Any, config: dict[str, Any], topology: Any) -> dict[str, Any]:
             "recompute": config["recompute"]}
 
 
-def run_case(name: str, jobs: int, limit: int | None) -> dict[str, Any]:
+def run_case(name: str, jobs: int, limit: int | None, table: str | None = None) -> dict[str, Any]:
     """Run one case in this process; return its measurements."""
     from commsim.workloads.models import TransformerSpec
 
@@ -82,12 +83,12 @@ def run_case(name: str, jobs: int, limit: int | None) -> dict[str, Any]:
         out = _step(spec, {"tp": 8, "pp": 64, "dp": 6, "num_micro_batches": 512, "sequence_parallel": True},
                     _dgx_a100(384, 32, 16))
     else:
-        out = _search(jobs, limit)
+        out = _search(jobs, limit, table)
     usage = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     return {"case": name, "load_average_at_start": load, **out, "maxrss_MB": usage / 1024}
 
 
-def _search(jobs: int, limit: int | None) -> dict[str, Any]:
+def _search(jobs: int, limit: int | None, table: str | None = None) -> dict[str, Any]:
     from commsim import search as search_module
     from commsim.workloads.models import load_model
 
@@ -100,6 +101,9 @@ def _search(jobs: int, limit: int | None) -> dict[str, Any]:
     # the worker processes' CPU time (counted once the pool has shut them down): on a loaded machine the
     # search's own cost, which wall time is not
     workers = _children_cpu() - k0
+    if table:
+        columns = search_module.LAYOUT_COLUMNS
+        result.table.sort_values(columns).to_csv(table, index=False, float_format="%.17g")
     predicted = int((result.table["status"] == "ok").sum())
     tried = len(result.table) - len(rejected)
     best = result.ranked.head(3)
@@ -137,13 +141,15 @@ def main() -> None:
     parser.add_argument("--case", action="append", choices=CASES)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--search-limit", type=int, default=None)
+    parser.add_argument("--table", default=None, help="write the search-70b table to this CSV")
     parser.add_argument("--inner", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
-        print(json.dumps(run_case(args.inner, args.jobs, args.search_limit), default=str))
+        print(json.dumps(run_case(args.inner, args.jobs, args.search_limit, args.table), default=str))
         return
     for name in args.case or CASES:
-        extra = ["--jobs", str(args.jobs)] + (["--search-limit", str(args.search_limit)] if args.search_limit else [])
+        extra = ["--jobs", str(args.jobs)] + (["--search-limit", str(args.search_limit)] if args.search_limit else []) \
+            + (["--table", args.table] if args.table else [])
         done = subprocess.run([sys.executable, __file__, "--inner", name, *extra], capture_output=True, text=True,
                               check=False)
         print(done.stdout.strip() or done.stderr.strip()[-2000:], flush=True)

@@ -32,7 +32,8 @@ from commsim.workloads import TrainingConfig
 from commsim.workloads.breakdown import BREAKDOWN_COLUMNS
 from commsim.workloads.models import TransformerSpec
 
-__all__ = ["SearchResult", "SearchSpace", "enumerate_candidates", "search", "SEARCH_COLUMNS", "METRIC_COLUMNS"]
+__all__ = ["SearchResult", "SearchSpace", "alike_layouts", "enumerate_candidates", "expected_cost", "predict_layouts",
+           "search", "SEARCH_COLUMNS", "METRIC_COLUMNS"]
 
 LAYOUT_COLUMNS = ["tp", "pp", "dp", "micro_batch_size", "num_micro_batches", "virtual_pipeline_stages", "recompute",
                   "distributed_optimizer"]
@@ -138,21 +139,65 @@ def _cluster(topology: str, params: tuple[tuple[str, Any], ...]) -> Any:
 def predict_candidate(model: dict[str, Any], topology: str, params: tuple[tuple[str, Any], ...],
                       layout: dict[str, Any], seq_len: int, replay: dict[str, Any]) -> dict[str, Any]:
     """Predict one layout in whatever process gets it: its row (``status`` ok, or rejected with the reason)."""
+    return predict_layouts(model, topology, params, [layout], seq_len, replay)[0]
+
+
+def predict_layouts(model: dict[str, Any], topology: str, params: tuple[tuple[str, Any], ...],
+                    layouts: list[dict[str, Any]], seq_len: int, replay: dict[str, Any]) -> list[dict[str, Any]]:
+    """Predict layouts whose steps replay alike (:func:`~commsim.workloads.prediction.replay_equivalent`) in
+    whatever process gets them: their rows, in order.
+
+    The step is replayed once, for the first layout that fits in memory; the others take its replays with
+    their own metrics (:func:`~commsim.workloads.prediction.restate`). Should that replay fail, each layout
+    is predicted on its own, so every row is what predicting it alone gives.
+    """
+    from commsim.workloads.prediction import restate
+
+    spec = TransformerSpec(**model)
+    rows: list[dict[str, Any]] = []
+    done = None
+    for layout in layouts:
+        config = _config(layout, seq_len)
+        out = _predict(spec, topology, params, layout, config, replay if done is None else None)
+        if out is None:
+            out = restate(done, spec, config)
+        if isinstance(out, dict):
+            rows.append(out)
+        else:
+            rows.append(_ok_row(layout, out.metrics))
+            done = done or out
+    return rows
+
+
+def _config(layout: dict[str, Any], seq_len: int) -> dict[str, Any]:
+    """The training configuration of ``layout``."""
+    config = {k: v for k, v in layout.items() if k in TrainingConfig.model_fields}
+    config.update(seq_len=seq_len, sequence_parallel=layout["tp"] > 1)
+    return config
+
+
+def _ok_row(layout: dict[str, Any], metrics: dict[str, tuple[float, str]]) -> dict[str, Any]:
+    return {**layout, "status": "ok", "reason": "", **{name: metrics[name][0] for name in METRIC_COLUMNS}}
+
+
+def _predict(spec: TransformerSpec, topology: str, params: tuple[tuple[str, Any], ...], layout: dict[str, Any],
+             config: dict[str, Any], replay: dict[str, Any] | None) -> Any:
+    """The prediction of ``layout``, or its rejected row; ``None`` when it fits and ``replay`` is ``None`` (it
+    is not to be replayed)."""
     from commsim.devices import device_spec
     from commsim.simulation import Simulation
     from commsim.workloads import training_memory
     from commsim.workloads.prediction import predict_training_step
 
     cluster = _cluster(topology, params)
-    config = {k: v for k, v in layout.items() if k in TrainingConfig.model_fields}
-    config.update(seq_len=seq_len, sequence_parallel=layout["tp"] > 1)
-    spec = TransformerSpec(**model)
     try:
         # the step's peak memory by hand (the replay allocates exactly this): a layout that cannot fit is
         # rejected before any replay
         first = device_spec(cluster.device_spec(cluster.devices[0]))
         training_memory(spec, config).require_fit(first.memory, first.name)
-        out = predict_training_step(spec, config, lambda: Simulation(cluster, record_usage=False), **replay)
+        if replay is None:
+            return None
+        return predict_training_step(spec, config, lambda: Simulation(cluster, record_usage=False), **replay)
     except OutOfMemoryError as error:
         return {**layout, "status": "rejected", "reason": "does not fit in memory: " + str(error).split(". Fix")[0]}
     except ConfigError as error:
@@ -161,9 +206,6 @@ def predict_candidate(model: dict[str, Any], topology: str, params: tuple[tuple[
         return {**layout, "status": "rejected", "reason": str(error)}
     except CommsimError as error:
         return {**layout, "status": "rejected", "reason": str(error)}
-    row = {**layout, "status": "ok", "reason": ""}
-    row.update({name: out.metrics[name][0] for name in METRIC_COLUMNS})
-    return row
 
 
 def search(spec: TransformerSpec, topology: str, *, global_batch: int, gpus: int | None = None,
@@ -201,9 +243,10 @@ def search(spec: TransformerSpec, topology: str, *, global_batch: int, gpus: int
     for row in rejected:
         writer.write(row)
 
-    def collect(_index: int, row: dict[str, Any]) -> None:
-        rows.append(row)
-        writer.write(row)
+    def collect(_index: int, finished: list[dict[str, Any]]) -> None:
+        for row in finished:
+            rows.append(row)
+            writer.write(row)
         if progress is not None:
             progress(len(rows), total)
 
@@ -216,11 +259,47 @@ def search(spec: TransformerSpec, topology: str, *, global_batch: int, gpus: int
     try:
         if progress is not None:
             progress(len(rows), total)
-        run_tasks(predict_candidate, [(model, topology, params, layout, seq, options) for layout in runnable],
-                  jobs=jobs, dask=dask, collect=collect)
+        run_tasks(predict_layouts, [(model, topology, params, group, seq, options)
+                                     for group in alike_layouts(runnable, seq)], jobs=jobs, dask=dask, collect=collect)
     finally:
         writer.close()
     return SearchResult(table=rank_table(rows), notes=notes)
+
+
+def alike_layouts(layouts: list[dict[str, Any]], seq_len: int) -> list[list[dict[str, Any]]]:
+    """``layouts`` in groups whose steps replay alike (each predicted once: :func:`predict_layouts`), the groups
+    longest to predict first.
+
+    Worker processes take tasks in the order given: with the longest first, the last ones to finish are short
+    and the processes end together. The order follows :func:`expected_cost`; it changes no result.
+    """
+    from commsim.config import validate
+    from commsim.workloads.prediction import replay_equivalent
+
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for k, layout in enumerate(layouts):
+        try:
+            key: Any = replay_equivalent(validate(TrainingConfig, _config(layout, seq_len))).model_dump_json()
+        except CommsimError:
+            key = k     # its prediction says what is wrong with it
+        groups.setdefault(key, []).append(layout)
+    return sorted(groups.values(), key=lambda group: -expected_cost(group[0]))
+
+
+def expected_cost(layout: dict[str, Any]) -> float:
+    """A rough relative cost of predicting ``layout`` (for ordering work only).
+
+    Two terms: the pipeline passes the periodic replays run (stages × replayed micro-batches × virtual
+    stages), and the data-parallel collectives simulated flow by flow (their first runs), which grow with
+    the data-parallel size and the gradient bytes per rank. Their weight, 6, is a least-squares fit of the
+    CPU time per layout on 26 layouts of Llama-2 70B on 128 H100 (``benchmarks/bench_megatron.py``).
+    """
+    from commsim.workloads.prediction import periodic_points
+
+    tp, pp, dp, v = layout["tp"], layout["pp"], layout["dp"], layout["virtual_pipeline_stages"]
+    m = layout["num_micro_batches"]
+    replayed = sum(periodic_points(m, pp, v) or [m])
+    return pp * replayed * v + 6.0 * (dp - 1) * tp * pp * dp / tp ** 2
 
 
 def rank_table(rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -307,7 +307,7 @@ def probe_layers(step: _Step, simulation: Callable[[], Any], options: dict[str, 
         programs.append(emitter.b.build())
     trace = Trace.model_construct(name="layer-probe", ranks=cfg.world, communicators=_rank_layout(step),
                                   programs=programs, metadata={})
-    replay = Replay(simulation(), trace, **{**options, "fast": True, "record": "none", "progress": None,
+    replay = Replay(simulation(), trace, **{**options, "fast": True, "record": "none", "progress": None, "validate": False,
                                            "collective_timings": None})
     replay.run_to_end()
     timings = {}

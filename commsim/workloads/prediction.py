@@ -27,7 +27,7 @@ approximation.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,8 @@ from commsim.workloads.folding import LayerFolder, fold_refusal, folded_exactly,
 from commsim.workloads.models import TransformerSpec, load_model
 from commsim.workloads.replay import Replay, ReplayResult
 
-__all__ = ["StepPrediction", "predict_training_step", "periodic_points", "PERIODIC_TOLERANCE"]
+__all__ = ["StepPrediction", "predict_training_step", "periodic_points", "replay_equivalent", "restate",
+           "PERIODIC_TOLERANCE"]
 
 PERIODIC_TOLERANCE = 1e-9
 """Largest second difference (relative to the step time) that counts as periodic."""
@@ -64,7 +65,7 @@ class StepPrediction:
     cohort (stage) with its busy times and breakdown, at the full micro-batch
     count. ``replayed``: the micro-batch counts actually replayed.
     ``last``: the result of the last replay (its op table and critical path are
-    those of ``replayed[-1]`` micro-batches).
+    those of ``replayed[-1]`` micro-batches). ``config``: the configuration predicted.
     """
 
     metrics: dict[str, tuple[float, str]]
@@ -72,6 +73,49 @@ class StepPrediction:
     replayed: list[int]
     last: ReplayResult
     notes: list[str] = field(default_factory=list)
+    config: TrainingConfig | None = None
+    measured: dict[str, Any] = field(default_factory=dict, repr=False)
+    """What the metrics were derived from besides ``cohorts`` (step time, sequence length, ranks, device, peak
+    memory): :func:`restate` derives them again for an equivalent configuration."""
+
+
+def replay_equivalent(config: TrainingConfig) -> TrainingConfig:
+    """The configuration whose step replays op for op as ``config``'s does: ``config`` itself, or the one
+    standing for it.
+
+    * Selective recomputation under flash attention recomputes nothing: flash attention keeps no score
+      matrix for it to drop (:mod:`commsim.workloads._activations`: the same stored and working bytes) and
+      the generator emits no score recomputation, so its step is the step of ``recompute: none``. Only the
+      hardware FLOPs (``hfu``) differ, which Megatron's formula counts from the configuration, not the ops.
+    * The distributed optimizer (ZeRO-1) without data or context parallelism shards over one rank: no
+      bucket is reduced, no parameter gathered and the optimizer updates every parameter, as without it.
+
+    A layout search predicts such configurations once (:func:`restate`).
+    """
+    update: dict[str, Any] = {}
+    if config.recompute == "selective" and config.flash_attention:
+        update["recompute"] = "none"
+    if config.zero == 1 and config.dp * config.cp == 1:
+        update.update(distributed_optimizer=False, zero_stage=0)
+    return config.model_copy(update=update) if update else config
+
+
+def restate(prediction: StepPrediction, model: TransformerSpec | str,
+            config: TrainingConfig | dict[str, Any]) -> StepPrediction:
+    """``prediction`` reported for ``config``, a configuration with the same step (:func:`replay_equivalent`).
+
+    The replays are not repeated: their step time, cohorts, peak memory and notes are the same, and the
+    metrics are derived again from ``config`` (Megatron's FLOP formulas).
+    """
+    spec = model if isinstance(model, TransformerSpec) else load_model(model)
+    cfg = config if isinstance(config, TrainingConfig) else validate(TrainingConfig, dict(config))
+    if prediction.config is None or replay_equivalent(cfg) != replay_equivalent(prediction.config):
+        raise ConfigError(field="config", value=cfg.model_dump(mode="json"),
+                          rule="does not replay as the configuration of the prediction given",
+                          fix="predict this configuration with predict_training_step")
+    measured = prediction.measured
+    metrics = _metrics(spec, cfg, measured["step_time"], prediction.cohorts, measured)
+    return replace(prediction, metrics=metrics, config=cfg, notes=list(prediction.notes))
 
 
 def periodic_points(micro_batches: int, pp: int, virtual_stages: int = 1) -> list[int] | None:
@@ -149,7 +193,9 @@ def predict_training_step(model: TransformerSpec | str, config: TrainingConfig |
     last = runs[-1]
     notes += last["notes"]
     metrics = _metrics(spec, cfg, step_time, cohorts, last)
-    return StepPrediction(metrics=metrics, cohorts=cohorts, replayed=points or [m], last=last["result"], notes=notes)
+    measured = {"step_time": step_time, **{k: last[k] for k in ("seq_len", "ranks", "device", "peak_memory")}}
+    return StepPrediction(metrics=metrics, cohorts=cohorts, replayed=points or [m], last=last["result"], notes=notes,
+                          config=cfg, measured=measured)
 
 
 def _folder(spec: TransformerSpec, cfg: TrainingConfig, simulation: Callable[[], Any], options: dict[str, Any],
@@ -174,7 +220,8 @@ def _replay(spec: TransformerSpec, cfg: TrainingConfig, simulation: Callable[[],
             options: dict[str, Any], folder: LayerFolder | None = None) -> dict[str, Any]:
     trace = step_trace(_Step(spec, cfg), folder)
     sim = simulation()
-    options = {"record": "none", **options}
+    # the generator's own trace, just built: its cross-op rules hold by construction (tests validate them)
+    options = {"record": "none", "validate": False, **options}
     replay = Replay(sim, trace, fast=fast, **options)
     result = replay.run()
     cohorts = result.cohorts.copy()

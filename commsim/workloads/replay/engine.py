@@ -88,6 +88,10 @@ class Replay(_OpHandlers, _Matching, _Communication, _Metrics):
     collective_timings:
         With ``fast``: a dict the remembered collective timings are kept in, to share
         them with other replays on the same system (and the same collective settings).
+    validate:
+        Check the trace's cross-op rules first (:func:`~commsim.workloads.validate_trace`).
+        ``False`` only for traces a generator of this package has just built (a prediction's
+        replays), which follow the rules by construction: it skips the checks, not the index.
     """
 
     def __init__(self, sim: Any, trace: Trace, *, devices: list[str] | None = None, lockstep: bool = True,
@@ -95,11 +99,11 @@ class Replay(_OpHandlers, _Matching, _Communication, _Metrics):
                  record: str | None = None, progress: Callable[[int, int], None] | None = None,
                  channels: int = 1, fast: bool = False, algorithm_options: dict[str, dict[str, Any]] | None = None,
                  plugins: Sequence[ReplayPlugin] = (), reuse_collectives: bool = False,
-                 collective_timings: dict[tuple[Any, ...], Any] | None = None) -> None:
+                 collective_timings: dict[tuple[Any, ...], Any] | None = None, validate: bool = True) -> None:
         self.sim = sim
         self.env = sim.env
         self.trace = trace
-        self.index: TraceIndex = validate_trace(trace)
+        self.index: TraceIndex = validate_trace(trace) if validate else TraceIndex(trace)
         self.devices = list(devices) if devices is not None else sim.topology.devices[: trace.ranks]
         validate_against(trace, len(self.devices) if devices is not None else len(sim.topology.devices))
         self.algorithms = {**DEFAULT_ALGORITHMS, **(algorithms or {})}
