@@ -23,8 +23,9 @@ import numba
 import numpy as np
 
 from commsim.kernel.maxmin import TIE_TOLERANCE
+from commsim.kernel.store import DONE_RTOL
 
-__all__ = ["component_problem", "fill", "local_update"]
+__all__ = ["apply_rates", "component_problem", "fill", "local_update"]
 
 _LOW = 1.0 - TIE_TOLERANCE  # module constants: the compiler folds them in
 _HIGH = 1.0 + TIE_TOLERANCE
@@ -93,25 +94,23 @@ def _fill(t_act, t_res, t_coef, weight, cap, residual, rates, bottleneck):  # pr
         demand[:] = 0.0
         for k in range(n_inc):
             demand[res[k]] += cw[k]
+        # a resource is a local bottleneck when none of its activities can settle lower elsewhere
+        blocked[:] = 0
         pos = 0
         for a in range(n_act):
+            end = pos + counts[a]
             lowest = math.inf
-            for k in range(pos, pos + counts[a]):
+            for k in range(pos, end):
                 level = residual[res[k]] / demand[res[k]]
                 t_level[k] = level
                 if level < lowest:
                     lowest = level
             a_min[a] = lowest
             a_level[a] = min(lowest, a_cap[a])
-            pos += counts[a]
-        # a resource is a local bottleneck when none of its activities can settle lower elsewhere
-        blocked[:] = 0
-        pos = 0
-        for a in range(n_act):
-            for k in range(pos, pos + counts[a]):
+            for k in range(pos, end):
                 if a_level[a] < t_level[k] * _LOW:
                     blocked[res[k]] += 1
-            pos += counts[a]
+            pos = end
         used[:] = 0.0
         pos = 0
         out = 0  # incidences kept (compacted to the front)
@@ -188,27 +187,27 @@ def _add_activity(a, acts, n_act, act_mark):  # pragma: no cover - compiled
     return n_act
 
 
-def _local_update(seeds, theta, fresh, t_act, t_res, t_coef, t_live, n_trip, trip_start, trip_count, rate, level,
-                  weight, cap, bottleneck, capacity, index_order, index_ptr, index_end, res_mark, act_mark,
-                  limit, cheap_rounds, cheap_set, max_rounds):  # pragma: no cover - compiled
+def _local_update(seeds, theta, fresh, now, t_act, t_res, t_coef, t_live, n_trip, trip_start, trip_count, amount,
+                  remaining, t_ref, rate, level, weight, cap, bottleneck, finish, capacity, index_order, index_ptr,
+                  index_end, res_mark, act_mark, res_ids, acts, positions, limit, cheap_rounds, cheap_set,
+                  max_rounds):  # pragma: no cover - compiled
     """Solve a small set of activities again and grow it until the max-min optimality condition holds.
 
     See :meth:`commsim.kernel.solvers.RateSolver._local_update` for the method.
     ``res_mark`` and ``act_mark`` are scratch arrays of -1 (per resource, per
-    slot), left as they were found. Returns ``(rounds, acts, rates,
-    bottlenecks, resources)``: ``rounds`` is 0 when the set grew past ``limit``
-    (or past ``cheap_set`` after ``cheap_rounds`` rounds, or ran out of
-    ``max_rounds``), and the caller solves the whole component instead;
-    otherwise the new rates of ``acts`` (their bottlenecks as resource ids, -1:
-    their cap) and every resource whose load may have changed.
+    slot), left as they were found; ``res_ids``, ``acts`` and ``positions`` are
+    scratch space (one entry per resource, slot and incidence). On success the
+    activities of the set are settled at ``now`` and given their new rates (as
+    :func:`apply_rates` does). Returns ``(rounds, activities, resources)``:
+    ``rounds`` is 0 when the set grew past ``limit`` (or past ``cheap_set``
+    after ``cheap_rounds`` rounds, or ran out of ``max_rounds``), and the
+    caller solves the whole component instead; otherwise the number of
+    activities solved and every resource whose load may have changed.
     """
-    res_ids = np.empty(capacity.shape[0], dtype=np.int64)
-    acts = np.empty(act_mark.shape[0], dtype=np.int64)
     n_res = 0
     n_act = 0
     for r in seeds:
         n_res = _add_resource(r, res_ids, n_res, res_mark)
-    positions = np.empty(n_trip, dtype=np.int64)
     count = _positions_on(res_ids, n_res, res_mark, t_res, t_live, n_trip, index_order, index_ptr, index_end,
                           positions)
     screen = 0.0 < theta < math.inf
@@ -317,10 +316,41 @@ def _local_update(seeds, theta, fresh, t_act, t_res, t_coef, t_live, n_trip, tri
         act_mark[acts[i]] = -1
     for i in range(n_res):
         res_mark[res_ids[i]] = -1
-    global_bneck = np.empty(bneck.shape[0], dtype=np.int64)
-    for i in range(bneck.shape[0]):
-        global_bneck[i] = res_ids[bneck[i]] if bneck[i] >= 0 else -1
-    return rounds, acts[:n_act].copy(), rates, global_bneck, res_ids[:n_res].copy()
+    if rounds:
+        for i in range(n_act):
+            bneck[i] = res_ids[bneck[i]] if bneck[i] >= 0 else -1
+        apply_rates(acts[:n_act], rates, bneck, now, amount, remaining, t_ref, rate, level, weight, bottleneck,
+                    finish)
+    return rounds, n_act, res_ids[:n_res].copy()
+
+
+def _apply_rates(acts, rates, bneck, now, amount, remaining, t_ref, rate, level, weight, bottleneck,
+                 finish):  # pragma: no cover - compiled
+    """Settle ``acts`` at ``now`` and give them new rates: ActivityStore.settle then set_rates, fused.
+
+    An activity that nothing bounds (rate ``inf``) completes at ``now`` and is
+    kept at rate 0; one with its work done completes at ``now`` too.
+    """
+    for i in range(acts.shape[0]):
+        a = acts[i]
+        left = remaining[a] - rate[a] * (now - t_ref[a])
+        left = left if left > 0.0 else 0.0
+        remaining[a] = left
+        t_ref[a] = now
+        new = rates[i]
+        if new == math.inf:
+            new = 0.0
+            end = now
+        elif new > 0.0:
+            end = now + left / new
+        else:
+            end = math.inf
+        if left <= amount[a] * DONE_RTOL:
+            end = now
+        rate[a] = new
+        level[a] = new / weight[a]
+        bottleneck[a] = bneck[i]
+        finish[a] = end
 
 
 
@@ -414,5 +444,6 @@ _LOOSE = 1.0 - 1e-9  # the local update's check tolerance (a solve's round-off, 
 _positions_on = _compiled(_positions_on)
 _add_resource = _compiled(_add_resource)
 _add_activity = _compiled(_add_activity)
+apply_rates = _compiled(_apply_rates)
 local_update = _compiled(_local_update)
 component_problem = _compiled(_component_problem)

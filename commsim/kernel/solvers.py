@@ -33,6 +33,7 @@ _CHEAP_LOCAL_ROUNDS = 2
 _CHEAP_LOCAL_SET = 64
 # after k local updates failed in a row, the next 2^k - 1 removal-only flushes solve at once (k <= this)
 _MAX_SKIP_DOUBLINGS = 5
+_LOCAL_SET_SHARE = 8  # a local set may grow to 1/8 of the running activities (at least 256)
 
 
 class RateSolver:
@@ -50,6 +51,9 @@ class RateSolver:
         # scratch marks of the compiled local update (-1 everywhere between calls), sized on first use
         self._res_mark = np.zeros(0, dtype=np.int64)
         self._act_mark = np.zeros(0, dtype=np.int64)
+        self._res_ids = np.zeros(0, dtype=np.int64)  # scratch space of the local update
+        self._acts = np.zeros(0, dtype=np.int64)
+        self._positions = np.zeros(0, dtype=np.int64)
 
     def recompute(self, seeds: np.ndarray, theta: float, *, now: float, slow: bool, mixed: bool) -> np.ndarray:
         """Give new rates to what the changes at ``now`` can affect; return the touched resources (a mask).
@@ -85,8 +89,11 @@ class RateSolver:
 
     def _set_rates(self, acts: np.ndarray, rates: np.ndarray, bottleneck: np.ndarray) -> None:
         self.store.set_rates(acts, rates, bottleneck, self.now)
-        self.stats.solved_activities += acts.size
-        self.stats.largest_component = max(self.stats.largest_component, int(acts.size))
+        self._count_solved(acts.size)
+
+    def _count_solved(self, solved: int) -> None:
+        self.stats.solved_activities += solved
+        self.stats.largest_component = max(self.stats.largest_component, solved)
 
     def _disjoint_update(self, slow: bool) -> np.ndarray | None:
         """The common case of a collective step, solved without looking at anything else.
@@ -142,18 +149,19 @@ class RateSolver:
         on what the kept ones leave, is exact and cheaper than a whole component
         of a densely coupled fabric. Otherwise the connected component is solved.
         """
-        from commsim.kernel.compiled import component_problem  # numba: loaded on first use
+        from commsim.kernel.compiled import apply_rates, component_problem  # numba: loaded on first use
 
         s = self.store
         acts, res_ids, i_act, i_res, i_coef, capacity = component_problem(
             np.asarray(seeds, dtype=np.int64), 0.0 if mixed else theta, s.fresh_caponly(), s.t_act, s.t_res,
             s.t_coef, s.t_live, s.n_trip, s.level, s.rate, s.capacity, s.high_water)
         if acts.size:
-            s.settle(acts, self.now)
             bottleneck = np.empty(acts.size, dtype=np.int64)
             rates = max_min_rates(i_act, i_res, i_coef, s.weight[acts], s.cap[acts], s.prio[acts], capacity,
                                   bottleneck)
-            self._set_rates(acts, rates, _global_ids(res_ids, bottleneck))
+            apply_rates(acts, rates, _global_ids(res_ids, bottleneck), self.now, s.amount, s.remaining, s.t_ref,
+                        s.rate, s.level, s.weight, s.bottleneck, s.finish)
+            self._count_solved(acts.size)
         return s.resource_mask(res_ids)
 
     def _local_update(self, seeds: np.ndarray, theta: float) -> np.ndarray | None:
@@ -178,23 +186,27 @@ class RateSolver:
         from commsim.kernel.compiled import local_update  # numba: loaded on first use
 
         s = self.store
+        n = s.n_trip
         if self._res_mark.shape[0] != s.resource_count:
             self._res_mark = np.full(s.resource_count, -1, dtype=np.int64)
+            self._res_ids = np.empty(s.resource_count, dtype=np.int64)
         if self._act_mark.shape[0] != s.slots:
             self._act_mark = np.full(s.slots, -1, dtype=np.int64)
-        n = s.n_trip
+            self._acts = np.empty(s.slots, dtype=np.int64)
+        if self._positions.shape[0] < n:
+            self._positions = np.empty(s.t_act.shape[0], dtype=np.int64)
         order, ptr, end = s.resource_index()
         # past this size a local solve costs more than solving what the change can reach at once
-        limit = max(256, (self.stats.activities_started - self.stats.activities_completed) // 8)
-        rounds, acts, rates, bottleneck, res_ids = local_update(
-            np.asarray(seeds, dtype=np.int64), theta, s.fresh_caponly(), s.t_act, s.t_res, s.t_coef, s.t_live, n,
-            s.trip_start, s.trip_count, s.rate, s.level, s.weight, s.cap, s.bottleneck, s.capacity, order, ptr, end,
-            self._res_mark, self._act_mark, limit, _CHEAP_LOCAL_ROUNDS, _CHEAP_LOCAL_SET, _MAX_LOCAL_ROUNDS)
+        limit = max(256, (self.stats.activities_started - self.stats.activities_completed) // _LOCAL_SET_SHARE)
+        rounds, solved, res_ids = local_update(
+            np.asarray(seeds, dtype=np.int64), theta, s.fresh_caponly(), self.now, s.t_act, s.t_res, s.t_coef,
+            s.t_live, n, s.trip_start, s.trip_count, s.amount, s.remaining, s.t_ref, s.rate, s.level, s.weight, s.cap,
+            s.bottleneck, s.finish, s.capacity, order, ptr, end, self._res_mark, self._act_mark, self._res_ids,
+            self._acts, self._positions, limit, _CHEAP_LOCAL_ROUNDS, _CHEAP_LOCAL_SET, _MAX_LOCAL_ROUNDS)
         if rounds == 0:
             return None
-        if acts.size:
-            s.settle(acts, self.now)
-            self._set_rates(acts, rates, bottleneck)
+        if solved:
+            self._count_solved(solved)
             self.stats.local_rounds += rounds
         return s.resource_mask(res_ids)
 
