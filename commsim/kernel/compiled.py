@@ -354,19 +354,34 @@ def _apply_rates(acts, rates, bneck, now, amount, remaining, t_ref, rate, level,
 
 
 
-def _component_problem(seeds, theta, fresh, t_act, t_res, t_coef, t_live, n_trip, level, rate, capacity,
-                       high_water):  # pragma: no cover - compiled
+def _join(a, act_in, trip_in, res_in, stack, top, trip_start, trip_count, t_res):  # pragma: no cover - compiled
+    """Add activity ``a`` (and its incidences) to a component; push its resources not seen yet."""
+    if not act_in[a]:
+        act_in[a] = True
+        for p in range(trip_start[a], trip_start[a] + trip_count[a]):
+            trip_in[p] = True
+            if not res_in[t_res[p]]:
+                res_in[t_res[p]] = True
+                stack[top] = t_res[p]
+                top += 1
+    return top
+
+
+def _component_problem(seeds, theta, fresh, t_act, t_res, t_coef, t_live, n_trip, trip_start, trip_count, level,
+                       rate, capacity, high_water, index_order, index_ptr, index_end):  # pragma: no cover - compiled
     """The activities a change can reach and their max-min problem in local numbering.
 
     With ``0 < theta < inf`` (removals alone, one priority class): every live
     activity at or above the level ``theta``; otherwise the connected component
-    of the ``seeds`` resources (plus the ``fresh`` activities without resources).
+    of the ``seeds`` resources (plus the ``fresh`` activities without resources),
+    searched through the resource index (``index_*``, as for :func:`local_update`).
     Everybody else keeps its rate, and its load is taken off the capacities.
     Returns ``(acts, resources, act, res, coef, capacity)``: slot ids, resource
     ids (both ascending), the incidences in position order and what is left of
     each resource.
     """
-    res_in = np.zeros(capacity.shape[0], dtype=np.bool_)
+    n_resources = capacity.shape[0]
+    res_in = np.zeros(n_resources, dtype=np.bool_)
     act_in = np.zeros(high_water, dtype=np.bool_)
     trip_in = np.zeros(n_trip, dtype=np.bool_)
     for r in seeds:
@@ -381,18 +396,30 @@ def _component_problem(seeds, theta, fresh, t_act, t_res, t_coef, t_live, n_trip
     else:
         for a in fresh:
             act_in[a] = True
-        grown = True
-        while grown:  # an activity's incidences are contiguous: a pass that adds nothing new ends it
-            grown = False
-            for p in range(n_trip):
-                if t_live[p] and not trip_in[p] and (act_in[t_act[p]] or res_in[t_res[p]]):
-                    trip_in[p] = True
-                    if not act_in[t_act[p]]:
-                        act_in[t_act[p]] = True
-                        grown = True
-                    if not res_in[t_res[p]]:
-                        res_in[t_res[p]] = True
-                        grown = True
+        # depth-first over resources: the index lists each one's incidences, those past it are chained once
+        tail_head = np.full(n_resources, -1, dtype=np.int64)
+        tail_next = np.empty(max(n_trip - index_end, 0), dtype=np.int64)
+        for p in range(index_end, n_trip):
+            if t_live[p]:
+                tail_next[p - index_end] = tail_head[t_res[p]]
+                tail_head[t_res[p]] = p
+        stack = np.empty(n_resources, dtype=np.int64)
+        top = 0
+        for r in range(n_resources):
+            if res_in[r]:
+                stack[top] = r
+                top += 1
+        while top > 0:
+            top -= 1
+            r = stack[top]
+            for j in range(index_ptr[r], index_ptr[r + 1]):
+                if t_live[index_order[j]]:
+                    top = _join(t_act[index_order[j]], act_in, trip_in, res_in, stack, top, trip_start, trip_count,
+                                t_res)
+            p = tail_head[r]
+            while p >= 0:
+                top = _join(t_act[p], act_in, trip_in, res_in, stack, top, trip_start, trip_count, t_res)
+                p = tail_next[p - index_end]
     local_act = np.empty(high_water, dtype=np.int64)
     n_act = 0
     for a in range(high_water):
@@ -446,4 +473,5 @@ _add_resource = _compiled(_add_resource)
 _add_activity = _compiled(_add_activity)
 apply_rates = _compiled(_apply_rates)
 local_update = _compiled(_local_update)
+_join = _compiled(_join)
 component_problem = _compiled(_component_problem)

@@ -152,9 +152,11 @@ class RateSolver:
         from commsim.kernel.compiled import apply_rates, component_problem  # numba: loaded on first use
 
         s = self.store
+        order, ptr, end = s.resource_index()
         acts, res_ids, i_act, i_res, i_coef, capacity = component_problem(
             np.asarray(seeds, dtype=np.int64), 0.0 if mixed else theta, s.fresh_caponly(), s.t_act, s.t_res,
-            s.t_coef, s.t_live, s.n_trip, s.level, s.rate, s.capacity, s.high_water)
+            s.t_coef, s.t_live, s.n_trip, s.trip_start, s.trip_count, s.level, s.rate, s.capacity, s.high_water,
+            order, ptr, end)
         if acts.size:
             bottleneck = np.empty(acts.size, dtype=np.int64)
             rates = max_min_rates(i_act, i_res, i_coef, s.weight[acts], s.cap[acts], s.prio[acts], capacity,
