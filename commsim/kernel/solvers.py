@@ -154,14 +154,14 @@ class RateSolver:
         s = self.store
         order, ptr, end = s.resource_index()
         acts, res_ids, i_act, i_res, i_coef, capacity = component_problem(
-            np.asarray(seeds, dtype=np.int64), 0.0 if mixed else theta, s.fresh_caponly(), s.t_act, s.t_res,
-            s.t_coef, s.t_live, s.n_trip, s.trip_start, s.trip_count, s.level, s.rate, s.capacity, s.high_water,
-            order, ptr, end)
+            np.ascontiguousarray(seeds, dtype=np.int64), 0.0 if mixed else float(theta), s.fresh_caponly(),
+            s.t_act, s.t_res, s.t_coef, s.t_live, s.n_trip, s.trip_start, s.trip_count, s.level, s.rate, s.capacity,
+            s.high_water, order, ptr, end)
         if acts.size:
             bottleneck = np.empty(acts.size, dtype=np.int64)
             rates = max_min_rates(i_act, i_res, i_coef, s.weight[acts], s.cap[acts], s.prio[acts], capacity,
                                   bottleneck)
-            apply_rates(acts, rates, _global_ids(res_ids, bottleneck), self.now, s.amount, s.remaining, s.t_ref,
+            apply_rates(acts, rates, _global_ids(res_ids, bottleneck), float(self.now), s.amount, s.remaining, s.t_ref,
                         s.rate, s.level, s.weight, s.bottleneck, s.finish)
             self._count_solved(acts.size)
         return s.resource_mask(res_ids)
@@ -200,11 +200,13 @@ class RateSolver:
         order, ptr, end = s.resource_index()
         # past this size a local solve costs more than solving what the change can reach at once
         limit = max(256, (self.stats.activities_started - self.stats.activities_completed) // _LOCAL_SET_SHARE)
+        # one type signature for every call (SimPy's clock starts at int 0, seeds may be views): one compilation
         rounds, solved, res_ids = local_update(
-            np.asarray(seeds, dtype=np.int64), theta, s.fresh_caponly(), self.now, s.t_act, s.t_res, s.t_coef,
-            s.t_live, n, s.trip_start, s.trip_count, s.amount, s.remaining, s.t_ref, s.rate, s.level, s.weight, s.cap,
-            s.bottleneck, s.finish, s.capacity, order, ptr, end, self._res_mark, self._act_mark, self._res_ids,
-            self._acts, self._positions, limit, _CHEAP_LOCAL_ROUNDS, _CHEAP_LOCAL_SET, _MAX_LOCAL_ROUNDS)
+            np.ascontiguousarray(seeds, dtype=np.int64), float(theta), s.fresh_caponly(), float(self.now), s.t_act,
+            s.t_res, s.t_coef, s.t_live, n, s.trip_start, s.trip_count, s.amount, s.remaining, s.t_ref, s.rate,
+            s.level, s.weight, s.cap, s.bottleneck, s.finish, s.capacity, order, ptr, end, self._res_mark,
+            self._act_mark, self._res_ids, self._acts, self._positions, limit, _CHEAP_LOCAL_ROUNDS, _CHEAP_LOCAL_SET,
+            _MAX_LOCAL_ROUNDS)
         if rounds == 0:
             return None
         if solved:

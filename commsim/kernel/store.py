@@ -172,7 +172,7 @@ class ActivityStore:
         """Activities without resources that have not been given their rate yet."""
         if not self.caponly:
             return np.zeros(0, dtype=np.int64)
-        slots = np.concatenate(self.caponly)
+        slots = np.concatenate(self.caponly).astype(np.int64, copy=False)
         slots = slots[self.alive[slots] & np.isinf(self.finish[slots])]
         self.caponly = [slots] if slots.size else []
         return slots
