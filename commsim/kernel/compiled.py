@@ -171,20 +171,13 @@ def _positions_on(res_ids, n_res, res_mark, t_res, t_live, n_trip, index_order, 
     return count
 
 
-def _add_resource(r, res_ids, n_res, res_mark):  # pragma: no cover - compiled
-    if res_mark[r] < 0:
-        res_mark[r] = n_res
-        res_ids[n_res] = r
-        n_res += 1
-    return n_res
-
-
-def _add_activity(a, acts, n_act, act_mark):  # pragma: no cover - compiled
-    if act_mark[a] < 0:
-        act_mark[a] = n_act
-        acts[n_act] = a
-        n_act += 1
-    return n_act
+def _add_member(item, members, count, mark):  # pragma: no cover - compiled
+    """Append ``item`` to ``members[:count]`` unless ``mark`` has it (its position there); return the count."""
+    if mark[item] < 0:
+        mark[item] = count
+        members[count] = item
+        count += 1
+    return count
 
 
 def _local_update(seeds, theta, fresh, now, t_act, t_res, t_coef, t_live, n_trip, trip_start, trip_count, amount,
@@ -207,16 +200,16 @@ def _local_update(seeds, theta, fresh, now, t_act, t_res, t_coef, t_live, n_trip
     n_res = 0
     n_act = 0
     for r in seeds:
-        n_res = _add_resource(r, res_ids, n_res, res_mark)
+        n_res = _add_member(r, res_ids, n_res, res_mark)
     count = _positions_on(res_ids, n_res, res_mark, t_res, t_live, n_trip, index_order, index_ptr, index_end,
                           positions)
     screen = 0.0 < theta < math.inf
     for j in range(count):
         a = t_act[positions[j]]
         if not screen or level[a] >= theta * (1.0 - 1e-9):
-            n_act = _add_activity(a, acts, n_act, act_mark)
+            n_act = _add_member(a, acts, n_act, act_mark)
     for a in fresh:
-        n_act = _add_activity(a, acts, n_act, act_mark)
+        n_act = _add_member(a, acts, n_act, act_mark)
     rounds = 0
     rates = np.zeros(0)
     bneck = np.zeros(0, dtype=np.int64)
@@ -242,7 +235,7 @@ def _local_update(seeds, theta, fresh, now, t_act, t_res, t_coef, t_live, n_trip
         i_coef = np.empty(n_inc)
         for j in range(n_inc):
             p = ipos[j]
-            n_res = _add_resource(t_res[p], res_ids, n_res, res_mark)
+            n_res = _add_member(t_res[p], res_ids, n_res, res_mark)
             i_res[j] = res_mark[t_res[p]]
             i_act[j] = act_mark[t_act[p]]
             i_coef[j] = t_coef[p]
@@ -303,13 +296,13 @@ def _local_update(seeds, theta, fresh, now, t_act, t_res, t_coef, t_live, n_trip
             if not (saturated and level[o] >= top[lb] * _LOOSE):
                 grow[lb] = True
                 failed = True
-                n_grow_acts = _add_activity(o, acts, n_grow_acts, act_mark)
+                n_grow_acts = _add_member(o, acts, n_grow_acts, act_mark)
         if not failed:
             break
         for j in range(n_out):
             p = positions[j]
             if grow[res_mark[t_res[p]]]:
-                n_grow_acts = _add_activity(t_act[p], acts, n_grow_acts, act_mark)
+                n_grow_acts = _add_member(t_act[p], acts, n_grow_acts, act_mark)
         n_act = n_grow_acts
     # leave the scratch marks as found
     for i in range(n_act):
@@ -469,8 +462,7 @@ def _component_problem(seeds, theta, fresh, t_act, t_res, t_coef, t_live, n_trip
 
 _LOOSE = 1.0 - 1e-9  # the local update's check tolerance (a solve's round-off, not a tie)
 _positions_on = _compiled(_positions_on)
-_add_resource = _compiled(_add_resource)
-_add_activity = _compiled(_add_activity)
+_add_member = _compiled(_add_member)
 apply_rates = _compiled(_apply_rates)
 local_update = _compiled(_local_update)
 _join = _compiled(_join)
