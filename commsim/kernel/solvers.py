@@ -33,6 +33,7 @@ _CHEAP_LOCAL_ROUNDS = 2
 _CHEAP_LOCAL_SET = 64
 # after k local updates failed in a row, the next 2^k - 1 removal-only flushes solve at once (k <= this)
 _MAX_SKIP_DOUBLINGS = 5
+_LOCAL_SET_SHARE = 8  # a local set may grow to 1/8 of the running activities (at least 256)
 
 
 class RateSolver:
@@ -47,6 +48,12 @@ class RateSolver:
         self.now = 0.0  # the instant of the recomputation under way (seconds)
         self._local_misses = 0  # local updates that failed in a row
         self._local_skips = 0  # removal-only flushes left that skip the local update
+        # scratch marks of the compiled local update (-1 everywhere between calls), sized on first use
+        self._res_mark = np.zeros(0, dtype=np.int64)
+        self._act_mark = np.zeros(0, dtype=np.int64)
+        self._res_ids = np.zeros(0, dtype=np.int64)  # scratch space of the local update
+        self._acts = np.zeros(0, dtype=np.int64)
+        self._positions = np.zeros(0, dtype=np.int64)
 
     def recompute(self, seeds: np.ndarray, theta: float, *, now: float, slow: bool, mixed: bool) -> np.ndarray:
         """Give new rates to what the changes at ``now`` can affect; return the touched resources (a mask).
@@ -58,11 +65,6 @@ class RateSolver:
         """
         s = self.store
         self.now = now
-        n = s.n_trip
-        live = s.t_live[:n]
-        t_act = s.t_act[:n]
-        t_res = s.t_res[:n]
-        t_coef = s.t_coef[:n]
         touched = None
         if not mixed:
             touched = self._disjoint_update(slow or s.moved)
@@ -82,14 +84,16 @@ class RateSolver:
         only_removals = not s.new_ranges
         s.take_changes()
         if touched is None:
-            touched = self._component_update(seeds, theta if only_removals else 0.0, live, t_act, t_res, t_coef,
-                                             mixed)
+            touched = self._component_update(seeds, theta if only_removals else 0.0, mixed)
         return touched
 
     def _set_rates(self, acts: np.ndarray, rates: np.ndarray, bottleneck: np.ndarray) -> None:
         self.store.set_rates(acts, rates, bottleneck, self.now)
-        self.stats.solved_activities += acts.size
-        self.stats.largest_component = max(self.stats.largest_component, int(acts.size))
+        self._count_solved(acts.size)
+
+    def _count_solved(self, solved: int) -> None:
+        self.stats.solved_activities += solved
+        self.stats.largest_component = max(self.stats.largest_component, solved)
 
     def _disjoint_update(self, slow: bool) -> np.ndarray | None:
         """The common case of a collective step, solved without looking at anything else.
@@ -123,8 +127,8 @@ class RateSolver:
         if np.any(counts == 0):
             return None  # activities with only a cap go the usual way
         coef = s.t_coef[pieces[0]] if len(pieces) == 1 else np.concatenate([s.t_coef[p] for p in pieces])
-        # maxmin._unshared in global numbering: calling it would need local index arrays, which cost
-        # about 20% of a 4,096-GPU ring all-reduce (measured), so the few lines are kept here
+        # progressive filling with nothing shared, in global numbering: building the local index arrays
+        # max_min_rates needs cost about 20% of a 4,096-GPU ring all-reduce (measured)
         starts = np.cumsum(counts) - counts
         limit = s.capacity[res] / coef
         tightest = np.minimum.reduceat(limit, starts)
@@ -137,7 +141,7 @@ class RateSolver:
         touched[res] = True
         return touched
 
-    def _component_update(self, seeds, theta, live, t_act, t_res, t_coef, mixed: bool) -> np.ndarray:
+    def _component_update(self, seeds: np.ndarray, theta: float, mixed: bool) -> np.ndarray:
         """Solve again what the changes can reach; return the resources touched.
 
         With a finite ``theta`` (only removals at this instant, one priority class)
@@ -145,36 +149,22 @@ class RateSolver:
         on what the kept ones leave, is exact and cheaper than a whole component
         of a densely coupled fabric. Otherwise the connected component is solved.
         """
+        from commsim.kernel.compiled import apply_rates, component_problem  # numba: loaded on first use
+
         s = self.store
-        hw = s.high_water
-        if 0.0 < theta < math.inf and not mixed:
-            trip_in = live & (s.level[t_act] >= theta * (1.0 - 1e-9))
-            in_act, in_res = t_act[trip_in], t_res[trip_in]
-            act_in = np.zeros(s.slots, dtype=bool)
-            act_in[in_act] = True
-            res_in = np.zeros(s.resource_count, dtype=bool)
-            res_in[seeds] = True
-            res_in[in_res] = True
-        else:
-            act_in, trip_in, res_in = self._component(seeds, t_act, t_res, live)
-            in_act, in_res = t_act[trip_in], t_res[trip_in]
-        acts = np.flatnonzero(act_in[:hw])
-        s.settle(acts, self.now)
+        order, ptr, end = s.resource_index()
+        acts, res_ids, i_act, i_res, i_coef, capacity = component_problem(
+            np.ascontiguousarray(seeds, dtype=np.int64), 0.0 if mixed else float(theta), s.fresh_caponly(),
+            s.t_act, s.t_res, s.t_coef, s.t_live, s.n_trip, s.trip_start, s.trip_count, s.level, s.rate, s.capacity,
+            s.high_water, order, ptr, end)
         if acts.size:
-            local_act = np.cumsum(act_in[:hw]) - 1
-            res_ids = np.flatnonzero(res_in)
-            local_res = np.cumsum(res_in) - 1
-            capacity = s.capacity[res_ids]
-            kept = (live ^ trip_in) & res_in[t_res]  # trip_in only marks live incidences
-            if kept.any():
-                held = np.bincount(local_res[t_res[kept]], weights=t_coef[kept] * s.rate[t_act[kept]],
-                                   minlength=res_ids.shape[0])
-                capacity = np.maximum(capacity - held, 0.0)
             bottleneck = np.empty(acts.size, dtype=np.int64)
-            rates = max_min_rates(local_act[in_act], local_res[in_res], t_coef[trip_in],
-                                  s.weight[acts], s.cap[acts], s.prio[acts], capacity, bottleneck)
-            self._set_rates(acts, rates, _global_ids(res_ids, bottleneck))
-        return res_in
+            rates = max_min_rates(i_act, i_res, i_coef, s.weight[acts], s.cap[acts], s.prio[acts], capacity,
+                                  bottleneck)
+            apply_rates(acts, rates, _global_ids(res_ids, bottleneck), float(self.now), s.amount, s.remaining, s.t_ref,
+                        s.rate, s.level, s.weight, s.bottleneck, s.finish)
+            self._count_solved(acts.size)
+        return s.resource_mask(res_ids)
 
     def _local_update(self, seeds: np.ndarray, theta: float) -> np.ndarray | None:
         """Solve a small set of activities again and grow it until the result is provably exact.
@@ -195,78 +185,34 @@ class RateSolver:
         Returns the resources whose load may have changed, or None when the set
         grew too often (the caller then solves the whole component).
         """
+        from commsim.kernel.compiled import local_update  # numba: loaded on first use
+
         s = self.store
-        level = s.level
-        low = 1.0 - 1e-9
-        res_ids = _sorted_unique(seeds)
-        start = s.positions_on(res_ids)
-        first = s.t_act[start]
-        if 0.0 < theta < math.inf:
-            first = first[level[first] >= theta * low]
-        fresh = s.fresh_caponly()
-        if first.size == 0 and fresh.size == 0:
-            return s.resource_mask(res_ids)  # only removals that left their resources idle
-        acts = _sorted_unique(np.concatenate((first, fresh)) if fresh.size else first)
+        n = s.n_trip
+        if self._res_mark.shape[0] != s.resource_count:
+            self._res_mark = np.full(s.resource_count, -1, dtype=np.int64)
+            self._res_ids = np.empty(s.resource_count, dtype=np.int64)
+        if self._act_mark.shape[0] != s.slots:
+            self._act_mark = np.full(s.slots, -1, dtype=np.int64)
+            self._acts = np.empty(s.slots, dtype=np.int64)
+        if self._positions.shape[0] < n:
+            self._positions = np.empty(s.t_act.shape[0], dtype=np.int64)
+        order, ptr, end = s.resource_index()
         # past this size a local solve costs more than solving what the change can reach at once
-        limit = max(256, (self.stats.activities_started - self.stats.activities_completed) // 8)
-        member = np.zeros(s.slots, dtype=bool)
-        for done_rounds in range(1, _MAX_LOCAL_ROUNDS + 1):
-            if acts.size > limit or (done_rounds > _CHEAP_LOCAL_ROUNDS and acts.size > _CHEAP_LOCAL_SET):
-                return None
-            counts = s.trip_count[acts]
-            ipos = s.offsets(acts, counts)
-            ipos.sort()  # position order, as a scan of the incidence arrays meets them
-            res_ids = _sorted_unique(np.concatenate((res_ids, s.t_res[ipos])))
-            if acts.size == 0:
-                return s.resource_mask(res_ids)
-            i_res = np.searchsorted(res_ids, s.t_res[ipos])
-            i_act = np.searchsorted(acts, s.t_act[ipos])
-            i_coef = s.t_coef[ipos]
-            # everybody else on these resources keeps its rate and its share
-            opos = s.positions_on(res_ids)
-            member[acts] = True
-            opos = opos[~member[s.t_act[opos]]]
-            member[acts] = False
-            o_res = np.searchsorted(res_ids, s.t_res[opos])
-            o_act = s.t_act[opos]
-            o_coef = s.t_coef[opos]
-            held = np.bincount(o_res, weights=o_coef * s.rate[o_act], minlength=res_ids.shape[0])
-            capacity = np.maximum(s.capacity[res_ids] - held, 0.0)
-            bneck = np.empty(acts.size, dtype=np.int64)
-            rates = max_min_rates(i_act, i_res, i_coef, s.weight[acts], s.cap[acts], s.prio[acts],
-                                  capacity, bneck)
-            if o_act.size == 0:
-                # nobody outside the set shares its resources: it is whole components, solved exactly
-                s.settle(acts, self.now)
-                self._set_rates(acts, rates, _global_ids(res_ids, bneck))
-                self.stats.local_rounds += done_rounds
-                return s.resource_mask(res_ids)
-            new_level = rates / s.weight[acts]
-            # the highest level of the activities held at their rates, per resource
-            other_max = np.full(res_ids.shape[0], -math.inf)
-            np.maximum.at(other_max, o_res, level[o_act])
-            # members: their bottleneck must not hold an outsider at a higher level
-            bad_in = (bneck >= 0) & (new_level < other_max[np.maximum(bneck, 0)] * low)
-            # outsiders whose bottleneck is here: it must still be saturated with them on top
-            load = held + np.bincount(i_res, weights=i_coef * rates[i_act], minlength=res_ids.shape[0])
-            top = other_max.copy()
-            np.maximum.at(top, i_res, new_level[i_act])
-            saturated = load >= s.capacity[res_ids] * low
-            outsiders = _sorted_unique(o_act)
-            b = s.bottleneck[outsiders]
-            lb = np.minimum(np.searchsorted(res_ids, b), res_ids.shape[0] - 1)
-            here = (b >= 0) & (res_ids[lb] == b)
-            bad_out = here & ~(saturated[lb] & (level[outsiders] >= top[lb] * low))
-            if not bad_in.any() and not bad_out.any():
-                s.settle(acts, self.now)
-                self._set_rates(acts, rates, _global_ids(res_ids, bneck))
-                self.stats.local_rounds += done_rounds
-                return s.resource_mask(res_ids)
-            grow = np.zeros(res_ids.shape[0], dtype=bool)
-            grow[bneck[bad_in]] = True
-            grow[lb[bad_out]] = True
-            acts = _sorted_unique(np.concatenate((acts, o_act[grow[o_res]], outsiders[bad_out])))
-        return None
+        limit = max(256, (self.stats.activities_started - self.stats.activities_completed) // _LOCAL_SET_SHARE)
+        # one type signature for every call (SimPy's clock starts at int 0, seeds may be views): one compilation
+        rounds, solved, res_ids = local_update(
+            np.ascontiguousarray(seeds, dtype=np.int64), float(theta), s.fresh_caponly(), float(self.now), s.t_act,
+            s.t_res, s.t_coef, s.t_live, n, s.trip_start, s.trip_count, s.amount, s.remaining, s.t_ref, s.rate,
+            s.level, s.weight, s.cap, s.bottleneck, s.finish, s.capacity, order, ptr, end, self._res_mark,
+            self._act_mark, self._res_ids, self._acts, self._positions, limit, _CHEAP_LOCAL_ROUNDS, _CHEAP_LOCAL_SET,
+            _MAX_LOCAL_ROUNDS)
+        if rounds == 0:
+            return None
+        if solved:
+            self._count_solved(solved)
+            self.stats.local_rounds += rounds
+        return s.resource_mask(res_ids)
 
     def verify(self) -> None:
         """Check the incremental rates against a from-scratch solve (tests only; slow)."""
@@ -287,47 +233,9 @@ class RateSolver:
             raise AssertionError(f"incremental rate {s.rate[acts][worst]!r} != full solve {rates[worst]!r} "
                                  f"for activity {int(acts[worst])} at t={self.now}")
 
-    def _component(self, seeds: np.ndarray, t_act: np.ndarray, t_res: np.ndarray, eligible: np.ndarray):
-        """Eligible activities, incidences and resources connected to the ``seeds`` resources."""
-        s = self.store
-        res_in = np.zeros(s.resource_count, dtype=bool)
-        res_in[seeds] = True
-        act_in = np.zeros(s.slots, dtype=bool)
-        # activities without any resource (cap only) join while they have no rate yet
-        act_in[s.fresh_caponly()] = True
-        idx = np.flatnonzero(eligible)
-        e_act = t_act[idx]
-        e_res = t_res[idx]
-        n_res = int(np.count_nonzero(res_in))  # seeds may repeat
-        while True:
-            act_in[e_act[res_in[e_res]]] = True
-            e_in = act_in[e_act]
-            res_in[e_res[e_in]] = True
-            grown = int(np.count_nonzero(res_in))
-            if grown == n_res:
-                trip_in = np.zeros(t_act.shape[0], dtype=bool)
-                trip_in[idx[e_in]] = True
-                return act_in, trip_in, res_in
-            n_res = grown
-
 
 def _global_ids(res_ids: np.ndarray, local: np.ndarray) -> np.ndarray:
     """Map local resource indices (-1: none) to resource ids; ``res_ids`` may be empty."""
     if res_ids.size == 0:
         return np.full(local.shape[0], -1, dtype=np.int64)
     return np.where(local >= 0, res_ids[np.maximum(local, 0)], -1)
-
-
-def _sorted_unique(values: np.ndarray) -> np.ndarray:
-    """``np.unique(values)`` for the small id arrays of a local update, in four C calls.
-
-    ``np.unique`` costs tens of microseconds of Python wrappers per call, and a
-    local update makes several per round, hundreds of thousands per run.
-    """
-    if values.size < 2:
-        return values.copy()
-    ordered = np.sort(values)
-    keep = np.empty(ordered.shape[0], dtype=bool)
-    keep[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
-    return ordered[keep]

@@ -23,8 +23,6 @@ __all__ = ["ActivityStore", "DONE_RTOL"]
 DONE_RTOL = 1e-12
 """Remaining work below this fraction of the amount counts as done."""
 
-_SCAN_INCIDENCES = 4096  # below this many incidences a lookup by resource scans them instead of using the index
-
 
 class ActivityStore:
     """Resources, activities and incidences of one kernel (arrays; no Python object per activity)."""
@@ -174,7 +172,7 @@ class ActivityStore:
         """Activities without resources that have not been given their rate yet."""
         if not self.caponly:
             return np.zeros(0, dtype=np.int64)
-        slots = np.concatenate(self.caponly)
+        slots = np.concatenate(self.caponly).astype(np.int64, copy=False)
         slots = slots[self.alive[slots] & np.isinf(self.finish[slots])]
         self.caponly = [slots] if slots.size else []
         return slots
@@ -250,35 +248,18 @@ class ActivityStore:
         """Forget the change log (after a recomputation has used it)."""
         self.new_ranges, self.freed, self.moved = [], [], False
 
-    def positions_on(self, resources: np.ndarray) -> np.ndarray:
-        """Positions of the live incidences on ``resources`` (unique, sorted ids), in position order.
+    def resource_index(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """The index of live incidence positions grouped by resource, rebuilt when too stale.
 
-        Reads the resource index for positions it covers and scans only the
-        incidences appended since it was built, so the cost follows the
-        activities on those resources, not every incidence of the run.
+        Returns ``(order, ptr, end)``: the positions on resource ``r`` are
+        ``order[ptr[r]:ptr[r + 1]]`` (some may have died since: check ``t_live``);
+        positions from ``end`` on are not in the index and must be scanned.
         """
         n = self.n_trip
-        if n <= _SCAN_INCIDENCES:
-            # few incidences: one scan is cheaper than keeping an index
-            mark = np.zeros(self.resource_count, dtype=bool)
-            mark[resources] = True
-            return np.flatnonzero(mark[self.t_res[:n]] & self.t_live[:n])
         end = self._index_end
         if end < 0 or n - end > max(1024, end // 8) or self._index_ptr.shape[0] != self.resource_count + 1:
             self._build_index()
-            end = n
-        ptr = self._index_ptr
-        lo = ptr[resources]
-        counts = ptr[resources + 1] - lo
-        total = int(counts.sum())
-        pos = self._index_order[np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(total)]
-        if end < n:
-            mark = np.zeros(self.resource_count, dtype=bool)
-            mark[resources] = True
-            pos = np.concatenate((pos, end + np.flatnonzero(mark[self.t_res[end:n]])))
-        pos = pos[self.t_live[pos]]
-        pos.sort()
-        return pos
+        return self._index_order, self._index_ptr, self._index_end
 
     def _build_index(self) -> None:
         n = self.n_trip
