@@ -136,9 +136,7 @@ def prepare(params: StreamingDilocoParams, link: Link, faults: Sequence[Any] = (
                 method, layout, inner_steps=params.inner_steps, tau=params.overlap_steps,
                 fragment_layers=params.fragment_layers, assignment=params.fragment_assignment,
                 remainder=params.fragment_remainder, dense=dense, quantised=quantised, replicas=params.replicas)
-    traces = {key: prepare_trace(plan, layouts[key[0]], sharing=params.sharing,
-                                 warmup_periods=params.warmup_periods, measure_periods=params.measure_periods)
-              for key, plan in plans.items()}
+    traces = {key: prepare_trace(plan, layouts[key[0]], sharing=params.sharing) for key, plan in plans.items()}
     return Prepared(params=params, link=link, layouts=layouts, plans=plans, traces=traces, notes=notes,
                     faults=check_wan_faults(faults, params.replicas))
 

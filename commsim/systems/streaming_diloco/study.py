@@ -150,8 +150,9 @@ class StreamingDilocoStudy(Study):
                if link.datacenters is not None and link.datacenters != p.replicas else ""),
             f"Compute utilisation = compute time / wall time in the steady state ({modes} mode): 'period' replays "
             "the syncs of one period (H steps; 1 for data-parallel) up to their deadlines, exact when every sync of "
-            "a period is due before the next period's first release; otherwise 'window' measures "
-            f"{p.measure_periods} period(s) after {p.warmup_periods} of warm-up. Compute chains no sync observes are "
+            "a period is due before the next period's first release; otherwise 'periodic' replays more and more "
+            "periods until they repeat themselves (the shared replay-until-periodic driver; 'aperiodic' when they "
+            "had not after 32 periods) and averages the repeating pattern. Compute chains no sync observes are "
             "merged before the replay (exact); a bandwidth above one with no stall is not replayed (CU 1).",
             "bandwidth_for_cu.csv: cu in percent; gbit_per_s is the first grid bandwidth whose CU reaches it, or "
             f">{p.grid_gbit()[-1]:g} when none on the grid does.",
@@ -165,8 +166,8 @@ class StreamingDilocoStudy(Study):
         if prep.faults:
             notes.append(f"Scenario faults ({len(prep.faults)}) act on the WAN links in every replay (each "
                          "bandwidth point, the summary and the timeline), at their times from the replay's start; "
-                         "a replay covers one period or a warm-up and a measured window, so a fault late in a "
-                         "long run may fall past its end.")
+                         "a replay covers one period, or periods until they repeat, so a fault late in a long "
+                         "run may fall past its end.")
         return notes + prep.notes
 
     # ------------------------------------------------------------------ validation
