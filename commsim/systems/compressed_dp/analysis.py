@@ -27,12 +27,12 @@ import pandas as pd
 from commsim.compression import PayloadCounter
 from commsim.errors import ConfigError
 from commsim.network.inter_node import Fabric
-from commsim.systems.compressed_dp.layout import ModelLayout, build_layout
 from commsim.systems.compressed_dp.params import DEFAULT_TOPOLOGY, CompressedDPParams
 from commsim.systems.compressed_dp.plan import StepPlan, build_plan
 from commsim.systems.compressed_dp.regimes import STEADY, Regime, regimes
 from commsim.systems.compressed_dp.schedules import CollectivePlan
 from commsim.systems.compressed_dp.workload import RunStats, compute_time, device_of, simulate
+from commsim.workloads.data_parallel import LayerLayout, catalog_layout
 
 __all__ = ["Prepared", "prepare", "sweep", "iterations", "run_means", "payload_table", "warmup_table", "gbit",
            "resolve_topology", "UNLIMITED_LABEL"]
@@ -54,7 +54,7 @@ class Prepared:
     topology: Any
     topology_source: str
     group: list[str]
-    layout: ModelLayout
+    layout: LayerLayout
     spec: Any
     compute: float
     collectives: CollectivePlan
@@ -116,7 +116,7 @@ def prepare(params: CompressedDPParams, topology: Any = None, *, collective: Any
     check_faults(faults, topo)
     group = _group(topo, params.ranks)
     spec = device_of(topo, group[0])
-    layout = build_layout(params.model, tokens_per_rank=params.tokens_per_rank, seq_len=params.seq_len)
+    layout = catalog_layout(params.model, tokens_per_rank=params.tokens_per_rank, seq_len=params.seq_len)
     collectives = CollectivePlan.resolve(len(group), _ranks_per_node(topo, group),
                                          all_reduce=params.all_reduce_algorithm,
                                          all_gather=params.all_gather_algorithm, server=params.parameter_server,
@@ -253,7 +253,7 @@ def payload_table(prep: Prepared) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _shape_uses(layout: ModelLayout) -> dict[tuple[int, ...], int]:
+def _shape_uses(layout: LayerLayout) -> dict[tuple[int, ...], int]:
     uses: dict[tuple[int, ...], int] = {}
     for bucket in layout.tensors:
         for _, shape in bucket:

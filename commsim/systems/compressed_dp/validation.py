@@ -42,17 +42,17 @@ SIGNSGD_RATIO = 32.0
 
 
 def _layout(model: str = "llama-2-7b"):
-    from commsim.systems.compressed_dp.layout import build_layout
+    from commsim.workloads.data_parallel import catalog_layout
 
-    return build_layout(model, tokens_per_rank=4096)
+    return catalog_layout(model, tokens_per_rank=4096)
 
 
 def powersgd_rows() -> list[Check]:
     """PowerSGD ratios on the CIFAR ResNet-18 shapes through the study's counting and bucket plan."""
     from commsim.compression import PayloadCounter, make_compressor, resnet18_shapes
-    from commsim.systems.compressed_dp.layout import layout_from_buckets
     from commsim.systems.compressed_dp.plan import build_plan
     from commsim.systems.compressed_dp.schedules import CollectivePlan
+    from commsim.workloads.data_parallel import layout_from_buckets
 
     shapes = list(resnet18_shapes().values())
     layout = layout_from_buckets([shapes], backward_flops=[1.0])
@@ -101,9 +101,9 @@ def ratio_rows() -> list[Check]:
 def _tiny_case(n: int, spec: str, bandwidth: str = "50GB/s"):
     from commsim.compression import PayloadCounter, make_compressor
     from commsim.network.loader import load_topology
-    from commsim.systems.compressed_dp.layout import layout_from_buckets
     from commsim.systems.compressed_dp.plan import build_plan
     from commsim.systems.compressed_dp.schedules import CollectivePlan
+    from commsim.workloads.data_parallel import layout_from_buckets
 
     topo = load_topology(f"switch:{n},{bandwidth},1us")
     layout = layout_from_buckets([[(1000, 1000)]], backward_flops=[1e12])

@@ -45,7 +45,6 @@ its periodicity (a period is H inner steps, one for data-parallel):
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,12 +58,12 @@ from commsim.kernel import UNBOUNDED
 from commsim.network.generators import wan
 from commsim.network.topology import Topology
 from commsim.simulation import Simulation
-from commsim.systems.streaming_diloco.layout import ModelLayout
 from commsim.systems.streaming_diloco.schedule import SyncPlan, independent_periods
+from commsim.workloads.data_parallel import LayerLayout, forward_id, step_times, training_trace
 from commsim.workloads.periodic import replay_until_periodic
 from commsim.workloads.replay import Replay, ReplayResult
 from commsim.workloads.steady_state import coalesce_delays
-from commsim.workloads.trace import CollectiveOp, DelayOp, Program, Trace
+from commsim.workloads.trace import CollectiveOp, Trace
 
 __all__ = ["RunStats", "sync_trace", "simulate", "forward_id", "sync_id", "wan_of", "check_wan_faults", "REPEATS",
            "MAX_PERIOD", "MAX_PERIODS"]
@@ -81,23 +80,20 @@ _COLLECTIVE = CollectiveConfig(record="none", mode="flows")
 M = 2 both directions carry the same bytes, so its steps end together), and half the events of step mode."""
 
 
-def forward_id(step: int, layer: int) -> str:
-    """Id of layer ``layer``'s forward op in inner step ``step``."""
-    return f"s{step}.fwd{layer}"
-
-
 def sync_id(step: int, layer: int) -> str:
     """Id of layer ``layer``'s sync released in inner step ``step``."""
     return f"s{step}.sync{layer}"
 
 
-def sync_trace(plan: SyncPlan, layout: ModelLayout, *, steps: int, release_before: int | None = None,
-               sharing: str = "fair", quiet_steps: str = "layers") -> Trace:
+def sync_trace(plan: SyncPlan, layout: LayerLayout, *, steps: int, release_before: int | None = None,
+               sharing: str = "fair", quiet_steps: str = "layers", marker: bool = False) -> Trace:
     """The per-layer trace of ``steps`` inner steps; syncs released before step ``release_before`` (default all).
 
     Syncs due in a step past the trace are left without a deadline. ``quiet_steps="merged"``
     writes a step that releases no sync and owes none as one op of the step time (what
     :func:`~commsim.workloads.steady_state.coalesce_delays` makes of its per-layer ops anyway).
+    ``marker`` adds the start of step ``steps`` and each step's join of its syncs
+    (:func:`commsim.workloads.data_parallel.training_trace`), for :func:`~commsim.workloads.data_parallel.step_times`.
     """
     if sharing not in SHARING:
         raise ConfigError(field="sharing", value=sharing, rule="is not a sharing rule", fix=f"use one of {SHARING}")
@@ -105,37 +101,21 @@ def sync_trace(plan: SyncPlan, layout: ModelLayout, *, steps: int, release_befor
     syncing = set(plan.layer_offset.tolist())
     busy = {s for s in range(min(steps, release_before)) if s % plan.period in syncing}
     busy |= {s + 1 + plan.tau for s in busy}
-    due: dict[tuple[int, int], list[str]] = defaultdict(list)
-    ops: list[Any] = []
-    delay, collective = DelayOp.model_construct, CollectiveOp.model_construct
-    kind, nbytes = plan.collective, plan.collective_bytes.tolist()
-    fwd, bwa, bww = layout.forward.tolist(), layout.backward_activations.tolist(), layout.backward_weights.tolist()
-    offsets = plan.layer_offset.tolist()
-    for s in range(steps):
-        tags = {"step": s}
-        if quiet_steps == "merged" and s not in busy:
-            ops.append(delay(id=f"s{s}.quiet", stream="compute", deps=[], tags=tags, seconds=layout.step_time,
-                             name=f"step {s}"))
-            continue
-        for layer in range(layout.layers):
-            ops.append(delay(id=forward_id(s, layer), stream="compute", deps=due.pop((s, layer), []),
-                             tags=tags, seconds=fwd[layer], name=None))
-        for layer in range(layout.layers - 1, -1, -1):
-            ops.append(delay(id=f"s{s}.bwa{layer}", stream="compute", deps=[], tags=tags, seconds=bwa[layer],
-                             name=None))
-            grad = f"s{s}.bww{layer}"
-            ops.append(delay(id=grad, stream="compute", deps=[], tags=tags, seconds=bww[layer], name=None))
-            if s < release_before and s % plan.period == offsets[layer]:
-                sid = sync_id(s, layer)
-                ops.append(collective(id=sid, stream="wan" if sharing == "fifo" else f"wan{layer}", deps=[grad],
-                                      tags={"step": s, "layer": layer}, op=kind, bytes=nbytes[layer], group="wan",
-                                      algorithm="ring", root=None, name=f"sync layer {layer}"))
-                due[(s + 1 + plan.tau, layer)].append(sid)
+    kind, nbytes, offsets = plan.collective, plan.collective_bytes.tolist(), plan.layer_offset.tolist()
+
+    def sync(s: int, layer: int, after: str, rank: int) -> list[Any]:
+        if s % plan.period != offsets[layer]:
+            return []
+        return [CollectiveOp.model_construct(
+            id=sync_id(s, layer), stream="wan" if sharing == "fifo" else f"wan{layer}", deps=[after],
+            tags={"step": s, "layer": layer}, op=kind, bytes=nbytes[layer], group="wan", algorithm="ring", root=None,
+            name=f"sync layer {layer}")]
+
     ranks = plan.replicas
-    return Trace.model_construct(
-        format="commsim-trace", version=1, name=f"{layout.label} {plan.method}", ranks=ranks,
-        communicators={"wan": [list(range(ranks))]},
-        programs=[Program.model_construct(name="replica", ranks=f"0:{ranks}", ops=ops)], metadata={})
+    return training_trace(layout, sync, steps=steps, ranks=ranks, communicators={"wan": [list(range(ranks))]},
+                          programs=[("replica", f"0:{ranks}")], overlap=plan.tau, release_before=release_before,
+                          quiet=(lambda s: s not in busy) if quiet_steps == "merged" else None, marker=marker,
+                          joins=marker, name=f"{layout.label} {plan.method}")
 
 
 @dataclass
@@ -178,7 +158,7 @@ class Prepared:
     coalesce: bool = True
 
 
-def prepare_trace(plan: SyncPlan, layout: ModelLayout, *, sharing: str = "fair", steady: str = "auto",
+def prepare_trace(plan: SyncPlan, layout: LayerLayout, *, sharing: str = "fair", steady: str = "auto",
                   steps: int | None = None, coalesce: bool = True) -> Prepared:
     """What :func:`replay_at` replays: one period, periods until they repeat, or the first ``steps`` steps."""
     if steady not in ("auto", "period", "periodic"):
@@ -238,7 +218,7 @@ def check_wan_faults(faults: Sequence[Any], replicas: int) -> list[Any]:
                            fix="use link_down, link_up or link_degraded on a WAN link such as ['dc0.gw', 'dc1.gw']")
 
 
-def replay_at(prepared: Prepared, plan: SyncPlan, layout: ModelLayout, *, bandwidth: float, latency: float,
+def replay_at(prepared: Prepared, plan: SyncPlan, layout: LayerLayout, *, bandwidth: float, latency: float,
               record: bool = False, faults: Sequence[Any] = ()) -> RunStats:
     """Replay a prepared trace on a WAN of ``bandwidth`` bytes/s per direction and ``latency`` s per link.
 
@@ -268,7 +248,7 @@ def replay_at(prepared: Prepared, plan: SyncPlan, layout: ModelLayout, *, bandwi
     return RunStats(**stats, wall=stats["compute"] + stall, stall=stall, syncs=syncs, replay=result)
 
 
-def _periodic(prepared: Prepared, plan: SyncPlan, layout: ModelLayout, replay_of: Any,
+def _periodic(prepared: Prepared, plan: SyncPlan, layout: LayerLayout, replay_of: Any,
               stats: dict[str, Any]) -> RunStats:
     """Replay more and more periods until they repeat themselves (see the module docstring)."""
     period = plan.period
@@ -278,21 +258,14 @@ def _periodic(prepared: Prepared, plan: SyncPlan, layout: ModelLayout, replay_of
 
     def run(periods: int) -> tuple[np.ndarray, np.ndarray, None]:
         steps = periods * period
-        marks = [forward_id(j * period, 0) for j in range(periods + 1)]
-        trace = sync_trace(plan, layout, steps=steps + 1, release_before=steps, sharing=prepared.sharing)
+        trace = sync_trace(plan, layout, steps=steps, sharing=prepared.sharing, marker=True)
         if prepared.coalesce:
-            trace = coalesce_delays(trace, keep=marks)
+            trace = coalesce_delays(trace, keep=[forward_id(j * period, 0) for j in range(periods + 1)])
         replay = replay_of(trace)
         replay.run_to_end()
-        index, start, end = replay.op_times()
-        starts = np.array([start[index[m]] for m in marks])
-        settle = np.full(periods, -np.inf)
-        released = [op for op in trace.programs[0].ops if op.kind == "collective"]
-        for op in released:
-            j = op.tags["step"] // period
-            settle[j] = max(settle[j], end[index[op.id]] - starts[j])
-        syncs[:] = [len(released) // periods]
-        return starts, settle, None
+        times = step_times(replay, layout, steps, every=period)
+        syncs[:] = [sum(1 for op in trace.programs[0].ops if op.kind == "collective") // periods]
+        return times.starts, times.settle, None
 
     found = replay_until_periodic(run, lag=lag, limit=lag + MAX_PERIODS, max_period=MAX_PERIOD, repeats=REPEATS)
     wall = found.iteration
@@ -300,7 +273,7 @@ def _periodic(prepared: Prepared, plan: SyncPlan, layout: ModelLayout, replay_of
     return RunStats(**stats, wall=wall, stall=wall - stats["compute"], syncs=syncs[0], periodic=found.periodic)
 
 
-def simulate(plan: SyncPlan, layout: ModelLayout, *, bandwidth: float, latency: float, sharing: str = "fair",
+def simulate(plan: SyncPlan, layout: LayerLayout, *, bandwidth: float, latency: float, sharing: str = "fair",
              steady: str = "auto", steps: int | None = None, record: bool = False, coalesce: bool = True,
              faults: Sequence[Any] = ()) -> RunStats:
     """Prepare the trace of ``plan`` and replay it at ``bandwidth`` (see the module docstring)."""
