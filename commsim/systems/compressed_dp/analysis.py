@@ -32,18 +32,14 @@ from commsim.systems.compressed_dp.plan import StepPlan, build_plan
 from commsim.systems.compressed_dp.regimes import STEADY, Regime, regimes
 from commsim.systems.compressed_dp.schedules import CollectivePlan
 from commsim.systems.compressed_dp.workload import RunStats, compute_time, device_of, simulate
+from commsim.units import gbit_per_s as gbit
 from commsim.workloads.data_parallel import LayerLayout, catalog_layout
 
-__all__ = ["Prepared", "prepare", "sweep", "iterations", "run_means", "payload_table", "warmup_table", "gbit",
+__all__ = ["Prepared", "prepare", "sweep", "iterations", "run_means", "payload_table", "warmup_table",
            "resolve_topology", "UNLIMITED_LABEL"]
 
 UNLIMITED_LABEL = math.inf
 """The ``gbit_per_s`` of runs on an unlimited network (every link, intra-node too)."""
-
-
-def gbit(bandwidth: float) -> float:
-    """Bytes/s to Gbit/s."""
-    return bandwidth * 8.0 / 1e9
 
 
 @dataclass

@@ -23,10 +23,11 @@ import pandas as pd
 
 from commsim.errors import ConfigError
 from commsim.systems.streaming_diloco.layout import build_layout, derived_step_time
-from commsim.systems.streaming_diloco.params import StreamingDilocoParams, gbit
+from commsim.systems.streaming_diloco.params import StreamingDilocoParams
 from commsim.systems.streaming_diloco.schedule import Payload, SyncPlan, build_plan
 from commsim.systems.streaming_diloco.workload import Prepared as PreparedTrace
 from commsim.systems.streaming_diloco.workload import RunStats, check_wan_faults, prepare_trace, replay_at
+from commsim.units import gbit_per_s as gbit
 from commsim.workloads.data_parallel import LayerLayout
 
 __all__ = ["Link", "Prepared", "link_of", "prepare", "payloads", "sweep", "run", "first_reaching", "thresholds",

@@ -20,7 +20,6 @@ commsim.errors.ConfigError: overlap_steps = 10: (tau) is not below inner_steps (
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -29,7 +28,7 @@ from commsim.config import StrictModel
 from commsim.errors import ConfigError
 from commsim.units import Bandwidth, Duration
 
-__all__ = ["METHODS", "Method", "ModelCase", "BandwidthGrid", "StreamingDilocoParams", "gbit", "REMOVED_FIELDS"]
+__all__ = ["METHODS", "Method", "ModelCase", "BandwidthGrid", "StreamingDilocoParams", "REMOVED_FIELDS"]
 
 Method = Literal["data_parallel", "diloco", "streaming", "streaming_overlap", "streaming_overlap_fp4"]
 METHODS: tuple[str, ...] = ("data_parallel", "diloco", "streaming", "streaming_overlap", "streaming_overlap_fp4")
@@ -238,7 +237,3 @@ class StreamingDilocoParams(StrictModel):
         g = self.bandwidth_grid
         return np.logspace(g.log10_min, g.log10_max, g.points)
 
-
-def gbit(bandwidth: float) -> float:
-    """Bytes/s to Gbit/s."""
-    return bandwidth * 8.0 / 1e9 if math.isfinite(bandwidth) else math.inf

@@ -15,9 +15,10 @@ import pandas as pd
 
 from commsim.systems._study import Study, StudyContext, StudyOutput
 from commsim.systems.streaming_diloco import analysis, figures
-from commsim.systems.streaming_diloco.params import StreamingDilocoParams, gbit
+from commsim.systems.streaming_diloco.params import StreamingDilocoParams
 from commsim.systems.streaming_diloco.schedule import SyncPlan, positions
 from commsim.systems.streaming_diloco.workload import prepare_trace
+from commsim.units import gbit_per_s as gbit
 from commsim.validation import Check, relative_check
 from commsim.workloads.data_parallel import LayerLayout
 
