@@ -30,7 +30,6 @@ accumulator read and write).
 >>> from commsim.workloads.data_parallel import layout_from_buckets
 >>> from commsim.compression import PayloadCounter
 >>> from commsim.systems.compressed_dp.schedules import CollectivePlan
-from commsim.workloads.data_parallel import LayerLayout
 >>> lay = layout_from_buckets([[(256, 128), (128,)]], backward_flops=[1e9])
 >>> coll = CollectivePlan.resolve(4, None)
 >>> plan = build_plan(make_compressor("powersgd:rank=2"), lay, coll, PayloadCounter())
