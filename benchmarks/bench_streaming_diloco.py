@@ -39,7 +39,8 @@ def main() -> None:
         w, c = time.perf_counter() - w, time.process_time() - c
         tables.append(curves)
         replays = int((curves["mode"] != "no stall below").sum())
-        print(f"{key[0]:>5} {key[1]:<22} {w:7.2f} {c:7.2f} {prep.traces[key].trace.op_count():6d} {replays:7d}  "
+        trace = prep.traces[key].trace  # none in periodic mode: a trace per length replayed
+        print(f"{key[0]:>5} {key[1]:<22} {w:7.2f} {c:7.2f} {trace.op_count() if trace else 0:6d} {replays:7d}  "
               f"{prep.traces[key].mode}")
     print(f"total: wall {time.perf_counter() - wall0:.1f} s, cpu {time.process_time() - cpu0:.1f} s for "
           f"{len(prep.plans) * params.bandwidth_grid.points} table cells; load average {os.getloadavg()[0]:.1f}")

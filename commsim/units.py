@@ -41,6 +41,7 @@ __all__ = [
     "format_flop_rate",
     "format_quantity",
     "format_time",
+    "gbit_per_s",
     "parse_quantity",
     "parse_size_range",
 ]
@@ -245,6 +246,11 @@ def format_bandwidth(value: float, digits: int = 4) -> str:
     """``format_bandwidth(50e9) == '50 GB/s'`` (decimal prefixes, bytes)."""
     steps = [(1e12, "TB/s"), (1e9, "GB/s"), (1e6, "MB/s"), (1e3, "kB/s"), (1.0, "B/s")]
     return _scaled(value, steps, digits)
+
+
+def gbit_per_s(bandwidth: float) -> float:
+    """Bytes/s as Gbit/s, the unit bandwidth sweeps and their tables use: ``gbit_per_s(1.25e9) == 10.0``."""
+    return bandwidth * 8.0 / 1e9
 
 
 def format_flop_rate(value: float, digits: int = 4) -> str:

@@ -34,7 +34,7 @@ DOCUMENTED_BY_EXAMPLE = [
     "commsim.systems.c4.layout", "commsim.systems.c4.model", "commsim.systems.streaming_diloco.params",
     "commsim.systems.streaming_diloco.layout", "commsim.systems.streaming_diloco.schedule",
     "commsim.systems.streaming_diloco.workload", "commsim.systems.streaming_diloco.analysis",
-    "commsim.systems.compressed_dp.params", "commsim.systems.compressed_dp.layout",
+    "commsim.systems.compressed_dp.params", "commsim.workloads.data_parallel",
     "commsim.systems.compressed_dp.regimes",
     "commsim.systems.compressed_dp.schedules", "commsim.systems.compressed_dp.plan",
     "commsim.systems.tpi_llm.hardware", "commsim.systems.tpi_llm.partition",

@@ -18,12 +18,12 @@ from commsim.network.inter_node import Fabric
 from commsim.network.loader import load_topology
 from commsim.systems import StudyContext, get_study
 from commsim.systems.compressed_dp import analysis
-from commsim.systems.compressed_dp.layout import layout_from_buckets
 from commsim.systems.compressed_dp.params import CompressedDPParams, CompressorEntry
 from commsim.systems.compressed_dp.plan import build_plan
 from commsim.systems.compressed_dp.regimes import regimes
 from commsim.systems.compressed_dp.schedules import CollectivePlan, volume_per_rank
 from commsim.systems.compressed_dp.workload import compute_time, device_of, simulate
+from commsim.workloads.data_parallel import layout_from_buckets
 
 FLOWS = CollectiveConfig(mode="flows")
 COUNTER = PayloadCounter(chunk_elements=1 << 14, whole_limit=1 << 16)

@@ -22,6 +22,7 @@ from commsim.systems.streaming_diloco.workload import (
     simulate,
     sync_id,
     sync_trace,
+    wan_of,
 )
 
 GBIT = 1e9 / 8  # bytes/s per Gbit/s
@@ -238,22 +239,40 @@ def test_one_period_is_the_steady_state(method: str) -> None:
     assert independent_periods(plan, layout)
     for gbit in (0.5, 20.0, 300.0):
         one = simulate(plan, layout, bandwidth=gbit * GBIT, latency=0.01)
-        window = simulate(plan, layout, bandwidth=gbit * GBIT, latency=0.01, steady="window", warmup_periods=1,
-                          measure_periods=2)
-        assert one.mode == "period" and window.mode == "window"
-        assert one.cu == pytest.approx(window.cu, rel=1e-9)
+        repeated = simulate(plan, layout, bandwidth=gbit * GBIT, latency=0.01, steady="periodic")
+        assert one.mode == "period" and repeated.mode == "periodic"
+        assert one.cu == pytest.approx(repeated.cu, rel=1e-9)
 
 
-def test_overlapping_periods_use_a_warm_window_that_has_converged() -> None:
+@pytest.mark.parametrize(("sharing", "tolerance"), [("fifo", 1e-9), ("fair", 0.01)])
+def test_overlapping_periods_are_replayed_until_they_repeat(sharing: str, tolerance: float) -> None:
+    from commsim.simulation import Simulation
+    from commsim.workloads.replay import Replay
+
     plan, layout = setup("streaming_overlap", h=4, tau=3, k=1)  # 24 fragments over 4 steps, tau = 3
     assert not independent_periods(plan, layout)
-    for sharing, tolerance in (("fifo", 1e-9), ("fair", 0.01)):
-        runs = [simulate(plan, layout, bandwidth=30 * GBIT, latency=0.0, warmup_periods=w, measure_periods=m,
-                         sharing=sharing) for w, m in ((4, 2), (10, 2))]
-        assert {r.mode for r in runs} == {"window"}
-        assert 0 < runs[0].cu < 1
-        # one queue settles into a fixed cycle; fair sharing among a changing set of syncs only nearly does
-        assert runs[0].cu == pytest.approx(runs[1].cu, rel=tolerance)
+    stats = simulate(plan, layout, bandwidth=30 * GBIT, latency=0.0, sharing=sharing)
+    assert stats.mode == ("periodic" if stats.periodic else "aperiodic") and 0 < stats.cu < 1
+    assert stats.window_steps == 4 and stats.stall == pytest.approx(stats.wall - 4 * 0.1)
+    # a long run settles into the same periods: its last 12 last what the repeating pattern does (one queue
+    # repeats exactly; fair sharing among a changing set of syncs only nearly does)
+    periods = 48
+    trace = sync_trace(plan, layout, steps=4 * periods + 1, release_before=4 * periods, sharing=sharing)
+    replay = Replay(Simulation(wan_of(2, 30 * GBIT, 0.0)), trace, record="none")
+    replay.run_to_end()
+    index, start, _ = replay.op_times()
+    starts = [float(start[index[forward_id(4 * j, 0)]]) for j in range(periods + 1)]
+    assert (starts[-1] - starts[-13]) / 12 == pytest.approx(stats.wall, rel=tolerance)
+    if sharing == "fifo":
+        assert stats.periodic
+
+
+def test_removed_window_parameters_are_refused_with_the_reason() -> None:
+    with pytest.raises(ConfigError) as info:
+        get_study("streaming_diloco").parse({"warmup_periods": 2})
+    assert "warmup_periods" in str(info.value) and "repeat" in str(info.value) and "Fix: remove" in str(info.value)
+    with pytest.raises(ConfigError, match="steady"):
+        simulate(*setup("diloco"), bandwidth=GBIT, latency=0.0, steady="window")
 
 
 # ------------------------------------------------------------------ bad input

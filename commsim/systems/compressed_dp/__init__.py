@@ -11,12 +11,12 @@ step t with tau further steps. Output: iteration time and bytes per iteration
 against inter-node bandwidth per compressor, the time breakdown, and a tiny-model
 convergence run (loss against bytes).
 
-Modules, one concept each: :mod:`.params` (inputs and their checks), :mod:`.layout`
-(buckets and compute of the model), :mod:`.regimes` (warm-up schedules), :mod:`.schedules` (collectives
-and their volumes), :mod:`.plan` (a step's kernels and transfers per bucket),
-:mod:`.workload` (the
-training steps as a trace, replayed by :mod:`commsim.workloads.replay`), :mod:`.analysis` (sweep and tables), :mod:`.figures`,
-:mod:`.validation`, :mod:`.study`.
+Modules, one concept each: :mod:`.params` (inputs and their checks), :mod:`.regimes`
+(warm-up schedules), :mod:`.schedules` (collectives and their volumes), :mod:`.plan` (a
+step's kernels and transfers per bucket), :mod:`.workload` (the training steps as a trace
+of the shared data-parallel workload, :mod:`commsim.workloads.data_parallel`, whose
+catalog layout gives the buckets and compute; replayed by :mod:`commsim.workloads.replay`),
+:mod:`.analysis` (sweep and tables), :mod:`.figures`, :mod:`.validation`, :mod:`.study`.
 """
 
 from commsim.systems.compressed_dp.params import CompressedDPParams, CompressorEntry

@@ -27,23 +27,19 @@ import pandas as pd
 from commsim.compression import PayloadCounter
 from commsim.errors import ConfigError
 from commsim.network.inter_node import Fabric
-from commsim.systems.compressed_dp.layout import ModelLayout, build_layout
 from commsim.systems.compressed_dp.params import DEFAULT_TOPOLOGY, CompressedDPParams
 from commsim.systems.compressed_dp.plan import StepPlan, build_plan
 from commsim.systems.compressed_dp.regimes import STEADY, Regime, regimes
 from commsim.systems.compressed_dp.schedules import CollectivePlan
 from commsim.systems.compressed_dp.workload import RunStats, compute_time, device_of, simulate
+from commsim.units import gbit_per_s as gbit
+from commsim.workloads.data_parallel import LayerLayout, catalog_layout
 
-__all__ = ["Prepared", "prepare", "sweep", "iterations", "run_means", "payload_table", "warmup_table", "gbit",
+__all__ = ["Prepared", "prepare", "sweep", "iterations", "run_means", "payload_table", "warmup_table",
            "resolve_topology", "UNLIMITED_LABEL"]
 
 UNLIMITED_LABEL = math.inf
 """The ``gbit_per_s`` of runs on an unlimited network (every link, intra-node too)."""
-
-
-def gbit(bandwidth: float) -> float:
-    """Bytes/s to Gbit/s."""
-    return bandwidth * 8.0 / 1e9
 
 
 @dataclass
@@ -54,7 +50,7 @@ class Prepared:
     topology: Any
     topology_source: str
     group: list[str]
-    layout: ModelLayout
+    layout: LayerLayout
     spec: Any
     compute: float
     collectives: CollectivePlan
@@ -116,7 +112,7 @@ def prepare(params: CompressedDPParams, topology: Any = None, *, collective: Any
     check_faults(faults, topo)
     group = _group(topo, params.ranks)
     spec = device_of(topo, group[0])
-    layout = build_layout(params.model, tokens_per_rank=params.tokens_per_rank, seq_len=params.seq_len)
+    layout = catalog_layout(params.model, tokens_per_rank=params.tokens_per_rank, seq_len=params.seq_len)
     collectives = CollectivePlan.resolve(len(group), _ranks_per_node(topo, group),
                                          all_reduce=params.all_reduce_algorithm,
                                          all_gather=params.all_gather_algorithm, server=params.parameter_server,
@@ -145,15 +141,16 @@ def prepare(params: CompressedDPParams, topology: Any = None, *, collective: Any
 
 
 def run(prep: Prepared, key: str, variant: str, gbit_per_s: float, *, record: bool = False,
-        steps: int | None = None) -> RunStats:
-    """One simulation of the plan ``key`` (``gbit_per_s`` inf: unlimited network)."""
+        steps: int | None = None, first: int | None = None) -> RunStats:
+    """One simulation of the plan ``key`` (``gbit_per_s`` inf: unlimited network; ``first``: see
+    :func:`~.workload.simulate`)."""
     p = prep.params
     unlimited = math.isinf(gbit_per_s)
     return simulate(prep.topology, prep.layout, prep.plans[key], prep.collectives, group=prep.group,
                     port_bandwidth=None if unlimited else gbit_per_s * 1e9 / 8, unlimited=unlimited,
                     fabric=prep.fabric, variant=variant, tau=p.co2_tau, release=p.release,
                     compression_dtype=p.compression_dtype, config=prep.config, record=record, steps=steps,
-                    seed=p.seed, faults=prep.faults)
+                    seed=p.seed, faults=prep.faults, first=first)
 
 
 def sweep(prep: Prepared, progress: Any = None) -> pd.DataFrame:
@@ -162,10 +159,13 @@ def sweep(prep: Prepared, progress: Any = None) -> pd.DataFrame:
     points = [*prep.grid, UNLIMITED_LABEL]
     jobs = [(key, variant, g) for key in prep.plans for variant in p.variants for g in points]
     rows = []
+    seen: dict[tuple[str, str], int] = {}  # steps the plan's last run took to repeat: the next run's first guess
     for i, (key, variant, g) in enumerate(jobs):
         if progress is not None:
             progress(i, len(jobs), "simulating steps")
-        stats = run(prep, key, variant, g)
+        guess = seen.get((key, variant))
+        stats = run(prep, key, variant, g, first=guess + 2 if guess is not None else None)
+        seen[key, variant] = stats.steps
         rows.append({"key": key, "variant": variant, "gbit_per_s": g, "iteration_time": stats.iteration_time,
                      "stall": stats.stall / max(1, stats.steps), "wire_bytes": stats.wire_bytes,
                      "transfers": stats.transfers / max(1, stats.steps), "steps": stats.steps,
@@ -253,7 +253,7 @@ def payload_table(prep: Prepared) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _shape_uses(layout: ModelLayout) -> dict[tuple[int, ...], int]:
+def _shape_uses(layout: LayerLayout) -> dict[tuple[int, ...], int]:
     uses: dict[tuple[int, ...], int] = {}
     for bucket in layout.tensors:
         for _, shape in bucket:

@@ -27,7 +27,7 @@ each other payload's entries (1 FLOP and 20 bytes per entry: value, int64 index,
 accumulator read and write).
 
 >>> from commsim.compression import make_compressor
->>> from commsim.systems.compressed_dp.layout import layout_from_buckets
+>>> from commsim.workloads.data_parallel import layout_from_buckets
 >>> from commsim.compression import PayloadCounter
 >>> from commsim.systems.compressed_dp.schedules import CollectivePlan
 >>> lay = layout_from_buckets([[(256, 128), (128,)]], backward_flops=[1e9])
@@ -45,8 +45,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from commsim.compression import PayloadCounter, TensorCount
-from commsim.systems.compressed_dp.layout import ModelLayout
 from commsim.systems.compressed_dp.schedules import CollectivePlan
+from commsim.workloads.data_parallel import LayerLayout
 
 __all__ = ["Transfer", "Stage", "BucketPlan", "StepPlan", "build_plan"]
 
@@ -148,7 +148,7 @@ def _accumulate(count: TensorCount, payloads: int) -> tuple[float, float]:
     return payloads * f + extra * count.numel, payloads * max(b - out, 0.0) + out
 
 
-def build_plan(compressor, layout: ModelLayout, collectives: CollectivePlan, counter: PayloadCounter, *,
+def build_plan(compressor, layout: LayerLayout, collectives: CollectivePlan, counter: PayloadCounter, *,
                packed: bool = True) -> StepPlan:
     """The step plan of ``compressor`` on ``layout`` (payloads counted by ``counter``)."""
     n = collectives.n

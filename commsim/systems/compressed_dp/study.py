@@ -136,7 +136,7 @@ class CompressedDPStudy(Study):
                            for r in estimates.drop_duplicates(["compressor", "shape"]).itertuples(index=False))
                if len(estimates) else "")
         return [
-            f"Model: {lay.model} from the commsim catalog, {lay.parameters / 1e9:.3g}B parameters in {lay.buckets} "
+            f"Model: {lay.model} from the commsim catalog, {lay.parameters / 1e9:.3g}B parameters in {lay.layers} "
             f"buckets (one per transformer block; the embedding joins block 0, the final norm and head the last "
             f"block); {p.tokens_per_rank} tokens per GPU and step. Memory is not modelled (plain data-parallel "
             "training of a 7B model with Adam needs more than 80 GB per GPU; the study asks about time only).",

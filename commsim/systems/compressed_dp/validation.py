@@ -42,17 +42,17 @@ SIGNSGD_RATIO = 32.0
 
 
 def _layout(model: str = "llama-2-7b"):
-    from commsim.systems.compressed_dp.layout import build_layout
+    from commsim.workloads.data_parallel import catalog_layout
 
-    return build_layout(model, tokens_per_rank=4096)
+    return catalog_layout(model, tokens_per_rank=4096)
 
 
 def powersgd_rows() -> list[Check]:
     """PowerSGD ratios on the CIFAR ResNet-18 shapes through the study's counting and bucket plan."""
     from commsim.compression import PayloadCounter, make_compressor, resnet18_shapes
-    from commsim.systems.compressed_dp.layout import layout_from_buckets
     from commsim.systems.compressed_dp.plan import build_plan
     from commsim.systems.compressed_dp.schedules import CollectivePlan
+    from commsim.workloads.data_parallel import layout_from_buckets
 
     shapes = list(resnet18_shapes().values())
     layout = layout_from_buckets([shapes], backward_flops=[1.0])
@@ -101,9 +101,9 @@ def ratio_rows() -> list[Check]:
 def _tiny_case(n: int, spec: str, bandwidth: str = "50GB/s"):
     from commsim.compression import PayloadCounter, make_compressor
     from commsim.network.loader import load_topology
-    from commsim.systems.compressed_dp.layout import layout_from_buckets
     from commsim.systems.compressed_dp.plan import build_plan
     from commsim.systems.compressed_dp.schedules import CollectivePlan
+    from commsim.workloads.data_parallel import layout_from_buckets
 
     topo = load_topology(f"switch:{n},{bandwidth},1us")
     layout = layout_from_buckets([[(1000, 1000)]], backward_flops=[1e12])
@@ -213,6 +213,7 @@ def co2_rows() -> list[Check]:
     from commsim.network.loader import load_topology
     from commsim.systems.compressed_dp import analysis
     from commsim.systems.compressed_dp.params import CompressedDPParams, CompressorEntry
+    from commsim.units import gbit_per_s
 
     n = 8
     topo = load_topology(f"switch:{n},50GB/s,1us")
@@ -230,20 +231,20 @@ def co2_rows() -> list[Check]:
     rows = []
     # fits: one step's all-reduces take half the compute
     fits_bw = comm(1.0) / (0.5 * prep.compute)
-    sync = analysis.run(prep, key, "sync", analysis.gbit(fits_bw)).iteration_time
-    co2 = analysis.run(prep, key, "co2", analysis.gbit(fits_bw)).iteration_time
+    sync = analysis.run(prep, key, "sync", gbit_per_s(fits_bw)).iteration_time
+    co2 = analysis.run(prep, key, "co2", gbit_per_s(fits_bw)).iteration_time
     rows.append(relative_check(
         AREA, "CO2 tau = 1: a sync of half a step is hidden (iteration = unlimited-network iteration)", unlimited,
         co2, 5e-3,
-        detail=f"{n} ranks on one switch at {analysis.gbit(fits_bw):.3g} Gbit/s: ring all-reduces of a step take "
+        detail=f"{n} ranks on one switch at {gbit_per_s(fits_bw):.3g} Gbit/s: ring all-reduces of a step take "
                f"{comm(fits_bw) * 1e3:.1f} ms against {prep.compute * 1e3:.1f} ms of compute; synchronous DP "
                f"{sync * 1e3:.1f} ms, CO2 {co2 * 1e3:.1f} ms, unlimited {unlimited * 1e3:.1f} ms; tolerance 0.5%"))
     slow_bw = comm(1.0) / (2.0 * prep.compute)
-    co2 = analysis.run(prep, key, "co2", analysis.gbit(slow_bw)).iteration_time
+    co2 = analysis.run(prep, key, "co2", gbit_per_s(slow_bw)).iteration_time
     rows.append(relative_check(
         AREA, "CO2 tau = 1: a sync of two steps sets the pace (iteration = one step's all-reduces)", comm(slow_bw),
         co2, 0.01,
-        detail=f"at {analysis.gbit(slow_bw):.3g} Gbit/s one step's ring all-reduces take {comm(slow_bw) * 1e3:.1f} ms "
+        detail=f"at {gbit_per_s(slow_bw):.3g} Gbit/s one step's ring all-reduces take {comm(slow_bw) * 1e3:.1f} ms "
                f"(closed form, latency {alpha * 1e6:.2f} us per step) against {prep.compute * 1e3:.1f} ms of compute; "
                "the communication stream is never idle, so the steady state runs at its pace; tolerance 1%"))
     return rows

@@ -1,11 +1,13 @@
 """Data-parallel training steps as a commsim trace, replayed on the shared engine.
 
 :func:`step_trace` writes ``steps`` training steps of a :class:`~.plan.StepPlan` as a
-:class:`~commsim.workloads.trace.Trace`. Every rank runs three queues, as a CUDA
-training process does:
+:class:`~commsim.workloads.trace.Trace` of the shared data-parallel workload
+(:func:`commsim.workloads.data_parallel.training_trace`; the study writes each bucket's
+sync). Every rank runs three queues, as a CUDA training process does:
 
 - ``compute``: the forward pass (one kernel), then one backward kernel per bucket
-  from the last block to the first (:mod:`.layout`), bf16 device kernels;
+  from the last block to the first (:func:`commsim.workloads.data_parallel.catalog_layout`),
+  bf16 device kernels;
 - ``compression``: the bucket's compression, server and decompression kernels
   (:mod:`.plan`) on the same device, where they share compute and memory
   bandwidth with the backward kernels by max-min fairness (``compression_dtype``);
@@ -31,16 +33,18 @@ its last bucket has; the forward pass of step ``s`` waits for the sync of step
 overlapped with ``tau`` further steps).
 
 :func:`simulate` measures the iteration time: ``sync`` replays one step from idle
-(every step is a copy of it); ``co2`` replays until the run repeats itself
-(:func:`commsim.workloads.periodic.replay_until_periodic`: a pattern of 1 to
-:data:`MAX_PERIOD` steps seen :data:`MEASURE_STEPS` times, with the syncs'
-completions measured from their steps' starts repeating too) and averages the
-pattern.
+(every step is a copy of it); ``co2`` replays until the run repeats itself (a
+pattern of 1 to :data:`MAX_PERIOD` steps seen :data:`MEASURE_STEPS` times, with
+the syncs' completions measured from their steps' starts repeating too) and
+averages the pattern: the answer of
+:func:`commsim.workloads.periodic.replay_until_periodic`, found by its plug-in
+:class:`~commsim.workloads.periodic.StopWhenPeriodic`, which ends a replay at the
+first step that repeats (a longer trace is replayed only when a shorter one had
+not repeated by its end).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,15 +52,15 @@ import numpy as np
 
 from commsim.collectives import CollectiveConfig
 from commsim.devices.device import kernel_time
-from commsim.errors import ConfigError
+from commsim.errors import ConfigError, StallError
 from commsim.network.inter_node import Fabric
-from commsim.systems.compressed_dp.layout import ModelLayout
 from commsim.systems.compressed_dp.plan import StepPlan
 from commsim.systems.compressed_dp.schedules import CollectivePlan
+from commsim.workloads.data_parallel import LayerLayout, forward_id, step_times, sync_id, training_trace
 from commsim.workloads.issue_order import IssueQueues
-from commsim.workloads.periodic import replay_until_periodic
+from commsim.workloads.periodic import StopWhenPeriodic
 from commsim.workloads.replay import Replay
-from commsim.workloads.trace import CollectiveOp, ComputeOp, DelayOp, Program, Trace
+from commsim.workloads.trace import CollectiveOp, ComputeOp, DelayOp, Trace
 
 __all__ = ["RunStats", "simulate", "step_trace", "compute_time", "device_of", "MEASURE_STEPS", "MAX_CO2_STEPS",
            "MAX_PERIOD"]
@@ -97,25 +101,16 @@ def device_of(topology: Any, node: str) -> Any:
     return device_spec(topology.device_spec(node), field=f"devices.{node}")
 
 
-def compute_time(layout: ModelLayout, spec: Any) -> float:
-    """Forward plus backward kernels of one step alone on the device (seconds, bf16)."""
-    total = kernel_time(spec, layout.forward_flops, layout.forward_bytes, "bf16")
-    for f, b in zip(layout.backward_flops.tolist(), layout.backward_bytes.tolist(), strict=True):
+def compute_time(layout: LayerLayout, spec: Any) -> float:
+    """Forward (one kernel) plus backward kernels of one step alone on the device (seconds, bf16)."""
+    forward, backward = layout.forward, layout.backward[0]
+    total = kernel_time(spec, float(forward.flops.sum()), float(forward.bytes.sum()), "bf16")
+    for f, b in zip(backward.flops.tolist(), backward.bytes.tolist(), strict=True):
         total += kernel_time(spec, f, b, "bf16")
     return total
 
 
 # --------------------------------------------------------------------------- the trace
-
-
-def forward_id(step: int) -> str:
-    """Id of step ``step``'s forward op (step ``steps`` is the marker of when the next step could start)."""
-    return f"s{step}.fwd"
-
-
-def sync_id(step: int) -> str:
-    """Id of the op that ends when every bucket of step ``step`` is done."""
-    return f"s{step}.sync"
 
 
 def _programs(plan: StepPlan, n: int) -> list[list[int]]:
@@ -127,46 +122,27 @@ def _programs(plan: StepPlan, n: int) -> list[list[int]]:
     return list(groups.values())
 
 
-def step_trace(plan: StepPlan, layout: ModelLayout, coll: CollectivePlan, *, steps: int, lag: int,
+def step_trace(plan: StepPlan, layout: LayerLayout, coll: CollectivePlan, *, steps: int, lag: int,
                release: str = "backward", dtype: str = "fp32") -> Trace:
     """``steps`` training steps of ``plan`` and the start of the next (see the module docstring)."""
     groups = _programs(plan, coll.n)
-    programs = []
-    for members in groups:
-        ops: list[Any] = []
-        for s in range(steps + 1):
-            step = {"queue": "compute", "step": s}
-            waits = [sync_id(s - lag)] if 0 <= s - lag < steps else []
-            if s == steps:  # when step ``steps`` could start: the end of the measurement
-                ops.append(ComputeOp(id=forward_id(s), deps=waits, tags=step, name=f"step {s} start"))
-                break
-            ops.append(ComputeOp(id=forward_id(s), deps=waits, flops=layout.forward_flops,
-                                 bytes=layout.forward_bytes, tags=step, name=f"step {s} forward"))
-            ends = []
-            for b in reversed(range(layout.buckets)):
-                ops.append(ComputeOp(id=f"s{s}.bwd{b}", flops=float(layout.backward_flops[b]),
-                                     bytes=float(layout.backward_bytes[b]), tags=step,
-                                     name=f"step {s} backward block {b}"))
-                if release == "backward":
-                    ends += _bucket(ops, plan, coll, s, b, members[0], dtype, after=f"s{s}.bwd{b}")
-            if release == "after_backward":
-                for b in reversed(range(layout.buckets)):
-                    ends += _bucket(ops, plan, coll, s, b, members[0], dtype, after=f"s{s}.bwd0")
-            ops.append(DelayOp(id=sync_id(s), stream=f"sync.s{s}", seconds=0.0, deps=ends or [f"s{s}.bwd0"],
-                               tags={"step": s}, name=f"step {s} sync"))
-        name = "ranks" if len(groups) == 1 else ("server" if coll.root in members else "workers")
-        programs.append(Program(name=name, ranks=members, ops=ops))
-    return Trace(name=f"{plan.compressor} data-parallel", ranks=coll.n,
-                 communicators={"dp": [list(range(coll.n))]}, programs=programs)
+    programs = [("ranks" if len(groups) == 1 else ("server" if coll.root in members else "workers"), members)
+                for members in groups]
+
+    def sync(s: int, b: int, after: str, rank: int) -> list[Any]:
+        return _bucket(plan, coll, s, b, rank, dtype, after=after)
+
+    return training_trace(layout, sync, steps=steps, ranks=coll.n, communicators={"dp": [list(range(coll.n))]},
+                          programs=programs, overlap=lag - 1, wait="step", release=release, fused_forward=True,
+                          marker=True, tags={"queue": "compute"}, name=f"{plan.compressor} data-parallel")
 
 
-def _bucket(ops: list[Any], plan: StepPlan, coll: CollectivePlan, s: int, b: int, rank: int, dtype: str, *,
-            after: str) -> list[str]:
-    """Append bucket ``b``'s chain of step ``s`` (for the program of ``rank``), released by op ``after``.
+def _bucket(plan: StepPlan, coll: CollectivePlan, s: int, b: int, rank: int, dtype: str, *,
+            after: str) -> list[Any]:
+    """Bucket ``b``'s chain of ops in step ``s`` (for the program of ``rank``), released by op ``after``.
 
     A stage's collectives are issued together once its kernel has ended (they queue in
-    order); the next stage, or the final kernel, waits for the last of them. Returns the
-    chain's last op id (none for an empty chain).
+    order); the next stage, or the final kernel, waits for the last of them.
     """
     bucket = plan.buckets[b]
     lane = f"s{s}.b{b}"
@@ -198,36 +174,25 @@ def _bucket(ops: list[Any], plan: StepPlan, coll: CollectivePlan, s: int, b: int
         if sent:
             ready[:] = [sent[-1].id]
     kernel(bucket.finish, f"{lane}.finish", f"decompress block {b}")
-    ops.extend(chain)
-    return [chain[-1].id] if chain else []
+    return chain
 
 
 # --------------------------------------------------------------------------- the runs
 
 
-class _Times:
-    """Op start and end times of a finished replay, latest over the cohorts that hold an op (NaN: none)."""
-
-    def __init__(self, replay: Replay) -> None:
-        self._tables = [replay.op_times(c) for c in range(len(replay.cohorts))]
-
-    def get(self, op_id: str, which: int) -> float:
-        """Start (``which`` 1) or end (2) of op ``op_id``."""
-        found = [t[which][t[0][op_id]] for t in self._tables if op_id in t[0]]
-        return float(max(found)) if found else math.nan
-
-
-def simulate(topology: Any, layout: ModelLayout, plan: StepPlan, collectives: CollectivePlan, *, group: list[str],
+def simulate(topology: Any, layout: LayerLayout, plan: StepPlan, collectives: CollectivePlan, *, group: list[str],
              port_bandwidth: float | None = None, unlimited: bool = False, fabric: Fabric | None = None,
              variant: str = "sync", tau: int = 1, release: str = "backward", compression_dtype: str = "fp32",
              config: CollectiveConfig | None = None, record: bool = False, steps: int | None = None,
-             seed: int = 0, faults: list[Any] | None = None) -> RunStats:
+             seed: int = 0, faults: list[Any] | None = None, first: int | None = None) -> RunStats:
     """Replay ``plan`` on ``topology`` and measure the iteration time (see the module docstring).
 
     ``port_bandwidth`` (bytes/s per NIC port, None: the topology's) scales the inter-node
     links through ``fabric``; ``unlimited`` makes every link infinitely fast. ``steps``
     overrides the number of replayed steps (timelines). ``faults`` (:mod:`commsim.faults`
-    models) happen at their times from the first step's start, in every replay.
+    models) happen at their times from the first step's start, in every replay. ``first`` is the
+    length of the first ``co2`` replay (a guess of the steps it takes to repeat, e.g. a similar
+    run's; any guess gives the same result, a good one the fewest steps replayed).
     """
     from commsim.simulation import Simulation
 
@@ -242,7 +207,7 @@ def simulate(topology: Any, layout: ModelLayout, plan: StepPlan, collectives: Co
     lag = 1 if variant == "sync" else int(tau) + 1
     last: dict[str, Any] = {}
 
-    def run(count: int) -> tuple[np.ndarray, np.ndarray, Any]:
+    def run(count: int, stop: StopWhenPeriodic | None = None) -> tuple[np.ndarray, np.ndarray, Any]:
         sim = Simulation(topology, seed=seed, record_usage=record, name=f"{plan.compressor} {variant}")
         if unlimited:
             Fabric.unlimited(sim)
@@ -251,14 +216,19 @@ def simulate(topology: Any, layout: ModelLayout, plan: StepPlan, collectives: Co
         if faults:
             sim.schedule_faults(faults)
         trace = step_trace(plan, layout, collectives, steps=count, lag=lag, release=release, dtype=compression_dtype)
-        replay = Replay(sim, trace, devices=group, collective=config, plugins=[IssueQueues()],
+        replay = Replay(sim, trace, devices=group, collective=config, plugins=[IssueQueues(), *([stop] if stop else [])],
                         record="all" if record else "none")
-        result = replay.run() if record else replay.run_to_end()
-        times = _Times(replay)
-        starts = np.array([times.get(forward_id(s), 1) for s in range(count + 1)])
-        settle = np.array([times.get(sync_id(s), 2) for s in range(count)]) - starts[:count]
-        last.update(replay=replay, sim=sim, result=result, count=count, times=times)
-        return starts, settle, replay
+        result = None
+        try:
+            result = replay.run() if record else replay.run_to_end()
+        except StallError:
+            if stop is None or stop.found is None:
+                raise
+            # the steps after the stop were held on purpose; the steps begun have all finished
+        times = step_times(replay, layout, count, fused_forward=True)
+        ran = stop.begun + 1 if stop is not None and stop.found is not None else count
+        last.update(replay=replay, sim=sim, result=result, ran=ran, times=times)
+        return times.starts, times.settle, replay
 
     if steps is not None or variant == "sync":
         count = int(steps) if steps is not None else 1
@@ -267,20 +237,27 @@ def simulate(topology: Any, layout: ModelLayout, plan: StepPlan, collectives: Co
         measured = count
         iteration = float((starts[-1] - starts[-1 - window]) / window)
         periodic, period = True, 1
-    else:
-        found = replay_until_periodic(run, lag=lag, limit=lag + MAX_CO2_STEPS, max_period=MAX_PERIOD,
-                                      repeats=MEASURE_STEPS)
+    else:  # replays of ``first``, then twice as many steps, each ended as soon as the steps repeat
+        limit = lag + MAX_CO2_STEPS
+        count = min(limit, first if first is not None else lag + MEASURE_STEPS + 1)
+        while True:
+            stop = StopWhenPeriodic([forward_id(s) for s in range(count + 1)], [[sync_id(s)] for s in range(count)],
+                                    lag=lag, max_period=MAX_PERIOD, repeats=MEASURE_STEPS)
+            run(count, stop)
+            if stop.found is not None or count >= limit:
+                break
+            count = min(limit, 2 * count)
+        found = stop.outcome()
         starts, measured, iteration = found.starts, found.steps, found.iteration
         periodic, period = found.periodic, found.period
     replay, sim, times = last["replay"], last["sim"], last["times"]
-    compute_end = np.array([times.get(f"s{s}.bwd0", 2) for s in range(measured)])
-    stall = float(np.sum(starts[1:measured + 1] - compute_end))
-    per_step = sum(1 for op in replay.trace.programs[0].ops if op.kind == "collective") / last["count"]
+    stall = float(np.sum(starts[1:measured + 1] - times.compute_end[:measured]))
+    per_step = sum(1 for op in replay.trace.programs[0].ops if op.kind == "collective") / len(times.compute_end)
     first_send: dict[int, float] = {}
     for op in replay.trace.programs[0].ops:
         if op.kind == "collective" and op.tags["step"] == 0:
-            first_send.setdefault(int(op.tags["bucket"]), times.get(op.id, 1))
+            first_send.setdefault(int(op.tags["bucket"]), times.of(op.id)[0])
     return RunStats(variant=variant, tau=int(tau), steps=measured, iteration_time=iteration, step_start=starts,
-                    stall=stall, wire_bytes=sim.network.bytes_sent / (collectives.n * last["count"]),
+                    stall=stall, wire_bytes=sim.network.bytes_sent / (collectives.n * last["ran"]),
                     transfers=int(per_step * measured), first_send=first_send, periodic=periodic, period=period,
                     result=last["result"] if record else None)

@@ -22,11 +22,13 @@ import numpy as np
 import pandas as pd
 
 from commsim.errors import ConfigError
-from commsim.systems.streaming_diloco.layout import ModelLayout, build_layout, derived_step_time
-from commsim.systems.streaming_diloco.params import StreamingDilocoParams, gbit
+from commsim.systems.streaming_diloco.layout import build_layout, derived_step_time
+from commsim.systems.streaming_diloco.params import StreamingDilocoParams
 from commsim.systems.streaming_diloco.schedule import Payload, SyncPlan, build_plan
 from commsim.systems.streaming_diloco.workload import Prepared as PreparedTrace
 from commsim.systems.streaming_diloco.workload import RunStats, check_wan_faults, prepare_trace, replay_at
+from commsim.units import gbit_per_s as gbit
+from commsim.workloads.data_parallel import LayerLayout
 
 __all__ = ["Link", "Prepared", "link_of", "prepare", "payloads", "sweep", "run", "first_reaching", "thresholds",
            "threshold_csv", "summary", "cu_label"]
@@ -88,7 +90,7 @@ class Prepared:
 
     params: StreamingDilocoParams
     link: Link
-    layouts: dict[str, ModelLayout]
+    layouts: dict[str, LayerLayout]
     plans: dict[tuple[str, str], SyncPlan]
     traces: dict[tuple[str, str], PreparedTrace]
     notes: list[str] = field(default_factory=list)
@@ -112,7 +114,7 @@ def prepare(params: StreamingDilocoParams, link: Link, faults: Sequence[Any] = (
 
     dense, quantised = payloads(params)
     notes: list[str] = []
-    layouts: dict[str, ModelLayout] = {}
+    layouts: dict[str, LayerLayout] = {}
     for case in params.models:
         step_time = None
         if case.step_time is None:
@@ -136,9 +138,7 @@ def prepare(params: StreamingDilocoParams, link: Link, faults: Sequence[Any] = (
                 method, layout, inner_steps=params.inner_steps, tau=params.overlap_steps,
                 fragment_layers=params.fragment_layers, assignment=params.fragment_assignment,
                 remainder=params.fragment_remainder, dense=dense, quantised=quantised, replicas=params.replicas)
-    traces = {key: prepare_trace(plan, layouts[key[0]], sharing=params.sharing,
-                                 warmup_periods=params.warmup_periods, measure_periods=params.measure_periods)
-              for key, plan in plans.items()}
+    traces = {key: prepare_trace(plan, layouts[key[0]], sharing=params.sharing) for key, plan in plans.items()}
     return Prepared(params=params, link=link, layouts=layouts, plans=plans, traces=traces, notes=notes,
                     faults=check_wan_faults(faults, params.replicas))
 
@@ -225,7 +225,7 @@ def summary(prep: Prepared, table: pd.DataFrame, level: float = 0.95) -> pd.Data
         hit = table[(table["model"] == name) & (table["method"] == method) & (table["cu"] == cu_label(level))]
         rows.append({
             "model": name, "method": method, "parameters": layout.parameters, "step_time_s": layout.step_time,
-            "parameters_counted": layout.counting, "fragments": len(plan.fragments), "period_steps": plan.period,
+            "parameters_counted": p.parameters, "fragments": len(plan.fragments), "period_steps": plan.period,
             "tau": plan.tau, "payload": plan.payload.describe(), "collective": plan.collective,
             "largest_layer_sync_bytes": float(plan.wire_bytes.max()),
             "bytes_per_inner_step": per_step,

@@ -1,10 +1,11 @@
-"""A model as the study sees it: per layer, its parameters and the three compute ops of an inner step.
+"""A model as the study sees it: per layer, its parameters and the three compute ops of an inner step
+(a :class:`commsim.workloads.data_parallel.LayerLayout` of fixed-duration compute).
 
 Parameters are counted one of two ways (``parameters``):
 
 - ``nominal`` (the paper's simulator, the default): the model's nominal size
   (1B, 10B, 100B) spread evenly over its layers;
-- ``catalog``: the catalog's shapes (:func:`commsim.workloads.parameters_by_layer`),
+- ``catalog``: the catalog's shapes (:func:`commsim.workloads.data_parallel.catalog_layout`),
   the token embedding joined to layer 0 and the final norm and head to the last
   layer (the catalog's "1B" counts 1.34B parameters with the paper's shapes).
 
@@ -16,58 +17,23 @@ evenly (``nominal``) or by forward FLOPs (``catalog``, the head on the last laye
 
 >>> from commsim.systems.streaming_diloco.params import ModelCase
 >>> lay = build_layout(ModelCase(model="diloco-1b", label="1B", step_time=0.1), backward_to_forward=2.0)
->>> lay.layers, lay.parameters, round(float(lay.forward.sum()), 12), round(float(lay.backward.sum()), 12)
+>>> backward = sum(work.seconds for work in lay.backward)
+>>> lay.layers, lay.parameters, round(float(lay.forward.seconds.sum()), 12), round(float(backward.sum()), 12)
 (24, 1000000000, 0.033333333333, 0.066666666667)
->>> round(float(lay.backward_activations[0]), 12) == round(float(lay.backward_weights[0]), 12)
-True
+>>> [work.name for work in lay.backward], bool(lay.backward[0].seconds[0] == lay.backward[1].seconds[0])
+(['bwa', 'bww'], True)
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from commsim.errors import ConfigError
+from commsim.workloads.data_parallel import LayerLayout, Work, catalog_layout
 
-__all__ = ["ModelLayout", "build_layout", "derived_step_time"]
-
-
-@dataclass(frozen=True)
-class ModelLayout:
-    """Per-layer parameters and compute of one model.
-
-    ``layer_params[l]`` parameters (elements) synced with layer ``l``;
-    ``forward[l]``, ``backward_activations[l]``, ``backward_weights[l]`` seconds
-    of compute per inner step.
-    """
-
-    model: str
-    label: str
-    step_time: float
-    layer_params: np.ndarray
-    forward: np.ndarray
-    backward_activations: np.ndarray
-    backward_weights: np.ndarray
-    step_time_source: str
-    counting: str
-
-    @property
-    def layers(self) -> int:
-        """Number of transformer blocks."""
-        return int(self.layer_params.shape[0])
-
-    @property
-    def parameters(self) -> int:
-        """Parameters of the whole model (elements)."""
-        return round(float(self.layer_params.sum()))
-
-    @property
-    def backward(self) -> np.ndarray:
-        """Backward seconds per layer (activations and weights)."""
-        return self.backward_activations + self.backward_weights
+__all__ = ["build_layout", "derived_step_time"]
 
 
 def derived_step_time(parameters: int, tokens_per_step: int, devices: int, peak_flops: float, mfu: float) -> float:
@@ -80,12 +46,18 @@ def derived_step_time(parameters: int, tokens_per_step: int, devices: int, peak_
 
 
 def build_layout(case: Any, *, backward_to_forward: float, step_time: float | None = None,
-                 parameters: str = "nominal") -> ModelLayout:
-    """The layout of ``case`` (a :class:`~.params.ModelCase`); ``step_time`` overrides the case's."""
-    from commsim.workloads import layer_gemms, load_model, parameters_by_layer
+                 parameters: str = "nominal") -> LayerLayout:
+    """The layout of ``case`` (a :class:`~.params.ModelCase`); ``step_time`` overrides the case's.
+
+    Each layer's compute is fixed-duration: a forward op, then a backward op for the
+    activations' gradient (``bwa``) and one for the weights' (``bww``), whose end
+    releases the layer's gradient.
+    """
+    from commsim.workloads import load_model
 
     spec = load_model(case.model)
     layers = spec.layers
+    tensors: tuple = ()
     if parameters == "nominal":
         if spec.nominal_params is None:
             raise ConfigError(field="parameters", value=parameters, rule=f"needs a nominal size, and catalog model "
@@ -93,11 +65,9 @@ def build_layout(case: Any, *, backward_to_forward: float, step_time: float | No
         layer_params = np.full(layers, float(spec.nominal_params) / layers)
         share = np.full(layers, 1.0 / layers)
     elif parameters == "catalog":
-        groups = parameters_by_layer(spec)
-        layer_params = np.array([sum(math.prod(s) for _, s in group) for group in groups], dtype=float)
-        seq = int(spec.default_seq_len)
-        flops = np.full(layers, sum(g.flops for g in layer_gemms(spec, batch=1, seq_len=seq).values()))
-        flops[-1] += 2.0 * seq * spec.vocab * spec.hidden
+        catalog = catalog_layout(case.model, tokens_per_rank=int(spec.default_seq_len))  # one sequence: FLOP shares
+        layer_params, tensors = catalog.layer_params, catalog.tensors
+        flops = catalog.forward.flops
         share = flops / flops.sum()
     else:
         raise ConfigError(field="parameters", value=parameters, rule="is not a way to count parameters",
@@ -108,6 +78,8 @@ def build_layout(case: Any, *, backward_to_forward: float, step_time: float | No
                           fix="give a step time (e.g. '0.1 s') or let the study derive it")
     forward = t / (1.0 + backward_to_forward) * share
     half_backward = t * backward_to_forward / (1.0 + backward_to_forward) * share / 2.0
-    return ModelLayout(model=case.model, label=case.name, step_time=float(t), layer_params=layer_params,
-                       forward=forward, backward_activations=half_backward, backward_weights=half_backward.copy(),
-                       step_time_source="given" if case.step_time is not None else "derived", counting=parameters)
+    return LayerLayout(model=case.model, label=case.name, step_time=float(t), layer_params=layer_params,
+                       forward=Work.timed("fwd", forward, label="forward"),
+                       backward=(Work.timed("bwa", half_backward, label="backward (activations)"),
+                                 Work.timed("bww", half_backward.copy(), label="backward (weights)")),
+                       tensors=tensors)

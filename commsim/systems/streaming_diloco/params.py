@@ -20,20 +20,21 @@ commsim.errors.ConfigError: overlap_steps = 10: (tau) is not below inner_steps (
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from commsim.config import StrictModel
 from commsim.errors import ConfigError
 from commsim.units import Bandwidth, Duration
 
-__all__ = ["METHODS", "Method", "ModelCase", "BandwidthGrid", "StreamingDilocoParams", "gbit"]
+__all__ = ["METHODS", "Method", "ModelCase", "BandwidthGrid", "StreamingDilocoParams", "REMOVED_FIELDS"]
 
 Method = Literal["data_parallel", "diloco", "streaming", "streaming_overlap", "streaming_overlap_fp4"]
 METHODS: tuple[str, ...] = ("data_parallel", "diloco", "streaming", "streaming_overlap", "streaming_overlap_fp4")
 """The five methods, in the order tables and figures list them."""
+REMOVED_FIELDS: tuple[str, ...] = ("warmup_periods", "measure_periods")
+"""Parameters of earlier versions that are refused with an explanation (not silently ignored)."""
 
 
 class ModelCase(StrictModel):
@@ -138,9 +139,6 @@ class StreamingDilocoParams(StrictModel):
         Compute utilisations whose first bandwidth the table reports.
     methods:
         The methods to simulate.
-    warmup_periods, measure_periods:
-        Periods simulated before and inside the window CU is measured over (a period is H
-        inner steps, one step for data-parallel).
     timeline_model, timeline_periods:
         Model (label or catalog name; null: the first) and number of outer steps drawn in the
         dashboard timeline at the user's link bandwidth.
@@ -170,10 +168,21 @@ class StreamingDilocoParams(StrictModel):
     cu_levels: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=1)] = [0.5, 0.8, 0.9, 0.95,
                                                                                              0.99]
     methods: Annotated[list[Method], Field(min_length=1)] = list(METHODS)
-    warmup_periods: Annotated[int, Field(ge=1)] = 1
-    measure_periods: Annotated[int, Field(ge=1)] = 1
     timeline_model: str | None = None
     timeline_periods: Annotated[int, Field(ge=1, le=20)] = 2
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            gone = [key for key in REMOVED_FIELDS if key in data]
+            if gone:
+                raise ConfigError(field="params", value=gone,
+                                  rule="names parameters the study no longer takes: it replays the periods until they "
+                                       "repeat "
+                                       "themselves (or, when they cannot interact, exactly one period) instead of "
+                                       "a fixed warm-up and measured window", fix=f"remove {' and '.join(gone)}")
+        return data
 
     @field_validator("fragment_layers")
     @classmethod
@@ -228,7 +237,3 @@ class StreamingDilocoParams(StrictModel):
         g = self.bandwidth_grid
         return np.logspace(g.log10_min, g.log10_max, g.points)
 
-
-def gbit(bandwidth: float) -> float:
-    """Bytes/s to Gbit/s."""
-    return bandwidth * 8.0 / 1e9 if math.isfinite(bandwidth) else math.inf

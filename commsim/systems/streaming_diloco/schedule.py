@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from commsim.errors import ConfigError
-from commsim.systems.streaming_diloco.layout import ModelLayout
+from commsim.workloads.data_parallel import LayerLayout
 
 __all__ = ["Payload", "SyncPlan", "fragments", "stagger", "build_plan", "positions", "independent_periods"]
 
@@ -156,7 +156,7 @@ class SyncPlan:
         return float(self.release_profile().max()) / step_time
 
 
-def build_plan(method: str, layout: ModelLayout, *, inner_steps: int, tau: int, fragment_layers: int,
+def build_plan(method: str, layout: LayerLayout, *, inner_steps: int, tau: int, fragment_layers: int,
                assignment: str, remainder: str, dense: Payload, quantised: Payload, replicas: int) -> SyncPlan:
     """The :class:`SyncPlan` of ``method`` on ``layout``."""
     layers = layout.layers
@@ -181,15 +181,16 @@ def build_plan(method: str, layout: ModelLayout, *, inner_steps: int, tau: int, 
                     layer_payload=sizes, payload=payload, replicas=replicas)
 
 
-def positions(layout: ModelLayout) -> tuple[np.ndarray, np.ndarray]:
+def positions(layout: LayerLayout) -> tuple[np.ndarray, np.ndarray]:
     """Per layer, the start of its forward and the end of its backward-for-weights, seconds into a step."""
-    fwd_start = np.concatenate(([0.0], np.cumsum(layout.forward)[:-1]))
-    backward = layout.backward[::-1]
-    grad_ready = float(layout.forward.sum()) + np.cumsum(backward)[::-1]
+    forward = layout.forward.seconds
+    fwd_start = np.concatenate(([0.0], np.cumsum(forward)[:-1]))
+    backward = sum(work.seconds for work in layout.backward)[::-1]
+    grad_ready = float(forward.sum()) + np.cumsum(backward)[::-1]
     return fwd_start, grad_ready
 
 
-def independent_periods(plan: SyncPlan, layout: ModelLayout) -> bool:
+def independent_periods(plan: SyncPlan, layout: LayerLayout) -> bool:
     """True when every sync of a period is due before the next period releases its first one.
 
     Then the link is idle and the worker at the same point of its step at every

@@ -15,11 +15,12 @@ import pandas as pd
 
 from commsim.systems._study import Study, StudyContext, StudyOutput
 from commsim.systems.streaming_diloco import analysis, figures
-from commsim.systems.streaming_diloco.layout import ModelLayout
-from commsim.systems.streaming_diloco.params import StreamingDilocoParams, gbit
+from commsim.systems.streaming_diloco.params import StreamingDilocoParams
 from commsim.systems.streaming_diloco.schedule import SyncPlan, positions
 from commsim.systems.streaming_diloco.workload import prepare_trace
+from commsim.units import gbit_per_s as gbit
 from commsim.validation import Check, relative_check
+from commsim.workloads.data_parallel import LayerLayout
 
 __all__ = ["StreamingDilocoStudy", "dp_floor_gbit", "PUBLISHED_DP_GBIT_CU95", "PUBLISHED_BEST_GBIT_CU95", "PUBLISHED_BITS_RATIO"]
 
@@ -32,7 +33,7 @@ PUBLISHED_BITS_RATIO = 400.0
 """FP4 Streaming DiLoCo exchanges about 400x fewer bits than data-parallel over the same steps."""
 
 
-def dp_floor_gbit(layout: ModelLayout, plan: SyncPlan, level: float) -> float:
+def dp_floor_gbit(layout: LayerLayout, plan: SyncPlan, level: float) -> float:
     """Least bandwidth (Gbit/s) at which data-parallel can reach CU ``level``: every step's gradients sent
     between the end of the first gradient and the start of the next step, plus the stall the level allows."""
     _, ready = positions(layout)
@@ -113,8 +114,9 @@ class StreamingDilocoStudy(Study):
     def _notes(self, prep: analysis.Prepared, curves: pd.DataFrame) -> list[str]:
         p, link = prep.params, prep.link
         modes = ", ".join(sorted(set(curves["mode"])))
+        given = {case.name: "given" if case.step_time is not None else "derived" for case in p.models}
         sizes = "; ".join(f"{name}: {lay.parameters / 1e9:.3g}B parameters, {lay.layers} layers, step "
-                          f"{lay.step_time:g} s ({lay.step_time_source})" for name, lay in prep.layouts.items())
+                          f"{lay.step_time:g} s ({given[name]})" for name, lay in prep.layouts.items())
         counting = ("nominal: the model's nominal size spread evenly over its layers, compute too, as the paper's "
                     "simulator counts them" if p.parameters == "nominal" else
                     "catalog: the catalog's tensor shapes (embedding with layer 0, head with the last layer), compute "
@@ -150,8 +152,9 @@ class StreamingDilocoStudy(Study):
                if link.datacenters is not None and link.datacenters != p.replicas else ""),
             f"Compute utilisation = compute time / wall time in the steady state ({modes} mode): 'period' replays "
             "the syncs of one period (H steps; 1 for data-parallel) up to their deadlines, exact when every sync of "
-            "a period is due before the next period's first release; otherwise 'window' measures "
-            f"{p.measure_periods} period(s) after {p.warmup_periods} of warm-up. Compute chains no sync observes are "
+            "a period is due before the next period's first release; otherwise 'periodic' replays more and more "
+            "periods until they repeat themselves (the shared replay-until-periodic driver; 'aperiodic' when they "
+            "had not after 32 periods) and averages the repeating pattern. Compute chains no sync observes are "
             "merged before the replay (exact); a bandwidth above one with no stall is not replayed (CU 1).",
             "bandwidth_for_cu.csv: cu in percent; gbit_per_s is the first grid bandwidth whose CU reaches it, or "
             f">{p.grid_gbit()[-1]:g} when none on the grid does.",
@@ -165,8 +168,8 @@ class StreamingDilocoStudy(Study):
         if prep.faults:
             notes.append(f"Scenario faults ({len(prep.faults)}) act on the WAN links in every replay (each "
                          "bandwidth point, the summary and the timeline), at their times from the replay's start; "
-                         "a replay covers one period or a warm-up and a measured window, so a fault late in a "
-                         "long run may fall past its end.")
+                         "a replay covers one period, or periods until they repeat, so a fault late in a long "
+                         "run may fall past its end.")
         return notes + prep.notes
 
     # ------------------------------------------------------------------ validation
