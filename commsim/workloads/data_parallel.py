@@ -96,17 +96,15 @@ class Work:
         """The trace op of ``layer`` (None: every layer as one op; ``-1``: a zero-cost op, a marker)."""
         if self.seconds is not None:
             seconds = 0.0 if layer == -1 else float(self.seconds.sum() if layer is None else self.seconds[layer])
-            return DelayOp.model_construct(id=op_id, kind="delay", stream="compute", deps=deps, tags=tags,
-                                           seconds=seconds, name=name)
+            return DelayOp.model_construct(id=op_id, stream="compute", deps=deps, tags=tags, seconds=seconds,
+                                           name=name)
+        if layer == -1:
+            return ComputeOp.model_construct(id=op_id, deps=deps, tags=tags, name=name)
         flops, nbytes = self.flops, self.bytes
         assert flops is not None and nbytes is not None  # one of the two forms, by construction
-        pick = ((lambda a: 0.0) if layer == -1 else (lambda a: float(a.sum())) if layer is None
-                else (lambda a: float(a[layer])))
-        # every field given: model_construct's default factories are slow (pydantic inspects them per call)
-        return ComputeOp.model_construct(id=op_id, deps=deps, tags=tags, name=name, kind="compute", stream="compute",
-                                         flops=pick(flops), bytes=pick(nbytes),
-                                         dtype="bf16" if layer == -1 else self.dtype, efficiency=None, kernel=None,
-                                         gemms=[], launches=1)
+        pick = (lambda a: float(a.sum())) if layer is None else (lambda a: float(a[layer]))
+        return ComputeOp.model_construct(id=op_id, deps=deps, tags=tags, name=name, flops=pick(flops),
+                                         bytes=pick(nbytes), dtype=self.dtype)
 
 
 @dataclass(frozen=True)
@@ -286,8 +284,8 @@ def _program_ops(layout: LayerLayout, sync: Sync, rank: int, *, steps: int, over
             ops.append(layout.forward.op(-1, forward_id(s, first), waits, step_tags, f"step {s} start"))
             break
         if quiet is not None and quiet(s):
-            ops.append(DelayOp.model_construct(id=f"s{s}.quiet", kind="delay", stream="compute", deps=[],
-                                               tags=step_tags, seconds=layout.step_time, name=f"step {s}"))
+            ops.append(DelayOp.model_construct(id=f"s{s}.quiet", stream="compute", deps=[], tags=step_tags,
+                                               seconds=layout.step_time, name=f"step {s}"))
             continue
         if fused:
             waits = due.pop((s, -1), []) + [d for layer in range(layout.layers) for d in due.pop((s, layer), [])]
@@ -318,9 +316,8 @@ def _program_ops(layout: LayerLayout, sync: Sync, rank: int, *, steps: int, over
             for layer in range(layout.layers - 1, -1, -1):
                 released(layer, f"s{s}.{last_phase}0")
         if joins and (ends or (releasing and wait == "step")):
-            ops.append(DelayOp.model_construct(id=sync_id(s), kind="delay", stream=f"sync.s{s}",
-                                               deps=ends or [f"s{s}.{last_phase}0"], tags={"step": s}, seconds=0.0,
-                                               name=f"step {s} sync"))
+            ops.append(DelayOp.model_construct(id=sync_id(s), stream=f"sync.s{s}", deps=ends or [f"s{s}.{last_phase}0"],
+                                               tags={"step": s}, seconds=0.0, name=f"step {s} sync"))
             if wait == "step":
                 due[(s + 1 + overlap, -1)].append(sync_id(s))
     return ops

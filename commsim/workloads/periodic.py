@@ -23,12 +23,6 @@ trace gives the same answer at ``s``: the result is that of a run stopped at
 a run not periodic by ``limit`` averages its last ``repeats x max_period``
 intervals and says so.
 
-:class:`StopWhenPeriodic` finds the same step in one replay: a replay plug-in
-that watches a trace of ``limit`` steps, checks each step as soon as it has
-started everywhere and, once the run repeats, holds every later step's first op
-(the steps already begun finish; nothing after them starts). No early step is
-replayed twice.
-
 >>> import numpy as np
 >>> def run(steps):    # intervals 1, 1, then alternating 2 and 3; every step settles 0.5 s after its start
 ...     gaps = [1.0, 1.0] + [2.0 + (k % 2) for k in range(steps - 2)]
@@ -40,7 +34,7 @@ replayed twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +42,7 @@ import numpy as np
 
 from commsim.errors import ConfigError
 
-__all__ = ["PeriodicRun", "replay_until_periodic", "period_at", "StopWhenPeriodic"]
+__all__ = ["PeriodicRun", "replay_until_periodic", "period_at"]
 
 
 @dataclass(frozen=True)
@@ -129,83 +123,3 @@ def _measured(starts: np.ndarray, s: int, period: int, periodic: bool, window: i
     return PeriodicRun(starts=starts[:s + 1], steps=s, period=period, periodic=periodic, window=window,
                        iteration=float((starts[s] - starts[s - window]) / window), replayed=replayed,
                        context=context)
-
-
-class StopWhenPeriodic:
-    """Replay plug-in: end a replay of many steps once they repeat themselves (the answer of
-    :func:`replay_until_periodic`, from one replay).
-
-    ``starts[k]`` is the id of the op that starts step ``k`` (the last, step ``limit``, a
-    marker), every later op of the step downstream of it; ``settles[k]`` the ids of the ops
-    whose latest end is step ``k``'s settle time (none: NaN). An op's times are the latest
-    over the cohorts that hold it. Once step ``s`` is found periodic, the steps begun so far
-    (:attr:`begun`) finish and no later one starts; read the result with :meth:`outcome`.
-    """
-
-    def __init__(self, starts: Sequence[str], settles: Sequence[Sequence[str]], *, lag: int, max_period: int = 4,
-                 repeats: int = 3, rtol: float = 1e-9, atol: float = 1e-12) -> None:
-        self._step_of = {op_id: k for k, op_id in enumerate(starts)}
-        self._settles = [list(ids) for ids in settles]
-        self._options = {"lag": lag, "max_period": max_period, "repeats": repeats, "rtol": rtol, "atol": atol}
-        self.starts = np.full(len(starts), np.nan)
-        self.settle = np.full(len(settles), np.nan)
-        self.begun = -1
-        self.found: tuple[int, int] | None = None
-        self._stop_after: int | None = None
-        self._finished = np.zeros(len(starts), dtype=np.int64)
-        self._where: dict[str, list[tuple[np.ndarray, np.ndarray, int]]] = {}
-        self._never: Any = None
-
-    def start(self, replay: Any) -> None:
-        """Index where the watched ops are (cohort arrays filled in place as the replay runs)."""
-        from simpy.events import Event
-
-        watched = set(self._step_of) | {i for ids in self._settles for i in ids}
-        for c in range(len(replay.cohorts)):
-            index, start, end = replay.op_times(c)
-            for op_id in watched & index.keys():
-                self._where.setdefault(op_id, []).append((start, end, index[op_id]))
-        self._never = Event(replay.env)  # the event a held step's first op waits for
-        return None
-
-    def before(self, replay: Any, ranks: np.ndarray, op: Any) -> Any:
-        """Hold the first op of a step past the stop; note the steps begun."""
-        k = self._step_of.get(op.id)
-        if k is None:
-            return None
-        if self._stop_after is not None and k > self._stop_after:
-            return self._never
-        self.begun = max(self.begun, k)
-        return None
-
-    def after(self, replay: Any, ranks: np.ndarray, op: Any) -> None:
-        """When a step's first op has ended everywhere, check whether the run repeats by that step."""
-        k = self._step_of.get(op.id)
-        if k is None:
-            return
-        self._finished[k] += 1
-        holders = self._where[op.id]
-        if self._finished[k] < len(holders):
-            return
-        self.starts[k] = max(float(start[i]) for start, _, i in holders)
-        if self.found is not None:
-            return
-        for j in range(max(0, k - self._options["lag"] - self._options["repeats"] * self._options["max_period"]),
-                       k - self._options["lag"] + 1):
-            if np.isnan(self.settle[j]):
-                ends = [float(end[i]) for op_id in self._settles[j] for _, end, i in self._where.get(op_id, [])]
-                self.settle[j] = max(ends) - self.starts[j] if ends and not np.isnan(ends).any() else np.nan
-        p = period_at(self.starts, self.settle, k, **self._options)
-        if p is not None:
-            self.found = (k, p)
-            self._stop_after = self.begun
-
-    def outcome(self, context: Any = None) -> PeriodicRun:
-        """The periodic run found, or (none by the last step) the mean of the last intervals, as
-        :func:`replay_until_periodic` gives them; ``replayed`` is the steps begun."""
-        repeats, max_period = self._options["repeats"], self._options["max_period"]
-        if self.found is not None:
-            s, p = self.found
-            return _measured(self.starts, s, p, True, repeats * p, self.begun + 1, context)
-        last = len(self.starts) - 1
-        return _measured(self.starts, last, max_period, False, repeats * max_period, last, context)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from commsim.errors import ConfigError, StallError
+from commsim.errors import ConfigError
 from commsim.network.loader import load_topology
 from commsim.simulation import Simulation
-from commsim.workloads.periodic import StopWhenPeriodic, period_at, replay_until_periodic
+from commsim.workloads.periodic import period_at, replay_until_periodic
 from commsim.workloads.replay import Replay
 from commsim.workloads.trace import CollectiveOp, DelayOp, Program, Trace
 
@@ -55,31 +55,6 @@ def test_communication_bound_overlap_settles_at_the_communication_pace() -> None
 def test_a_hidden_sync_runs_at_the_compute_pace() -> None:
     found = replay_until_periodic(_runner(2, [], compute=5 * STEP), lag=2, limit=40)
     assert found.periodic and found.iteration == pytest.approx(5 * STEP, rel=1e-9)  # the 4 ms sync is hidden
-
-
-@pytest.mark.parametrize(("compute", "limit"), [(STEP, 40), (5 * STEP, 40), (STEP, 3)])
-def test_one_replay_stopped_once_periodic_finds_what_longer_and_longer_replays_find(compute: float,
-                                                                                    limit: int) -> None:
-    found = replay_until_periodic(_runner(2, [], compute=compute), lag=2, limit=limit)
-    stop = StopWhenPeriodic([f"c{s}" for s in range(limit + 1)], [[f"ar{s}"] for s in range(limit)], lag=2)
-    replay = Replay(Simulation(load_topology("switch:2,1GB/s,1us")), _co2(limit, 2, compute), record="none",
-                    plugins=[stop])
-    try:
-        replay.run_to_end()
-        held = False
-    except StallError:  # the steps after the stop are held on purpose: the trace never ends
-        held = True
-    assert held == (stop.begun < limit)
-    once = stop.outcome()
-    assert (once.steps, once.period, once.periodic, once.window) == (found.steps, found.period, found.periodic,
-                                                                       found.window)
-    assert once.iteration == found.iteration and np.array_equal(once.starts, found.starts)
-    index, start, _ = replay.op_times()
-    if found.periodic:  # no step after the ones begun when the pattern was found has started
-        assert found.steps <= stop.begun < limit
-        assert np.isnan(start[index[f"c{stop.begun + 1}"]]) and not np.isnan(start[index[f"c{stop.begun}"]])
-    else:  # not periodic by its end: replayed whole and averaged as replay_until_periodic does
-        assert stop.found is None and stop.begun == limit
 
 
 def test_a_series_that_never_repeats_is_averaged_over_its_last_steps_and_said_so() -> None:

@@ -141,16 +141,15 @@ def prepare(params: CompressedDPParams, topology: Any = None, *, collective: Any
 
 
 def run(prep: Prepared, key: str, variant: str, gbit_per_s: float, *, record: bool = False,
-        steps: int | None = None, first: int | None = None) -> RunStats:
-    """One simulation of the plan ``key`` (``gbit_per_s`` inf: unlimited network; ``first``: see
-    :func:`~.workload.simulate`)."""
+        steps: int | None = None) -> RunStats:
+    """One simulation of the plan ``key`` (``gbit_per_s`` inf: unlimited network)."""
     p = prep.params
     unlimited = math.isinf(gbit_per_s)
     return simulate(prep.topology, prep.layout, prep.plans[key], prep.collectives, group=prep.group,
                     port_bandwidth=None if unlimited else gbit_per_s * 1e9 / 8, unlimited=unlimited,
                     fabric=prep.fabric, variant=variant, tau=p.co2_tau, release=p.release,
                     compression_dtype=p.compression_dtype, config=prep.config, record=record, steps=steps,
-                    seed=p.seed, faults=prep.faults, first=first)
+                    seed=p.seed, faults=prep.faults)
 
 
 def sweep(prep: Prepared, progress: Any = None) -> pd.DataFrame:
@@ -159,13 +158,10 @@ def sweep(prep: Prepared, progress: Any = None) -> pd.DataFrame:
     points = [*prep.grid, UNLIMITED_LABEL]
     jobs = [(key, variant, g) for key in prep.plans for variant in p.variants for g in points]
     rows = []
-    seen: dict[tuple[str, str], int] = {}  # steps the plan's last run took to repeat: the next run's first guess
     for i, (key, variant, g) in enumerate(jobs):
         if progress is not None:
             progress(i, len(jobs), "simulating steps")
-        guess = seen.get((key, variant))
-        stats = run(prep, key, variant, g, first=guess + 2 if guess is not None else None)
-        seen[key, variant] = stats.steps
+        stats = run(prep, key, variant, g)
         rows.append({"key": key, "variant": variant, "gbit_per_s": g, "iteration_time": stats.iteration_time,
                      "stall": stats.stall / max(1, stats.steps), "wire_bytes": stats.wire_bytes,
                      "transfers": stats.transfers / max(1, stats.steps), "steps": stats.steps,

@@ -33,14 +33,11 @@ its last bucket has; the forward pass of step ``s`` waits for the sync of step
 overlapped with ``tau`` further steps).
 
 :func:`simulate` measures the iteration time: ``sync`` replays one step from idle
-(every step is a copy of it); ``co2`` replays until the run repeats itself (a
-pattern of 1 to :data:`MAX_PERIOD` steps seen :data:`MEASURE_STEPS` times, with
-the syncs' completions measured from their steps' starts repeating too) and
-averages the pattern: the answer of
-:func:`commsim.workloads.periodic.replay_until_periodic`, found by its plug-in
-:class:`~commsim.workloads.periodic.StopWhenPeriodic`, which ends a replay at the
-first step that repeats (a longer trace is replayed only when a shorter one had
-not repeated by its end).
+(every step is a copy of it); ``co2`` replays until the run repeats itself
+(:func:`commsim.workloads.periodic.replay_until_periodic`: a pattern of 1 to
+:data:`MAX_PERIOD` steps seen :data:`MEASURE_STEPS` times, with the syncs'
+completions measured from their steps' starts repeating too) and averages the
+pattern.
 """
 
 from __future__ import annotations
@@ -52,13 +49,13 @@ import numpy as np
 
 from commsim.collectives import CollectiveConfig
 from commsim.devices.device import kernel_time
-from commsim.errors import ConfigError, StallError
+from commsim.errors import ConfigError
 from commsim.network.inter_node import Fabric
 from commsim.systems.compressed_dp.plan import StepPlan
 from commsim.systems.compressed_dp.schedules import CollectivePlan
-from commsim.workloads.data_parallel import LayerLayout, forward_id, step_times, sync_id, training_trace
+from commsim.workloads.data_parallel import LayerLayout, step_times, training_trace
 from commsim.workloads.issue_order import IssueQueues
-from commsim.workloads.periodic import StopWhenPeriodic
+from commsim.workloads.periodic import replay_until_periodic
 from commsim.workloads.replay import Replay
 from commsim.workloads.trace import CollectiveOp, ComputeOp, DelayOp, Trace
 
@@ -184,15 +181,13 @@ def simulate(topology: Any, layout: LayerLayout, plan: StepPlan, collectives: Co
              port_bandwidth: float | None = None, unlimited: bool = False, fabric: Fabric | None = None,
              variant: str = "sync", tau: int = 1, release: str = "backward", compression_dtype: str = "fp32",
              config: CollectiveConfig | None = None, record: bool = False, steps: int | None = None,
-             seed: int = 0, faults: list[Any] | None = None, first: int | None = None) -> RunStats:
+             seed: int = 0, faults: list[Any] | None = None) -> RunStats:
     """Replay ``plan`` on ``topology`` and measure the iteration time (see the module docstring).
 
     ``port_bandwidth`` (bytes/s per NIC port, None: the topology's) scales the inter-node
     links through ``fabric``; ``unlimited`` makes every link infinitely fast. ``steps``
     overrides the number of replayed steps (timelines). ``faults`` (:mod:`commsim.faults`
-    models) happen at their times from the first step's start, in every replay. ``first`` is the
-    length of the first ``co2`` replay (a guess of the steps it takes to repeat, e.g. a similar
-    run's; any guess gives the same result, a good one the fewest steps replayed).
+    models) happen at their times from the first step's start, in every replay.
     """
     from commsim.simulation import Simulation
 
@@ -207,7 +202,7 @@ def simulate(topology: Any, layout: LayerLayout, plan: StepPlan, collectives: Co
     lag = 1 if variant == "sync" else int(tau) + 1
     last: dict[str, Any] = {}
 
-    def run(count: int, stop: StopWhenPeriodic | None = None) -> tuple[np.ndarray, np.ndarray, Any]:
+    def run(count: int) -> tuple[np.ndarray, np.ndarray, Any]:
         sim = Simulation(topology, seed=seed, record_usage=record, name=f"{plan.compressor} {variant}")
         if unlimited:
             Fabric.unlimited(sim)
@@ -216,18 +211,11 @@ def simulate(topology: Any, layout: LayerLayout, plan: StepPlan, collectives: Co
         if faults:
             sim.schedule_faults(faults)
         trace = step_trace(plan, layout, collectives, steps=count, lag=lag, release=release, dtype=compression_dtype)
-        replay = Replay(sim, trace, devices=group, collective=config, plugins=[IssueQueues(), *([stop] if stop else [])],
+        replay = Replay(sim, trace, devices=group, collective=config, plugins=[IssueQueues()],
                         record="all" if record else "none")
-        result = None
-        try:
-            result = replay.run() if record else replay.run_to_end()
-        except StallError:
-            if stop is None or stop.found is None:
-                raise
-            # the steps after the stop were held on purpose; the steps begun have all finished
+        result = replay.run() if record else replay.run_to_end()
         times = step_times(replay, layout, count, fused_forward=True)
-        ran = stop.begun + 1 if stop is not None and stop.found is not None else count
-        last.update(replay=replay, sim=sim, result=result, ran=ran, times=times)
+        last.update(replay=replay, sim=sim, result=result, count=count, times=times)
         return times.starts, times.settle, replay
 
     if steps is not None or variant == "sync":
@@ -237,27 +225,19 @@ def simulate(topology: Any, layout: LayerLayout, plan: StepPlan, collectives: Co
         measured = count
         iteration = float((starts[-1] - starts[-1 - window]) / window)
         periodic, period = True, 1
-    else:  # replays of ``first``, then twice as many steps, each ended as soon as the steps repeat
-        limit = lag + MAX_CO2_STEPS
-        count = min(limit, first if first is not None else lag + MEASURE_STEPS + 1)
-        while True:
-            stop = StopWhenPeriodic([forward_id(s) for s in range(count + 1)], [[sync_id(s)] for s in range(count)],
-                                    lag=lag, max_period=MAX_PERIOD, repeats=MEASURE_STEPS)
-            run(count, stop)
-            if stop.found is not None or count >= limit:
-                break
-            count = min(limit, 2 * count)
-        found = stop.outcome()
+    else:
+        found = replay_until_periodic(run, lag=lag, limit=lag + MAX_CO2_STEPS, max_period=MAX_PERIOD,
+                                      repeats=MEASURE_STEPS)
         starts, measured, iteration = found.starts, found.steps, found.iteration
         periodic, period = found.periodic, found.period
     replay, sim, times = last["replay"], last["sim"], last["times"]
     stall = float(np.sum(starts[1:measured + 1] - times.compute_end[:measured]))
-    per_step = sum(1 for op in replay.trace.programs[0].ops if op.kind == "collective") / len(times.compute_end)
+    per_step = sum(1 for op in replay.trace.programs[0].ops if op.kind == "collective") / last["count"]
     first_send: dict[int, float] = {}
     for op in replay.trace.programs[0].ops:
         if op.kind == "collective" and op.tags["step"] == 0:
             first_send.setdefault(int(op.tags["bucket"]), times.of(op.id)[0])
     return RunStats(variant=variant, tau=int(tau), steps=measured, iteration_time=iteration, step_start=starts,
-                    stall=stall, wire_bytes=sim.network.bytes_sent / (collectives.n * last["ran"]),
+                    stall=stall, wire_bytes=sim.network.bytes_sent / (collectives.n * last["count"]),
                     transfers=int(per_step * measured), first_send=first_send, periodic=periodic, period=period,
                     result=last["result"] if record else None)
