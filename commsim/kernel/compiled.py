@@ -16,6 +16,7 @@ formed in the same order; results match the numpy solver to float round-off
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -145,7 +146,7 @@ def _fill(t_act, t_res, t_coef, weight, cap, residual, rates, bottleneck):  # pr
         n_act = kept
 
 
-fill = _compiled(_fill)
+_fill_jit = _compiled(_fill)
 
 
 def _positions_on(res_ids, n_res, res_mark, t_res, t_live, n_trip, index_order, index_ptr, index_end,
@@ -263,7 +264,7 @@ def _local_update(seeds, theta, fresh, now, t_act, t_res, t_coef, t_live, n_trip
             a_cap[i] = cap[acts[i]]
         rates = a_cap.copy()
         bneck = np.full(n_act, -1, dtype=np.int64)
-        fill(i_act, i_res, i_coef, a_weight, a_cap, residual, rates, bneck)
+        _fill_jit(i_act, i_res, i_coef, a_weight, a_cap, residual, rates, bneck)
         if n_out == 0:
             break  # nobody outside the set shares its resources: it is whole components, solved exactly
         # the highest level of the activities held at their rates, per resource
@@ -312,7 +313,7 @@ def _local_update(seeds, theta, fresh, now, t_act, t_res, t_coef, t_live, n_trip
     if rounds:
         for i in range(n_act):
             bneck[i] = res_ids[bneck[i]] if bneck[i] >= 0 else -1
-        apply_rates(acts[:n_act], rates, bneck, now, amount, remaining, t_ref, rate, level, weight, bottleneck,
+        _apply_rates_jit(acts[:n_act], rates, bneck, now, amount, remaining, t_ref, rate, level, weight, bottleneck,
                     finish)
     return rounds, n_act, res_ids[:n_res].copy()
 
@@ -463,7 +464,33 @@ def _component_problem(seeds, theta, fresh, t_act, t_res, t_coef, t_live, n_trip
 _LOOSE = 1.0 - 1e-9  # the local update's check tolerance (a solve's round-off, not a tie)
 _positions_on = _compiled(_positions_on)
 _add_member = _compiled(_add_member)
-apply_rates = _compiled(_apply_rates)
-local_update = _compiled(_local_update)
+_apply_rates_jit = _compiled(_apply_rates)
 _join = _compiled(_join)
-component_problem = _compiled(_component_problem)
+
+
+def _interruptible(dispatcher):
+    """``dispatcher`` called from Python, with Ctrl-C kept a ``KeyboardInterrupt``.
+
+    A compiled call runs Python code of numba's while it loads cached code; an
+    interrupt arriving there comes out as a ``SystemError`` caused by the
+    ``KeyboardInterrupt``, which the CLI would report as a crash instead of an
+    interrupted run. The compiled callers inside this module keep the bare
+    dispatchers.
+    """
+    @functools.wraps(getattr(dispatcher, "py_func", dispatcher))
+    def call(*args):
+        try:
+            return dispatcher(*args)
+        except SystemError as error:
+            if isinstance(error.__cause__, KeyboardInterrupt):
+                raise KeyboardInterrupt from None
+            raise
+
+    call.dispatcher = dispatcher
+    return call
+
+
+fill = _interruptible(_fill_jit)
+apply_rates = _interruptible(_apply_rates_jit)
+local_update = _interruptible(_compiled(_local_update))
+component_problem = _interruptible(_compiled(_component_problem))

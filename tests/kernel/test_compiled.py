@@ -8,6 +8,7 @@ import sys
 import warnings
 
 import numpy as np
+import pytest
 import simpy
 
 from commsim.kernel import FluidKernel
@@ -37,7 +38,23 @@ def test_compiled_functions_are_cached_on_disk():
     kernel.start([1.0, 2.0, 3.0], [[0], [0, 1], [1]])
     env.run()
     for function in (compiled.fill, compiled.local_update, compiled.component_problem, compiled.apply_rates):
-        assert type(function._cache).__name__ == "FunctionCache", function  # a NullCache would recompile each run
+        assert type(function.dispatcher._cache).__name__ == "FunctionCache", function  # NullCache: recompiled each run
+
+
+def test_an_interrupt_inside_a_compiled_call_stays_a_keyboard_interrupt():
+    # numba reports a KeyboardInterrupt raised while it loads cached code as a SystemError caused by it
+    from commsim.kernel.compiled import _interruptible
+
+    def loading_cached_code(*args):
+        raise SystemError("returned a result with an exception set") from KeyboardInterrupt()
+
+    def broken(*args):
+        raise SystemError("something else")
+
+    with pytest.raises(KeyboardInterrupt):
+        _interruptible(loading_cached_code)(1)
+    with pytest.raises(SystemError, match="something else"):
+        _interruptible(broken)(1)
 
 
 def test_without_a_usable_cache_directory_functions_compile_in_memory_with_a_warning():
