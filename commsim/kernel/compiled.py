@@ -348,6 +348,19 @@ def _apply_rates(acts, rates, bneck, now, amount, remaining, t_ref, rate, level,
 
 
 
+def _numbering(marked, n):  # pragma: no cover - compiled
+    """Local numbers of the marked items among the first ``n`` (in order), and the marked items."""
+    local = np.empty(n, dtype=np.int64)
+    ids = np.empty(n, dtype=np.int64)
+    count = 0
+    for i in range(n):
+        if marked[i]:
+            local[i] = count
+            ids[count] = i
+            count += 1
+    return local, ids[:count]
+
+
 def _join(a, act_in, trip_in, res_in, stack, top, trip_start, trip_count, t_res):  # pragma: no cover - compiled
     """Add activity ``a`` (and its incidences) to a component; push its resources not seen yet."""
     if not act_in[a]:
@@ -414,28 +427,10 @@ def _component_problem(seeds, theta, fresh, t_act, t_res, t_coef, t_live, n_trip
             while p >= 0:
                 top = _join(t_act[p], act_in, trip_in, res_in, stack, top, trip_start, trip_count, t_res)
                 p = tail_next[p - index_end]
-    local_act = np.empty(high_water, dtype=np.int64)
-    n_act = 0
-    for a in range(high_water):
-        if act_in[a]:
-            local_act[a] = n_act
-            n_act += 1
-    acts = np.empty(n_act, dtype=np.int64)
-    for a in range(high_water):
-        if act_in[a]:
-            acts[local_act[a]] = a
-    local_res = np.empty(capacity.shape[0], dtype=np.int64)
-    n_res = 0
-    for r in range(capacity.shape[0]):
-        if res_in[r]:
-            local_res[r] = n_res
-            n_res += 1
-    res_ids = np.empty(n_res, dtype=np.int64)
-    left = np.empty(n_res)
-    for r in range(capacity.shape[0]):
-        if res_in[r]:
-            res_ids[local_res[r]] = r
-            left[local_res[r]] = capacity[r]
+    local_act, acts = _numbering(act_in, high_water)
+    local_res, res_ids = _numbering(res_in, capacity.shape[0])
+    n_res = res_ids.shape[0]
+    left = capacity[res_ids]
     n_inc = 0
     held = np.zeros(n_res)
     kept = False
@@ -466,6 +461,7 @@ _positions_on = _compiled(_positions_on)
 _add_member = _compiled(_add_member)
 _apply_rates_jit = _compiled(_apply_rates)
 _join = _compiled(_join)
+_numbering = _compiled(_numbering)
 
 
 def _interruptible(dispatcher):
